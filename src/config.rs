@@ -1,0 +1,438 @@
+//! Typed settings, layered: built-in defaults, then a TOML file, then
+//! `DIALOGD_*` environment variables, then command-line flags.
+//!
+//! Environment variables name a key path with `__` between levels, for
+//! example `DIALOGD_SERVER__LISTEN=0.0.0.0:50051` or
+//! `DIALOGD_STORE__DURABILITY=relaxed`. Every key is documented in README.md.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything dialogd can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub limits: LimitSettings,
+    pub log: LogSettings,
+    /// Public model used when neither the dialogue nor the request names one.
+    pub default_model: String,
+    /// Public models and the backend serving each.
+    pub models: Vec<ModelSettings>,
+    /// Model backends by name.
+    pub backends: BTreeMap<String, BackendSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address the gRPC server binds; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Upper bound of a decoded request message, in bytes.
+    pub max_request_bytes: usize,
+    /// How long in-flight calls and streams may run on after SIGTERM/SIGINT.
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge a write only once it is flushed to disk (group commit).
+    Sync,
+    /// Acknowledge at once; a background flush runs every `flush_interval_ms`.
+    Relaxed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Directory of the embedded sled database (created if missing).
+    pub data_dir: PathBuf,
+    /// When a write is acknowledged: `sync` (durable) or `relaxed`.
+    pub durability: Durability,
+    /// Background flush period, in milliseconds (the loss window of `relaxed`).
+    pub flush_interval_ms: u64,
+    /// Size of sled's page cache, in MiB.
+    pub cache_capacity_mb: u64,
+    /// How often expired dialogues and idempotency keys are erased, in seconds.
+    pub sweep_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Upper bound of a user message's text, in bytes.
+    pub max_message_bytes: usize,
+    /// Upper bound of a dialogue's system prompt, in bytes.
+    pub max_system_prompt_bytes: usize,
+    /// Upper bound of a dialogue's state, JSON-encoded, in bytes.
+    pub max_state_bytes: usize,
+    /// Upper bound of a dialogue's label count.
+    pub max_labels: usize,
+    /// Upper bound of turns stored in one dialogue (user and assistant each count).
+    pub max_turns_per_dialogue: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A tracing filter: a level (`info`) or directives (`dialogd=debug,info`).
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+/// A public model name and where it is served.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Name callers use.
+    pub name: String,
+    /// Key of the backend in `[backends]`.
+    pub backend: String,
+    /// Model name sent to the backend; defaults to `name`.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Context window in tokens; history that does not fit is left out.
+    #[serde(default = "default_context_tokens")]
+    pub context_tokens: u32,
+    /// Upper bound of history turns in one prompt, whatever their size.
+    #[serde(default = "default_max_history_turns")]
+    pub max_history_turns: usize,
+}
+
+/// A model backend; `kind` selects the protocol.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendSettings {
+    /// Built-in deterministic backend: replies `echo: <last user message>`,
+    /// streamed word by word.
+    Echo {
+        /// Pause before each streamed word, in milliseconds.
+        #[serde(default)]
+        delay_ms: u64,
+    },
+}
+
+impl BackendSettings {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendSettings::Echo { .. } => "echo",
+        }
+    }
+}
+
+fn default_context_tokens() -> u32 {
+    8192
+}
+
+fn default_max_history_turns() -> usize {
+    1000
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: ServerSettings::default(),
+            store: StoreSettings::default(),
+            limits: LimitSettings::default(),
+            log: LogSettings::default(),
+            default_model: "echo".into(),
+            models: vec![ModelSettings {
+                name: "echo".into(),
+                backend: "echo".into(),
+                upstream_model: None,
+                context_tokens: default_context_tokens(),
+                max_history_turns: default_max_history_turns(),
+            }],
+            backends: BTreeMap::from([("echo".into(), BackendSettings::Echo { delay_ms: 0 })]),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_request_bytes: 4 * 1024 * 1024,
+            drain_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            data_dir: PathBuf::from("./data"),
+            durability: Durability::Sync,
+            flush_interval_ms: 500,
+            cache_capacity_mb: 256,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_message_bytes: 64 * 1024,
+            max_system_prompt_bytes: 32 * 1024,
+            max_state_bytes: 64 * 1024,
+            max_labels: 64,
+            max_turns_per_dialogue: 100_000,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Values given as command-line flags; they win over file and environment.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// A setting that could not be read or makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Reads the layers in order (defaults, `file`, `DIALOGD_*`, `flags`) and
+    /// validates the result.
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let mut server = serde_json::Map::new();
+        let mut store = serde_json::Map::new();
+        let mut log = serde_json::Map::new();
+        if let Some(listen) = flags.listen {
+            server.insert("listen".into(), listen.to_string().into());
+        }
+        if let Some(dir) = &flags.data_dir {
+            store.insert("data_dir".into(), dir.display().to_string().into());
+        }
+        if let Some(level) = &flags.log_level {
+            log.insert("level".into(), level.clone().into());
+        }
+        let flag_layer = serde_json::json!({ "server": server, "store": store, "log": log });
+        let settings: Settings = figment
+            .merge(Env::prefixed("DIALOGD_").split("__"))
+            .merge(Serialized::defaults(flag_layer))
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot: ranges and cross-references.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.store.data_dir.as_os_str().is_empty() {
+            return invalid("store.data_dir must not be empty".into());
+        }
+        if self.store.flush_interval_ms == 0 || self.store.flush_interval_ms > 60_000 {
+            return invalid("store.flush_interval_ms must be 1 to 60000".into());
+        }
+        if self.store.sweep_interval_secs == 0 {
+            return invalid("store.sweep_interval_secs must be at least 1".into());
+        }
+        if self.server.max_request_bytes < 1024 {
+            return invalid("server.max_request_bytes must be at least 1024".into());
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.max_message_bytes", limits.max_message_bytes),
+            (
+                "limits.max_system_prompt_bytes",
+                limits.max_system_prompt_bytes,
+            ),
+            ("limits.max_state_bytes", limits.max_state_bytes),
+            ("limits.max_labels", limits.max_labels),
+        ] {
+            if value == 0 {
+                return invalid(format!("{key} must be at least 1"));
+            }
+        }
+        if limits.max_turns_per_dialogue < 2 {
+            return invalid("limits.max_turns_per_dialogue must be at least 2".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid(format!(
+                "log.level {:?} is not a level or filter",
+                self.log.level
+            ));
+        }
+        if self.models.is_empty() {
+            return invalid("at least one [[models]] entry is needed".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for model in &self.models {
+            if model.name.is_empty() || !seen.insert(model.name.as_str()) {
+                return invalid(format!("model name {:?} is empty or repeated", model.name));
+            }
+            if !self.backends.contains_key(&model.backend) {
+                let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+                return invalid(format!(
+                    "model {:?} names backend {:?}, which is not configured (known: {})",
+                    model.name,
+                    model.backend,
+                    known.join(", ")
+                ));
+            }
+            if model.context_tokens < 16 {
+                return invalid(format!(
+                    "model {:?}: context_tokens must be at least 16",
+                    model.name
+                ));
+            }
+        }
+        if !seen.contains(self.default_model.as_str()) {
+            return invalid(format!(
+                "default_model {:?} is not one of the configured models",
+                self.default_model
+            ));
+        }
+        for (name, backend) in &self.backends {
+            match backend {
+                BackendSettings::Echo { delay_ms } if *delay_ms > 60_000 => {
+                    return invalid(format!("backends.{name}.delay_ms must be at most 60000"));
+                }
+                BackendSettings::Echo { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let settings = Settings::default();
+        settings.validate().unwrap();
+        assert_eq!(settings.server.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(settings.store.data_dir, PathBuf::from("./data"));
+        assert_eq!(settings.store.durability, Durability::Sync);
+    }
+
+    #[test]
+    fn flags_win_over_env_and_env_over_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "dialogd.toml",
+                r#"
+                [server]
+                listen = "127.0.0.1:7000"
+                drain_timeout_secs = 5
+                [store]
+                data_dir = "/from/file"
+                durability = "relaxed"
+                "#,
+            )?;
+            jail.set_env("DIALOGD_SERVER__LISTEN", "127.0.0.1:7001");
+            jail.set_env("DIALOGD_STORE__DATA_DIR", "/from/env");
+            let flags = FlagOverrides {
+                data_dir: Some("/from/flag".into()),
+                ..Default::default()
+            };
+            let s = Settings::load(Some(Path::new("dialogd.toml")), &flags).unwrap();
+            assert_eq!(
+                s.server.listen.to_string(),
+                "127.0.0.1:7001",
+                "env over file"
+            );
+            assert_eq!(
+                s.store.data_dir,
+                PathBuf::from("/from/flag"),
+                "flag over env"
+            );
+            assert_eq!(s.server.drain_timeout_secs, 5, "file over default");
+            assert_eq!(s.store.durability, Durability::Relaxed);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected_with_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[server]\nlisten_addr = \"127.0.0.1:1\"\n")?;
+            let err = Settings::load(Some(Path::new("typo.toml")), &FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listen_addr"), "{err}");
+
+            jail.create_file("bad.toml", "[store]\ndurability = \"sometimes\"\n")?;
+            let err = Settings::load(Some(Path::new("bad.toml")), &FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("durability"), "{err}");
+
+            jail.create_file("model.toml", "default_model = \"gpt-9\"\n")?;
+            let err = Settings::load(Some(Path::new("model.toml")), &FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("gpt-9"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_reaches_nested_backend_settings() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DIALOGD_BACKENDS__ECHO__DELAY_MS", "25");
+            let s = Settings::load(None, &FlagOverrides::default()).unwrap();
+            assert_eq!(s.backends["echo"], BackendSettings::Echo { delay_ms: 25 });
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Settings::load(
+            Some(Path::new("/nonexistent/dialogd.toml")),
+            &FlagOverrides::default(),
+        );
+        assert!(matches!(err, Err(ConfigError::MissingFile(_))));
+    }
+}

@@ -1,0 +1,168 @@
+//! Fitting a dialogue into a model's context window: the system prompt, then
+//! as many of the most recent turns as fit, oldest dropped first, never a
+//! partial turn, then the new user message.
+//!
+//! The engine offers stored turns newest first and stops pulling them from
+//! the store as soon as one does not fit, so the cost of a turn is bounded
+//! by the window, not by the dialogue's length.
+//!
+//! Tokens are estimated at four bytes each until a real tokenizer replaces
+//! `estimate_tokens` (model-backends issue).
+
+use super::model::{Role, Turn};
+use crate::backend::PromptMessage;
+
+/// A rough token count: 4 bytes per token, rounded up.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+/// Tokens a message costs, with a small per-message overhead.
+fn message_cost(text: &str) -> u64 {
+    estimate_tokens(text) + 4
+}
+
+pub struct ContextFit {
+    system_prompt: String,
+    user_message: String,
+    remaining_tokens: u64,
+    remaining_turns: usize,
+    /// Accepted history, newest first.
+    history: Vec<PromptMessage>,
+    full: bool,
+}
+
+impl ContextFit {
+    /// Starts a prompt of at most `budget` tokens and `max_turns` history
+    /// turns. `None` when the system prompt and the new message alone do not
+    /// fit.
+    pub fn new(
+        system_prompt: &str,
+        user_message: &str,
+        budget: u64,
+        max_turns: usize,
+    ) -> Option<ContextFit> {
+        let system_cost = if system_prompt.is_empty() {
+            0
+        } else {
+            message_cost(system_prompt)
+        };
+        let remaining_tokens = budget.checked_sub(system_cost + message_cost(user_message))?;
+        Some(ContextFit {
+            system_prompt: system_prompt.to_owned(),
+            user_message: user_message.to_owned(),
+            remaining_tokens,
+            remaining_turns: max_turns,
+            history: Vec::new(),
+            full: max_turns == 0,
+        })
+    }
+
+    /// Offers the next older turn; false once the window is full (the turn
+    /// and every older one are left out).
+    pub fn offer(&mut self, turn: &Turn) -> bool {
+        if self.full {
+            return false;
+        }
+        let text = turn.text();
+        let cost = message_cost(&text);
+        if cost > self.remaining_tokens {
+            self.full = true;
+            return false;
+        }
+        self.remaining_tokens -= cost;
+        self.remaining_turns -= 1;
+        self.full = self.remaining_turns == 0;
+        self.history.push(PromptMessage {
+            role: turn.role,
+            text,
+        });
+        true
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The prompt in model order: system, history oldest first, new message.
+    pub fn finish(self) -> Vec<PromptMessage> {
+        let mut prompt = Vec::with_capacity(self.history.len() + 2);
+        if !self.system_prompt.is_empty() {
+            prompt.push(PromptMessage {
+                role: Role::System,
+                text: self.system_prompt,
+            });
+        }
+        prompt.extend(self.history.into_iter().rev());
+        prompt.push(PromptMessage {
+            role: Role::User,
+            text: self.user_message,
+        });
+        prompt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialogue::model::{ContentPart, Time};
+
+    fn turn(index: u64, role: Role, text: &str) -> Turn {
+        Turn {
+            index,
+            role,
+            content: vec![ContentPart::Text(text.into())],
+            create_time: Time(0),
+            finish_reason: None,
+            model: String::new(),
+            usage: None,
+            request_id: None,
+        }
+    }
+
+    fn texts(prompt: &[PromptMessage]) -> Vec<&str> {
+        prompt.iter().map(|m| m.text.as_str()).collect()
+    }
+
+    #[test]
+    fn keeps_the_newest_turns_that_fit_in_order() {
+        // system (2+4) + new (1+4) = 11 tokens; each short turn costs 5-6.
+        let mut fit = ContextFit::new("be kind", "new", 22, 100).unwrap();
+        assert!(fit.offer(&turn(3, Role::Assistant, "four")));
+        assert!(fit.offer(&turn(2, Role::User, "three")));
+        assert!(!fit.offer(&turn(1, Role::Assistant, "two")));
+        assert!(fit.is_full());
+        assert!(
+            !fit.offer(&turn(0, Role::User, "o")),
+            "nothing older after a gap"
+        );
+        let prompt = fit.finish();
+        assert_eq!(texts(&prompt), ["be kind", "three", "four", "new"]);
+        assert_eq!(prompt[0].role, Role::System);
+        assert_eq!(prompt[1].role, Role::User);
+        assert_eq!(prompt[3].role, Role::User);
+    }
+
+    #[test]
+    fn never_splits_a_turn() {
+        let mut fit = ContextFit::new("", "new", 30, 100).unwrap();
+        assert!(fit.offer(&turn(9, Role::User, "hi")));
+        assert!(!fit.offer(&turn(8, Role::User, &"x".repeat(400))));
+        assert_eq!(texts(&fit.finish()), ["hi", "new"]);
+    }
+
+    #[test]
+    fn the_turn_cap_bounds_history_too() {
+        let mut fit = ContextFit::new("", "new", 10_000, 2).unwrap();
+        assert!(fit.offer(&turn(5, Role::User, "a")));
+        assert!(fit.offer(&turn(4, Role::User, "b")));
+        assert!(fit.is_full());
+        assert!(!fit.offer(&turn(3, Role::User, "c")));
+        assert_eq!(texts(&fit.finish()), ["b", "a", "new"]);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_window_does_not_fit() {
+        assert!(ContextFit::new("", &"y".repeat(1000), 100, 10).is_none());
+    }
+}

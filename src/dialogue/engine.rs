@@ -1,0 +1,688 @@
+//! The conversation rules: load and validate, serialize changes per dialogue,
+//! fit the prompt into the context window, call the model, persist, stream.
+
+use super::context::{ContextFit, estimate_tokens};
+use super::error::{EngineError, Violations};
+use super::locks::DialogueLocks;
+use super::model::*;
+use super::page_token;
+use super::validate;
+use crate::backend::{BackendError, ModelRequest, ReplyChunk};
+use crate::config::LimitSettings;
+use crate::router::{ModelRoute, Router};
+use crate::store::{DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
+/// Default and maximum page sizes of list calls (AIP-158).
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 1000;
+/// Turns read from the store per step while filling the context window.
+const HISTORY_CHUNK: usize = 64;
+
+pub struct Engine {
+    store: Arc<dyn DialogueStore>,
+    router: Arc<Router>,
+    limits: LimitSettings,
+    locks: DialogueLocks,
+    /// Streaming turns run as tasks; shutdown waits for them.
+    tasks: TaskTracker,
+}
+
+/// A turn that passed every check and is ready for the model call.
+struct PlannedTurn {
+    dialogue_id: DialogueId,
+    /// The dialogue to create with the turn (create_if_missing).
+    create: Option<Dialogue>,
+    expected_turn_count: u64,
+    route: ModelRoute,
+    request: ModelRequest,
+    user_turn: Turn,
+    started: Instant,
+}
+
+enum Plan {
+    /// The request repeats a stored one: answer with its result.
+    Replay(Box<TurnOutcome>),
+    Run(Box<PlannedTurn>),
+}
+
+fn dialogue_name(id: &DialogueId) -> String {
+    format!("dialogues/{id}")
+}
+
+fn page_size(requested: usize) -> usize {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn DialogueStore>,
+        router: Arc<Router>,
+        limits: LimitSettings,
+    ) -> Engine {
+        Engine {
+            store,
+            router,
+            limits,
+            locks: DialogueLocks::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn store(&self) -> &Arc<dyn DialogueStore> {
+        &self.store
+    }
+
+    /// Streaming turns still running.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Dialogues locked by a running change (or waited on).
+    pub fn busy_dialogues(&self) -> usize {
+        self.locks.len()
+    }
+
+    pub async fn create_dialogue(
+        &self,
+        id: Option<DialogueId>,
+        spec: DialogueSpec,
+    ) -> Result<Dialogue, EngineError> {
+        let now = Time::now();
+        let dialogue = self.new_dialogue(
+            id.unwrap_or_else(DialogueId::generate),
+            &spec,
+            now,
+            "dialogue",
+        )?;
+        let _guard = self.locks.lock(&dialogue.id).await;
+        self.erase_if_expired(&dialogue.id, now).await?;
+        self.store.create_dialogue(&dialogue).await?;
+        Ok(dialogue)
+    }
+
+    pub async fn get_dialogue(
+        &self,
+        id: &DialogueId,
+        last_turns: usize,
+    ) -> Result<(Dialogue, Vec<Turn>), EngineError> {
+        let dialogue = self.load(id, Time::now()).await?;
+        let mut turns = Vec::new();
+        if last_turns > 0 {
+            turns = self
+                .store
+                .turns_before(id, dialogue.turn_count, last_turns.min(MAX_PAGE_SIZE))
+                .await?;
+            turns.reverse();
+        }
+        Ok((dialogue, turns))
+    }
+
+    pub async fn list_dialogues(
+        &self,
+        page_size_req: usize,
+        page_token: &str,
+    ) -> Result<Page<Dialogue>, EngineError> {
+        const SCOPE: &str = "dialogues";
+        let after = match page_token {
+            "" => None,
+            token => {
+                let raw = page_token::decode(token, SCOPE)?;
+                let cursor = raw.split_at_checked(8).and_then(|(time, id)| {
+                    let time = i64::from_be_bytes(time.try_into().ok()?);
+                    let id = DialogueId::parse(std::str::from_utf8(id).ok()?).ok()?;
+                    Some(DialogueCursor {
+                        create_time: Time(time),
+                        id,
+                    })
+                });
+                Some(cursor.ok_or_else(|| EngineError::invalid("page_token", "is damaged"))?)
+            }
+        };
+        let (items, next) = self
+            .store
+            .list_dialogues(after.as_ref(), page_size(page_size_req))
+            .await?;
+        let next_page_token = next.map(|c| {
+            let mut position = c.create_time.0.to_be_bytes().to_vec();
+            position.extend_from_slice(c.id.as_str().as_bytes());
+            page_token::encode(SCOPE, &position)
+        });
+        Ok(Page {
+            items,
+            next_page_token,
+        })
+    }
+
+    pub async fn update_dialogue(
+        &self,
+        id: &DialogueId,
+        spec: DialogueSpec,
+        mask: UpdateMask,
+    ) -> Result<Dialogue, EngineError> {
+        let now = Time::now();
+        let mut v = Violations::default();
+        validate::check_spec(&self.limits, &spec, Some(&mask), "dialogue", now, &mut v);
+        if mask.model {
+            self.check_model(&spec.model, "dialogue.model", &mut v);
+        }
+        v.into_result(())?;
+        let _guard = self.locks.lock(id).await;
+        let mut dialogue = self.load(id, now).await?;
+        if mask.model {
+            dialogue.model = self.model_or_default(&spec.model);
+        }
+        if mask.system_prompt {
+            dialogue.system_prompt = spec.system_prompt;
+        }
+        if mask.labels {
+            dialogue.labels = spec.labels;
+        }
+        if mask.state {
+            dialogue.state = spec.state;
+        }
+        if mask.expiration {
+            dialogue.expire_time = expire_time(spec.expiration, now);
+        }
+        dialogue.update_time = now;
+        self.store.update_dialogue(&dialogue).await?;
+        Ok(dialogue)
+    }
+
+    pub async fn delete_dialogue(&self, id: &DialogueId) -> Result<(), EngineError> {
+        let _guard = self.locks.lock(id).await;
+        self.load(id, Time::now()).await?;
+        self.store.delete_dialogue(id).await?;
+        Ok(())
+    }
+
+    pub async fn list_turns(
+        &self,
+        id: &DialogueId,
+        page_size_req: usize,
+        page_token: &str,
+    ) -> Result<Page<Turn>, EngineError> {
+        let scope = format!("{}/turns", dialogue_name(id));
+        let from = match page_token {
+            "" => 0,
+            token => {
+                let raw = page_token::decode(token, &scope)?;
+                let bytes: [u8; 8] = raw
+                    .try_into()
+                    .map_err(|_| EngineError::invalid("page_token", "is damaged"))?;
+                u64::from_be_bytes(bytes)
+            }
+        };
+        let dialogue = self.load(id, Time::now()).await?;
+        let size = page_size(page_size_req);
+        let items = self.store.list_turns(id, from, size).await?;
+        let next = items
+            .last()
+            .map(|t| t.index + 1)
+            .filter(|&n| n < dialogue.turn_count);
+        let next_page_token = next.map(|n| page_token::encode(&scope, &n.to_be_bytes()));
+        Ok(Page {
+            items,
+            next_page_token,
+        })
+    }
+
+    /// Runs one turn to completion and returns the stored reply.
+    pub async fn converse(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
+        let started = Instant::now();
+        self.check_turn_request(&request)?;
+        let _guard = self.locks.lock(&request.dialogue_id).await;
+        let planned = match self.plan_turn(&request, started).await? {
+            Plan::Replay(outcome) => return Ok(*outcome),
+            Plan::Run(planned) => planned,
+        };
+        let reply = planned.route.backend.complete(&planned.request).await?;
+        self.commit(*planned, reply.text, reply.finish_reason, reply.usage)
+            .await
+    }
+
+    /// Runs one turn as a stream of events. The turn runs in its own task
+    /// and stops as soon as the receiver is dropped (client gone): nothing
+    /// is stored then, and the dialogue's lock is released.
+    pub fn converse_stream(
+        self: &Arc<Self>,
+        request: TurnRequest,
+    ) -> mpsc::Receiver<Result<StreamEvent, EngineError>> {
+        let (tx, rx) = mpsc::channel(32);
+        let engine = self.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tx.closed() => {
+                    tracing::debug!(dialogue = %request.dialogue_id, "stream abandoned by the client; nothing stored");
+                }
+                result = engine.run_stream(&request, &tx) => {
+                    if let Err(e) = result {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// Erases dialogues whose expiry passed, and stale idempotency keys.
+    pub async fn sweep_expired(&self) -> Result<usize, EngineError> {
+        let now = Time::now();
+        let report = self.store.sweep_expired(now).await?;
+        let mut erased = 0;
+        for id in report.expired_dialogues {
+            let _guard = self.locks.lock(&id).await;
+            if self.erase_if_expired(&id, now).await? {
+                erased += 1;
+            }
+        }
+        Ok(erased)
+    }
+
+    async fn run_stream(
+        &self,
+        request: &TurnRequest,
+        tx: &mpsc::Sender<Result<StreamEvent, EngineError>>,
+    ) -> Result<(), EngineError> {
+        let started = Instant::now();
+        self.check_turn_request(request)?;
+        let _guard = self.locks.lock(&request.dialogue_id).await;
+        let planned = match self.plan_turn(request, started).await? {
+            Plan::Replay(outcome) => {
+                for event in replay_events(*outcome) {
+                    if tx.send(Ok(event)).await.is_err() {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+            Plan::Run(planned) => planned,
+        };
+        let mut reply = planned.route.backend.stream(&planned.request).await?;
+        let start = StreamEvent::Start {
+            dialogue_id: planned.dialogue_id.clone(),
+            turn_index: planned.user_turn.index + 1,
+            model: planned.route.name.clone(),
+        };
+        if tx.send(Ok(start)).await.is_err() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        let mut finished = None;
+        while let Some(chunk) = reply.next().await {
+            match chunk? {
+                ReplyChunk::Text(piece) => {
+                    let offset = text.len() as u64;
+                    text.push_str(&piece);
+                    if tx
+                        .send(Ok(StreamEvent::Delta {
+                            text: piece,
+                            offset,
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                ReplyChunk::Finished {
+                    finish_reason,
+                    usage,
+                } => {
+                    finished = Some((finish_reason, usage));
+                    break;
+                }
+            }
+        }
+        let Some((finish_reason, usage)) = finished else {
+            return Err(BackendError::InvalidReply {
+                backend: planned.route.backend.name().to_owned(),
+                detail: "the stream ended without a finish reason".into(),
+            }
+            .into());
+        };
+        let outcome = self.commit(*planned, text, finish_reason, usage).await?;
+        let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
+        Ok(())
+    }
+
+    /// Request checks that need no stored state; run before taking the lock.
+    fn check_turn_request(&self, request: &TurnRequest) -> Result<(), EngineError> {
+        let mut v = Violations::default();
+        validate::check_message(&self.limits, &request.content, &mut v);
+        validate::check_params(&request.params, &mut v);
+        if let Some(rid) = &request.request_id {
+            validate::check_request_id(rid, &mut v);
+        }
+        if let Some(model) = &request.params.model {
+            self.check_model(model, "generation.model", &mut v);
+        }
+        if let Some(spec) = &request.create_if_missing {
+            validate::check_spec(
+                &self.limits,
+                spec,
+                None,
+                "dialogue_defaults",
+                Time::now(),
+                &mut v,
+            );
+            self.check_model(&spec.model, "dialogue_defaults.model", &mut v);
+        }
+        v.into_result(())
+    }
+
+    /// Everything before the model call; runs under the dialogue's lock.
+    async fn plan_turn(
+        &self,
+        request: &TurnRequest,
+        started: Instant,
+    ) -> Result<Plan, EngineError> {
+        let id = &request.dialogue_id;
+        let now = Time::now();
+        let stored = self
+            .store
+            .get_dialogue(id)
+            .await?
+            .filter(|d| !d.is_expired(now));
+        let (dialogue, create) = match (stored, &request.create_if_missing) {
+            (Some(d), _) => (d, None),
+            (None, Some(spec)) => {
+                self.erase_if_expired(id, now).await?;
+                let d = self.new_dialogue(id.clone(), spec, now, "dialogue_defaults")?;
+                (d.clone(), Some(d))
+            }
+            (None, None) => return Err(EngineError::NotFound(dialogue_name(id))),
+        };
+        if let (Some(rid), None) = (&request.request_id, &create)
+            && let Some(record) = self.store.get_idempotency(id, rid).await?
+        {
+            let outcome = self.replay(request, record, started).await?;
+            return Ok(Plan::Replay(Box::new(outcome)));
+        }
+        if dialogue.turn_count + 2 > self.limits.max_turns_per_dialogue {
+            return Err(EngineError::FailedPrecondition {
+                reason: "DIALOGUE_TURN_LIMIT",
+                message: format!(
+                    "{} holds {} turns; at most {} are allowed per dialogue",
+                    dialogue_name(id),
+                    dialogue.turn_count,
+                    self.limits.max_turns_per_dialogue
+                ),
+            });
+        }
+        let model = request.params.model.as_deref().unwrap_or(&dialogue.model);
+        let route = self.router.route(model).cloned().ok_or_else(|| EngineError::FailedPrecondition {
+            reason: "MODEL_NOT_SERVED",
+            message: format!(
+                "the dialogue's model {model:?} is no longer served; pass generation.model or update the dialogue's model (known: {})",
+                self.router.model_names().join(", ")
+            ),
+        })?;
+        let user_text = join_text(&request.content);
+        let messages = self
+            .fit_context(&dialogue, &user_text, &route, request.params.max_tokens)
+            .await?;
+        let user_turn = Turn {
+            index: dialogue.turn_count,
+            role: Role::User,
+            content: request.content.clone(),
+            create_time: now,
+            finish_reason: None,
+            model: String::new(),
+            usage: None,
+            request_id: request.request_id.clone(),
+        };
+        Ok(Plan::Run(Box::new(PlannedTurn {
+            dialogue_id: id.clone(),
+            create,
+            expected_turn_count: dialogue.turn_count,
+            request: ModelRequest {
+                upstream_model: route.upstream_model.clone(),
+                messages,
+                params: request.params.clone(),
+            },
+            route,
+            user_turn,
+            started,
+        })))
+    }
+
+    /// The prompt: system prompt, the recent history that fits, the message.
+    async fn fit_context(
+        &self,
+        dialogue: &Dialogue,
+        user_text: &str,
+        route: &ModelRoute,
+        max_tokens: Option<u32>,
+    ) -> Result<Vec<crate::backend::PromptMessage>, EngineError> {
+        // Leave room for the reply when the caller bounds it.
+        let budget =
+            u64::from(route.context_tokens).saturating_sub(u64::from(max_tokens.unwrap_or(0)));
+        let mut fit = ContextFit::new(&dialogue.system_prompt, user_text, budget, route.max_history_turns)
+            .ok_or_else(|| EngineError::FailedPrecondition {
+                reason: "CONTEXT_TOO_LONG",
+                message: format!(
+                    "the system prompt and message (about {} tokens) plus max_tokens do not fit model {}'s context window of {} tokens",
+                    estimate_tokens(&dialogue.system_prompt) + estimate_tokens(user_text),
+                    route.name,
+                    route.context_tokens
+                ),
+            })?;
+        let mut before = dialogue.turn_count;
+        while before > 0 && !fit.is_full() {
+            let chunk = self
+                .store
+                .turns_before(&dialogue.id, before, HISTORY_CHUNK)
+                .await?;
+            let Some(oldest) = chunk.last() else { break };
+            before = oldest.index;
+            if !chunk.iter().all(|turn| fit.offer(turn)) || chunk.len() < HISTORY_CHUNK {
+                break;
+            }
+        }
+        Ok(fit.finish())
+    }
+
+    /// Stores the exchange (user turn and reply) in one durable write.
+    async fn commit(
+        &self,
+        planned: PlannedTurn,
+        reply: String,
+        finish_reason: FinishReason,
+        usage: Option<crate::dialogue::model::Usage>,
+    ) -> Result<TurnOutcome, EngineError> {
+        let usage = usage.unwrap_or_else(|| Usage {
+            prompt_tokens: planned
+                .request
+                .messages
+                .iter()
+                .map(|m| estimate_tokens(&m.text))
+                .sum(),
+            completion_tokens: estimate_tokens(&reply),
+        });
+        let now = Time::now();
+        let backend = planned.route.backend.name().to_owned();
+        let assistant_turn = Turn {
+            index: planned.user_turn.index + 1,
+            role: Role::Assistant,
+            content: vec![ContentPart::Text(reply)],
+            create_time: now.max(planned.user_turn.create_time),
+            finish_reason: Some(finish_reason),
+            model: planned.route.name.clone(),
+            usage: Some(usage),
+            request_id: planned.user_turn.request_id.clone(),
+        };
+        let idempotency = planned
+            .user_turn
+            .request_id
+            .as_ref()
+            .map(|rid| IdempotencyRecord {
+                request_id: rid.clone(),
+                user_turn_index: planned.user_turn.index,
+                backend: backend.clone(),
+                expire_time: now.saturating_add_secs(IDEMPOTENCY_TTL_SECS),
+            });
+        let turns = [planned.user_turn, assistant_turn];
+        self.store
+            .commit_exchange(ExchangeCommit {
+                create: planned.create.as_ref(),
+                dialogue_id: &planned.dialogue_id,
+                expected_turn_count: planned.expected_turn_count,
+                turns: &turns,
+                idempotency: idempotency.as_ref(),
+            })
+            .await?;
+        let [user_turn, assistant_turn] = turns;
+        Ok(TurnOutcome {
+            dialogue_id: planned.dialogue_id,
+            user_turn,
+            assistant_turn,
+            finish_reason,
+            usage,
+            metadata: ReplyMetadata {
+                latency_ms: planned.started.elapsed().as_secs_f64() * 1000.0,
+                model: planned.route.name,
+                backend,
+                cached: false,
+                replayed: false,
+            },
+        })
+    }
+
+    /// The stored result of an earlier request with the same key.
+    async fn replay(
+        &self,
+        request: &TurnRequest,
+        record: IdempotencyRecord,
+        started: Instant,
+    ) -> Result<TurnOutcome, EngineError> {
+        let id = &request.dialogue_id;
+        let turns = self.store.list_turns(id, record.user_turn_index, 2).await?;
+        let [user_turn, assistant_turn]: [Turn; 2] = turns.try_into().map_err(|_| {
+            EngineError::Store(crate::store::StoreError::Corrupt(format!(
+                "turns of request_id {:?} in {} are missing",
+                record.request_id,
+                dialogue_name(id)
+            )))
+        })?;
+        if user_turn.content != request.content {
+            return Err(EngineError::invalid(
+                "request_id",
+                "was already used for a different message in this dialogue",
+            ));
+        }
+        Ok(TurnOutcome {
+            dialogue_id: id.clone(),
+            finish_reason: assistant_turn.finish_reason.unwrap_or(FinishReason::Stop),
+            usage: assistant_turn.usage.unwrap_or_default(),
+            metadata: ReplyMetadata {
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                model: assistant_turn.model.clone(),
+                backend: record.backend,
+                cached: false,
+                replayed: true,
+            },
+            user_turn,
+            assistant_turn,
+        })
+    }
+
+    /// The live dialogue, or NOT_FOUND when missing or expired.
+    async fn load(&self, id: &DialogueId, now: Time) -> Result<Dialogue, EngineError> {
+        match self.store.get_dialogue(id).await? {
+            Some(d) if !d.is_expired(now) => Ok(d),
+            _ => Err(EngineError::NotFound(dialogue_name(id))),
+        }
+    }
+
+    /// Erases the dialogue if it exists but expired; true if it did.
+    async fn erase_if_expired(&self, id: &DialogueId, now: Time) -> Result<bool, EngineError> {
+        match self.store.get_dialogue(id).await? {
+            Some(d) if d.is_expired(now) => Ok(self.store.delete_dialogue(id).await?),
+            _ => Ok(false),
+        }
+    }
+
+    fn new_dialogue(
+        &self,
+        id: DialogueId,
+        spec: &DialogueSpec,
+        now: Time,
+        prefix: &str,
+    ) -> Result<Dialogue, EngineError> {
+        let mut v = Violations::default();
+        validate::check_spec(&self.limits, spec, None, prefix, now, &mut v);
+        self.check_model(&spec.model, &format!("{prefix}.model"), &mut v);
+        v.into_result(())?;
+        Ok(Dialogue {
+            id,
+            model: self.model_or_default(&spec.model),
+            system_prompt: spec.system_prompt.clone(),
+            labels: spec.labels.clone(),
+            state: spec.state.clone(),
+            expire_time: expire_time(spec.expiration, now),
+            create_time: now,
+            update_time: now,
+            turn_count: 0,
+        })
+    }
+
+    /// An empty model means the default one.
+    fn model_or_default(&self, model: &str) -> String {
+        if model.is_empty() {
+            self.router.default_model()
+        } else {
+            model
+        }
+        .to_owned()
+    }
+
+    fn check_model(&self, model: &str, field: &str, v: &mut Violations) {
+        if !model.is_empty() && self.router.route(model).is_none() {
+            v.add(
+                field,
+                format!(
+                    "unknown model {model:?}; known models: {}",
+                    self.router.model_names().join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn expire_time(expiration: Expiration, now: Time) -> Option<Time> {
+    match expiration {
+        Expiration::Never | Expiration::Ttl(0) => None,
+        Expiration::Ttl(secs) => Some(now.saturating_add_secs(secs)),
+        Expiration::At(t) => Some(t),
+    }
+}
+
+/// A replayed turn as a stream: start, the whole reply as one delta, end.
+fn replay_events(outcome: TurnOutcome) -> [StreamEvent; 3] {
+    [
+        StreamEvent::Start {
+            dialogue_id: outcome.dialogue_id.clone(),
+            turn_index: outcome.assistant_turn.index,
+            model: outcome.metadata.model.clone(),
+        },
+        StreamEvent::Delta {
+            text: outcome.assistant_turn.text(),
+            offset: 0,
+        },
+        StreamEvent::End(Box::new(outcome)),
+    ]
+}

@@ -1,0 +1,13 @@
+//! The dialogue engine: conversation rules, independent of transport,
+//! storage engine and model protocol.
+
+pub mod context;
+pub mod engine;
+pub mod error;
+pub mod locks;
+pub mod model;
+pub mod page_token;
+pub mod validate;
+
+pub use engine::Engine;
+pub use error::EngineError;

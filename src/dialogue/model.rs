@@ -1,0 +1,282 @@
+//! Domain types of the dialogue engine: what a dialogue and a turn are,
+//! independent of gRPC and of the store's encoding.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A point in time as nanoseconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Time(pub i64);
+
+impl Time {
+    pub fn now() -> Time {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Time(i64::try_from(nanos).unwrap_or(i64::MAX))
+    }
+
+    pub fn saturating_add_secs(self, secs: i64) -> Time {
+        Time(self.0.saturating_add(secs.saturating_mul(1_000_000_000)))
+    }
+}
+
+/// A dialogue's ID: 1 to 128 characters of `[A-Za-z0-9_.-]`, starting with a
+/// letter or digit. The charset keeps IDs safe inside store keys and
+/// resource names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DialogueId(String);
+
+impl DialogueId {
+    pub const MAX_LEN: usize = 128;
+
+    /// The only constructor: rejects anything outside the charset.
+    pub fn parse(raw: &str) -> Result<DialogueId, &'static str> {
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
+            return Err("must be 1 to 128 characters");
+        }
+        if !raw.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err("must start with a letter or digit");
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err("may only contain letters, digits, '_', '-' and '.'");
+        }
+        Ok(DialogueId(raw.to_owned()))
+    }
+
+    /// A fresh random ID for dialogues created without one.
+    pub fn generate() -> DialogueId {
+        let bits: u128 = rand::random();
+        DialogueId(format!("d-{bits:032x}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DialogueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A dialogue's settings and counters (its turns are stored separately).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dialogue {
+    pub id: DialogueId,
+    pub model: String,
+    pub system_prompt: String,
+    pub labels: BTreeMap<String, String>,
+    /// Free-form JSON object; `None` when never set.
+    pub state: Option<serde_json::Map<String, serde_json::Value>>,
+    pub expire_time: Option<Time>,
+    pub create_time: Time,
+    pub update_time: Time,
+    /// Turns stored so far; also the index the next turn gets.
+    pub turn_count: u64,
+}
+
+impl Dialogue {
+    pub fn is_expired(&self, now: Time) -> bool {
+        self.expire_time.is_some_and(|t| t <= now)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentPart {
+    Text(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ContentFilter,
+    ToolCalls,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// One stored message of a dialogue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub index: u64,
+    pub role: Role,
+    pub content: Vec<ContentPart>,
+    pub create_time: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Turn {
+    /// The turn's text parts joined, as a model sees them.
+    pub fn text(&self) -> String {
+        join_text(&self.content)
+    }
+}
+
+pub fn join_text(parts: &[ContentPart]) -> String {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            ContentPart::Text(t) => out.push_str(t),
+        }
+    }
+    out
+}
+
+/// Sampling settings of one turn, already range-checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationParams {
+    pub model: Option<String>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub seed: Option<i64>,
+}
+
+/// When a dialogue expires, as a caller states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiration {
+    Never,
+    /// Seconds from now.
+    Ttl(i64),
+    At(Time),
+}
+
+/// The caller-settable part of a dialogue, for create and update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DialogueSpec {
+    pub model: String,
+    pub system_prompt: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: Option<serde_json::Map<String, serde_json::Value>>,
+    pub expiration: Expiration,
+}
+
+/// Which fields an update replaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpdateMask {
+    pub model: bool,
+    pub system_prompt: bool,
+    pub labels: bool,
+    pub state: bool,
+    pub expiration: bool,
+}
+
+/// A request to run one turn.
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    pub dialogue_id: DialogueId,
+    pub content: Vec<ContentPart>,
+    pub params: GenerationParams,
+    pub request_id: Option<String>,
+    /// Settings for the dialogue when it is missing and may be created.
+    pub create_if_missing: Option<DialogueSpec>,
+}
+
+/// How a reply was produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyMetadata {
+    pub latency_ms: f64,
+    pub model: String,
+    pub backend: String,
+    pub cached: bool,
+    pub replayed: bool,
+}
+
+/// The stored result of one turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnOutcome {
+    pub dialogue_id: DialogueId,
+    pub user_turn: Turn,
+    pub assistant_turn: Turn,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub metadata: ReplyMetadata,
+}
+
+/// An event of a streamed turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Start {
+        dialogue_id: DialogueId,
+        turn_index: u64,
+        model: String,
+    },
+    Delta {
+        text: String,
+        offset: u64,
+    },
+    End(Box<TurnOutcome>),
+}
+
+/// A page of results and where the next one starts.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialogue_ids_accept_the_documented_charset_only() {
+        for ok in ["unique_session_123", "a", "A-b.c_9", &"x".repeat(128)] {
+            assert!(DialogueId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "_lead",
+            "-lead",
+            "has space",
+            "slash/no",
+            "nul\0",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(DialogueId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_distinct() {
+        let a = DialogueId::generate();
+        let b = DialogueId::generate();
+        assert_ne!(a, b);
+        assert!(DialogueId::parse(a.as_str()).is_ok());
+    }
+}

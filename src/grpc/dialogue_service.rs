@@ -1,0 +1,141 @@
+//! `dialogue.v1.DialogueService` handlers.
+
+use super::convert;
+use crate::dialogue::Engine;
+use crate::dialogue::error::Violations;
+use crate::pb::dialogue::v1 as pb;
+use crate::pb::dialogue::v1::dialogue_service_server::DialogueService;
+use futures_util::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct DialogueGrpc {
+    engine: Arc<Engine>,
+}
+
+impl DialogueGrpc {
+    pub fn new(engine: Arc<Engine>) -> DialogueGrpc {
+        DialogueGrpc { engine }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ConverseStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DialogueService for DialogueGrpc {
+    async fn create_dialogue(
+        &self,
+        request: Request<pb::CreateDialogueRequest>,
+    ) -> Result<Response<pb::Dialogue>, Status> {
+        let dialogue = request.into_inner().dialogue.unwrap_or_default();
+        let mut v = Violations::default();
+        let id =
+            convert::optional_dialogue_id(&dialogue.dialogue_id, "dialogue.dialogue_id", &mut v);
+        let spec = convert::dialogue_spec(dialogue, "dialogue", &mut v);
+        let spec = v.into_result(spec)?;
+        let created = self.engine.create_dialogue(id, spec).await?;
+        Ok(Response::new(convert::dialogue_to_pb(&created, &[])))
+    }
+
+    async fn get_dialogue(
+        &self,
+        request: Request<pb::GetDialogueRequest>,
+    ) -> Result<Response<pb::Dialogue>, Status> {
+        let req = request.into_inner();
+        let id = convert::dialogue_id_from_name(&req.name, "name")?;
+        let last_turns = usize::try_from(req.last_turns)
+            .ok()
+            .filter(|&n| n <= 1000)
+            .ok_or_else(|| {
+                crate::dialogue::EngineError::invalid("last_turns", "must be 0 to 1000")
+            })?;
+        let (dialogue, turns) = self.engine.get_dialogue(&id, last_turns).await?;
+        Ok(Response::new(convert::dialogue_to_pb(&dialogue, &turns)))
+    }
+
+    async fn list_dialogues(
+        &self,
+        request: Request<pb::ListDialoguesRequest>,
+    ) -> Result<Response<pb::ListDialoguesResponse>, Status> {
+        let req = request.into_inner();
+        let page = self
+            .engine
+            .list_dialogues(convert::page_size(req.page_size)?, &req.page_token)
+            .await?;
+        Ok(Response::new(pb::ListDialoguesResponse {
+            dialogues: page
+                .items
+                .iter()
+                .map(|d| convert::dialogue_to_pb(d, &[]))
+                .collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn update_dialogue(
+        &self,
+        request: Request<pb::UpdateDialogueRequest>,
+    ) -> Result<Response<pb::Dialogue>, Status> {
+        let req = request.into_inner();
+        let mask = convert::update_mask(req.update_mask)?;
+        let dialogue = req.dialogue.unwrap_or_default();
+        let id = convert::dialogue_id_from_name(&dialogue.name, "dialogue.name")?;
+        let mut v = Violations::default();
+        let spec = convert::dialogue_spec(dialogue, "dialogue", &mut v);
+        let spec = v.into_result(spec)?;
+        let updated = self.engine.update_dialogue(&id, spec, mask).await?;
+        Ok(Response::new(convert::dialogue_to_pb(&updated, &[])))
+    }
+
+    async fn delete_dialogue(
+        &self,
+        request: Request<pb::DeleteDialogueRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = convert::dialogue_id_from_name(&request.into_inner().name, "name")?;
+        self.engine.delete_dialogue(&id).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_turns(
+        &self,
+        request: Request<pb::ListTurnsRequest>,
+    ) -> Result<Response<pb::ListTurnsResponse>, Status> {
+        let req = request.into_inner();
+        let id = convert::dialogue_id_from_name(&req.parent, "parent")?;
+        let page = self
+            .engine
+            .list_turns(&id, convert::page_size(req.page_size)?, &req.page_token)
+            .await?;
+        Ok(Response::new(pb::ListTurnsResponse {
+            turns: page
+                .items
+                .iter()
+                .map(|t| convert::turn_to_pb(&id, t))
+                .collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn converse(
+        &self,
+        request: Request<pb::ConverseRequest>,
+    ) -> Result<Response<pb::ConverseResponse>, Status> {
+        let turn = convert::turn_request(request.into_inner())?;
+        let outcome = self.engine.converse(turn).await?;
+        Ok(Response::new(convert::outcome_to_pb(outcome)))
+    }
+
+    type ConverseStreamStream = EventStream;
+
+    async fn converse_stream(
+        &self,
+        request: Request<pb::ConverseRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let turn = convert::turn_request(request.into_inner())?;
+        let events = ReceiverStream::new(self.engine.converse_stream(turn))
+            .map(|event| event.map(convert::event_to_pb).map_err(Status::from));
+        Ok(Response::new(Box::pin(events)))
+    }
+}

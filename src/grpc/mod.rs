@@ -1,0 +1,10 @@
+//! gRPC transport: the only code that knows tonic types. Handlers convert,
+//! call the engine, convert back.
+
+pub mod convert;
+pub mod dialogue_service;
+pub mod model_service;
+pub mod status;
+
+pub use dialogue_service::DialogueGrpc;
+pub use model_service::ModelGrpc;

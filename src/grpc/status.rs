@@ -1,0 +1,102 @@
+//! The one place engine errors become gRPC statuses (AIP-193): the canonical
+//! code, a message safe to show, and google.rpc details — ErrorInfo with a
+//! stable reason always, BadRequest for bad fields, RetryInfo when a retry
+//! may succeed. Internal details (paths, store messages) go to the log only.
+
+use crate::backend::BackendError;
+use crate::dialogue::EngineError;
+use crate::store::StoreError;
+use std::collections::HashMap;
+use std::time::Duration;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// google.rpc.ErrorInfo domain of every dialogd error.
+pub const ERROR_DOMAIN: &str = "dialogd";
+
+impl From<EngineError> for Status {
+    fn from(error: EngineError) -> Status {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(error.reason(), ERROR_DOMAIN, HashMap::new());
+        let (code, message) = match &error {
+            EngineError::InvalidArgument(violations) => {
+                for v in violations {
+                    details.add_bad_request_violation(&v.field, &v.description);
+                }
+                (Code::InvalidArgument, error.to_string())
+            }
+            EngineError::NotFound(_) => (Code::NotFound, error.to_string()),
+            EngineError::AlreadyExists(_) => (Code::AlreadyExists, error.to_string()),
+            EngineError::FailedPrecondition { .. } => (Code::FailedPrecondition, error.to_string()),
+            EngineError::Aborted(_) => (Code::Aborted, error.to_string()),
+            EngineError::Backend(BackendError::Unavailable { .. }) => {
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (Code::Unavailable, error.to_string())
+            }
+            EngineError::Backend(BackendError::InvalidReply { .. }) => {
+                (Code::Internal, error.to_string())
+            }
+            EngineError::Store(store) => {
+                tracing::error!(error = %store, "store operation failed");
+                match store {
+                    StoreError::Corrupt(_) => {
+                        (Code::DataLoss, "a stored record is damaged".to_string())
+                    }
+                    _ => {
+                        details.set_retry_info(Some(Duration::from_secs(1)));
+                        (
+                            Code::Unavailable,
+                            "the store failed; the request was not applied".to_string(),
+                        )
+                    }
+                }
+            }
+            EngineError::ShuttingDown => {
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (Code::Unavailable, error.to_string())
+            }
+        };
+        Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_names_every_field_and_a_reason() {
+        let error = EngineError::InvalidArgument(vec![
+            crate::dialogue::error::FieldViolation {
+                field: "name".into(),
+                description: "bad".into(),
+            },
+            crate::dialogue::error::FieldViolation {
+                field: "content".into(),
+                description: "empty".into(),
+            },
+        ]);
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["name", "content"]);
+        assert_eq!(details.error_info().unwrap().reason, "INVALID_ARGUMENT");
+    }
+
+    #[test]
+    fn store_failures_hide_their_detail() {
+        let status = Status::from(EngineError::Store(StoreError::Io(
+            "/secret/path: EIO".into(),
+        )));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("secret"));
+        assert!(status.get_error_details().retry_info().is_some());
+    }
+}

@@ -1,0 +1,29 @@
+//! dialogd: a gRPC dialogue service for LLM applications.
+//!
+//! Data flows one way: `grpc` (transport) -> `dialogue` (engine) -> `store`
+//! (durable history) and `router` -> `backend` (model calls).
+
+pub mod backend;
+pub mod config;
+pub mod dialogue;
+pub mod grpc;
+pub mod router;
+pub mod shutdown;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+/// Code generated from `proto/` by build.rs.
+pub mod pb {
+    /// Package `dialogue.v1`.
+    pub mod dialogue {
+        #[allow(clippy::large_enum_variant)]
+        pub mod v1 {
+            tonic::include_proto!("dialogue.v1");
+
+            /// Encoded descriptor set of the `dialogue.v1` protos, served by reflection.
+            pub const FILE_DESCRIPTOR_SET: &[u8] =
+                include_bytes!(concat!(env!("OUT_DIR"), "/dialogue_descriptor.bin"));
+        }
+    }
+}

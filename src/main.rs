@@ -1,0 +1,67 @@
+use clap::Parser;
+use dialogd::config::{FlagOverrides, Settings};
+use dialogd::startup::Application;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// dialogd: a gRPC dialogue service for LLM applications.
+///
+/// Settings come from built-in defaults, then the TOML file given with
+/// --config, then DIALOGD_* environment variables (nested keys joined by
+/// "__", e.g. DIALOGD_STORE__DURABILITY=relaxed), then these flags.
+/// README.md lists every key.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to serve gRPC on [default: 127.0.0.1:50051; port 0 picks a free one].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Directory of the embedded store [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log level or filter, e.g. info or dialogd=debug [default: info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let flags = FlagOverrides {
+        listen: cli.listen,
+        data_dir: cli.data_dir,
+        log_level: cli.log_level,
+    };
+    let settings = match Settings::load(cli.config.as_deref(), &flags) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dialogd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    dialogd::telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dialogd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let app = Application::build(settings).await?;
+        // Scripts and tests read this line to learn the port when --listen used port 0.
+        println!("dialogd listening on {}", app.local_addr());
+        app.run_until_stopped(dialogd::shutdown::signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "dialogd stopped with an error");
+            eprintln!("dialogd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Wires everything together: opens the store, builds the engine, binds the
+//! listener (port 0 works, see `local_addr`), serves until told to stop, then
+//! drains and flushes.
+
+use crate::config::Settings;
+use crate::dialogue::Engine;
+use crate::grpc::{DialogueGrpc, ModelGrpc};
+use crate::pb::dialogue::v1 as pb;
+use crate::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
+use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
+use crate::router::Router;
+use crate::store::sled::{OpenError, SledStore};
+use crate::store::{DialogueStore, StoreError};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build server reflection: {0}")]
+    Reflection(String),
+    #[error("the gRPC server failed: {0}")]
+    Serve(String),
+    #[error("flushing the store at shutdown failed: {0}")]
+    Flush(StoreError),
+}
+
+pub struct Application {
+    settings: Settings,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    engine: Arc<Engine>,
+}
+
+impl Application {
+    /// Opens the store and binds the listener; nothing is served yet.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let store: Arc<dyn DialogueStore> = Arc::new(SledStore::open(&settings.store)?);
+        let router = Arc::new(Router::from_settings(&settings));
+        let engine = Arc::new(Engine::new(store, router, settings.limits.clone()));
+        let addr = settings.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Application {
+            settings,
+            listener,
+            local_addr,
+            engine,
+        })
+    }
+
+    /// The bound address (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then: health NOT_SERVING, stop
+    /// accepting, let in-flight calls and streams finish (bounded by
+    /// `server.drain_timeout_secs`), flush the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartupError> {
+        let Application {
+            settings,
+            listener,
+            local_addr,
+            engine,
+        } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<DialogueServiceServer<DialogueGrpc>>()
+            .await;
+        health.set_serving::<ModelServiceServer<ModelGrpc>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        let max_request = settings.server.max_request_bytes;
+        let dialogues = DialogueServiceServer::new(DialogueGrpc::new(engine.clone()))
+            .max_decoding_message_size(max_request);
+        let models = ModelServiceServer::new(ModelGrpc::new(engine.clone()))
+            .max_decoding_message_size(max_request);
+
+        let stop = CancellationToken::new();
+        let sweeper = tokio::spawn(sweep_until_stopped(
+            engine.clone(),
+            Duration::from_secs(settings.store.sweep_interval_secs),
+            stop.clone(),
+        ));
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let stop_serving = stop.clone();
+        let mut server = tokio::spawn(
+            Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(dialogues)
+                .add_service(models)
+                .serve_with_incoming_shutdown(incoming, stop_serving.cancelled_owned()),
+        );
+        tracing::info!(%local_addr, "serving gRPC");
+
+        tokio::select! {
+            _ = shutdown => {}
+            result = &mut server => {
+                stop.cancel();
+                let detail = match result {
+                    Ok(Ok(())) => "stopped unexpectedly".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(StartupError::Serve(detail));
+            }
+        }
+
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<DialogueServiceServer<DialogueGrpc>>()
+            .await;
+        health
+            .set_not_serving::<ModelServiceServer<ModelGrpc>>()
+            .await;
+        stop.cancel();
+        engine.tasks().close();
+        let drain = Duration::from_secs(settings.server.drain_timeout_secs);
+        tracing::info!(
+            drain_timeout_secs = drain.as_secs(),
+            "draining in-flight calls"
+        );
+        let drained = tokio::time::timeout(drain, async {
+            let _ = (&mut server).await;
+            engine.tasks().wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                streams = engine.tasks().len(),
+                "drain timeout passed; cutting the remaining calls (their turns are not stored)"
+            );
+            server.abort();
+        }
+        let _ = sweeper.await;
+        engine.store().flush().await.map_err(StartupError::Flush)?;
+        tracing::info!("stopped; store flushed");
+        Ok(())
+    }
+}
+
+/// Erases expired dialogues and idempotency keys every `interval`.
+async fn sweep_until_stopped(engine: Arc<Engine>, interval: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match engine.sweep_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(erased = n, "erased expired dialogues"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+        }
+    }
+}

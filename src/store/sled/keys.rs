@@ -1,0 +1,175 @@
+//! Key layout of the sled tree. Everything lives in one tree so one
+//! `apply_batch` can change a dialogue, its turns and its indexes atomically.
+//!
+//! | key                                      | value                    |
+//! |------------------------------------------|--------------------------|
+//! | `m/{id}`                                 | dialogue settings (JSON) |
+//! | `h/{id}`                                 | head: turn count, last turn time (16 bytes) |
+//! | `t/{id}\0{index:u64 BE}`                 | one turn (JSON)          |
+//! | `i/{id}\0{request_id}`                   | idempotency record (JSON)|
+//! | `c/{!create_time:u64 BE}{id}`            | empty: newest-first listing |
+//! | `x/{expire_time:u64 BE}{kind}{key rest}` | empty: expiry queue      |
+//!
+//! IDs never contain `\0` (see `DialogueId`), so `{id}\0` prefixes are exact.
+
+use crate::dialogue::model::{DialogueId, Time};
+
+pub const TURN: &[u8] = b"t/";
+pub const CREATED: &[u8] = b"c/";
+pub const EXPIRY: &[u8] = b"x/";
+pub const EXPIRY_DIALOGUE: u8 = b'd';
+pub const EXPIRY_IDEMPOTENCY: u8 = b'i';
+
+fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut key = Vec::with_capacity(len);
+    key.extend_from_slice(prefix);
+    for part in parts {
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+fn time_be(t: Time) -> [u8; 8] {
+    // Times before 1970 never occur here; clamp instead of wrapping.
+    u64::try_from(t.0).unwrap_or(0).to_be_bytes()
+}
+
+pub fn meta(id: &DialogueId) -> Vec<u8> {
+    join(b"m/", &[id.as_str().as_bytes()])
+}
+
+pub fn head(id: &DialogueId) -> Vec<u8> {
+    join(b"h/", &[id.as_str().as_bytes()])
+}
+
+pub fn turn_prefix(id: &DialogueId) -> Vec<u8> {
+    join(TURN, &[id.as_str().as_bytes(), b"\0"])
+}
+
+pub fn turn(id: &DialogueId, index: u64) -> Vec<u8> {
+    join(TURN, &[id.as_str().as_bytes(), b"\0", &index.to_be_bytes()])
+}
+
+pub fn idempotency_prefix(id: &DialogueId) -> Vec<u8> {
+    join(b"i/", &[id.as_str().as_bytes(), b"\0"])
+}
+
+pub fn idempotency(id: &DialogueId, request_id: &str) -> Vec<u8> {
+    join(
+        b"i/",
+        &[id.as_str().as_bytes(), b"\0", request_id.as_bytes()],
+    )
+}
+
+pub fn created(create_time: Time, id: &DialogueId) -> Vec<u8> {
+    let newest_first = !u64::try_from(create_time.0).unwrap_or(0);
+    join(
+        CREATED,
+        &[&newest_first.to_be_bytes(), id.as_str().as_bytes()],
+    )
+}
+
+/// Parses a `c/` key back into the dialogue ID it indexes.
+pub fn id_of_created(key: &[u8]) -> Option<DialogueId> {
+    let id = key.get(CREATED.len() + 8..)?;
+    DialogueId::parse(std::str::from_utf8(id).ok()?).ok()
+}
+
+pub fn expiry(at: Time, kind: u8, rest: &[u8]) -> Vec<u8> {
+    join(EXPIRY, &[&time_be(at), &[kind], rest])
+}
+
+/// The first expiry key after every entry due at or before `now`.
+pub fn expiry_end(now: Time) -> Vec<u8> {
+    let next = u64::try_from(now.0).unwrap_or(0).saturating_add(1);
+    join(EXPIRY, &[&next.to_be_bytes()])
+}
+
+/// Splits an `x/` key into its kind and the rest (ID, or ID `\0` request ID).
+pub fn parse_expiry(key: &[u8]) -> Option<(u8, &[u8])> {
+    let body = key.get(EXPIRY.len() + 8..)?;
+    let (&kind, rest) = body.split_first()?;
+    Some((kind, rest))
+}
+
+/// Head value: turn count, then last turn time.
+pub fn encode_head(turn_count: u64, last_turn_time: Time) -> [u8; 16] {
+    let mut value = [0u8; 16];
+    value[..8].copy_from_slice(&turn_count.to_be_bytes());
+    value[8..].copy_from_slice(&last_turn_time.0.to_be_bytes());
+    value
+}
+
+pub fn decode_head(value: &[u8]) -> Option<(u64, Time)> {
+    let count = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let time = i64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
+    Some((count, Time(time)))
+}
+
+/// The key right after every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xFF: no upper bound fits in a key; the caller uses prefix scans.
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> DialogueId {
+        DialogueId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn turn_keys_sort_by_index_and_do_not_overlap_between_ids() {
+        let a = id("ab");
+        assert!(turn(&a, 9) < turn(&a, 10));
+        assert!(turn(&a, 255) < turn(&a, 256));
+        assert!(turn(&a, u64::MAX) < prefix_end(&turn_prefix(&a)));
+        // "ab" turns never fall inside the "ab"-prefixed "abc" range.
+        let abc = id("abc");
+        assert!(!turn(&abc, 0).starts_with(&turn_prefix(&a)));
+    }
+
+    #[test]
+    fn created_keys_list_newest_first_and_round_trip() {
+        let old = created(Time(1_000), &id("old"));
+        let new = created(Time(2_000), &id("new"));
+        assert!(new < old);
+        assert_eq!(id_of_created(&new), Some(id("new")));
+    }
+
+    #[test]
+    fn expiry_keys_sort_by_time_and_stop_at_now() {
+        let early = expiry(Time(5), EXPIRY_DIALOGUE, b"a");
+        let late = expiry(Time(6), EXPIRY_IDEMPOTENCY, b"b\0r");
+        assert!(early < late);
+        assert!(early < expiry_end(Time(5)));
+        assert!(late >= expiry_end(Time(5)));
+        assert_eq!(
+            parse_expiry(&late),
+            Some((EXPIRY_IDEMPOTENCY, &b"b\0r"[..]))
+        );
+    }
+
+    #[test]
+    fn head_round_trips() {
+        let v = encode_head(42, Time(7));
+        assert_eq!(decode_head(&v), Some((42, Time(7))));
+        assert_eq!(decode_head(&v[..10]), None);
+    }
+
+    #[test]
+    fn prefix_end_is_the_next_prefix() {
+        assert_eq!(prefix_end(b"t/"), b"t0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+    }
+}

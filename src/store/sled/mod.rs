@@ -1,0 +1,424 @@
+//! The embedded default store on sled 0.34.
+//!
+//! Reads and single-batch writes hit sled's in-memory structures and take
+//! microseconds, so they run inline on the async runtime; the flush to disk
+//! runs on the group-commit thread, and long scans (erasing a dialogue, the
+//! expiry sweep) on the blocking pool.
+
+mod keys;
+
+use super::{
+    DialogueCursor, DialogueStore, ExchangeCommit, GroupCommit, IdempotencyRecord, StoreError,
+    SweepReport,
+};
+use crate::config::{Durability, StoreSettings};
+use crate::dialogue::model::{Dialogue, DialogueId, Time, Turn};
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why the data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "data dir {0} is in use by another process (its lock is held); stop that process or choose another --data-dir"
+    )]
+    Locked(String),
+    #[error("data dir {dir} cannot be opened: {reason}")]
+    Unusable { dir: String, reason: String },
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Present in `Durability::Sync`: acknowledges writes once flushed.
+    group_commit: Option<GroupCommit>,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn dialogue_name(id: &DialogueId) -> String {
+    format!("dialogues/{id}")
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `settings.data_dir`.
+    pub fn open(settings: &StoreSettings) -> Result<SledStore, OpenError> {
+        let dir = settings.data_dir.display().to_string();
+        let unusable = |reason: String| OpenError::Unusable {
+            dir: dir.clone(),
+            reason,
+        };
+        let config = sled::Config::new()
+            .path(&settings.data_dir)
+            .cache_capacity(settings.cache_capacity_mb.saturating_mul(1024 * 1024))
+            .flush_every_ms(Some(settings.flush_interval_ms));
+        // sled can panic on some damaged files instead of returning an error;
+        // a clear error and exit beats a panic (and a restart loop).
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|_| {
+                unusable("the store's files are damaged (sled panicked while reading them)".into())
+            })?;
+        let db = opened.map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                OpenError::Locked(dir.clone())
+            }
+            sled::Error::Corruption { .. } => {
+                unusable(format!("the store's files are damaged: {e}"))
+            }
+            other => unusable(other.to_string()),
+        })?;
+        let tree = db
+            .open_tree("dialogd.v1")
+            .map_err(|e| unusable(e.to_string()))?;
+        let group_commit = match settings.durability {
+            Durability::Relaxed => None,
+            Durability::Sync => {
+                let flusher = db.clone();
+                let gc = GroupCommit::start(Box::new(move || {
+                    flusher.flush().map(|_| ()).map_err(|e| e.to_string())
+                }))
+                .map_err(|e| unusable(format!("cannot start the flusher thread: {e}")))?;
+                Some(gc)
+            }
+        };
+        Ok(SledStore {
+            db,
+            tree,
+            group_commit,
+        })
+    }
+
+    /// Applies a batch and, in sync mode, waits until it is on disk.
+    async fn write(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.tree.apply_batch(batch)?;
+        if let Some(gc) = &self.group_commit {
+            gc.wait_durable().await.map_err(StoreError::Io)?;
+        }
+        Ok(())
+    }
+
+    fn read_head(&self, id: &DialogueId) -> Result<Option<(u64, Time)>, StoreError> {
+        match self.tree.get(keys::head(id))? {
+            None => Ok(None),
+            Some(v) => keys::decode_head(&v)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt(format!("head of {}", dialogue_name(id)))),
+        }
+    }
+
+    fn read_dialogue(tree: &sled::Tree, id: &DialogueId) -> Result<Option<Dialogue>, StoreError> {
+        let Some(meta) = tree.get(keys::meta(id))? else {
+            return Ok(None);
+        };
+        let mut dialogue: Dialogue = decode(&meta, &dialogue_name(id))?;
+        if let Some(head) = tree.get(keys::head(id))? {
+            let (count, last_turn) = keys::decode_head(&head)
+                .ok_or_else(|| StoreError::Corrupt(format!("head of {}", dialogue_name(id))))?;
+            dialogue.turn_count = count;
+            dialogue.update_time = dialogue.update_time.max(last_turn);
+        }
+        Ok(Some(dialogue))
+    }
+
+    fn insert_creation(batch: &mut sled::Batch, dialogue: &Dialogue) -> Result<(), StoreError> {
+        let id = &dialogue.id;
+        batch.insert(keys::meta(id), encode(dialogue)?);
+        batch.insert(
+            keys::head(id).as_slice(),
+            &keys::encode_head(0, dialogue.create_time)[..],
+        );
+        batch.insert(keys::created(dialogue.create_time, id), &[][..]);
+        if let Some(at) = dialogue.expire_time {
+            batch.insert(
+                keys::expiry(at, keys::EXPIRY_DIALOGUE, id.as_str().as_bytes()),
+                &[][..],
+            );
+        }
+        Ok(())
+    }
+
+    /// Erases everything of one dialogue in one batch (blocking: scans).
+    fn erase(tree: &sled::Tree, id: &DialogueId) -> Result<bool, StoreError> {
+        let Some(dialogue) = Self::read_dialogue(tree, id)? else {
+            return Ok(false);
+        };
+        let mut batch = sled::Batch::default();
+        batch.remove(keys::meta(id));
+        batch.remove(keys::head(id));
+        batch.remove(keys::created(dialogue.create_time, id));
+        if let Some(at) = dialogue.expire_time {
+            batch.remove(keys::expiry(
+                at,
+                keys::EXPIRY_DIALOGUE,
+                id.as_str().as_bytes(),
+            ));
+        }
+        for entry in tree.scan_prefix(keys::turn_prefix(id)).keys() {
+            batch.remove(entry?);
+        }
+        for entry in tree.scan_prefix(keys::idempotency_prefix(id)) {
+            let (key, value) = entry?;
+            // A damaged record must not block erasure: drop it and move on.
+            if let Ok(record) = decode::<IdempotencyRecord>(&value, "idempotency record") {
+                let rest = &key[2..];
+                batch.remove(keys::expiry(
+                    record.expire_time,
+                    keys::EXPIRY_IDEMPOTENCY,
+                    rest,
+                ));
+            }
+            batch.remove(key);
+        }
+        tree.apply_batch(batch)?;
+        Ok(true)
+    }
+
+    fn sweep(tree: &sled::Tree, now: Time, max: usize) -> Result<SweepReport, StoreError> {
+        let mut report = SweepReport::default();
+        let mut batch = sled::Batch::default();
+        for key in tree
+            .range(keys::EXPIRY.to_vec()..keys::expiry_end(now))
+            .keys()
+            .take(max)
+        {
+            let key = key?;
+            match keys::parse_expiry(&key) {
+                Some((keys::EXPIRY_DIALOGUE, rest)) => {
+                    match std::str::from_utf8(rest)
+                        .ok()
+                        .and_then(|s| DialogueId::parse(s).ok())
+                    {
+                        Some(id) => report.expired_dialogues.push(id),
+                        None => batch.remove(key.clone()),
+                    }
+                }
+                Some((keys::EXPIRY_IDEMPOTENCY, rest)) => {
+                    let mut idem_key = b"i/".to_vec();
+                    idem_key.extend_from_slice(rest);
+                    batch.remove(idem_key);
+                    batch.remove(key.clone());
+                    report.idempotency_records_removed += 1;
+                }
+                _ => batch.remove(key.clone()),
+            }
+        }
+        tree.apply_batch(batch)?;
+        Ok(report)
+    }
+
+    fn collect<T>(
+        iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: DeserializeOwned,
+    {
+        iter.take(limit)
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode(&value, what)
+            })
+            .collect()
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&sled::Tree) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let tree = self.tree.clone();
+        tokio::task::spawn_blocking(move || work(&tree))
+            .await
+            .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl DialogueStore for SledStore {
+    async fn create_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
+        if self.tree.contains_key(keys::meta(&dialogue.id))? {
+            return Err(StoreError::AlreadyExists(dialogue_name(&dialogue.id)));
+        }
+        let mut batch = sled::Batch::default();
+        Self::insert_creation(&mut batch, dialogue)?;
+        self.write(batch).await
+    }
+
+    async fn get_dialogue(&self, id: &DialogueId) -> Result<Option<Dialogue>, StoreError> {
+        Self::read_dialogue(&self.tree, id)
+    }
+
+    async fn update_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
+        let id = &dialogue.id;
+        let old = Self::read_dialogue(&self.tree, id)?
+            .ok_or_else(|| StoreError::NotFound(dialogue_name(id)))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::meta(id), encode(dialogue)?);
+        if old.expire_time != dialogue.expire_time {
+            if let Some(at) = old.expire_time {
+                batch.remove(keys::expiry(
+                    at,
+                    keys::EXPIRY_DIALOGUE,
+                    id.as_str().as_bytes(),
+                ));
+            }
+            if let Some(at) = dialogue.expire_time {
+                batch.insert(
+                    keys::expiry(at, keys::EXPIRY_DIALOGUE, id.as_str().as_bytes()),
+                    &[][..],
+                );
+            }
+        }
+        self.write(batch).await
+    }
+
+    async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
+        let owned = id.clone();
+        let erased = self.blocking(move |tree| Self::erase(tree, &owned)).await?;
+        if erased && let Some(gc) = &self.group_commit {
+            gc.wait_durable().await.map_err(StoreError::Io)?;
+        }
+        Ok(erased)
+    }
+
+    async fn list_dialogues(
+        &self,
+        after: Option<&DialogueCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Dialogue>, Option<DialogueCursor>), StoreError> {
+        let start = match after {
+            // Just after the cursor's key: append a byte no ID ends with.
+            Some(c) => {
+                let mut k = keys::created(c.create_time, &c.id);
+                k.push(0);
+                k
+            }
+            None => keys::CREATED.to_vec(),
+        };
+        let now = Time::now();
+        let mut dialogues = Vec::new();
+        let mut more = false;
+        for key in self
+            .tree
+            .range(start..keys::prefix_end(keys::CREATED))
+            .keys()
+        {
+            let key = key?;
+            let Some(id) = keys::id_of_created(&key) else {
+                continue;
+            };
+            let Some(dialogue) = Self::read_dialogue(&self.tree, &id)? else {
+                continue;
+            };
+            if dialogue.is_expired(now) {
+                continue;
+            }
+            if dialogues.len() == limit {
+                more = true;
+                break;
+            }
+            dialogues.push(dialogue);
+        }
+        let cursor = more
+            .then(|| dialogues.last())
+            .flatten()
+            .map(|d| DialogueCursor {
+                create_time: d.create_time,
+                id: d.id.clone(),
+            });
+        Ok((dialogues, cursor))
+    }
+
+    async fn list_turns(
+        &self,
+        id: &DialogueId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Turn>, StoreError> {
+        let range = keys::turn(id, from)..keys::prefix_end(&keys::turn_prefix(id));
+        Self::collect(self.tree.range(range), limit, "turn")
+    }
+
+    async fn turns_before(
+        &self,
+        id: &DialogueId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Turn>, StoreError> {
+        let range = keys::turn_prefix(id)..keys::turn(id, before);
+        Self::collect(self.tree.range(range).rev(), limit, "turn")
+    }
+
+    async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError> {
+        let id = commit.dialogue_id;
+        let mut batch = sled::Batch::default();
+        let stored_count = match (commit.create, self.read_head(id)?) {
+            (Some(_), Some(_)) => return Err(StoreError::AlreadyExists(dialogue_name(id))),
+            (None, None) => return Err(StoreError::NotFound(dialogue_name(id))),
+            (Some(dialogue), None) => {
+                Self::insert_creation(&mut batch, dialogue)?;
+                0
+            }
+            (None, Some((count, _))) => count,
+        };
+        if stored_count != commit.expected_turn_count {
+            return Err(StoreError::Conflict(dialogue_name(id)));
+        }
+        let mut last_time = Time(0);
+        for turn in commit.turns {
+            batch.insert(keys::turn(id, turn.index), encode(turn)?);
+            last_time = last_time.max(turn.create_time);
+        }
+        let count = stored_count + commit.turns.len() as u64;
+        batch.insert(
+            keys::head(id).as_slice(),
+            &keys::encode_head(count, last_time)[..],
+        );
+        if let Some(record) = commit.idempotency {
+            let key = keys::idempotency(id, &record.request_id);
+            batch.insert(
+                keys::expiry(record.expire_time, keys::EXPIRY_IDEMPOTENCY, &key[2..]),
+                &[][..],
+            );
+            batch.insert(key, encode(record)?);
+        }
+        self.write(batch).await
+    }
+
+    async fn get_idempotency(
+        &self,
+        id: &DialogueId,
+        request_id: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        match self.tree.get(keys::idempotency(id, request_id))? {
+            None => Ok(None),
+            Some(v) => decode(&v, "idempotency record").map(Some),
+        }
+    }
+
+    async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError> {
+        self.blocking(move |tree| Self::sweep(tree, now, 10_000))
+            .await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush().map(|_| ()))
+            .await
+            .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
+        Ok(())
+    }
+}
