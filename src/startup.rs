@@ -164,9 +164,12 @@ impl Application {
         if drained.is_err() {
             tracing::warn!(
                 streams = engine.tasks().len(),
-                "drain timeout passed; cutting the remaining calls (their turns are not stored)"
+                "drain timeout passed; cutting the remaining turns (they end UNAVAILABLE and are not stored)"
             );
+            engine.cut_running_turns();
+            let _ = tokio::time::timeout(Duration::from_secs(1), engine.tasks().wait()).await;
             server.abort();
+            let _ = server.await;
         }
         let _ = sweeper.await;
         engine.store().flush().await.map_err(StartupError::Flush)?;

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long an idempotency key is remembered.
@@ -32,6 +33,9 @@ pub struct Engine {
     locks: DialogueLocks,
     /// Streaming turns run as tasks; shutdown waits for them.
     tasks: TaskTracker,
+    /// Cancelled when the drain time is over: running turns end with
+    /// UNAVAILABLE instead of running on unobserved.
+    cut_turns: CancellationToken,
 }
 
 /// A turn that passed every check and is ready for the model call.
@@ -75,6 +79,7 @@ impl Engine {
             limits,
             locks: DialogueLocks::default(),
             tasks: TaskTracker::new(),
+            cut_turns: CancellationToken::new(),
         }
     }
 
@@ -89,6 +94,12 @@ impl Engine {
     /// Streaming turns still running.
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
+    }
+
+    /// Ends every running turn with `ShuttingDown`; nothing of them is
+    /// stored. Called when the drain time is over.
+    pub fn cut_running_turns(&self) {
+        self.cut_turns.cancel();
     }
 
     /// Dialogues locked by a running change (or waited on).
@@ -242,6 +253,13 @@ impl Engine {
 
     /// Runs one turn to completion and returns the stored reply.
     pub async fn converse(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
+        tokio::select! {
+            outcome = self.run_unary(request) => outcome,
+            _ = self.cut_turns.cancelled() => Err(EngineError::ShuttingDown),
+        }
+    }
+
+    async fn run_unary(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
         let started = Instant::now();
         self.check_turn_request(&request)?;
         let _guard = self.locks.lock(&request.dialogue_id).await;
@@ -267,6 +285,9 @@ impl Engine {
             tokio::select! {
                 _ = tx.closed() => {
                     tracing::debug!(dialogue = %request.dialogue_id, "stream abandoned by the client; nothing stored");
+                }
+                _ = engine.cut_turns.cancelled() => {
+                    let _ = tx.send(Err(EngineError::ShuttingDown)).await;
                 }
                 result = engine.run_stream(&request, &tx) => {
                     if let Err(e) = result {

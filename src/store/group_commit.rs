@@ -24,8 +24,10 @@ pub struct GroupCommit {
     /// Tickets handed to finished writes that wait for durability.
     issued: Arc<AtomicU64>,
     /// Wakes the flusher; capacity 1, since one pending wake-up is enough.
-    wake: mpsc::SyncSender<()>,
+    /// Taken on drop to stop the thread.
+    wake: Option<mpsc::SyncSender<()>>,
     flushed: watch::Receiver<Flushed>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GroupCommit {
@@ -35,7 +37,7 @@ impl GroupCommit {
         let (report, flushed) = watch::channel(Flushed::default());
         let issued = Arc::new(AtomicU64::new(0));
         let tickets = issued.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("dialogd-flusher".into())
             .spawn(move || {
                 let mut up_to = 0;
@@ -56,8 +58,9 @@ impl GroupCommit {
             })?;
         Ok(GroupCommit {
             issued,
-            wake,
+            wake: Some(wake),
             flushed,
+            thread: Some(thread),
         })
     }
 
@@ -65,7 +68,9 @@ impl GroupCommit {
     pub async fn wait_durable(&self) -> Result<(), String> {
         let ticket = self.issued.fetch_add(1, Ordering::AcqRel) + 1;
         // Full means a wake-up is already pending; it will see our ticket.
-        let _ = self.wake.try_send(());
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
         let mut flushed = self.flushed.clone();
         let state = flushed
             .wait_for(|f| f.up_to >= ticket)
@@ -76,6 +81,18 @@ impl GroupCommit {
         match &state.error {
             None => Ok(()),
             Some(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    /// Stops and joins the flusher, so whatever its flush closure holds
+    /// (the database, and with it the data dir's lock) is released when
+    /// the store is dropped, not some time later.
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

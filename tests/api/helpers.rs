@@ -1,0 +1,336 @@
+//! `spawn_app()` and friends: a fresh server per test, clients, and one
+//! helper per RPC. Logs are silenced unless TEST_LOG is set.
+
+#![allow(dead_code)]
+
+use dialogd::config::{BackendSettings, Durability, LogFormat, LogSettings, Settings};
+use dialogd::pb::dialogue::v1 as pb;
+use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
+use dialogd::pb::dialogue::v1::model_service_client::ModelServiceClient;
+use dialogd::startup::{Application, StartupError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Once;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+static TRACING: Once = Once::new();
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub settings: Settings,
+    pub dialogues: DialogueServiceClient<Channel>,
+    pub models: ModelServiceClient<Channel>,
+    pub channel: Channel,
+    /// Kept so the data dir lives as long as the app (and across restarts).
+    pub data_dir: std::sync::Arc<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), StartupError>>>,
+}
+
+/// Settings for a test: random port, fresh data dir, fast sweeps.
+pub fn test_settings(data_dir: &Path) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.drain_timeout_secs = 10;
+    settings.store.data_dir = data_dir.to_path_buf();
+    settings.store.durability = Durability::Sync;
+    settings.store.cache_capacity_mb = 16;
+    settings.log = LogSettings {
+        level: "info".into(),
+        format: LogFormat::Text,
+    };
+    settings
+}
+
+pub fn set_echo_delay(settings: &mut Settings, delay_ms: u64) {
+    settings
+        .backends
+        .insert("echo".into(), BackendSettings::Echo { delay_ms });
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = std::sync::Arc::new(TempDir::new().unwrap());
+    let mut settings = test_settings(dir.path());
+    customize(&mut settings);
+    start(settings, dir).await
+}
+
+/// A new server on an existing data dir (after a previous one stopped).
+pub async fn spawn_app_on(data_dir: std::sync::Arc<TempDir>) -> TestApp {
+    start(test_settings(data_dir.path()), data_dir).await
+}
+
+async fn start(settings: Settings, data_dir: std::sync::Arc<TempDir>) -> TestApp {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            dialogd::telemetry::init(&LogSettings {
+                level: "debug".into(),
+                format: LogFormat::Text,
+            });
+        }
+    });
+    let app = Application::build(settings.clone())
+        .await
+        .expect("server starts");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = connect(addr).await;
+    TestApp {
+        addr,
+        settings,
+        dialogues: DialogueServiceClient::new(channel.clone()),
+        models: ModelServiceClient::new(channel.clone()),
+        channel,
+        data_dir,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("client connects")
+}
+
+pub fn text(s: &str) -> pb::ContentPart {
+    pb::ContentPart {
+        kind: Some(pb::content_part::Kind::Text(s.into())),
+    }
+}
+
+pub fn turn_text(turn: &pb::Turn) -> String {
+    turn.content
+        .iter()
+        .map(|p| match &p.kind {
+            Some(pb::content_part::Kind::Text(t)) => t.as_str(),
+            None => "",
+        })
+        .collect()
+}
+
+pub fn name(id: &str) -> String {
+    format!("dialogues/{id}")
+}
+
+pub fn converse_request(id: &str, message: &str) -> pb::ConverseRequest {
+    pb::ConverseRequest {
+        name: name(id),
+        content: vec![text(message)],
+        ..Default::default()
+    }
+}
+
+/// Field paths of the BadRequest detail of an INVALID_ARGUMENT status.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+pub fn error_reason(status: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().map(|i| i.reason)
+}
+
+impl TestApp {
+    pub async fn create(&self, id: &str) -> pb::Dialogue {
+        self.create_with(pb::Dialogue {
+            dialogue_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create succeeds")
+    }
+
+    pub async fn create_with(&self, dialogue: pb::Dialogue) -> Result<pb::Dialogue, tonic::Status> {
+        self.dialogues
+            .clone()
+            .create_dialogue(pb::CreateDialogueRequest {
+                dialogue: Some(dialogue),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn get(&self, id: &str, last_turns: i32) -> Result<pb::Dialogue, tonic::Status> {
+        self.dialogues
+            .clone()
+            .get_dialogue(pb::GetDialogueRequest {
+                name: name(id),
+                last_turns,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), tonic::Status> {
+        self.dialogues
+            .clone()
+            .delete_dialogue(pb::DeleteDialogueRequest { name: name(id) })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn converse(
+        &self,
+        id: &str,
+        message: &str,
+    ) -> Result<pb::ConverseResponse, tonic::Status> {
+        self.converse_with(converse_request(id, message)).await
+    }
+
+    pub async fn converse_with(
+        &self,
+        request: pb::ConverseRequest,
+    ) -> Result<pb::ConverseResponse, tonic::Status> {
+        self.dialogues
+            .clone()
+            .converse(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Every turn of a dialogue, following page tokens.
+    pub async fn all_turns(&self, id: &str) -> Vec<pb::Turn> {
+        let mut turns = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .dialogues
+                .clone()
+                .list_turns(pb::ListTurnsRequest {
+                    parent: name(id),
+                    page_size: 1000,
+                    page_token: token,
+                })
+                .await
+                .expect("list turns")
+                .into_inner();
+            turns.extend(page.turns);
+            if page.next_page_token.is_empty() {
+                return turns;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Collects a stream's events until it ends; the error if it failed.
+    pub async fn stream(
+        &self,
+        request: pb::ConverseRequest,
+    ) -> (
+        Vec<pb::converse_stream_response::Event>,
+        Option<tonic::Status>,
+    ) {
+        let mut events = Vec::new();
+        let mut stream = match self.dialogues.clone().converse_stream(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return (events, Some(status)),
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(msg)) => events.extend(msg.event),
+                Ok(None) => return (events, None),
+                Err(status) => return (events, Some(status)),
+            }
+        }
+    }
+
+    /// Graceful stop: signals shutdown and waits for the drain to finish.
+    pub async fn stop(&mut self) -> Result<(), StartupError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the server again on the same data dir (and a new port).
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await.expect("clean stop");
+        let dir = self.data_dir.clone();
+        start(self.settings.clone(), dir).await
+    }
+
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub fn take_server(&mut self) -> JoinHandle<Result<(), StartupError>> {
+        self.server.take().expect("server running")
+    }
+}
+
+/// The dialogd binary running as a child process, for crash and
+/// process-level tests.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dialogd"))
+}
+
+impl ServerProcess {
+    /// Starts `dialogd` on a free port with `data_dir`; waits for its
+    /// "listening" line (no sleeps, no fixed ports).
+    pub async fn start(data_dir: &Path) -> ServerProcess {
+        let mut child = tokio::process::Command::new(binary())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("dialogd starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("dialogd prints its address in time")
+            .expect("stdout readable")
+            .expect("a listening line");
+        let addr = line
+            .strip_prefix("dialogd listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("an address");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServerProcess { child, addr }
+    }
+
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL sent");
+        let _ = self.child.wait().await;
+    }
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: each starts the real server on a random local port with
+//! its own data dir and drives it with generated tonic clients.
+
+mod helpers;
+
+mod concurrency;
+mod converse;
+mod dialogues;
+mod durability;
+mod service;
+mod streaming;

@@ -1,0 +1,142 @@
+//! ConverseStream: event order, deltas that add up to the stored reply, and
+//! a client that leaves mid-generation.
+
+use crate::helpers::*;
+use dialogd::pb::dialogue::v1 as pb;
+use pb::converse_stream_response::Event;
+use std::time::Duration;
+use tonic::Code;
+
+#[tokio::test]
+async fn a_stream_sends_start_deltas_then_end_with_the_stored_turn() {
+    let app = spawn_app().await;
+    app.create("s").await;
+    let (events, error) = app
+        .stream(converse_request("s", "stream these words"))
+        .await;
+    assert!(error.is_none(), "{error:?}");
+
+    let Some(Event::Start(start)) = events.first() else {
+        panic!("first event must be start: {events:?}")
+    };
+    assert_eq!(
+        (
+            start.turn_index,
+            start.turn_id.as_str(),
+            start.model.as_str()
+        ),
+        (1, "1", "echo")
+    );
+    let Some(Event::End(end)) = events.last() else {
+        panic!("last event must be end")
+    };
+
+    let mut joined = String::new();
+    for event in &events[1..events.len() - 1] {
+        let Event::Delta(delta) = event else {
+            panic!("only deltas between start and end")
+        };
+        assert_eq!(
+            delta.offset as usize,
+            joined.len(),
+            "offsets are contiguous"
+        );
+        joined.push_str(&delta.text);
+    }
+    assert_eq!(events.len() - 2, 4, "one delta per word");
+    let turn = end.turn.as_ref().unwrap();
+    assert_eq!(joined, "echo: stream these words");
+    assert_eq!(turn_text(turn), joined);
+    assert_eq!(end.finish_reason, pb::FinishReason::Stop as i32);
+    assert_eq!(end.usage.unwrap().completion_tokens, 4);
+    assert_eq!(app.all_turns("s").await.last(), Some(turn));
+}
+
+#[tokio::test]
+async fn stream_errors_arrive_as_statuses_before_any_event() {
+    let app = spawn_app().await;
+    let (events, error) = app.stream(converse_request("missing", "hi")).await;
+    assert!(events.is_empty());
+    assert_eq!(error.unwrap().code(), Code::NotFound);
+    let (_, error) = app.stream(converse_request("missing", "")).await;
+    assert_eq!(error.unwrap().code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_stores_nothing_and_frees_the_dialogue() {
+    let app = spawn_app_with(|s| set_echo_delay(s, 200)).await;
+    app.create("left").await;
+    let mut stream = app
+        .dialogues
+        .clone()
+        .converse_stream(converse_request(
+            "left",
+            "a long answer with many many words in it",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Read the start and the first word, then hang up.
+    assert!(matches!(
+        stream.message().await.unwrap().unwrap().event,
+        Some(Event::Start(_))
+    ));
+    assert!(matches!(
+        stream.message().await.unwrap().unwrap().event,
+        Some(Event::Delta(_))
+    ));
+    drop(stream);
+
+    // The turn is abandoned: the dialogue is free at once (well before the
+    // ~2 s the full reply would take) and holds no half-written turn.
+    let started = std::time::Instant::now();
+    let mut quick = converse_request("left", "x");
+    quick.generation = Some(pb::GenerationConfig {
+        max_tokens: Some(1),
+        ..Default::default()
+    });
+    let reply = tokio::time::timeout(Duration::from_secs(5), app.converse_with(quick))
+        .await
+        .expect("the dialogue's lock was released")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        reply.user_turn.unwrap().index,
+        0,
+        "the abandoned turn left nothing behind"
+    );
+    let turns = app.all_turns("left").await;
+    assert_eq!(turns.len(), 2);
+    assert_eq!(turn_text(&turns[0]), "x");
+}
+
+#[tokio::test]
+async fn a_stream_waiting_for_the_dialogue_can_be_abandoned_too() {
+    let app = spawn_app_with(|s| set_echo_delay(s, 100)).await;
+    app.create("queue").await;
+    // A slow turn holds the dialogue...
+    let slow = {
+        let app_dialogues = app.dialogues.clone();
+        tokio::spawn(async move {
+            app_dialogues
+                .clone()
+                .converse(converse_request("queue", "one two three four five"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...a queued stream gives up while waiting...
+    let mut client = app.dialogues.clone();
+    let queued = client.converse_stream(converse_request("queue", "never stored"));
+    let _ = tokio::time::timeout(Duration::from_millis(100), queued).await;
+    // ...and only the slow turn is stored.
+    slow.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let texts: Vec<String> = app.all_turns("queue").await.iter().map(turn_text).collect();
+    assert!(!texts.contains(&"never stored".to_string()), "{texts:?}");
+    assert_eq!(texts.len(), 2);
+}
