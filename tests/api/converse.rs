@@ -349,3 +349,16 @@ async fn list_models_shows_the_configured_models() {
     assert!(echo.is_default);
     assert_eq!(echo.context_tokens, 8192);
 }
+
+#[tokio::test]
+async fn oversized_requests_are_refused_and_the_server_carries_on() {
+    let app = spawn_app_with(|s| s.server.max_request_bytes = 64 * 1024).await;
+    app.create("big").await;
+    let err = app
+        .converse("big", &"x".repeat(100 * 1024))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert_eq!(app.get("big", 0).await.unwrap().turn_count, 0);
+    app.converse("big", "small").await.unwrap();
+}
