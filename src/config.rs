@@ -227,6 +227,35 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Top-level keys: only `DIALOGD_*` variables starting with one of these
+/// are configuration. Others are left alone, for example the
+/// `DIALOGD_SERVICE_HOST` / `DIALOGD_PORT` that Kubernetes sets for a
+/// Service named dialogd.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "store",
+    "limits",
+    "log",
+    "default_model",
+    "models",
+    "backends",
+];
+
+fn is_config_env_key(key: &str) -> bool {
+    let first = key.split("__").next().unwrap_or("").to_ascii_lowercase();
+    TOP_LEVEL_KEYS.contains(&first.as_str())
+}
+
+/// `DIALOGD_*` variables that look like config keys (they contain `__`) but
+/// name no top-level key: probably typos, worth a warning.
+pub fn ignored_env_keys() -> Vec<String> {
+    std::env::vars()
+        .filter_map(|(k, _)| k.strip_prefix("DIALOGD_").map(str::to_owned))
+        .filter(|k| k.contains("__") && !is_config_env_key(k))
+        .map(|k| format!("DIALOGD_{k}"))
+        .collect()
+}
+
 impl Settings {
     /// Reads the layers in order (defaults, `file`, `DIALOGD_*`, `flags`) and
     /// validates the result.
@@ -252,7 +281,11 @@ impl Settings {
         }
         let flag_layer = serde_json::json!({ "server": server, "store": store, "log": log });
         let settings: Settings = figment
-            .merge(Env::prefixed("DIALOGD_").split("__"))
+            .merge(
+                Env::prefixed("DIALOGD_")
+                    .filter(|k| is_config_env_key(k.as_str()))
+                    .split("__"),
+            )
             .merge(Serialized::defaults(flag_layer))
             .extract()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
@@ -413,6 +446,21 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("gpt-9"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unrelated_dialogd_variables_are_not_config() {
+        Jail::expect_with(|jail| {
+            // What Kubernetes injects for a Service named "dialogd".
+            jail.set_env("DIALOGD_SERVICE_HOST", "10.0.0.7");
+            jail.set_env("DIALOGD_PORT", "tcp://10.0.0.7:50051");
+            jail.set_env("DIALOGD_BIN", "/usr/local/bin/dialogd");
+            jail.set_env("DIALOGD_SERVR__LISTEN", "127.0.0.1:1");
+            let s = Settings::load(None, &FlagOverrides::default()).unwrap();
+            assert_eq!(s, Settings::default());
+            assert_eq!(ignored_env_keys(), ["DIALOGD_SERVR__LISTEN"]);
             Ok(())
         });
     }

@@ -43,6 +43,9 @@ fn main() -> ExitCode {
         }
     };
     dialogd::telemetry::init(&settings.log);
+    for key in dialogd::config::ignored_env_keys() {
+        tracing::warn!(%key, "environment variable ignored: it names no configuration key");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -25,6 +25,9 @@ const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 /// Turns read from the store per step while filling the context window.
 const HISTORY_CHUNK: usize = 64;
+/// Text bytes of turns in one response: well under the 4 MiB that gRPC
+/// clients accept by default. A page that would exceed it ends early.
+const MAX_RESPONSE_TEXT_BYTES: usize = 3 * 1024 * 1024;
 
 pub struct Engine {
     store: Arc<dyn DialogueStore>,
@@ -137,6 +140,7 @@ impl Engine {
                 .store
                 .turns_before(id, dialogue.turn_count, last_turns.min(MAX_PAGE_SIZE))
                 .await?;
+            keep_within_response_budget(&mut turns);
             turns.reverse();
         }
         Ok((dialogue, turns))
@@ -239,7 +243,8 @@ impl Engine {
         };
         let dialogue = self.load(id, Time::now()).await?;
         let size = page_size(page_size_req);
-        let items = self.store.list_turns(id, from, size).await?;
+        let mut items = self.store.list_turns(id, from, size).await?;
+        keep_within_response_budget(&mut items);
         let next = items
             .last()
             .map(|t| t.index + 1)
@@ -682,6 +687,24 @@ impl Engine {
             );
         }
     }
+}
+
+/// Keeps the leading turns whose text fits `MAX_RESPONSE_TEXT_BYTES`
+/// (always at least one, since a single turn is bounded by the limits).
+fn keep_within_response_budget(turns: &mut Vec<Turn>) {
+    let mut total = 0;
+    let keep = turns
+        .iter()
+        .position(|t| {
+            total += t
+                .content
+                .iter()
+                .map(|ContentPart::Text(s)| s.len())
+                .sum::<usize>();
+            total > MAX_RESPONSE_TEXT_BYTES
+        })
+        .unwrap_or(turns.len());
+    turns.truncate(keep.max(1));
 }
 
 fn expire_time(expiration: Expiration, now: Time) -> Option<Time> {

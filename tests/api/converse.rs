@@ -362,3 +362,27 @@ async fn oversized_requests_are_refused_and_the_server_carries_on() {
     assert_eq!(app.get("big", 0).await.unwrap().turn_count, 0);
     app.converse("big", "small").await.unwrap();
 }
+
+#[tokio::test]
+async fn pages_of_large_turns_stay_within_what_clients_accept() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_message_bytes = 512 * 1024;
+        s.models[0].context_tokens = 1_000_000;
+    })
+    .await;
+    app.create("heavy").await;
+    let big = "y".repeat(500 * 1024);
+    for _ in 0..5 {
+        app.converse("heavy", &big).await.unwrap();
+    }
+    // 10 turns of ~500 KiB exceed a client's default 4 MiB limit in one page;
+    // pages end early and the token continues where they stopped.
+    let turns = app.all_turns("heavy").await;
+    assert_eq!(
+        turns.iter().map(|t| t.index).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<i64>>()
+    );
+    let recent = app.get("heavy", 10).await.unwrap().recent_turns;
+    assert!(!recent.is_empty() && recent.len() < 10);
+    assert_eq!(recent.last().unwrap().index, 9, "the newest turns are kept");
+}

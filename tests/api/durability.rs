@@ -189,3 +189,14 @@ async fn bad_configuration_exits_with_status_2_and_names_the_problem() {
             .contains("durability")
     );
 }
+
+#[tokio::test]
+async fn relaxed_durability_stores_turns_and_flushes_on_shutdown() {
+    let app = spawn_app_with(|s| s.store.durability = dialogd::config::Durability::Relaxed).await;
+    app.create("relaxed").await;
+    app.converse("relaxed", "quick ack").await.unwrap();
+    let settings = app.settings.clone();
+    let app = app.restart().await;
+    assert_eq!(settings.store.durability, app.settings.store.durability);
+    assert_eq!(app.all_turns("relaxed").await.len(), 2);
+}
