@@ -26,6 +26,8 @@ pub struct Settings {
     pub models: Vec<ModelSettings>,
     /// Model backends by name.
     pub backends: BTreeMap<String, BackendSettings>,
+    /// Retries, fallback and circuit breaking of model calls.
+    pub routing: RoutingSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,17 +102,75 @@ pub struct LogSettings {
 pub struct ModelSettings {
     /// Name callers use.
     pub name: String,
-    /// Key of the backend in `[backends]`.
-    pub backend: String,
-    /// Model name sent to the backend; defaults to `name`.
-    #[serde(default)]
+    /// Shorthand for a single target: key of the backend in `[backends]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// With `backend`: model name sent to it; defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_model: Option<String>,
+    /// Where the model is served. A turn goes to one target picked by
+    /// weight; if it fails, the others are tried in this order (fallback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetSettings>,
     /// Context window in tokens; history that does not fit is left out.
     #[serde(default = "default_context_tokens")]
     pub context_tokens: u32,
     /// Upper bound of history turns in one prompt, whatever their size.
     #[serde(default = "default_max_history_turns")]
     pub max_history_turns: usize,
+}
+
+impl ModelSettings {
+    /// The targets, with the single-target shorthand expanded.
+    pub fn resolved_targets(&self) -> Vec<TargetSettings> {
+        match &self.backend {
+            Some(backend) => vec![TargetSettings {
+                backend: backend.clone(),
+                upstream_model: self.upstream_model.clone(),
+                weight: 1,
+            }],
+            None => self.targets.clone(),
+        }
+    }
+}
+
+/// One backend + upstream model serving a public model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSettings {
+    /// Key of the backend in `[backends]`.
+    pub backend: String,
+    /// Model name sent to the backend; defaults to the public name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Share of first attempts this target gets; 0 makes it fallback only.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// Per-backend time limits of one model call.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutSettings {
+    /// Establishing the TCP/TLS connection.
+    pub connect_ms: u64,
+    /// A whole unary call (the reply is generated before it is sent).
+    pub request_ms: u64,
+    /// A stream: from sending the request to the first token.
+    pub first_token_ms: u64,
+    /// A stream: longest silence between two chunks once tokens flow.
+    pub idle_ms: u64,
+}
+
+impl Default for TimeoutSettings {
+    fn default() -> Self {
+        TimeoutSettings {
+            connect_ms: 5_000,
+            request_ms: 300_000,
+            first_token_ms: 60_000,
+            idle_ms: 30_000,
+        }
+    }
 }
 
 /// A model backend; `kind` selects the protocol.
@@ -124,14 +184,176 @@ pub enum BackendSettings {
         #[serde(default)]
         delay_ms: u64,
     },
+    /// An OpenAI-compatible server (OpenAI, vLLM, Ollama's /v1, llama.cpp,
+    /// TGI, LiteLLM, Azure OpenAI).
+    Openai {
+        /// Base URL including the API version path, e.g. `https://api.openai.com/v1`.
+        base_url: String,
+        /// Name of the environment variable holding the API key (sent as
+        /// `Authorization: Bearer`). The key itself never goes in config.
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// Path of chat completions below `base_url`, with any query
+        /// (Azure: `/chat/completions?api-version=2024-10-21`).
+        #[serde(default = "default_chat_path")]
+        chat_path: String,
+        /// Send the key as this header instead of `Authorization: Bearer`
+        /// (Azure: `api-key`).
+        #[serde(default)]
+        api_key_header: Option<String>,
+        /// Extra headers sent with every request.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        timeouts: TimeoutSettings,
+    },
+    /// Anthropic's Messages API.
+    Anthropic {
+        /// Base URL, e.g. `https://api.anthropic.com`.
+        base_url: String,
+        /// Name of the environment variable holding the API key (`x-api-key`).
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// `anthropic-version` header.
+        #[serde(default = "default_anthropic_version")]
+        version: String,
+        /// `max_tokens` when the request sets none (the API requires one).
+        #[serde(default = "default_anthropic_max_tokens")]
+        default_max_tokens: u32,
+        /// Extra headers sent with every request.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        timeouts: TimeoutSettings,
+    },
+}
+
+/// Retries, fallback and circuit breaking of model calls.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSettings {
+    /// Attempts per turn across all targets (first call included).
+    pub max_attempts: u32,
+    /// Retries may add at most this share of calls (0.2 = 20%).
+    pub retry_budget_ratio: f64,
+    /// Retries always allowed in a quiet period before the ratio applies.
+    pub retry_budget_reserve: u32,
+    /// Backoff before retrying the same target: full jitter over
+    /// `base * 2^n`, capped at `max`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub breaker: BreakerSettings,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        RoutingSettings {
+            max_attempts: 3,
+            retry_budget_ratio: 0.2,
+            retry_budget_reserve: 10,
+            backoff_base_ms: 100,
+            backoff_max_ms: 2_000,
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// When a target's circuit opens (it is skipped) and when it is probed again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Open after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Or when this share of calls in a window failed...
+    pub error_rate: f64,
+    /// ...and the window saw at least this many calls.
+    pub min_calls: u32,
+    /// Length of the error-rate window, in seconds.
+    pub window_secs: u64,
+    /// How long an open circuit waits before letting one probe call through.
+    pub cooldown_secs: u64,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            consecutive_failures: 5,
+            error_rate: 0.5,
+            min_calls: 20,
+            window_secs: 30,
+            cooldown_secs: 15,
+        }
+    }
 }
 
 impl BackendSettings {
+    /// Checks a backend entry, including that its API key variable is set.
+    fn validate(&self, name: &str) -> Result<(), String> {
+        let (base_url, api_key_env, timeouts) = match self {
+            BackendSettings::Echo { delay_ms } if *delay_ms > 60_000 => {
+                return Err(format!("backends.{name}.delay_ms must be at most 60000"));
+            }
+            BackendSettings::Echo { .. } => return Ok(()),
+            BackendSettings::Openai {
+                base_url,
+                api_key_env,
+                timeouts,
+                ..
+            }
+            | BackendSettings::Anthropic {
+                base_url,
+                api_key_env,
+                timeouts,
+                ..
+            } => (base_url, api_key_env, timeouts),
+        };
+        match url::Url::parse(base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(format!(
+                    "backends.{name}.base_url {base_url:?} is not an http(s) URL"
+                ));
+            }
+        }
+        if let Some(var) = api_key_env
+            && std::env::var_os(var).is_none_or(|v| v.is_empty())
+        {
+            return Err(format!(
+                "backends.{name}.api_key_env names {var}, which is not set in the environment"
+            ));
+        }
+        let t = timeouts;
+        if [t.connect_ms, t.request_ms, t.first_token_ms, t.idle_ms].contains(&0) {
+            return Err(format!(
+                "backends.{name}.timeouts: every timeout must be at least 1 ms"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             BackendSettings::Echo { .. } => "echo",
+            BackendSettings::Openai { .. } => "openai",
+            BackendSettings::Anthropic { .. } => "anthropic",
         }
     }
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_chat_path() -> String {
+    "/chat/completions".into()
+}
+
+fn default_anthropic_version() -> String {
+    "2023-06-01".into()
+}
+
+fn default_anthropic_max_tokens() -> u32 {
+    1024
 }
 
 fn default_context_tokens() -> u32 {
@@ -152,12 +374,14 @@ impl Default for Settings {
             default_model: "echo".into(),
             models: vec![ModelSettings {
                 name: "echo".into(),
-                backend: "echo".into(),
+                backend: Some("echo".into()),
                 upstream_model: None,
+                targets: Vec::new(),
                 context_tokens: default_context_tokens(),
                 max_history_turns: default_max_history_turns(),
             }],
             backends: BTreeMap::from([("echo".into(), BackendSettings::Echo { delay_ms: 0 })]),
+            routing: RoutingSettings::default(),
         }
     }
 }
@@ -339,14 +563,35 @@ impl Settings {
             if model.name.is_empty() || !seen.insert(model.name.as_str()) {
                 return invalid(format!("model name {:?} is empty or repeated", model.name));
             }
-            if !self.backends.contains_key(&model.backend) {
-                let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+            let targets = model.resolved_targets();
+            if model.backend.is_some() != model.targets.is_empty() {
                 return invalid(format!(
-                    "model {:?} names backend {:?}, which is not configured (known: {})",
-                    model.name,
-                    model.backend,
-                    known.join(", ")
+                    "model {:?} needs either `backend` or a non-empty `targets` list, not both",
+                    model.name
                 ));
+            }
+            if model.backend.is_none() && model.upstream_model.is_some() {
+                return invalid(format!(
+                    "model {:?}: `upstream_model` goes inside each target when `targets` is used",
+                    model.name
+                ));
+            }
+            if targets.iter().all(|t| t.weight == 0) {
+                return invalid(format!(
+                    "model {:?}: at least one target needs a weight above 0",
+                    model.name
+                ));
+            }
+            for target in &targets {
+                if !self.backends.contains_key(&target.backend) {
+                    let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+                    return invalid(format!(
+                        "model {:?} names backend {:?}, which is not configured (known: {})",
+                        model.name,
+                        target.backend,
+                        known.join(", ")
+                    ));
+                }
             }
             if model.context_tokens < 16 {
                 return invalid(format!(
@@ -362,12 +607,29 @@ impl Settings {
             ));
         }
         for (name, backend) in &self.backends {
-            match backend {
-                BackendSettings::Echo { delay_ms } if *delay_ms > 60_000 => {
-                    return invalid(format!("backends.{name}.delay_ms must be at most 60000"));
-                }
-                BackendSettings::Echo { .. } => {}
-            }
+            backend.validate(name).map_err(ConfigError::Invalid)?;
+        }
+        let routing = &self.routing;
+        if routing.max_attempts == 0 || routing.max_attempts > 10 {
+            return invalid("routing.max_attempts must be 1 to 10".into());
+        }
+        if !(0.0..=1.0).contains(&routing.retry_budget_ratio) {
+            return invalid("routing.retry_budget_ratio must be 0.0 to 1.0".into());
+        }
+        if routing.backoff_base_ms == 0 || routing.backoff_max_ms < routing.backoff_base_ms {
+            return invalid(
+                "routing.backoff_base_ms must be at least 1 and at most routing.backoff_max_ms"
+                    .into(),
+            );
+        }
+        let breaker = &routing.breaker;
+        if breaker.consecutive_failures == 0
+            || !(0.0..=1.0).contains(&breaker.error_rate)
+            || breaker.window_secs == 0
+        {
+            return invalid(
+                "routing.breaker: consecutive_failures and window_secs must be at least 1, error_rate 0.0 to 1.0".into(),
+            );
         }
         Ok(())
     }

@@ -25,6 +25,8 @@ use tonic_health::ServingStatus;
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] OpenError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BuildError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -49,7 +51,8 @@ impl Application {
     /// Opens the store and binds the listener; nothing is served yet.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let store: Arc<dyn DialogueStore> = Arc::new(SledStore::open(&settings.store)?);
-        let router = Arc::new(Router::from_settings(&settings));
+        let router = Arc::new(Router::from_settings(&settings)?);
+        tokio::task::spawn_blocking(crate::dialogue::tokenizer::warm_up);
         let engine = Arc::new(Engine::new(store, router, settings.limits.clone()));
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)

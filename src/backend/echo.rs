@@ -76,7 +76,11 @@ impl ModelBackend for EchoBackend {
         "echo"
     }
 
-    async fn complete(&self, request: &ModelRequest) -> Result<ModelReply, BackendError> {
+    async fn complete(
+        &self,
+        _model: &str,
+        request: &ModelRequest,
+    ) -> Result<ModelReply, BackendError> {
         let (pieces, finish_reason) = echo_pieces(request);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay * pieces.len() as u32).await;
@@ -88,7 +92,11 @@ impl ModelBackend for EchoBackend {
         })
     }
 
-    async fn stream(&self, request: &ModelRequest) -> Result<ReplyStream, BackendError> {
+    async fn stream(
+        &self,
+        _model: &str,
+        request: &ModelRequest,
+    ) -> Result<ReplyStream, BackendError> {
         let (pieces, finish_reason) = echo_pieces(request);
         let finished = ReplyChunk::Finished {
             finish_reason,
@@ -118,7 +126,6 @@ mod tests {
 
     fn request(text: &str, params: GenerationParams) -> ModelRequest {
         ModelRequest {
-            upstream_model: "echo".into(),
             messages: vec![
                 PromptMessage {
                     role: Role::System,
@@ -137,7 +144,7 @@ mod tests {
     async fn streams_word_by_word_and_matches_the_unary_reply() {
         let backend = EchoBackend::new("echo", Duration::ZERO);
         let req = request("hello big world", GenerationParams::default());
-        let chunks: Vec<_> = backend.stream(&req).await.unwrap().collect().await;
+        let chunks: Vec<_> = backend.stream("echo", &req).await.unwrap().collect().await;
         let texts: Vec<String> = chunks
             .iter()
             .filter_map(|c| match c {
@@ -146,7 +153,7 @@ mod tests {
             })
             .collect();
         assert_eq!(texts, ["echo: ", "hello ", "big ", "world"]);
-        let unary = backend.complete(&req).await.unwrap();
+        let unary = backend.complete("echo", &req).await.unwrap();
         assert_eq!(unary.text, texts.concat());
         assert_eq!(unary.finish_reason, FinishReason::Stop);
         assert_eq!(

@@ -6,20 +6,18 @@
 //! the store as soon as one does not fit, so the cost of a turn is bounded
 //! by the window, not by the dialogue's length.
 //!
-//! Tokens are estimated at four bytes each until a real tokenizer replaces
-//! `estimate_tokens` (model-backends issue).
+//! Tokens are counted with `tokenizer::count_tokens`; stored turns carry
+//! their count, so history is not re-tokenized on every turn.
 
 use super::model::{Role, Turn};
+use super::tokenizer::count_tokens;
 use crate::backend::PromptMessage;
 
-/// A rough token count: 4 bytes per token, rounded up.
-pub fn estimate_tokens(text: &str) -> u64 {
-    (text.len() as u64).div_ceil(4)
-}
+/// Tokens a message adds to a chat prompt besides its text (role markers).
+const MESSAGE_OVERHEAD: u64 = 4;
 
-/// Tokens a message costs, with a small per-message overhead.
 fn message_cost(text: &str) -> u64 {
-    estimate_tokens(text) + 4
+    count_tokens(text) + MESSAGE_OVERHEAD
 }
 
 pub struct ContextFit {
@@ -65,7 +63,10 @@ impl ContextFit {
             return false;
         }
         let text = turn.text();
-        let cost = message_cost(&text);
+        let cost = match turn.tokens {
+            0 => message_cost(&text),
+            n => u64::from(n) + MESSAGE_OVERHEAD,
+        };
         if cost > self.remaining_tokens {
             self.full = true;
             return false;
@@ -117,6 +118,7 @@ mod tests {
             model: String::new(),
             usage: None,
             request_id: None,
+            tokens: 0,
         }
     }
 
@@ -126,8 +128,8 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_turns_that_fit_in_order() {
-        // system (2+4) + new (1+4) = 11 tokens; each short turn costs 5-6.
-        let mut fit = ContextFit::new("be kind", "new", 22, 100).unwrap();
+        // system (2+4) + new (1+4) = 11 tokens; each one-word turn costs 5.
+        let mut fit = ContextFit::new("be kind", "new", 21, 100).unwrap();
         assert!(fit.offer(&turn(3, Role::Assistant, "four")));
         assert!(fit.offer(&turn(2, Role::User, "three")));
         assert!(!fit.offer(&turn(1, Role::Assistant, "two")));
@@ -147,7 +149,7 @@ mod tests {
     fn never_splits_a_turn() {
         let mut fit = ContextFit::new("", "new", 30, 100).unwrap();
         assert!(fit.offer(&turn(9, Role::User, "hi")));
-        assert!(!fit.offer(&turn(8, Role::User, &"x".repeat(400))));
+        assert!(!fit.offer(&turn(8, Role::User, &"lorem ipsum ".repeat(40))));
         assert_eq!(texts(&fit.finish()), ["hi", "new"]);
     }
 
@@ -163,6 +165,14 @@ mod tests {
 
     #[test]
     fn a_message_larger_than_the_window_does_not_fit() {
-        assert!(ContextFit::new("", &"y".repeat(1000), 100, 10).is_none());
+        assert!(ContextFit::new("", &"lorem ipsum ".repeat(100), 100, 10).is_none());
+    }
+
+    #[test]
+    fn stored_token_counts_are_used_instead_of_recounting() {
+        let mut fit = ContextFit::new("", "new", 100, 10).unwrap();
+        let mut heavy = turn(1, Role::User, "hi");
+        heavy.tokens = 200;
+        assert!(!fit.offer(&heavy), "a stored count of 200 does not fit 100");
     }
 }

@@ -1,15 +1,16 @@
 //! The conversation rules: load and validate, serialize changes per dialogue,
 //! fit the prompt into the context window, call the model, persist, stream.
 
-use super::context::{ContextFit, estimate_tokens};
+use super::context::ContextFit;
 use super::error::{EngineError, Violations};
 use super::locks::DialogueLocks;
 use super::model::*;
 use super::page_token;
+use super::tokenizer::count_tokens;
 use super::validate;
-use crate::backend::{BackendError, ModelRequest, ReplyChunk};
+use crate::backend::{BackendError, ModelReply, ModelRequest, ReplyChunk};
 use crate::config::LimitSettings;
-use crate::router::{ModelRoute, Router};
+use crate::router::{ModelRoute, Routed, Router};
 use crate::store::{DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -258,8 +259,9 @@ impl Engine {
 
     /// Runs one turn to completion and returns the stored reply.
     pub async fn converse(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
+        let deadline = request.deadline;
         tokio::select! {
-            outcome = self.run_unary(request) => outcome,
+            outcome = within_deadline(deadline, self.run_unary(request)) => outcome,
             _ = self.cut_turns.cancelled() => Err(EngineError::ShuttingDown),
         }
     }
@@ -272,9 +274,28 @@ impl Engine {
             Plan::Replay(outcome) => return Ok(*outcome),
             Plan::Run(planned) => planned,
         };
-        let reply = planned.route.backend.complete(&planned.request).await?;
-        self.commit(*planned, reply.text, reply.finish_reason, reply.usage)
-            .await
+        let deadline = request.deadline.map(tokio::time::Instant::from_std);
+        let Routed {
+            value:
+                ModelReply {
+                    text,
+                    finish_reason,
+                    usage,
+                },
+            backend,
+            attempts,
+        } = self
+            .router
+            .complete(&planned.route, &planned.request, deadline)
+            .await?;
+        self.commit(
+            *planned,
+            text,
+            finish_reason,
+            usage,
+            Served { backend, attempts },
+        )
+        .await
     }
 
     /// Runs one turn as a stream of events. The turn runs in its own task
@@ -294,7 +315,7 @@ impl Engine {
                 _ = engine.cut_turns.cancelled() => {
                     let _ = tx.send(Err(EngineError::ShuttingDown)).await;
                 }
-                result = engine.run_stream(&request, &tx) => {
+                result = within_deadline(request.deadline, engine.run_stream(&request, &tx)) => {
                     if let Err(e) = result {
                         let _ = tx.send(Err(e)).await;
                     }
@@ -337,7 +358,15 @@ impl Engine {
             }
             Plan::Run(planned) => planned,
         };
-        let mut reply = planned.route.backend.stream(&planned.request).await?;
+        let deadline = request.deadline.map(tokio::time::Instant::from_std);
+        let Routed {
+            value: mut reply,
+            backend,
+            attempts,
+        } = self
+            .router
+            .stream(&planned.route, &planned.request, deadline)
+            .await?;
         let start = StreamEvent::Start {
             dialogue_id: planned.dialogue_id.clone(),
             turn_index: planned.user_turn.index + 1,
@@ -375,12 +404,20 @@ impl Engine {
         }
         let Some((finish_reason, usage)) = finished else {
             return Err(BackendError::InvalidReply {
-                backend: planned.route.backend.name().to_owned(),
+                backend,
                 detail: "the stream ended without a finish reason".into(),
             }
             .into());
         };
-        let outcome = self.commit(*planned, text, finish_reason, usage).await?;
+        let outcome = self
+            .commit(
+                *planned,
+                text,
+                finish_reason,
+                usage,
+                Served { backend, attempts },
+            )
+            .await?;
         let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
         Ok(())
     }
@@ -458,8 +495,15 @@ impl Engine {
             ),
         })?;
         let user_text = join_text(&request.content);
+        let user_tokens = count_tokens(&user_text);
         let messages = self
-            .fit_context(&dialogue, &user_text, &route, request.params.max_tokens)
+            .fit_context(
+                &dialogue,
+                &user_text,
+                user_tokens,
+                &route,
+                request.params.max_tokens,
+            )
             .await?;
         let user_turn = Turn {
             index: dialogue.turn_count,
@@ -470,13 +514,13 @@ impl Engine {
             model: String::new(),
             usage: None,
             request_id: request.request_id.clone(),
+            tokens: u32::try_from(user_tokens).unwrap_or(u32::MAX),
         };
         Ok(Plan::Run(Box::new(PlannedTurn {
             dialogue_id: id.clone(),
             create,
             expected_turn_count: dialogue.turn_count,
             request: ModelRequest {
-                upstream_model: route.upstream_model.clone(),
                 messages,
                 params: request.params.clone(),
             },
@@ -491,6 +535,7 @@ impl Engine {
         &self,
         dialogue: &Dialogue,
         user_text: &str,
+        user_tokens: u64,
         route: &ModelRoute,
         max_tokens: Option<u32>,
     ) -> Result<Vec<crate::backend::PromptMessage>, EngineError> {
@@ -502,7 +547,7 @@ impl Engine {
                 reason: "CONTEXT_TOO_LONG",
                 message: format!(
                     "the system prompt and message (about {} tokens) plus max_tokens do not fit model {}'s context window of {} tokens",
-                    estimate_tokens(&dialogue.system_prompt) + estimate_tokens(user_text),
+                    count_tokens(&dialogue.system_prompt) + user_tokens,
                     route.name,
                     route.context_tokens
                 ),
@@ -529,18 +574,21 @@ impl Engine {
         reply: String,
         finish_reason: FinishReason,
         usage: Option<crate::dialogue::model::Usage>,
+        served: Served,
     ) -> Result<TurnOutcome, EngineError> {
+        let reply_tokens = count_tokens(&reply);
+        // Backends that report no usage get a tokenizer estimate.
         let usage = usage.unwrap_or_else(|| Usage {
             prompt_tokens: planned
                 .request
                 .messages
                 .iter()
-                .map(|m| estimate_tokens(&m.text))
+                .map(|m| count_tokens(&m.text))
                 .sum(),
-            completion_tokens: estimate_tokens(&reply),
+            completion_tokens: reply_tokens,
         });
         let now = Time::now();
-        let backend = planned.route.backend.name().to_owned();
+        let backend = served.backend;
         let assistant_turn = Turn {
             index: planned.user_turn.index + 1,
             role: Role::Assistant,
@@ -550,6 +598,7 @@ impl Engine {
             model: planned.route.name.clone(),
             usage: Some(usage),
             request_id: planned.user_turn.request_id.clone(),
+            tokens: u32::try_from(reply_tokens).unwrap_or(u32::MAX),
         };
         let idempotency = planned
             .user_turn
@@ -584,6 +633,7 @@ impl Engine {
                 backend,
                 cached: false,
                 replayed: false,
+                attempts: served.attempts,
             },
         })
     }
@@ -620,6 +670,7 @@ impl Engine {
                 backend: record.backend,
                 cached: false,
                 replayed: true,
+                attempts: 0,
             },
             user_turn,
             assistant_turn,
@@ -705,6 +756,25 @@ fn keep_within_response_budget(turns: &mut Vec<Turn>) {
         })
         .unwrap_or(turns.len());
     turns.truncate(keep.max(1));
+}
+
+/// Where a reply came from.
+struct Served {
+    backend: String,
+    attempts: u32,
+}
+
+/// Runs `turn`, failing with DEADLINE_EXCEEDED once `deadline` passes.
+async fn within_deadline<T>(
+    deadline: Option<std::time::Instant>,
+    turn: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    match deadline {
+        None => turn.await,
+        Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), turn)
+            .await
+            .unwrap_or(Err(EngineError::DeadlineExceeded)),
+    }
 }
 
 fn expire_time(expiration: Expiration, now: Time) -> Option<Time> {

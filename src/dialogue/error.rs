@@ -28,11 +28,13 @@ pub enum EngineError {
     #[error("another change to {0} won the race; retry")]
     Aborted(String),
     #[error("model backend failed: {0}")]
-    Backend(#[from] BackendError),
+    Backend(BackendError),
     #[error("store failed: {0}")]
     Store(StoreError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the deadline passed before the turn completed; nothing was stored")]
+    DeadlineExceeded,
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -63,6 +65,16 @@ impl EngineError {
             EngineError::Backend(e) => e.reason(),
             EngineError::Store(_) => "STORE_FAILURE",
             EngineError::ShuttingDown => "SHUTTING_DOWN",
+            EngineError::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        }
+    }
+}
+
+impl From<BackendError> for EngineError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Deadline { .. } => EngineError::DeadlineExceeded,
+            other => EngineError::Backend(other),
         }
     }
 }

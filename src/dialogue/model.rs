@@ -134,6 +134,13 @@ pub struct Turn {
     pub usage: Option<Usage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The text's token count (see `tokenizer`); 0 when unknown.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Turn {
@@ -204,6 +211,8 @@ pub struct TurnRequest {
     pub request_id: Option<String>,
     /// Settings for the dialogue when it is missing and may be created.
     pub create_if_missing: Option<DialogueSpec>,
+    /// When the caller stops waiting (its grpc-timeout), if it said.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// How a reply was produced.
@@ -214,6 +223,8 @@ pub struct ReplyMetadata {
     pub backend: String,
     pub cached: bool,
     pub replayed: bool,
+    /// Model calls made for this turn (retries and fallbacks included).
+    pub attempts: u32,
 }
 
 /// The stored result of one turn.

@@ -207,7 +207,31 @@ fn params_from_pb(g: Option<pb::GenerationConfig>) -> GenerationParams {
     }
 }
 
-pub fn turn_request(req: pb::ConverseRequest) -> Result<TurnRequest, EngineError> {
+/// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2:
+/// up to 8 digits and a unit H, M, S, m, u or n).
+pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at_checked(raw.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(value * 3600),
+        "M" => std::time::Duration::from_secs(value * 60),
+        "S" => std::time::Duration::from_secs(value),
+        "m" => std::time::Duration::from_millis(value),
+        "u" => std::time::Duration::from_micros(value),
+        "n" => std::time::Duration::from_nanos(value),
+        _ => return None,
+    };
+    std::time::Instant::now().checked_add(timeout)
+}
+
+pub fn turn_request(
+    req: pb::ConverseRequest,
+    deadline: Option<std::time::Instant>,
+) -> Result<TurnRequest, EngineError> {
     let mut v = Violations::default();
     let dialogue_id = match dialogue_id_from_name(&req.name, "name") {
         Ok(id) => Some(id),
@@ -233,6 +257,7 @@ pub fn turn_request(req: pb::ConverseRequest) -> Result<TurnRequest, EngineError
         params: params_from_pb(req.generation),
         request_id: Some(req.request_id).filter(|r| !r.is_empty()),
         create_if_missing,
+        deadline,
     });
     v.into_result(())?;
     request.ok_or_else(|| EngineError::invalid("name", "is required"))
@@ -325,6 +350,7 @@ fn metadata_to_pb(m: ReplyMetadata) -> pb::ResponseMetadata {
         backend: m.backend,
         cached: m.cached,
         replayed: m.replayed,
+        attempts: i32::try_from(m.attempts).unwrap_or(i32::MAX),
     }
 }
 
@@ -413,6 +439,23 @@ mod tests {
     fn timestamps_round_trip_including_before_the_epoch() {
         for t in [Time(0), Time(1_700_000_000_123_456_789), Time(-1)] {
             assert_eq!(time_from_pb(&time_to_pb(t)), Some(t));
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_become_deadlines() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert!(deadline(&md).is_none());
+        md.insert("grpc-timeout", "1500m".parse().unwrap());
+        let d = deadline(&md).unwrap();
+        let left = d - std::time::Instant::now();
+        assert!(
+            left <= std::time::Duration::from_millis(1500)
+                && left > std::time::Duration::from_millis(1000)
+        );
+        for bad in ["", "m", "123456789S", "10x", "-1S"] {
+            md.insert("grpc-timeout", bad.parse().unwrap());
+            assert!(deadline(&md).is_none(), "{bad}");
         }
     }
 

@@ -122,7 +122,8 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::ConverseRequest>,
     ) -> Result<Response<pb::ConverseResponse>, Status> {
-        let turn = convert::turn_request(request.into_inner())?;
+        let deadline = convert::deadline(request.metadata());
+        let turn = convert::turn_request(request.into_inner(), deadline)?;
         let outcome = self.engine.converse(turn).await?;
         Ok(Response::new(convert::outcome_to_pb(outcome)))
     }
@@ -133,7 +134,8 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::ConverseRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let turn = convert::turn_request(request.into_inner())?;
+        let deadline = convert::deadline(request.metadata());
+        let turn = convert::turn_request(request.into_inner(), deadline)?;
         let events = ReceiverStream::new(self.engine.converse_stream(turn))
             .map(|event| event.map(convert::event_to_pb).map_err(Status::from));
         Ok(Response::new(Box::pin(events)))

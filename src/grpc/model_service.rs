@@ -3,6 +3,7 @@
 use crate::dialogue::Engine;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::model_service_server::ModelService;
+use crate::router::CircuitState;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -29,13 +30,29 @@ impl ModelService for ModelGrpc {
             .map(|route| pb::Model {
                 name: format!("models/{}", route.name),
                 model_id: route.name.clone(),
-                backend: route.backend.name().to_owned(),
-                backend_kind: route.backend.kind().to_owned(),
-                upstream_model: route.upstream_model.clone(),
                 context_tokens: i64::from(route.context_tokens),
                 is_default: route.name == router.default_model(),
+                targets: route
+                    .targets
+                    .iter()
+                    .map(|t| pb::ModelTarget {
+                        backend: t.backend.name().to_owned(),
+                        backend_kind: t.backend.kind().to_owned(),
+                        upstream_model: t.upstream_model.clone(),
+                        weight: i32::try_from(t.weight).unwrap_or(i32::MAX),
+                        circuit_state: circuit_to_pb(t.circuit_state()) as i32,
+                    })
+                    .collect(),
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+}
+
+fn circuit_to_pb(state: CircuitState) -> pb::CircuitState {
+    match state {
+        CircuitState::Closed => pb::CircuitState::Closed,
+        CircuitState::Open => pb::CircuitState::Open,
+        CircuitState::HalfOpen => pb::CircuitState::HalfOpen,
     }
 }

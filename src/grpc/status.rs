@@ -29,13 +29,33 @@ impl From<EngineError> for Status {
             EngineError::AlreadyExists(_) => (Code::AlreadyExists, error.to_string()),
             EngineError::FailedPrecondition { .. } => (Code::FailedPrecondition, error.to_string()),
             EngineError::Aborted(_) => (Code::Aborted, error.to_string()),
-            EngineError::Backend(BackendError::Unavailable { .. }) => {
-                details.set_retry_info(Some(Duration::from_secs(1)));
-                (Code::Unavailable, error.to_string())
-            }
-            EngineError::Backend(BackendError::InvalidReply { .. }) => {
-                (Code::Internal, error.to_string())
-            }
+            EngineError::Backend(backend) => match backend {
+                BackendError::RateLimited { retry_after, .. } => {
+                    details.set_retry_info(Some(retry_after.unwrap_or(Duration::from_secs(1))));
+                    (Code::ResourceExhausted, error.to_string())
+                }
+                BackendError::NoTarget { retry_after, .. } => {
+                    details.set_retry_info(Some(*retry_after));
+                    (Code::Unavailable, error.to_string())
+                }
+                BackendError::Unavailable { .. }
+                | BackendError::Timeout { .. }
+                | BackendError::InvalidReply { .. } => {
+                    details.set_retry_info(Some(Duration::from_secs(1)));
+                    (Code::Unavailable, error.to_string())
+                }
+                BackendError::ContextTooLong { .. } => {
+                    (Code::FailedPrecondition, error.to_string())
+                }
+                BackendError::Deadline { .. } => (Code::DeadlineExceeded, error.to_string()),
+                // A refused key or unknown upstream model is the service's
+                // configuration, not the caller's fault.
+                BackendError::Rejected {
+                    status: 401 | 403 | 404,
+                    ..
+                } => (Code::Internal, error.to_string()),
+                BackendError::Rejected { .. } => (Code::FailedPrecondition, error.to_string()),
+            },
             EngineError::Store(store) => {
                 tracing::error!(error = %store, "store operation failed");
                 match store {
@@ -51,6 +71,7 @@ impl From<EngineError> for Status {
                     }
                 }
             }
+            EngineError::DeadlineExceeded => (Code::DeadlineExceeded, error.to_string()),
             EngineError::ShuttingDown => {
                 details.set_retry_info(Some(Duration::from_secs(1)));
                 (Code::Unavailable, error.to_string())

@@ -342,12 +342,16 @@ async fn list_models_shows_the_configured_models() {
         .models;
     assert_eq!(models.len(), 1);
     let echo = &models[0];
-    assert_eq!(
-        (echo.name.as_str(), echo.backend_kind.as_str()),
-        ("models/echo", "echo")
-    );
+    assert_eq!(echo.name, "models/echo");
     assert!(echo.is_default);
     assert_eq!(echo.context_tokens, 8192);
+    assert_eq!(echo.targets.len(), 1);
+    let target = &echo.targets[0];
+    assert_eq!(
+        (target.backend_kind.as_str(), target.upstream_model.as_str()),
+        ("echo", "echo")
+    );
+    assert_eq!(target.circuit_state, pb::CircuitState::Closed as i32);
 }
 
 #[tokio::test]

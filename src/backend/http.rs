@@ -1,0 +1,225 @@
+//! What the HTTP backends share: one pooled HTTP/2-capable client per
+//! backend, mapping HTTP failures to `BackendError`, and SSE decoding.
+//! Only this file and the protocol files know reqwest.
+
+use super::{ApiKey, BackendError};
+use crate::config::TimeoutSettings;
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{Stream, StreamExt};
+use std::time::Duration;
+
+/// Error text from an upstream is cut to this many bytes.
+const MAX_DETAIL: usize = 300;
+
+pub fn client(
+    name: &str,
+    timeouts: &TimeoutSettings,
+) -> Result<reqwest::Client, super::BuildError> {
+    // rustls needs a process-wide crypto provider; the first call installs ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(timeouts.connect_ms))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        // Pings keep slow streams alive through proxies and detect dead peers.
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_while_idle(true)
+        // Never follow a redirect: upstream URLs come from config only.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| super::BuildError {
+            name: name.to_owned(),
+            detail: format!("cannot build the HTTP client: {e}"),
+        })
+}
+
+/// Text safe to show: the key (if any) removed, cut to a bounded length.
+pub fn redact(text: &str, key: Option<&ApiKey>) -> String {
+    let mut out = match key {
+        Some(k) if !k.expose().is_empty() => text.replace(k.expose(), "***"),
+        _ => text.to_owned(),
+    };
+    if out.len() > MAX_DETAIL {
+        let mut cut = MAX_DETAIL;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// A transport failure (connect, reset, timeout of the whole request).
+pub fn transport_error(backend: &str, e: &reqwest::Error, phase: &'static str) -> BackendError {
+    if e.is_timeout() {
+        return BackendError::Timeout {
+            backend: backend.to_owned(),
+            phase,
+        };
+    }
+    // reqwest's Display names the URL, which holds no secret (keys travel
+    // in headers); the source chain says what went wrong.
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    BackendError::Unavailable {
+        backend: backend.to_owned(),
+        detail,
+    }
+}
+
+/// Seconds (`retry-after: 2`) or milliseconds (`retry-after-ms: 1500`).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let read = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    let delay = read("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| read("retry-after"))?;
+    (delay.is_finite() && delay >= 0.0).then(|| Duration::from_secs_f64(delay.min(3600.0)))
+}
+
+/// Maps a non-success response to an error (reads the body for a detail).
+pub async fn status_error(
+    backend: &str,
+    response: reqwest::Response,
+    key: Option<&ApiKey>,
+) -> BackendError {
+    let status = response.status();
+    let retry = retry_after(response.headers());
+    let body = response.text().await.unwrap_or_default();
+    classify_status(backend, status.as_u16(), retry, &body, key)
+}
+
+pub fn classify_status(
+    backend: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &str,
+    key: Option<&ApiKey>,
+) -> BackendError {
+    let backend = backend.to_owned();
+    let lower = body.to_ascii_lowercase();
+    match status {
+        429 => BackendError::RateLimited {
+            backend,
+            retry_after,
+        },
+        400 | 413 | 422
+            if [
+                "context_length_exceeded",
+                "maximum context length",
+                "prompt is too long",
+                "too many tokens",
+            ]
+            .iter()
+            .any(|needle| lower.contains(needle)) =>
+        {
+            BackendError::ContextTooLong { backend }
+        }
+        // Auth failures: the body may quote part of the key; say nothing of it.
+        401 | 403 => BackendError::Rejected {
+            backend,
+            status,
+            detail: "authentication failed; check the backend's API key".into(),
+        },
+        400..=499 => BackendError::Rejected {
+            backend,
+            status,
+            detail: redact(body, key),
+        },
+        _ => BackendError::Unavailable {
+            backend,
+            detail: format!("HTTP {status}: {}", redact(body, key)),
+        },
+    }
+}
+
+/// The response body as Server-Sent Events; transport errors mid-stream
+/// become `Unavailable`.
+pub fn sse_events(
+    backend: &str,
+    response: reqwest::Response,
+) -> impl Stream<Item = Result<Event, BackendError>> + Send + use<> {
+    let backend = backend.to_owned();
+    response.bytes_stream().eventsource().map(move |item| {
+        item.map_err(|e| BackendError::Unavailable {
+            backend: backend.clone(),
+            detail: format!("the stream broke: {e}"),
+        })
+    })
+}
+
+/// A JSON body that failed to parse.
+pub fn invalid_json(backend: &str, e: &serde_json::Error) -> BackendError {
+    BackendError::InvalidReply {
+        backend: backend.to_owned(),
+        detail: format!("not the expected JSON: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_the_right_errors() {
+        let e = classify_status("b", 429, Some(Duration::from_secs(2)), "", None);
+        assert!(
+            matches!(e, BackendError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(2))
+        );
+        let e = classify_status(
+            "b",
+            400,
+            None,
+            r#"{"error":{"code":"context_length_exceeded"}}"#,
+            None,
+        );
+        assert!(matches!(e, BackendError::ContextTooLong { .. }));
+        let e = classify_status("b", 503, None, "overloaded", None);
+        assert!(matches!(e, BackendError::Unavailable { .. }) && e.is_retryable());
+        let e = classify_status("b", 400, None, "bad temperature", None);
+        assert!(matches!(e, BackendError::Rejected { status: 400, .. }) && !e.is_retryable());
+    }
+
+    #[test]
+    fn keys_never_reach_error_details() {
+        let key = ApiKey("sk-secret-123".into());
+        let e = classify_status(
+            "b",
+            401,
+            None,
+            "Incorrect API key provided: sk-secret-123",
+            Some(&key),
+        );
+        assert!(!e.to_string().contains("sk-secret"));
+        let e = classify_status("b", 500, None, "echoing sk-secret-123 back", Some(&key));
+        assert!(!e.to_string().contains("sk-secret"), "{e}");
+        assert_eq!(format!("{key:?}"), "ApiKey(***)");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_milliseconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+        h.clear();
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn long_details_are_cut_on_a_char_boundary() {
+        let text = "é".repeat(400);
+        let out = redact(&text, None);
+        assert!(out.len() <= MAX_DETAIL + 3);
+    }
+}

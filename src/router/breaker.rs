@@ -1,0 +1,267 @@
+//! A circuit breaker per target: it opens after `consecutive_failures`
+//! failures in a row, or when the error rate of a window of at least
+//! `min_calls` calls reaches `error_rate`; while open the target is skipped.
+//! After `cooldown` one probe call is let through (half-open): success
+//! closes the circuit, failure opens it again.
+
+use crate::config::BreakerSettings;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probe_in_flight: bool },
+}
+
+#[derive(Debug)]
+struct Inner {
+    phase: Phase,
+    consecutive_failures: u32,
+    window_start: Instant,
+    calls: u32,
+    failures: u32,
+}
+
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    settings: BreakerSettings,
+    inner: Mutex<Inner>,
+}
+
+/// Leave to make one call. Report its outcome with `success`/`failure`;
+/// dropping it unreported (a cancelled call) counts as neither, but frees
+/// the half-open probe slot.
+#[must_use]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    probe: bool,
+    reported: bool,
+}
+
+impl Permit<'_> {
+    pub fn success(mut self) {
+        self.reported = true;
+        self.breaker.record(Instant::now(), true);
+    }
+
+    pub fn failure(mut self) {
+        self.reported = true;
+        self.breaker.record(Instant::now(), false);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.reported {
+            let mut inner = self.breaker.lock();
+            if let Phase::HalfOpen { .. } = inner.phase {
+                inner.phase = Phase::HalfOpen {
+                    probe_in_flight: false,
+                };
+            }
+        }
+    }
+}
+
+impl CircuitBreaker {
+    pub fn new(settings: BreakerSettings) -> CircuitBreaker {
+        CircuitBreaker {
+            settings,
+            inner: Mutex::new(Inner {
+                phase: Phase::Closed,
+                consecutive_failures: 0,
+                window_start: Instant::now(),
+                calls: 0,
+                failures: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A permit if the circuit lets a call through now.
+    pub fn try_acquire(&self, now: Instant) -> Option<Permit<'_>> {
+        let mut inner = self.lock();
+        let probe = match inner.phase {
+            Phase::Closed => false,
+            Phase::Open { until } if now >= until => {
+                inner.phase = Phase::HalfOpen {
+                    probe_in_flight: true,
+                };
+                true
+            }
+            Phase::Open { .. }
+            | Phase::HalfOpen {
+                probe_in_flight: true,
+            } => return None,
+            Phase::HalfOpen {
+                probe_in_flight: false,
+            } => {
+                inner.phase = Phase::HalfOpen {
+                    probe_in_flight: true,
+                };
+                true
+            }
+        };
+        Some(Permit {
+            breaker: self,
+            probe,
+            reported: false,
+        })
+    }
+
+    /// Records a call's outcome (also used for failures seen mid-stream,
+    /// after the permit was spent).
+    pub fn record(&self, now: Instant, success: bool) {
+        let s = &self.settings;
+        let mut inner = self.lock();
+        if now.duration_since(inner.window_start) >= Duration::from_secs(s.window_secs) {
+            inner.window_start = now;
+            inner.calls = 0;
+            inner.failures = 0;
+        }
+        inner.calls += 1;
+        let open = Phase::Open {
+            until: now + Duration::from_secs(s.cooldown_secs),
+        };
+        if success {
+            inner.consecutive_failures = 0;
+            if let Phase::HalfOpen { .. } = inner.phase {
+                inner.phase = Phase::Closed;
+                inner.calls = 0;
+                inner.failures = 0;
+                inner.window_start = now;
+            }
+            return;
+        }
+        inner.failures += 1;
+        inner.consecutive_failures += 1;
+        match inner.phase {
+            Phase::HalfOpen { .. } => inner.phase = open,
+            Phase::Closed => {
+                let rate_tripped = inner.calls >= s.min_calls
+                    && f64::from(inner.failures) >= s.error_rate * f64::from(inner.calls);
+                if inner.consecutive_failures >= s.consecutive_failures || rate_tripped {
+                    inner.phase = open;
+                }
+            }
+            Phase::Open { .. } => {}
+        }
+    }
+
+    pub fn state(&self, now: Instant) -> CircuitState {
+        match self.lock().phase {
+            Phase::Closed => CircuitState::Closed,
+            Phase::Open { until } if now >= until => CircuitState::HalfOpen,
+            Phase::Open { .. } => CircuitState::Open,
+            Phase::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+
+    /// Time until an open circuit lets a probe through.
+    pub fn reopens_in(&self, now: Instant) -> Option<Duration> {
+        match self.lock().phase {
+            Phase::Open { until } => Some(until.saturating_duration_since(now)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> CircuitBreaker {
+        CircuitBreaker::new(BreakerSettings {
+            consecutive_failures: 3,
+            error_rate: 0.5,
+            min_calls: 10,
+            window_secs: 60,
+            cooldown_secs: 5,
+        })
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_and_probes_after_the_cooldown() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            b.record(t0, false);
+        }
+        assert_eq!(b.state(t0), CircuitState::Closed);
+        b.record(t0, false);
+        assert_eq!(b.state(t0), CircuitState::Open);
+        assert!(b.try_acquire(t0 + Duration::from_secs(4)).is_none());
+
+        let later = t0 + Duration::from_secs(5);
+        let probe = b.try_acquire(later).expect("one probe after the cooldown");
+        assert!(b.try_acquire(later).is_none(), "only one probe at a time");
+        probe.failure();
+        assert_eq!(
+            b.state(Instant::now()),
+            CircuitState::Open,
+            "a failed probe reopens"
+        );
+    }
+
+    #[test]
+    fn a_successful_probe_closes_the_circuit() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            b.record(t0, false);
+        }
+        let probe = b.try_acquire(t0 + Duration::from_secs(6)).unwrap();
+        probe.success();
+        assert_eq!(b.state(Instant::now()), CircuitState::Closed);
+    }
+
+    #[test]
+    fn an_abandoned_probe_frees_the_slot() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            b.record(t0, false);
+        }
+        let later = t0 + Duration::from_secs(6);
+        drop(b.try_acquire(later).unwrap());
+        assert!(b.try_acquire(later).is_some());
+    }
+
+    #[test]
+    fn opens_on_the_error_rate_of_a_window() {
+        let b = breaker();
+        let t0 = Instant::now();
+        // Alternating results never reach 3 in a row, but 50% of 10 calls fail.
+        for i in 0..9 {
+            b.record(t0, i % 2 == 0);
+        }
+        assert_eq!(b.state(t0), CircuitState::Closed);
+        b.record(t0, false);
+        assert_eq!(b.state(t0), CircuitState::Open);
+    }
+
+    #[test]
+    fn old_windows_are_forgotten() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for i in 0..9 {
+            b.record(t0, i % 2 == 0);
+        }
+        let next_window = t0 + Duration::from_secs(61);
+        b.record(next_window, false);
+        assert_eq!(b.state(next_window), CircuitState::Closed);
+    }
+}

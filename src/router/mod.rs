@@ -1,0 +1,377 @@
+//! Routing: which target (backend + upstream model) serves a call, and what
+//! happens when it fails.
+//!
+//! - The first attempt goes to a target picked by weight; on a retryable
+//!   failure the next targets are tried in configured order (fallback),
+//!   coming back round with backoff when all were tried.
+//! - Attempts are bounded per call (`max_attempts`), by a retry budget
+//!   shared by all calls, and by the turn's deadline.
+//! - Each target has a circuit breaker; open targets are skipped. A 429
+//!   rests the target until its Retry-After has passed.
+//! - Streams are retried only until their first chunk: the caller gets a
+//!   stream that has already produced one, so nothing has reached the client
+//!   before the target was settled.
+
+mod breaker;
+mod retry;
+
+pub use breaker::CircuitState;
+
+use crate::backend::{
+    self, BackendError, ModelBackend, ModelReply, ModelRequest, ReplyChunk, ReplyStream,
+};
+use crate::config::{RoutingSettings, Settings};
+use breaker::CircuitBreaker;
+use futures_util::StreamExt;
+use retry::{RetryBudget, backoff};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Longest Retry-After worth waiting for inside one call; beyond it the
+/// call fails with RESOURCE_EXHAUSTED and the client is told when to retry.
+const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(5);
+
+/// One place a model is served.
+pub struct Target {
+    pub backend: Arc<dyn ModelBackend>,
+    pub upstream_model: String,
+    pub weight: u32,
+    breaker: CircuitBreaker,
+    /// Set by a 429: skip this target until then.
+    resting_until: Mutex<Option<Instant>>,
+}
+
+impl Target {
+    pub fn circuit_state(&self) -> CircuitState {
+        self.breaker.state(Instant::now())
+    }
+
+    fn resting_for(&self, now: Instant) -> Option<Duration> {
+        let until = (*self.resting_until.lock().unwrap_or_else(|p| p.into_inner()))?;
+        (until > now).then(|| until - now)
+    }
+
+    fn rest(&self, until: Instant) {
+        let mut slot = self.resting_until.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(slot.map_or(until, |u| u.max(until)));
+    }
+
+    /// When this target may take a call again (zero: now).
+    fn available_in(&self, now: Instant) -> Duration {
+        let rest = self.resting_for(now).unwrap_or_default();
+        let breaker = self.breaker.reopens_in(now).unwrap_or_default();
+        rest.max(breaker)
+    }
+}
+
+/// A public model and where it is served.
+#[derive(Clone)]
+pub struct ModelRoute {
+    pub name: String,
+    pub context_tokens: u32,
+    pub max_history_turns: usize,
+    pub targets: Vec<Arc<Target>>,
+}
+
+/// A successful call and how it was reached.
+pub struct Routed<T> {
+    pub value: T,
+    /// Name of the backend that answered.
+    pub backend: String,
+    /// Calls made, the successful one included.
+    pub attempts: u32,
+}
+
+pub struct Router {
+    routes: Vec<ModelRoute>,
+    by_name: HashMap<String, usize>,
+    default_model: String,
+    settings: RoutingSettings,
+    budget: RetryBudget,
+}
+
+impl Router {
+    /// Builds every configured backend once and maps models onto them.
+    /// `settings` must have passed `Settings::validate`.
+    pub fn from_settings(settings: &Settings) -> Result<Router, backend::BuildError> {
+        let mut backends: HashMap<&str, Arc<dyn ModelBackend>> = HashMap::new();
+        for (name, cfg) in &settings.backends {
+            backends.insert(name.as_str(), backend::build(name, cfg)?);
+        }
+        let routing = &settings.routing;
+        let mut routes = Vec::new();
+        for model in &settings.models {
+            let targets = model
+                .resolved_targets()
+                .into_iter()
+                .filter_map(|t| {
+                    let backend = backends.get(t.backend.as_str())?.clone();
+                    Some(Arc::new(Target {
+                        backend,
+                        upstream_model: t.upstream_model.unwrap_or_else(|| model.name.clone()),
+                        weight: t.weight,
+                        breaker: CircuitBreaker::new(routing.breaker.clone()),
+                        resting_until: Mutex::new(None),
+                    }))
+                })
+                .collect();
+            routes.push(ModelRoute {
+                name: model.name.clone(),
+                context_tokens: model.context_tokens,
+                max_history_turns: model.max_history_turns,
+                targets,
+            });
+        }
+        let by_name = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        Ok(Router {
+            routes,
+            by_name,
+            default_model: settings.default_model.clone(),
+            budget: RetryBudget::new(routing.retry_budget_ratio, routing.retry_budget_reserve),
+            settings: routing.clone(),
+        })
+    }
+
+    pub fn route(&self, model: &str) -> Option<&ModelRoute> {
+        self.by_name.get(model).map(|&i| &self.routes[i])
+    }
+
+    pub fn default_model(&self) -> &str {
+        &self.default_model
+    }
+
+    /// Every model, in configuration order.
+    pub fn models(&self) -> &[ModelRoute] {
+        &self.routes
+    }
+
+    pub fn model_names(&self) -> Vec<&str> {
+        self.routes.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    /// A unary call with retries and fallback.
+    pub async fn complete(
+        &self,
+        route: &ModelRoute,
+        request: &ModelRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Routed<ModelReply>, BackendError> {
+        self.run(route, deadline, |target| async move {
+            target
+                .backend
+                .complete(&target.upstream_model, request)
+                .await
+        })
+        .await
+    }
+
+    /// A streamed call with retries and fallback up to its first chunk. The
+    /// stream returned yields that chunk first; failures after it reach the
+    /// caller (and the target's breaker) but are not retried.
+    pub async fn stream(
+        &self,
+        route: &ModelRoute,
+        request: &ModelRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Routed<ReplyStream>, BackendError> {
+        let routed = self
+            .run(route, deadline, |target| async move {
+                let mut stream = target
+                    .backend
+                    .stream(&target.upstream_model, request)
+                    .await?;
+                match stream.next().await {
+                    Some(Ok(first)) => Ok((first, stream, target)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(BackendError::InvalidReply {
+                        backend: target.backend.name().to_owned(),
+                        detail: "the stream ended without any chunk".into(),
+                    }),
+                }
+            })
+            .await?;
+        let (first, rest, target) = routed.value;
+        let watched = rest.map(move |item| {
+            if let Err(e) = &item
+                && e.is_target_failure()
+            {
+                target.breaker.record(Instant::now(), false);
+            }
+            item
+        });
+        let stream: ReplyStream = Box::pin(
+            futures_util::stream::once(async move { Ok::<ReplyChunk, BackendError>(first) })
+                .chain(watched),
+        );
+        Ok(Routed {
+            value: stream,
+            backend: routed.backend,
+            attempts: routed.attempts,
+        })
+    }
+
+    /// Target order of one call: a weighted pick first, then the others in
+    /// configured order.
+    fn attempt_order(route: &ModelRoute) -> Vec<Arc<Target>> {
+        let total: u64 = route.targets.iter().map(|t| u64::from(t.weight)).sum();
+        let mut pick = if total == 0 {
+            0
+        } else {
+            rand::random::<u64>() % total
+        };
+        let first = route
+            .targets
+            .iter()
+            .position(|t| {
+                let w = u64::from(t.weight);
+                if pick < w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        let mut order = Vec::with_capacity(route.targets.len());
+        order.extend(route.targets.get(first).cloned());
+        order.extend(
+            route
+                .targets
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != first)
+                .map(|(_, t)| t.clone()),
+        );
+        order
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        route: &ModelRoute,
+        deadline: Option<Instant>,
+        mut call: F,
+    ) -> Result<Routed<T>, BackendError>
+    where
+        F: FnMut(Arc<Target>) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        self.budget.on_call();
+        let order = Self::attempt_order(route);
+        let deadline_error = || BackendError::Deadline {
+            model: route.name.clone(),
+        };
+        let mut attempts = 0u32;
+        let mut retries_of_same_target = 0u32;
+        let mut next = 0usize;
+        let mut last: Option<(usize, BackendError)> = None;
+        let mut waited = false;
+        while attempts < self.settings.max_attempts {
+            let now = Instant::now();
+            // The next target in order that can take a call now.
+            let candidate = (0..order.len())
+                .map(|k| (next + k) % order.len())
+                .find_map(|i| {
+                    let target = &order[i];
+                    if target.resting_for(now).is_some() {
+                        return None;
+                    }
+                    target.breaker.try_acquire(now).map(|permit| (i, permit))
+                });
+            let Some((index, permit)) = candidate else {
+                // Everything rests or is open: after a failure, wait once if
+                // a target is back soon (this honours Retry-After).
+                let wait = order
+                    .iter()
+                    .map(|t| t.available_in(now))
+                    .min()
+                    .unwrap_or_default();
+                let fits_deadline = deadline.is_none_or(|d| now + wait < d);
+                if last.is_some() && !waited && wait <= MAX_RETRY_AFTER_WAIT && fits_deadline {
+                    waited = true;
+                    tokio::time::sleep(wait).await;
+                    next = 0;
+                    continue;
+                }
+                return Err(match last {
+                    Some((_, e)) => e,
+                    None => BackendError::NoTarget {
+                        model: route.name.clone(),
+                        retry_after: wait.max(Duration::from_millis(100)),
+                    },
+                });
+            };
+            if attempts > 0 {
+                if !self.budget.try_retry() {
+                    tracing::warn!(model = %route.name, "retry budget exhausted; not retrying");
+                    break;
+                }
+                let same_target = last.as_ref().is_some_and(|(i, _)| *i == index);
+                if same_target && !waited {
+                    let pause = backoff(
+                        retries_of_same_target,
+                        Duration::from_millis(self.settings.backoff_base_ms),
+                        Duration::from_millis(self.settings.backoff_max_ms),
+                    );
+                    retries_of_same_target += 1;
+                    if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                        return Err(deadline_error());
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            waited = false;
+            attempts += 1;
+            let target = order[index].clone();
+            let outcome = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, call(target.clone())).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(deadline_error()),
+                },
+                None => call(target.clone()).await,
+            };
+            match outcome {
+                Ok(value) => {
+                    permit.success();
+                    return Ok(Routed {
+                        value,
+                        backend: target.backend.name().to_owned(),
+                        attempts,
+                    });
+                }
+                Err(error) => {
+                    if error.is_target_failure() {
+                        permit.failure();
+                    } else {
+                        drop(permit);
+                    }
+                    if let BackendError::RateLimited { retry_after, .. } = &error {
+                        target.rest(Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)));
+                    }
+                    tracing::warn!(
+                        model = %route.name,
+                        backend = target.backend.name(),
+                        attempt = attempts,
+                        error = %error,
+                        "model call failed"
+                    );
+                    if !error.is_retryable() {
+                        return Err(error);
+                    }
+                    next = (index + 1) % order.len();
+                    last = Some((index, error));
+                }
+            }
+        }
+        Err(last.map(|(_, e)| e).unwrap_or(BackendError::NoTarget {
+            model: route.name.clone(),
+            retry_after: Duration::from_secs(1),
+        }))
+    }
+}
