@@ -208,7 +208,9 @@ fn params_from_pb(g: Option<pb::GenerationConfig>) -> GenerationParams {
 }
 
 /// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2:
-/// up to 8 digits and a unit H, M, S, m, u or n).
+/// up to 8 digits and a unit H, M, S, m, u or n), moved a little earlier:
+/// tonic runs its own timer on the same header and answers CANCELLED, so
+/// the engine must answer DEADLINE_EXCEEDED first.
 pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
     let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = raw.split_at_checked(raw.len().checked_sub(1)?)?;
@@ -225,7 +227,8 @@ pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::In
         "n" => std::time::Duration::from_nanos(value),
         _ => return None,
     };
-    std::time::Instant::now().checked_add(timeout)
+    let margin = (timeout / 20).min(std::time::Duration::from_millis(25));
+    std::time::Instant::now().checked_add(timeout - margin)
 }
 
 pub fn turn_request(

@@ -2,7 +2,9 @@
 //! its own data dir and drives it with generated tonic clients.
 
 mod helpers;
+mod upstream;
 
+mod backends;
 mod concurrency;
 mod converse;
 mod dialogues;
