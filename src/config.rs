@@ -118,6 +118,14 @@ pub struct ModelSettings {
     /// Upper bound of history turns in one prompt, whatever their size.
     #[serde(default = "default_max_history_turns")]
     pub max_history_turns: usize,
+    /// Summarize history once this many tokens of it no longer fit the
+    /// window (unset: never; dropped turns are just left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summarize_after_tokens: Option<u32>,
+    /// Length limit of a summary, in tokens (room for it is kept in every
+    /// prompt when summarizing is on).
+    #[serde(default = "default_summary_max_tokens")]
+    pub summary_max_tokens: u32,
 }
 
 impl ModelSettings {
@@ -364,6 +372,10 @@ fn default_max_history_turns() -> usize {
     1000
 }
 
+fn default_summary_max_tokens() -> u32 {
+    512
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -379,6 +391,8 @@ impl Default for Settings {
                 targets: Vec::new(),
                 context_tokens: default_context_tokens(),
                 max_history_turns: default_max_history_turns(),
+                summarize_after_tokens: None,
+                summary_max_tokens: default_summary_max_tokens(),
             }],
             backends: BTreeMap::from([("echo".into(), BackendSettings::Echo { delay_ms: 0 })]),
             routing: RoutingSettings::default(),
@@ -596,6 +610,15 @@ impl Settings {
             if model.context_tokens < 16 {
                 return invalid(format!(
                     "model {:?}: context_tokens must be at least 16",
+                    model.name
+                ));
+            }
+            if model.summarize_after_tokens.is_some()
+                && (model.summary_max_tokens == 0
+                    || model.summary_max_tokens > model.context_tokens / 2)
+            {
+                return invalid(format!(
+                    "model {:?}: summary_max_tokens must be 1 to half of context_tokens",
                     model.name
                 ));
             }

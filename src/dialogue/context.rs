@@ -14,7 +14,7 @@ use super::tokenizer::count_tokens;
 use crate::backend::PromptMessage;
 
 /// Tokens a message adds to a chat prompt besides its text (role markers).
-const MESSAGE_OVERHEAD: u64 = 4;
+pub const MESSAGE_OVERHEAD: u64 = 4;
 
 fn message_cost(text: &str) -> u64 {
     count_tokens(text) + MESSAGE_OVERHEAD
@@ -119,6 +119,7 @@ mod tests {
             usage: None,
             request_id: None,
             tokens: 0,
+            summary: None,
         }
     }
 

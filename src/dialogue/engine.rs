@@ -1,11 +1,11 @@
 //! The conversation rules: load and validate, serialize changes per dialogue,
 //! fit the prompt into the context window, call the model, persist, stream.
 
-use super::context::ContextFit;
 use super::error::{EngineError, Violations};
 use super::locks::DialogueLocks;
 use super::model::*;
 use super::page_token;
+use super::prompt::PromptBuilder;
 use super::tokenizer::count_tokens;
 use super::validate;
 use crate::backend::{BackendError, ModelReply, ModelRequest, ReplyChunk};
@@ -24,8 +24,6 @@ const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
 /// Default and maximum page sizes of list calls (AIP-158).
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
-/// Turns read from the store per step while filling the context window.
-const HISTORY_CHUNK: usize = 64;
 /// Text bytes of turns in one response: well under the 4 MiB that gRPC
 /// clients accept by default. A page that would exceed it ends early.
 const MAX_RESPONSE_TEXT_BYTES: usize = 3 * 1024 * 1024;
@@ -50,6 +48,8 @@ struct PlannedTurn {
     expected_turn_count: u64,
     route: ModelRoute,
     request: ModelRequest,
+    /// A summary of older history to store ahead of the exchange.
+    summary: Option<Turn>,
     user_turn: Turn,
     started: Instant,
 }
@@ -496,17 +496,30 @@ impl Engine {
         })?;
         let user_text = join_text(&request.content);
         let user_tokens = count_tokens(&user_text);
-        let messages = self
-            .fit_context(
-                &dialogue,
-                &user_text,
-                user_tokens,
-                &route,
-                request.params.max_tokens,
-            )
-            .await?;
+        let prompt = PromptBuilder {
+            store: self.store.as_ref(),
+            router: &self.router,
+            route: &route,
+            deadline: request.deadline.map(tokio::time::Instant::from_std),
+        }
+        .build(
+            &dialogue,
+            &user_text,
+            user_tokens,
+            request.params.max_tokens,
+        )
+        .await?;
+        // A new summary takes the next index, before the exchange; it is
+        // skipped when the dialogue has no room left for it.
+        let summary = prompt
+            .new_summary
+            .filter(|_| dialogue.turn_count + 3 <= self.limits.max_turns_per_dialogue)
+            .map(|mut s| {
+                s.index = dialogue.turn_count;
+                s
+            });
         let user_turn = Turn {
-            index: dialogue.turn_count,
+            index: dialogue.turn_count + u64::from(summary.is_some()),
             role: Role::User,
             content: request.content.clone(),
             create_time: now,
@@ -515,56 +528,21 @@ impl Engine {
             usage: None,
             request_id: request.request_id.clone(),
             tokens: u32::try_from(user_tokens).unwrap_or(u32::MAX),
+            summary: None,
         };
         Ok(Plan::Run(Box::new(PlannedTurn {
             dialogue_id: id.clone(),
             create,
             expected_turn_count: dialogue.turn_count,
             request: ModelRequest {
-                messages,
+                messages: prompt.messages,
                 params: request.params.clone(),
             },
             route,
+            summary,
             user_turn,
             started,
         })))
-    }
-
-    /// The prompt: system prompt, the recent history that fits, the message.
-    async fn fit_context(
-        &self,
-        dialogue: &Dialogue,
-        user_text: &str,
-        user_tokens: u64,
-        route: &ModelRoute,
-        max_tokens: Option<u32>,
-    ) -> Result<Vec<crate::backend::PromptMessage>, EngineError> {
-        // Leave room for the reply when the caller bounds it.
-        let budget =
-            u64::from(route.context_tokens).saturating_sub(u64::from(max_tokens.unwrap_or(0)));
-        let mut fit = ContextFit::new(&dialogue.system_prompt, user_text, budget, route.max_history_turns)
-            .ok_or_else(|| EngineError::FailedPrecondition {
-                reason: "CONTEXT_TOO_LONG",
-                message: format!(
-                    "the system prompt and message (about {} tokens) plus max_tokens do not fit model {}'s context window of {} tokens",
-                    count_tokens(&dialogue.system_prompt) + user_tokens,
-                    route.name,
-                    route.context_tokens
-                ),
-            })?;
-        let mut before = dialogue.turn_count;
-        while before > 0 && !fit.is_full() {
-            let chunk = self
-                .store
-                .turns_before(&dialogue.id, before, HISTORY_CHUNK)
-                .await?;
-            let Some(oldest) = chunk.last() else { break };
-            before = oldest.index;
-            if !chunk.iter().all(|turn| fit.offer(turn)) || chunk.len() < HISTORY_CHUNK {
-                break;
-            }
-        }
-        Ok(fit.finish())
     }
 
     /// Stores the exchange (user turn and reply) in one durable write.
@@ -599,6 +577,7 @@ impl Engine {
             usage: Some(usage),
             request_id: planned.user_turn.request_id.clone(),
             tokens: u32::try_from(reply_tokens).unwrap_or(u32::MAX),
+            summary: None,
         };
         let idempotency = planned
             .user_turn
@@ -610,7 +589,12 @@ impl Engine {
                 backend: backend.clone(),
                 expire_time: now.saturating_add_secs(IDEMPOTENCY_TTL_SECS),
             });
-        let turns = [planned.user_turn, assistant_turn];
+        let user_turn = planned.user_turn;
+        let turns: Vec<&Turn> = planned
+            .summary
+            .iter()
+            .chain([&user_turn, &assistant_turn])
+            .collect();
         self.store
             .commit_exchange(ExchangeCommit {
                 create: planned.create.as_ref(),
@@ -620,7 +604,6 @@ impl Engine {
                 idempotency: idempotency.as_ref(),
             })
             .await?;
-        let [user_turn, assistant_turn] = turns;
         Ok(TurnOutcome {
             dialogue_id: planned.dialogue_id,
             user_turn,
@@ -714,6 +697,7 @@ impl Engine {
             create_time: now,
             update_time: now,
             turn_count: 0,
+            latest_summary: None,
         })
     }
 

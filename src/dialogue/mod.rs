@@ -7,6 +7,7 @@ pub mod error;
 pub mod locks;
 pub mod model;
 pub mod page_token;
+pub mod prompt;
 pub mod tokenizer;
 pub mod validate;
 

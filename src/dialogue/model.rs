@@ -82,6 +82,10 @@ pub struct Dialogue {
     pub update_time: Time,
     /// Turns stored so far; also the index the next turn gets.
     pub turn_count: u64,
+    /// Index of the newest summary turn (kept by the store beside the
+    /// turn count, not with the settings).
+    #[serde(default, skip_serializing)]
+    pub latest_summary: Option<u64>,
 }
 
 impl Dialogue {
@@ -137,6 +141,16 @@ pub struct Turn {
     /// The text's token count (see `tokenizer`); 0 when unknown.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tokens: u32,
+    /// Set on summary turns: the earlier turns this one stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SummaryRange>,
+}
+
+/// The turns a summary replaces in prompts: `first_index..=last_index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryRange {
+    pub first_index: u64,
+    pub last_index: u64,
 }
 
 fn is_zero(n: &u32) -> bool {

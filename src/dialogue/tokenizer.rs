@@ -22,6 +22,18 @@ pub fn count_tokens(text: &str) -> u64 {
     bpe().encode_ordinary(text).len() as u64
 }
 
+/// `text` cut to at most `max` tokens (whole tokens, valid UTF-8).
+pub fn truncate_to_tokens(text: &str, max: usize) -> String {
+    let tokens = bpe().encode_ordinary(text);
+    if tokens.len() <= max {
+        return text.to_owned();
+    }
+    // A cut can split a multi-byte character; back off until it decodes.
+    (0..=max.min(4))
+        .find_map(|back| bpe().decode(&tokens[..max - back]).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +45,15 @@ mod tests {
         // Common words are single tokens; the byte heuristic would say ~11.
         let n = count_tokens("the quick brown fox jumps over the lazy dog");
         assert!((9..=10).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn truncation_keeps_whole_tokens() {
+        let text = "the quick brown fox jumps over the lazy dog";
+        assert_eq!(truncate_to_tokens(text, 100), text);
+        let cut = truncate_to_tokens(text, 3);
+        assert_eq!(cut, "the quick brown");
+        let accented = truncate_to_tokens("héllo wörld ünïcode", 2);
+        assert!(!accented.is_empty() && "héllo wörld ünïcode".starts_with(&accented));
     }
 }

@@ -343,6 +343,10 @@ pub fn turn_to_pb(dialogue: &DialogueId, t: &Turn) -> pb::Turn {
         model: t.model.clone(),
         usage: t.usage.map(usage_to_pb),
         request_id: t.request_id.clone().unwrap_or_default(),
+        summary: t.summary.map(|s| pb::TurnSummary {
+            first_index: i64::try_from(s.first_index).unwrap_or(i64::MAX),
+            last_index: i64::try_from(s.last_index).unwrap_or(i64::MAX),
+        }),
     }
 }
 

@@ -73,7 +73,16 @@ pub struct ModelRoute {
     pub name: String,
     pub context_tokens: u32,
     pub max_history_turns: usize,
+    /// History summarizing, when on.
+    pub summary: Option<SummaryPolicy>,
     pub targets: Vec<Arc<Target>>,
+}
+
+/// When to summarize dropped history, and how long a summary may be.
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryPolicy {
+    pub after_tokens: u64,
+    pub max_tokens: u32,
 }
 
 /// A successful call and how it was reached.
@@ -122,6 +131,10 @@ impl Router {
                 name: model.name.clone(),
                 context_tokens: model.context_tokens,
                 max_history_turns: model.max_history_turns,
+                summary: model.summarize_after_tokens.map(|after| SummaryPolicy {
+                    after_tokens: u64::from(after),
+                    max_tokens: model.summary_max_tokens,
+                }),
                 targets,
             });
         }

@@ -51,7 +51,8 @@ pub struct ExchangeCommit<'a> {
     /// The dialogue's turn count the exchange was built on; a different
     /// stored count fails with `Conflict`.
     pub expected_turn_count: u64,
-    pub turns: &'a [Turn],
+    /// In index order, following the stored ones.
+    pub turns: &'a [&'a Turn],
     pub idempotency: Option<&'a IdempotencyRecord>,
 }
 

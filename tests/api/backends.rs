@@ -62,6 +62,8 @@ fn with_model(s: &mut Settings, backends: Vec<(&str, BackendSettings)>, targets:
             .collect(),
         context_tokens: 8192,
         max_history_turns: 1000,
+        summarize_after_tokens: None,
+        summary_max_tokens: 512,
     });
     s.default_model = "m".into();
     s.routing.backoff_base_ms = 10;

@@ -11,3 +11,4 @@ mod dialogues;
 mod durability;
 mod service;
 mod streaming;
+mod summaries;

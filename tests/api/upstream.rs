@@ -57,6 +57,8 @@ pub struct FakeUpstream {
     token_delay: Mutex<Duration>,
     /// Streams whose body was dropped before it was complete (client gone).
     pub abandoned_streams: AtomicUsize,
+    /// Answer 400 to summary requests (recognised by their instruction).
+    pub fail_summaries: std::sync::atomic::AtomicBool,
 }
 
 impl FakeUpstream {
@@ -69,6 +71,7 @@ impl FakeUpstream {
             inner: Mutex::default(),
             token_delay: Mutex::new(Duration::ZERO),
             abandoned_streams: AtomicUsize::new(0),
+            fail_summaries: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
@@ -121,7 +124,15 @@ impl FakeUpstream {
     }
 
     fn next_fault(&self, body: Value, headers: HeaderMap) -> Fault {
+        let is_summary = body["messages"][0]["content"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("You keep the memory"));
         let mut inner = self.inner.lock().unwrap();
+        if is_summary && self.fail_summaries.load(Ordering::SeqCst) {
+            inner.requests.push(body);
+            inner.headers.push(headers);
+            return Fault::Status(400);
+        }
         inner.requests.push(body);
         inner.headers.push(headers);
         inner
@@ -260,7 +271,11 @@ async fn openai(
     if let Some(response) = early_fault(&fault).await {
         return response;
     }
-    let words = fake.reply_words(&last_user_text(&body));
+    let mut words = fake.reply_words(&last_user_text(&body));
+    // Like a real server: a word per token, at most max_tokens.
+    if let Some(max) = body["max_tokens"].as_u64() {
+        words.truncate(max as usize);
+    }
     let model = body["model"].as_str().unwrap_or("").to_owned();
     let usage = json!({"prompt_tokens": 11, "completion_tokens": words.len()});
     if body["stream"] != true {

@@ -4,7 +4,7 @@
 //! | key                                      | value                    |
 //! |------------------------------------------|--------------------------|
 //! | `m/{id}`                                 | dialogue settings (JSON) |
-//! | `h/{id}`                                 | head: turn count, last turn time (16 bytes) |
+//! | `h/{id}`                                 | head: turn count, last turn time, latest summary (24 bytes) |
 //! | `t/{id}\0{index:u64 BE}`                 | one turn (JSON)          |
 //! | `i/{id}\0{request_id}`                   | idempotency record (JSON)|
 //! | `c/{!create_time:u64 BE}{id}`            | empty: newest-first listing |
@@ -93,18 +93,40 @@ pub fn parse_expiry(key: &[u8]) -> Option<(u8, &[u8])> {
     Some((kind, rest))
 }
 
-/// Head value: turn count, then last turn time.
-pub fn encode_head(turn_count: u64, last_turn_time: Time) -> [u8; 16] {
-    let mut value = [0u8; 16];
-    value[..8].copy_from_slice(&turn_count.to_be_bytes());
-    value[8..].copy_from_slice(&last_turn_time.0.to_be_bytes());
+/// What changes with every exchange, kept apart from the dialogue's
+/// settings so an append never rewrites them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub turn_count: u64,
+    pub last_turn_time: Time,
+    /// Index of the newest summary turn.
+    pub latest_summary: Option<u64>,
+}
+
+/// Head value: turn count, last turn time, latest summary index + 1 (0: none).
+pub fn encode_head(head: &Head) -> [u8; 24] {
+    let mut value = [0u8; 24];
+    value[..8].copy_from_slice(&head.turn_count.to_be_bytes());
+    value[8..16].copy_from_slice(&head.last_turn_time.0.to_be_bytes());
+    let summary = head.latest_summary.map_or(0, |i| i + 1);
+    value[16..].copy_from_slice(&summary.to_be_bytes());
     value
 }
 
-pub fn decode_head(value: &[u8]) -> Option<(u64, Time)> {
-    let count = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+/// Reads a head; 16-byte heads (written before summaries existed) have none.
+pub fn decode_head(value: &[u8]) -> Option<Head> {
+    let turn_count = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
     let time = i64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
-    Some((count, Time(time)))
+    let latest_summary = match value.get(16..24) {
+        Some(raw) => u64::from_be_bytes(raw.try_into().ok()?).checked_sub(1),
+        None if value.len() == 16 => None,
+        None => return None,
+    };
+    Some(Head {
+        turn_count,
+        last_turn_time: Time(time),
+        latest_summary,
+    })
 }
 
 /// The key right after every key starting with `prefix`.
@@ -161,10 +183,16 @@ mod tests {
     }
 
     #[test]
-    fn head_round_trips() {
-        let v = encode_head(42, Time(7));
-        assert_eq!(decode_head(&v), Some((42, Time(7))));
-        assert_eq!(decode_head(&v[..10]), None);
+    fn head_round_trips_and_reads_the_short_form() {
+        let head = Head {
+            turn_count: 42,
+            last_turn_time: Time(7),
+            latest_summary: Some(0),
+        };
+        assert_eq!(decode_head(&encode_head(&head)), Some(head));
+        let short = &encode_head(&head)[..16];
+        assert_eq!(decode_head(short).unwrap().latest_summary, None);
+        assert_eq!(decode_head(&encode_head(&head)[..10]), None);
     }
 
     #[test]

@@ -110,8 +110,8 @@ impl SledStore {
         Ok(())
     }
 
-    fn read_head(&self, id: &DialogueId) -> Result<Option<(u64, Time)>, StoreError> {
-        match self.tree.get(keys::head(id))? {
+    fn read_head(tree: &sled::Tree, id: &DialogueId) -> Result<Option<keys::Head>, StoreError> {
+        match tree.get(keys::head(id))? {
             None => Ok(None),
             Some(v) => keys::decode_head(&v)
                 .map(Some)
@@ -124,11 +124,10 @@ impl SledStore {
             return Ok(None);
         };
         let mut dialogue: Dialogue = decode(&meta, &dialogue_name(id))?;
-        if let Some(head) = tree.get(keys::head(id))? {
-            let (count, last_turn) = keys::decode_head(&head)
-                .ok_or_else(|| StoreError::Corrupt(format!("head of {}", dialogue_name(id))))?;
-            dialogue.turn_count = count;
-            dialogue.update_time = dialogue.update_time.max(last_turn);
+        if let Some(head) = Self::read_head(tree, id)? {
+            dialogue.turn_count = head.turn_count;
+            dialogue.update_time = dialogue.update_time.max(head.last_turn_time);
+            dialogue.latest_summary = head.latest_summary;
         }
         Ok(Some(dialogue))
     }
@@ -138,7 +137,11 @@ impl SledStore {
         batch.insert(keys::meta(id), encode(dialogue)?);
         batch.insert(
             keys::head(id).as_slice(),
-            &keys::encode_head(0, dialogue.create_time)[..],
+            &keys::encode_head(&keys::Head {
+                turn_count: 0,
+                last_turn_time: dialogue.create_time,
+                latest_summary: None,
+            })[..],
         );
         batch.insert(keys::created(dialogue.create_time, id), &[][..]);
         if let Some(at) = dialogue.expire_time {
@@ -365,15 +368,20 @@ impl DialogueStore for SledStore {
     async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError> {
         let id = commit.dialogue_id;
         let mut batch = sled::Batch::default();
-        let stored_count = match (commit.create, self.read_head(id)?) {
+        let head = match (commit.create, Self::read_head(&self.tree, id)?) {
             (Some(_), Some(_)) => return Err(StoreError::AlreadyExists(dialogue_name(id))),
             (None, None) => return Err(StoreError::NotFound(dialogue_name(id))),
             (Some(dialogue), None) => {
                 Self::insert_creation(&mut batch, dialogue)?;
-                0
+                keys::Head {
+                    turn_count: 0,
+                    last_turn_time: dialogue.create_time,
+                    latest_summary: None,
+                }
             }
-            (None, Some((count, _))) => count,
+            (None, Some(head)) => head,
         };
+        let stored_count = head.turn_count;
         if stored_count != commit.expected_turn_count {
             return Err(StoreError::Conflict(dialogue_name(id)));
         }
@@ -382,11 +390,18 @@ impl DialogueStore for SledStore {
             batch.insert(keys::turn(id, turn.index), encode(turn)?);
             last_time = last_time.max(turn.create_time);
         }
-        let count = stored_count + commit.turns.len() as u64;
-        batch.insert(
-            keys::head(id).as_slice(),
-            &keys::encode_head(count, last_time)[..],
-        );
+        let new_head = keys::Head {
+            turn_count: stored_count + commit.turns.len() as u64,
+            last_turn_time: last_time,
+            latest_summary: commit
+                .turns
+                .iter()
+                .rev()
+                .find(|t| t.summary.is_some())
+                .map(|t| t.index)
+                .or(head.latest_summary),
+        };
+        batch.insert(keys::head(id).as_slice(), &keys::encode_head(&new_head)[..]);
         if let Some(record) = commit.idempotency {
             let key = keys::idempotency(id, &record.request_id);
             batch.insert(
