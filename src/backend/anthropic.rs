@@ -21,6 +21,7 @@ pub struct AnthropicBackend {
     name: String,
     client: reqwest::Client,
     messages_url: String,
+    models_url: String,
     key: Option<ApiKey>,
     headers: HeaderMap,
     default_max_tokens: u32,
@@ -54,6 +55,7 @@ impl AnthropicBackend {
             name: name.to_owned(),
             client: http::client(name, timeouts)?,
             messages_url: format!("{}/v1/messages", base_url.trim_end_matches('/')),
+            models_url: format!("{}/v1/models", base_url.trim_end_matches('/')),
             key,
             headers: all_headers,
             default_max_tokens: *default_max_tokens,
@@ -136,6 +138,7 @@ fn finish_reason(raw: &str) -> FinishReason {
 
 #[derive(Deserialize)]
 struct Message {
+    model: Option<String>,
     #[serde(default)]
     content: Vec<Block>,
     stop_reason: Option<String>,
@@ -161,6 +164,7 @@ struct UsageJson {
 /// Decodes Messages-API stream events into reply chunks.
 struct EventDecoder {
     backend: String,
+    model: Option<String>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     finish: Option<FinishReason>,
@@ -174,6 +178,7 @@ impl EventDecoder {
         match event["type"].as_str().unwrap_or("") {
             "message_start" => {
                 self.input_tokens = event["message"]["usage"]["input_tokens"].as_u64();
+                self.model = event["message"]["model"].as_str().map(str::to_owned);
                 Ok(Some(None))
             }
             "content_block_delta" if event["delta"]["type"] == "text_delta" => {
@@ -219,6 +224,7 @@ impl EventDecoder {
         Ok(ReplyChunk::Finished {
             finish_reason,
             usage,
+            model: self.model.clone(),
         })
     }
 }
@@ -270,6 +276,7 @@ impl ModelBackend for AnthropicBackend {
                 prompt_tokens: u.input_tokens,
                 completion_tokens: u.output_tokens,
             }),
+            model: message.model,
         })
     }
 
@@ -294,6 +301,7 @@ impl ModelBackend for AnthropicBackend {
         }
         let decoder = EventDecoder {
             backend: self.name.clone(),
+            model: None,
             input_tokens: None,
             output_tokens: None,
             finish: None,
@@ -331,9 +339,14 @@ impl ModelBackend for AnthropicBackend {
     }
 
     async fn healthy(&self) -> bool {
-        // The Messages API has no free health call; a TCP-level check of the
-        // host would prove little. Breaker state is the health signal.
-        true
+        let probe = self
+            .client
+            .get(&self.models_url)
+            .headers(self.headers.clone())
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        matches!(probe, Ok(r) if r.status().is_success())
     }
 }
 
@@ -372,6 +385,7 @@ mod tests {
     fn stream_events_decode_to_text_and_a_finish_with_usage() {
         let mut d = EventDecoder {
             backend: "b".into(),
+            model: None,
             input_tokens: None,
             output_tokens: None,
             finish: None,
@@ -396,7 +410,8 @@ mod tests {
                 usage: Some(Usage {
                     prompt_tokens: 12,
                     completion_tokens: 5
-                })
+                }),
+                model: None,
             }
         );
         let err = d.decode(

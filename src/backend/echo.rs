@@ -78,7 +78,7 @@ impl ModelBackend for EchoBackend {
 
     async fn complete(
         &self,
-        _model: &str,
+        model: &str,
         request: &ModelRequest,
     ) -> Result<ModelReply, BackendError> {
         let (pieces, finish_reason) = echo_pieces(request);
@@ -86,6 +86,7 @@ impl ModelBackend for EchoBackend {
             tokio::time::sleep(self.delay * pieces.len() as u32).await;
         }
         Ok(ModelReply {
+            model: Some(model.to_owned()),
             usage: Some(usage(request, pieces.len())),
             text: pieces.concat(),
             finish_reason,
@@ -94,12 +95,13 @@ impl ModelBackend for EchoBackend {
 
     async fn stream(
         &self,
-        _model: &str,
+        model: &str,
         request: &ModelRequest,
     ) -> Result<ReplyStream, BackendError> {
         let (pieces, finish_reason) = echo_pieces(request);
         let finished = ReplyChunk::Finished {
             finish_reason,
+            model: Some(model.to_owned()),
             usage: Some(usage(request, pieces.len())),
         };
         let delay = self.delay;

@@ -42,6 +42,8 @@ pub struct ModelReply {
     pub finish_reason: FinishReason,
     /// Token counts, when the backend reports them.
     pub usage: Option<Usage>,
+    /// The model (and version) the backend says answered, when it says.
+    pub model: Option<String>,
 }
 
 /// A piece of a streamed reply; `Finished` comes last.
@@ -51,6 +53,8 @@ pub enum ReplyChunk {
     Finished {
         finish_reason: FinishReason,
         usage: Option<Usage>,
+        /// The model (and version) the backend says answered, when it says.
+        model: Option<String>,
     },
 }
 
@@ -162,7 +166,7 @@ pub trait ModelBackend: Send + Sync + 'static {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ReplyStream, BackendError>;
-    /// Whether the backend answers at all (for ListModels; cheap).
+    /// Whether the backend answers at all (ListModels probes it).
     async fn healthy(&self) -> bool;
 }
 

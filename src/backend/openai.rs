@@ -170,6 +170,7 @@ impl From<UsageJson> for Usage {
 
 #[derive(Deserialize)]
 struct Completion {
+    model: Option<String>,
     choices: Vec<CompletionChoice>,
     usage: Option<UsageJson>,
 }
@@ -187,6 +188,7 @@ struct CompletionMessage {
 
 #[derive(Deserialize)]
 struct Chunk {
+    model: Option<String>,
     #[serde(default)]
     choices: Vec<ChunkChoice>,
     usage: Option<UsageJson>,
@@ -211,6 +213,7 @@ struct ChunkDecoder {
     backend: String,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    model: Option<String>,
 }
 
 impl ChunkDecoder {
@@ -232,6 +235,9 @@ impl ChunkDecoder {
         }
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage.into());
+        }
+        if self.model.is_none() {
+            self.model = chunk.model.filter(|m| !m.is_empty());
         }
         let mut out = Vec::new();
         for choice in chunk.choices.into_iter().take(1) {
@@ -256,6 +262,7 @@ impl ChunkDecoder {
             Some(finish_reason) => Ok(ReplyChunk::Finished {
                 finish_reason,
                 usage: self.usage,
+                model: self.model.clone(),
             }),
             None => Err(BackendError::Unavailable {
                 backend: self.backend.clone(),
@@ -312,6 +319,7 @@ impl ModelBackend for OpenAiBackend {
                 .map(finish_reason)
                 .unwrap_or(FinishReason::Stop),
             usage: completion.usage.map(Usage::from),
+            model: completion.model.filter(|m| !m.is_empty()),
         })
     }
 
@@ -339,6 +347,7 @@ impl ModelBackend for OpenAiBackend {
             backend: self.name.clone(),
             finish: None,
             usage: None,
+            model: None,
         };
         let chunks = futures_util::stream::unfold(
             (Box::pin(events), decoder, false),
@@ -434,6 +443,7 @@ mod tests {
             backend: "b".into(),
             finish: None,
             usage: None,
+            model: None,
         };
         let role_only = r#"{"choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#;
         assert_eq!(d.decode(role_only).unwrap(), Some(vec![]));
@@ -458,7 +468,8 @@ mod tests {
                 usage: Some(Usage {
                     prompt_tokens: 3,
                     completion_tokens: 1
-                })
+                }),
+                model: None,
             }
         );
         assert!(matches!(

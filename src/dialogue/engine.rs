@@ -275,27 +275,16 @@ impl Engine {
             Plan::Run(planned) => planned,
         };
         let deadline = request.deadline.map(tokio::time::Instant::from_std);
-        let Routed {
-            value:
-                ModelReply {
-                    text,
-                    finish_reason,
-                    usage,
-                },
-            backend,
-            attempts,
-        } = self
+        let routed = self
             .router
             .complete(&planned.route, &planned.request, deadline)
             .await?;
-        self.commit(
-            *planned,
-            text,
-            finish_reason,
-            usage,
-            Served { backend, attempts },
-        )
-        .await
+        let served = Served {
+            backend: routed.backend,
+            attempts: routed.attempts,
+            upstream_model: routed.model,
+        };
+        self.commit(*planned, routed.value, served).await
     }
 
     /// Runs one turn as a stream of events. The turn runs in its own task
@@ -363,6 +352,7 @@ impl Engine {
             value: mut reply,
             backend,
             attempts,
+            model: upstream_model_configured,
         } = self
             .router
             .stream(&planned.route, &planned.request, deadline)
@@ -396,28 +386,32 @@ impl Engine {
                 ReplyChunk::Finished {
                     finish_reason,
                     usage,
+                    model,
                 } => {
-                    finished = Some((finish_reason, usage));
+                    finished = Some((finish_reason, usage, model));
                     break;
                 }
             }
         }
-        let Some((finish_reason, usage)) = finished else {
+        let Some((finish_reason, usage, model)) = finished else {
             return Err(BackendError::InvalidReply {
                 backend,
                 detail: "the stream ended without a finish reason".into(),
             }
             .into());
         };
-        let outcome = self
-            .commit(
-                *planned,
-                text,
-                finish_reason,
-                usage,
-                Served { backend, attempts },
-            )
-            .await?;
+        let reply = ModelReply {
+            text,
+            finish_reason,
+            usage,
+            model,
+        };
+        let served = Served {
+            backend,
+            attempts,
+            upstream_model: upstream_model_configured,
+        };
+        let outcome = self.commit(*planned, reply, served).await?;
         let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
         Ok(())
     }
@@ -549,11 +543,15 @@ impl Engine {
     async fn commit(
         &self,
         planned: PlannedTurn,
-        reply: String,
-        finish_reason: FinishReason,
-        usage: Option<crate::dialogue::model::Usage>,
+        reply: ModelReply,
         served: Served,
     ) -> Result<TurnOutcome, EngineError> {
+        let ModelReply {
+            text: reply,
+            finish_reason,
+            usage,
+            model: reported_model,
+        } = reply;
         let reply_tokens = count_tokens(&reply);
         // Backends that report no usage get a tokenizer estimate.
         let usage = usage.unwrap_or_else(|| Usage {
@@ -617,6 +615,7 @@ impl Engine {
                 cached: false,
                 replayed: false,
                 attempts: served.attempts,
+                upstream_model: reported_model.unwrap_or(served.upstream_model),
             },
         })
     }
@@ -654,6 +653,7 @@ impl Engine {
                 cached: false,
                 replayed: true,
                 attempts: 0,
+                upstream_model: String::new(),
             },
             user_turn,
             assistant_turn,
@@ -746,6 +746,9 @@ fn keep_within_response_budget(turns: &mut Vec<Turn>) {
 struct Served {
     backend: String,
     attempts: u32,
+    /// The target's configured upstream model (used when the backend does
+    /// not name the model that answered).
+    upstream_model: String,
 }
 
 /// Runs `turn`, failing with DEADLINE_EXCEEDED once `deadline` passes.

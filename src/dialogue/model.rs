@@ -239,6 +239,8 @@ pub struct ReplyMetadata {
     pub replayed: bool,
     /// Model calls made for this turn (retries and fallbacks included).
     pub attempts: u32,
+    /// The upstream model (and version, when the backend says) that answered.
+    pub upstream_model: String,
 }
 
 /// The stored result of one turn.

@@ -358,6 +358,7 @@ fn metadata_to_pb(m: ReplyMetadata) -> pb::ResponseMetadata {
         cached: m.cached,
         replayed: m.replayed,
         attempts: i32::try_from(m.attempts).unwrap_or(i32::MAX),
+        upstream_model: m.upstream_model,
     }
 }
 

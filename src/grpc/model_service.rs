@@ -24,6 +24,7 @@ impl ModelService for ModelGrpc {
         _request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let router = self.engine.router();
+        let reachable = router.probe_backends().await;
         let models = router
             .models()
             .iter()
@@ -41,6 +42,7 @@ impl ModelService for ModelGrpc {
                         upstream_model: t.upstream_model.clone(),
                         weight: i32::try_from(t.weight).unwrap_or(i32::MAX),
                         circuit_state: circuit_to_pb(t.circuit_state()) as i32,
+                        reachable: reachable.get(t.backend.name()).copied().unwrap_or(false),
                     })
                     .collect(),
             })

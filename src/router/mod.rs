@@ -92,6 +92,8 @@ pub struct Routed<T> {
     pub backend: String,
     /// Calls made, the successful one included.
     pub attempts: u32,
+    /// The answering target's configured upstream model name.
+    pub model: String,
 }
 
 pub struct Router {
@@ -165,6 +167,26 @@ impl Router {
         &self.routes
     }
 
+    /// Probes every backend once, concurrently: name -> answered.
+    pub async fn probe_backends(&self) -> HashMap<String, bool> {
+        let mut backends: HashMap<&str, &Arc<dyn ModelBackend>> = HashMap::new();
+        for target in self.routes.iter().flat_map(|r| &r.targets) {
+            backends
+                .entry(target.backend.name())
+                .or_insert(&target.backend);
+        }
+        let probes = backends.into_iter().map(|(name, backend)| async move {
+            let healthy = tokio::time::timeout(Duration::from_secs(3), backend.healthy())
+                .await
+                .unwrap_or(false);
+            (name.to_owned(), healthy)
+        });
+        futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     pub fn model_names(&self) -> Vec<&str> {
         self.routes.iter().map(|r| r.name.as_str()).collect()
     }
@@ -227,6 +249,7 @@ impl Router {
             value: stream,
             backend: routed.backend,
             attempts: routed.attempts,
+            model: routed.model,
         })
     }
 
@@ -356,6 +379,7 @@ impl Router {
                         value,
                         backend: target.backend.name().to_owned(),
                         attempts,
+                        model: target.upstream_model.clone(),
                     });
                 }
                 Err(error) => {

@@ -141,6 +141,10 @@ async fn openai_unary_sends_the_prompt_and_stores_the_reply() {
     );
     let meta = first.metadata.unwrap();
     assert_eq!((meta.backend.as_str(), meta.attempts), ("openai", 1));
+    assert_eq!(
+        meta.upstream_model, "openai-upstream-v2",
+        "the version the server reported"
+    );
 
     app.converse("oa", "second question").await.unwrap();
     let sent = fake.requests();
@@ -225,6 +229,10 @@ async fn anthropic_unary_and_stream_map_onto_the_same_api() {
         panic!("no end event")
     };
     assert_eq!(turn_text(end.turn.as_ref().unwrap()), "claude: and again");
+    assert_eq!(
+        end.metadata.as_ref().unwrap().upstream_model,
+        "anthropic-upstream-v2"
+    );
     assert_eq!(end.finish_reason, pb::FinishReason::Stop as i32);
     let sent = fake.requests();
     assert_eq!(sent[0]["system"], "You are Claude.");
@@ -615,4 +623,38 @@ async fn a_missing_api_key_variable_stops_start_up_with_a_clear_error() {
     );
     let err = settings.validate().unwrap_err().to_string();
     assert!(err.contains("DIALOGD_TEST_KEY_NEVER_SET"), "{err}");
+}
+
+#[tokio::test]
+async fn list_models_probes_each_backend() {
+    let up = FakeUpstream::start("up").await;
+    let mut down = openai(&up, None);
+    if let BackendSettings::Openai { base_url, .. } = &mut down {
+        // Nothing listens on port 1 of loopback.
+        *base_url = "http://127.0.0.1:1/v1".into();
+    }
+    let app = spawn_app_with(|s| {
+        with_model(
+            s,
+            vec![("up", openai(&up, None)), ("down", down)],
+            &[("up", 1), ("down", 1)],
+        )
+    })
+    .await;
+    let models = app
+        .models
+        .clone()
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let m = models.models.iter().find(|m| m.model_id == "m").unwrap();
+    let reach: Vec<(&str, bool)> = m
+        .targets
+        .iter()
+        .map(|t| (t.backend.as_str(), t.reachable))
+        .collect();
+    assert_eq!(reach, [("up", true), ("down", false)]);
+    let echo = models.models.iter().find(|m| m.model_id == "echo").unwrap();
+    assert!(echo.targets[0].reachable);
 }

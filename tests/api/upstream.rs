@@ -276,7 +276,8 @@ async fn openai(
     if let Some(max) = body["max_tokens"].as_u64() {
         words.truncate(max as usize);
     }
-    let model = body["model"].as_str().unwrap_or("").to_owned();
+    // Servers name the exact version that answered.
+    let model = format!("{}-v2", body["model"].as_str().unwrap_or(""));
     let usage = json!({"prompt_tokens": 11, "completion_tokens": words.len()});
     if body["stream"] != true {
         return axum::Json(json!({
@@ -323,6 +324,7 @@ async fn anthropic(
     if body["stream"] != true {
         return axum::Json(json!({
             "id": "msg_1", "type": "message", "role": "assistant",
+            "model": format!("{}-v2", body["model"].as_str().unwrap_or("")),
             "content": [{"type": "text", "text": words.concat()}],
             "stop_reason": "end_turn",
             "usage": {"input_tokens": 13, "output_tokens": words.len()},
@@ -333,7 +335,7 @@ async fn anthropic(
     let mut events = vec![
         event(
             "message_start",
-            json!({"type": "message_start", "message": {"usage": {"input_tokens": 13, "output_tokens": 1}}}),
+            json!({"type": "message_start", "message": {"model": format!("{}-v2", body["model"].as_str().unwrap_or("")), "usage": {"input_tokens": 13, "output_tokens": 1}}}),
         ),
         event(
             "content_block_start",
