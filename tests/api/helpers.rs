@@ -79,9 +79,19 @@ async fn start(settings: Settings, data_dir: std::sync::Arc<TempDir>) -> TestApp
             });
         }
     });
-    let app = Application::build(settings.clone())
-        .await
-        .expect("server starts");
+    // After an in-process stop, tonic's per-connection tasks may hold the
+    // previous server's store (and the data dir's lock) for a moment longer;
+    // a new process never meets this, so only that error is retried, briefly.
+    let mut tries = 0;
+    let app = loop {
+        match Application::build(settings.clone()).await {
+            Err(StartupError::Store(dialogd::store::sled::OpenError::Locked(_))) if tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.expect("server starts"),
+        }
+    };
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
