@@ -761,6 +761,23 @@ mod tests {
     }
 
     #[test]
+    fn every_toml_example_in_the_readme_parses() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .collect();
+        assert!(blocks.len() >= 4, "README examples went missing");
+        for block in blocks {
+            Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Toml::string(block))
+                .extract::<Settings>()
+                .unwrap_or_else(|e| panic!("README example does not parse: {e}\n{block}"));
+        }
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         let err = Settings::load(
             Some(Path::new("/nonexistent/dialogd.toml")),
