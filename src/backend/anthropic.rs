@@ -1,31 +1,25 @@
 //! The `anthropic` backend: `POST {base_url}/v1/messages`, unary and
-//! streaming (SSE events mapped onto the same reply chunks as OpenAI's).
+//! streaming (SSE events mapped onto the same reply chunks as OpenAI's),
+//! and `GET {base_url}/v1/models` for health.
 
-use super::http::{self, invalid_json, sse_events, status_error, transport_error};
+use super::http::{Endpoint, SseDecoder, invalid_json, redact};
 use super::openai::build_headers;
 use super::{
     ApiKey, BackendError, BuildError, ModelBackend, ModelReply, ModelRequest, PromptMessage,
-    ReplyChunk, ReplyStream, with_stream_timeouts,
+    ReplyChunk, ReplyStream,
 };
-use crate::config::{BackendSettings, TimeoutSettings};
+use crate::config::BackendSettings;
 use crate::dialogue::model::{FinishReason, Role, Usage};
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::time::Duration;
-use tokio::time::Instant;
 
 pub struct AnthropicBackend {
-    name: String,
-    client: reqwest::Client,
+    endpoint: Endpoint,
     messages_url: String,
     models_url: String,
-    key: Option<ApiKey>,
-    headers: HeaderMap,
     default_max_tokens: u32,
-    timeouts: TimeoutSettings,
 }
 
 impl AnthropicBackend {
@@ -51,15 +45,12 @@ impl AnthropicBackend {
             detail: "invalid anthropic version".into(),
         })?;
         all_headers.insert("anthropic-version", version);
+        let base = base_url.trim_end_matches('/');
         Ok(AnthropicBackend {
-            name: name.to_owned(),
-            client: http::client(name, timeouts)?,
-            messages_url: format!("{}/v1/messages", base_url.trim_end_matches('/')),
-            models_url: format!("{}/v1/models", base_url.trim_end_matches('/')),
-            key,
-            headers: all_headers,
+            endpoint: Endpoint::new(name, all_headers, key, timeouts)?,
+            messages_url: format!("{base}/v1/messages"),
+            models_url: format!("{base}/v1/models"),
             default_max_tokens: *default_max_tokens,
-            timeouts: *timeouts,
         })
     }
 
@@ -86,13 +77,6 @@ impl AnthropicBackend {
             body["stop_sequences"] = Value::from(p.stop.clone());
         }
         body
-    }
-
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        self.client
-            .post(&self.messages_url)
-            .headers(self.headers.clone())
-            .json(body)
     }
 }
 
@@ -170,22 +154,24 @@ struct EventDecoder {
     finish: Option<FinishReason>,
 }
 
-impl EventDecoder {
-    /// What one event adds; `Ok(None)` at `message_stop`.
-    fn decode(&mut self, data: &str) -> Result<Option<Option<ReplyChunk>>, BackendError> {
+impl SseDecoder for EventDecoder {
+    fn decode(&mut self, data: &str) -> Result<Option<Vec<ReplyChunk>>, BackendError> {
         let event: Value =
             serde_json::from_str(data).map_err(|e| invalid_json(&self.backend, &e))?;
         match event["type"].as_str().unwrap_or("") {
             "message_start" => {
                 self.input_tokens = event["message"]["usage"]["input_tokens"].as_u64();
                 self.model = event["message"]["model"].as_str().map(str::to_owned);
-                Ok(Some(None))
+                Ok(Some(vec![]))
             }
             "content_block_delta" if event["delta"]["type"] == "text_delta" => {
                 let text = event["delta"]["text"].as_str().unwrap_or("");
-                Ok(Some(
-                    (!text.is_empty()).then(|| ReplyChunk::Text(text.to_owned())),
-                ))
+                let chunks = if text.is_empty() {
+                    vec![]
+                } else {
+                    vec![ReplyChunk::Text(text.to_owned())]
+                };
+                Ok(Some(chunks))
             }
             "message_delta" => {
                 if let Some(reason) = event["delta"]["stop_reason"].as_str() {
@@ -194,18 +180,18 @@ impl EventDecoder {
                 if let Some(n) = event["usage"]["output_tokens"].as_u64() {
                     self.output_tokens = Some(n);
                 }
-                Ok(Some(None))
+                Ok(Some(vec![]))
             }
             "message_stop" => Ok(None),
             "error" => Err(BackendError::Unavailable {
                 backend: self.backend.clone(),
                 detail: format!(
                     "error event in the stream: {}",
-                    http::redact(&event["error"].to_string(), None)
+                    redact(&event["error"].to_string(), None)
                 ),
             }),
             // ping, content_block_start/stop and events added later.
-            _ => Ok(Some(None)),
+            _ => Ok(Some(vec![])),
         }
     }
 
@@ -232,7 +218,7 @@ impl EventDecoder {
 #[async_trait]
 impl ModelBackend for AnthropicBackend {
     fn name(&self) -> &str {
-        &self.name
+        &self.endpoint.name
     }
 
     fn kind(&self) -> &'static str {
@@ -244,21 +230,10 @@ impl ModelBackend for AnthropicBackend {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ModelReply, BackendError> {
-        let response = self
-            .post(&self.body(model, request, false))
-            .timeout(Duration::from_millis(self.timeouts.request_ms))
-            .send()
-            .await
-            .map_err(|e| transport_error(&self.name, &e, "the reply"))?;
-        if !response.status().is_success() {
-            return Err(status_error(&self.name, response, self.key.as_ref()).await);
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&self.name, &e, "the reply"))?;
-        let message: Message =
-            serde_json::from_slice(&bytes).map_err(|e| invalid_json(&self.name, &e))?;
+        let message: Message = self
+            .endpoint
+            .post_json(&self.messages_url, &self.body(model, request, false))
+            .await?;
         let text: String = message
             .content
             .iter()
@@ -285,68 +260,24 @@ impl ModelBackend for AnthropicBackend {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ReplyStream, BackendError> {
-        let first_token_by = Instant::now() + Duration::from_millis(self.timeouts.first_token_ms);
-        let response = tokio::time::timeout_at(
-            first_token_by,
-            self.post(&self.body(model, request, true)).send(),
-        )
-        .await
-        .map_err(|_| BackendError::Timeout {
-            backend: self.name.clone(),
-            phase: "the response headers",
-        })?
-        .map_err(|e| transport_error(&self.name, &e, "the response headers"))?;
-        if !response.status().is_success() {
-            return Err(status_error(&self.name, response, self.key.as_ref()).await);
-        }
         let decoder = EventDecoder {
-            backend: self.name.clone(),
+            backend: self.endpoint.name.clone(),
             model: None,
             input_tokens: None,
             output_tokens: None,
             finish: None,
         };
-        let events = Box::pin(sse_events(&self.name, response));
-        let chunks = futures_util::stream::unfold(
-            (events, decoder, false),
-            |(mut events, mut decoder, done)| async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    let last = match events.next().await {
-                        None => decoder.finished(),
-                        Some(Err(e)) => Err(e),
-                        Some(Ok(event)) => match decoder.decode(&event.data) {
-                            Ok(Some(Some(chunk))) => {
-                                return Some((Ok(chunk), (events, decoder, false)));
-                            }
-                            Ok(Some(None)) => continue,
-                            Ok(None) => decoder.finished(),
-                            Err(e) => Err(e),
-                        },
-                    };
-                    return Some((last, (events, decoder, true)));
-                }
-            },
-        );
-        Ok(with_stream_timeouts(
-            Box::pin(chunks),
-            &self.name,
-            first_token_by,
-            Duration::from_millis(self.timeouts.idle_ms),
-        ))
+        self.endpoint
+            .post_sse(
+                &self.messages_url,
+                &self.body(model, request, true),
+                decoder,
+            )
+            .await
     }
 
     async fn healthy(&self) -> bool {
-        let probe = self
-            .client
-            .get(&self.models_url)
-            .headers(self.headers.clone())
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        matches!(probe, Ok(r) if r.status().is_success())
+        self.endpoint.probe(&self.models_url).await
     }
 }
 
@@ -398,7 +329,7 @@ mod tests {
         let text = d
             .decode(r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#)
             .unwrap();
-        assert_eq!(text, Some(Some(ReplyChunk::Text("Hi".into()))));
+        assert_eq!(text, Some(vec![ReplyChunk::Text("Hi".into())]));
         assert!(d.finished().is_err());
         d.decode(r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":5}}"#)
             .unwrap();

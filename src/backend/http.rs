@@ -2,19 +2,19 @@
 //! backend, mapping HTTP failures to `BackendError`, and SSE decoding.
 //! Only this file and the protocol files know reqwest.
 
-use super::{ApiKey, BackendError};
+use super::{ApiKey, BackendError, ReplyChunk, ReplyStream, with_stream_timeouts};
 use crate::config::TimeoutSettings;
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Error text from an upstream is cut to this many bytes.
 const MAX_DETAIL: usize = 300;
 
-pub fn client(
-    name: &str,
-    timeouts: &TimeoutSettings,
-) -> Result<reqwest::Client, super::BuildError> {
+fn client(name: &str, timeouts: &TimeoutSettings) -> Result<reqwest::Client, super::BuildError> {
     // rustls needs a process-wide crypto provider; the first call installs ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -52,7 +52,7 @@ pub fn redact(text: &str, key: Option<&ApiKey>) -> String {
 }
 
 /// A transport failure (connect, reset, timeout of the whole request).
-pub fn transport_error(backend: &str, e: &reqwest::Error, phase: &'static str) -> BackendError {
+fn transport_error(backend: &str, e: &reqwest::Error, phase: &'static str) -> BackendError {
     if e.is_timeout() {
         return BackendError::Timeout {
             backend: backend.to_owned(),
@@ -83,7 +83,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// Maps a non-success response to an error (reads the body for a detail).
-pub async fn status_error(
+async fn status_error(
     backend: &str,
     response: reqwest::Response,
     key: Option<&ApiKey>,
@@ -140,7 +140,7 @@ pub fn classify_status(
 
 /// The response body as Server-Sent Events; transport errors mid-stream
 /// become `Unavailable`.
-pub fn sse_events(
+fn sse_events(
     backend: &str,
     response: reqwest::Response,
 ) -> impl Stream<Item = Result<Event, BackendError>> + Send + use<> {
@@ -158,6 +158,143 @@ pub fn invalid_json(backend: &str, e: &serde_json::Error) -> BackendError {
     BackendError::InvalidReply {
         backend: backend.to_owned(),
         detail: format!("not the expected JSON: {e}"),
+    }
+}
+
+/// Turns one protocol's SSE events into reply chunks.
+pub trait SseDecoder: Send + 'static {
+    /// The chunks one event's data adds; `None` once the protocol's own
+    /// end-of-stream event arrives.
+    fn decode(&mut self, data: &str) -> Result<Option<Vec<ReplyChunk>>, BackendError>;
+    /// The closing chunk when the stream ended; an error if the reply never
+    /// said how it finished (it was cut off).
+    fn finished(&self) -> Result<ReplyChunk, BackendError>;
+}
+
+/// One configured HTTP backend: its client, headers (with the key) and
+/// time limits. The protocol files build bodies and decode replies.
+pub struct Endpoint {
+    pub name: String,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    key: Option<ApiKey>,
+    timeouts: TimeoutSettings,
+}
+
+impl Endpoint {
+    pub fn new(
+        name: &str,
+        headers: HeaderMap,
+        key: Option<ApiKey>,
+        timeouts: &TimeoutSettings,
+    ) -> Result<Endpoint, super::BuildError> {
+        Ok(Endpoint {
+            name: name.to_owned(),
+            client: client(name, timeouts)?,
+            headers,
+            key,
+            timeouts: *timeouts,
+        })
+    }
+
+    fn post(&self, url: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(url)
+            .headers(self.headers.clone())
+            .json(body)
+    }
+
+    /// A unary call: the JSON reply, within `request_ms`.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, BackendError> {
+        let response = self
+            .post(url, body)
+            .timeout(Duration::from_millis(self.timeouts.request_ms))
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.name, &e, "the reply"))?;
+        if !response.status().is_success() {
+            return Err(status_error(&self.name, response, self.key.as_ref()).await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&self.name, &e, "the reply"))?;
+        serde_json::from_slice(&bytes).map_err(|e| invalid_json(&self.name, &e))
+    }
+
+    /// A streamed call decoded by `decoder`, with the first-token and idle
+    /// limits applied.
+    pub async fn post_sse(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        decoder: impl SseDecoder,
+    ) -> Result<ReplyStream, BackendError> {
+        let first_token_by = Instant::now() + Duration::from_millis(self.timeouts.first_token_ms);
+        let response = tokio::time::timeout_at(first_token_by, self.post(url, body).send())
+            .await
+            .map_err(|_| BackendError::Timeout {
+                backend: self.name.clone(),
+                phase: "the response headers",
+            })?
+            .map_err(|e| transport_error(&self.name, &e, "the response headers"))?;
+        if !response.status().is_success() {
+            return Err(status_error(&self.name, response, self.key.as_ref()).await);
+        }
+        let events = Box::pin(sse_events(&self.name, response));
+        let batches = futures_util::stream::unfold(
+            (events, decoder, false),
+            |(mut events, mut decoder, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let last = match events.next().await {
+                        None => decoder.finished().map(|c| vec![c]),
+                        Some(Err(e)) => Err(e),
+                        Some(Ok(event)) => match decoder.decode(&event.data) {
+                            Ok(Some(chunks)) if chunks.is_empty() => continue,
+                            Ok(Some(chunks)) => {
+                                return Some((Ok(chunks), (events, decoder, false)));
+                            }
+                            Ok(None) => decoder.finished().map(|c| vec![c]),
+                            Err(e) => Err(e),
+                        },
+                    };
+                    // The stream's last item: the finish, or the error.
+                    return Some((last, (events, decoder, true)));
+                }
+            },
+        );
+        let chunks = batches.flat_map(|batch: Result<Vec<ReplyChunk>, BackendError>| {
+            let items: Vec<Result<ReplyChunk, BackendError>> = match batch {
+                Ok(chunks) => chunks.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures_util::stream::iter(items)
+        });
+        Ok(with_stream_timeouts(
+            Box::pin(chunks),
+            &self.name,
+            first_token_by,
+            Duration::from_millis(self.timeouts.idle_ms),
+        ))
+    }
+
+    /// A cheap GET that answers 2xx when the backend is up.
+    pub async fn probe(&self, url: &str) -> bool {
+        let probe = self
+            .client
+            .get(url)
+            .headers(self.headers.clone())
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        matches!(probe, Ok(r) if r.status().is_success())
     }
 }
 

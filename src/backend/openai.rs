@@ -3,30 +3,22 @@
 //! Works with OpenAI, vLLM, Ollama's /v1, llama.cpp's server, TGI, LiteLLM
 //! and Azure OpenAI (`chat_path` with api-version, `api_key_header = "api-key"`).
 
-use super::http::{self, invalid_json, sse_events, status_error, transport_error};
+use super::http::{Endpoint, SseDecoder, invalid_json, redact};
 use super::{
     ApiKey, BackendError, BuildError, ModelBackend, ModelReply, ModelRequest, ReplyChunk,
-    ReplyStream, with_stream_timeouts,
+    ReplyStream,
 };
-use crate::config::{BackendSettings, TimeoutSettings};
+use crate::config::BackendSettings;
 use crate::dialogue::model::{FinishReason, Role, Usage};
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::time::Duration;
-use tokio::time::Instant;
 
 pub struct OpenAiBackend {
-    name: String,
-    client: reqwest::Client,
+    endpoint: Endpoint,
     chat_url: String,
     models_url: String,
-    key: Option<ApiKey>,
-    /// Every request's headers: auth and the configured extras.
-    headers: HeaderMap,
-    timeouts: TimeoutSettings,
 }
 
 fn header_error(name: &str, what: &str) -> BuildError {
@@ -83,15 +75,12 @@ impl OpenAiBackend {
             });
         };
         let key = ApiKey::from_env(api_key_env.as_deref());
+        let headers = build_headers(name, headers, key.as_ref(), api_key_header.as_deref())?;
         let base = base_url.trim_end_matches('/');
         Ok(OpenAiBackend {
-            name: name.to_owned(),
-            client: http::client(name, timeouts)?,
+            endpoint: Endpoint::new(name, headers, key, timeouts)?,
             chat_url: format!("{base}{chat_path}"),
             models_url: format!("{base}/models"),
-            headers: build_headers(name, headers, key.as_ref(), api_key_header.as_deref())?,
-            key,
-            timeouts: *timeouts,
         })
     }
 
@@ -132,13 +121,6 @@ impl OpenAiBackend {
             }
         }
         body
-    }
-
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        self.client
-            .post(&self.chat_url)
-            .headers(self.headers.clone())
-            .json(body)
     }
 }
 
@@ -216,7 +198,7 @@ struct ChunkDecoder {
     model: Option<String>,
 }
 
-impl ChunkDecoder {
+impl SseDecoder for ChunkDecoder {
     /// Chunks to emit for one SSE data payload; `Ok(None)` at `[DONE]`.
     fn decode(&mut self, data: &str) -> Result<Option<Vec<ReplyChunk>>, BackendError> {
         if data.trim() == "[DONE]" {
@@ -229,7 +211,7 @@ impl ChunkDecoder {
                 backend: self.backend.clone(),
                 detail: format!(
                     "error event in the stream: {}",
-                    http::redact(&error.to_string(), None)
+                    redact(&error.to_string(), None)
                 ),
             });
         }
@@ -275,7 +257,7 @@ impl ChunkDecoder {
 #[async_trait]
 impl ModelBackend for OpenAiBackend {
     fn name(&self) -> &str {
-        &self.name
+        &self.endpoint.name
     }
 
     fn kind(&self) -> &'static str {
@@ -287,28 +269,17 @@ impl ModelBackend for OpenAiBackend {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ModelReply, BackendError> {
-        let response = self
-            .post(&Self::body(model, request, false))
-            .timeout(Duration::from_millis(self.timeouts.request_ms))
-            .send()
-            .await
-            .map_err(|e| transport_error(&self.name, &e, "the reply"))?;
-        if !response.status().is_success() {
-            return Err(status_error(&self.name, response, self.key.as_ref()).await);
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&self.name, &e, "the reply"))?;
-        let completion: Completion =
-            serde_json::from_slice(&bytes).map_err(|e| invalid_json(&self.name, &e))?;
+        let completion: Completion = self
+            .endpoint
+            .post_json(&self.chat_url, &Self::body(model, request, false))
+            .await?;
         let choice =
             completion
                 .choices
                 .into_iter()
                 .next()
                 .ok_or_else(|| BackendError::InvalidReply {
-                    backend: self.name.clone(),
+                    backend: self.endpoint.name.clone(),
                     detail: "the reply has no choices".into(),
                 })?;
         Ok(ModelReply {
@@ -328,75 +299,19 @@ impl ModelBackend for OpenAiBackend {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ReplyStream, BackendError> {
-        let first_token_by = Instant::now() + Duration::from_millis(self.timeouts.first_token_ms);
-        let response = tokio::time::timeout_at(
-            first_token_by,
-            self.post(&Self::body(model, request, true)).send(),
-        )
-        .await
-        .map_err(|_| BackendError::Timeout {
-            backend: self.name.clone(),
-            phase: "the response headers",
-        })?
-        .map_err(|e| transport_error(&self.name, &e, "the response headers"))?;
-        if !response.status().is_success() {
-            return Err(status_error(&self.name, response, self.key.as_ref()).await);
-        }
-        let events = sse_events(&self.name, response);
         let decoder = ChunkDecoder {
-            backend: self.name.clone(),
+            backend: self.endpoint.name.clone(),
             finish: None,
             usage: None,
             model: None,
         };
-        let chunks = futures_util::stream::unfold(
-            (Box::pin(events), decoder, false),
-            |(mut events, mut decoder, done)| async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    let item = match events.next().await {
-                        None => decoder.finished().map(|c| vec![c]),
-                        Some(Err(e)) => Err(e),
-                        Some(Ok(event)) => match decoder.decode(&event.data) {
-                            Ok(None) => decoder.finished().map(|c| vec![c]),
-                            Ok(Some(chunks)) if chunks.is_empty() => continue,
-                            Ok(Some(chunks)) => {
-                                return Some((Ok(chunks), (events, decoder, false)));
-                            }
-                            Err(e) => Err(e),
-                        },
-                    };
-                    // The stream's last item: the finish, or the error.
-                    return Some((item, (events, decoder, true)));
-                }
-            },
-        )
-        .flat_map(|batch: Result<Vec<ReplyChunk>, BackendError>| {
-            let items: Vec<Result<ReplyChunk, BackendError>> = match batch {
-                Ok(chunks) => chunks.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            futures_util::stream::iter(items)
-        });
-        Ok(with_stream_timeouts(
-            Box::pin(chunks),
-            &self.name,
-            first_token_by,
-            Duration::from_millis(self.timeouts.idle_ms),
-        ))
+        self.endpoint
+            .post_sse(&self.chat_url, &Self::body(model, request, true), decoder)
+            .await
     }
 
     async fn healthy(&self) -> bool {
-        let probe = self
-            .client
-            .get(&self.models_url)
-            .headers(self.headers.clone())
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        matches!(probe, Ok(r) if r.status().is_success())
+        self.endpoint.probe(&self.models_url).await
     }
 }
 
