@@ -20,9 +20,26 @@ fn message_cost(text: &str) -> u64 {
     count_tokens(text) + MESSAGE_OVERHEAD
 }
 
+/// A text with its token count, counted once by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    pub text: &'a str,
+    pub tokens: u64,
+}
+
+impl<'a> Counted<'a> {
+    pub fn new(text: &'a str) -> Counted<'a> {
+        Counted {
+            text,
+            tokens: count_tokens(text),
+        }
+    }
+}
+
 pub struct ContextFit {
     system_prompt: String,
     user_message: String,
+    budget: u64,
     remaining_tokens: u64,
     remaining_turns: usize,
     /// Accepted history, newest first.
@@ -35,20 +52,21 @@ impl ContextFit {
     /// turns. `None` when the system prompt and the new message alone do not
     /// fit.
     pub fn new(
-        system_prompt: &str,
-        user_message: &str,
+        system_prompt: Counted<'_>,
+        user_message: Counted<'_>,
         budget: u64,
         max_turns: usize,
     ) -> Option<ContextFit> {
-        let system_cost = if system_prompt.is_empty() {
-            0
-        } else {
-            message_cost(system_prompt)
+        let system_cost = match system_prompt.text {
+            "" => 0,
+            _ => system_prompt.tokens + MESSAGE_OVERHEAD,
         };
-        let remaining_tokens = budget.checked_sub(system_cost + message_cost(user_message))?;
+        let remaining_tokens =
+            budget.checked_sub(system_cost + user_message.tokens + MESSAGE_OVERHEAD)?;
         Some(ContextFit {
-            system_prompt: system_prompt.to_owned(),
-            user_message: user_message.to_owned(),
+            budget,
+            system_prompt: system_prompt.text.to_owned(),
+            user_message: user_message.text.to_owned(),
             remaining_tokens,
             remaining_turns: max_turns,
             history: Vec::new(),
@@ -79,6 +97,11 @@ impl ContextFit {
             text,
         });
         true
+    }
+
+    /// Tokens of the prompt so far (system prompt, message, history).
+    pub fn used_tokens(&self) -> u64 {
+        self.budget - self.remaining_tokens
     }
 
     pub fn is_full(&self) -> bool {
@@ -130,7 +153,8 @@ mod tests {
     #[test]
     fn keeps_the_newest_turns_that_fit_in_order() {
         // system (2+4) + new (1+4) = 11 tokens; each one-word turn costs 5.
-        let mut fit = ContextFit::new("be kind", "new", 21, 100).unwrap();
+        let mut fit =
+            ContextFit::new(Counted::new("be kind"), Counted::new("new"), 21, 100).unwrap();
         assert!(fit.offer(&turn(3, Role::Assistant, "four")));
         assert!(fit.offer(&turn(2, Role::User, "three")));
         assert!(!fit.offer(&turn(1, Role::Assistant, "two")));
@@ -148,7 +172,7 @@ mod tests {
 
     #[test]
     fn never_splits_a_turn() {
-        let mut fit = ContextFit::new("", "new", 30, 100).unwrap();
+        let mut fit = ContextFit::new(Counted::new(""), Counted::new("new"), 30, 100).unwrap();
         assert!(fit.offer(&turn(9, Role::User, "hi")));
         assert!(!fit.offer(&turn(8, Role::User, &"lorem ipsum ".repeat(40))));
         assert_eq!(texts(&fit.finish()), ["hi", "new"]);
@@ -156,7 +180,7 @@ mod tests {
 
     #[test]
     fn the_turn_cap_bounds_history_too() {
-        let mut fit = ContextFit::new("", "new", 10_000, 2).unwrap();
+        let mut fit = ContextFit::new(Counted::new(""), Counted::new("new"), 10_000, 2).unwrap();
         assert!(fit.offer(&turn(5, Role::User, "a")));
         assert!(fit.offer(&turn(4, Role::User, "b")));
         assert!(fit.is_full());
@@ -166,12 +190,20 @@ mod tests {
 
     #[test]
     fn a_message_larger_than_the_window_does_not_fit() {
-        assert!(ContextFit::new("", &"lorem ipsum ".repeat(100), 100, 10).is_none());
+        assert!(
+            ContextFit::new(
+                Counted::new(""),
+                Counted::new(&"lorem ipsum ".repeat(100)),
+                100,
+                10
+            )
+            .is_none()
+        );
     }
 
     #[test]
     fn stored_token_counts_are_used_instead_of_recounting() {
-        let mut fit = ContextFit::new("", "new", 100, 10).unwrap();
+        let mut fit = ContextFit::new(Counted::new(""), Counted::new("new"), 100, 10).unwrap();
         let mut heavy = turn(1, Role::User, "hi");
         heavy.tokens = 200;
         assert!(!fit.offer(&heavy), "a stored count of 200 does not fit 100");

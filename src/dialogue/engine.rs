@@ -1,6 +1,7 @@
 //! The conversation rules: load and validate, serialize changes per dialogue,
 //! fit the prompt into the context window, call the model, persist, stream.
 
+use super::context::Counted;
 use super::error::{EngineError, Violations};
 use super::locks::DialogueLocks;
 use super::model::*;
@@ -50,6 +51,8 @@ struct PlannedTurn {
     request: ModelRequest,
     /// A summary of older history to store ahead of the exchange.
     summary: Option<Turn>,
+    /// Tokens of `request.messages`.
+    prompt_tokens: u64,
     user_turn: Turn,
     started: Instant,
 }
@@ -202,6 +205,7 @@ impl Engine {
             dialogue.model = self.model_or_default(&spec.model);
         }
         if mask.system_prompt {
+            dialogue.system_prompt_tokens = token_count_u32(&spec.system_prompt);
             dialogue.system_prompt = spec.system_prompt;
         }
         if mask.labels {
@@ -498,8 +502,10 @@ impl Engine {
         }
         .build(
             &dialogue,
-            &user_text,
-            user_tokens,
+            Counted {
+                text: &user_text,
+                tokens: user_tokens,
+            },
             request.params.max_tokens,
         )
         .await?;
@@ -534,6 +540,7 @@ impl Engine {
             },
             route,
             summary,
+            prompt_tokens: prompt.tokens,
             user_turn,
             started,
         })))
@@ -553,14 +560,9 @@ impl Engine {
             model: reported_model,
         } = reply;
         let reply_tokens = count_tokens(&reply);
-        // Backends that report no usage get a tokenizer estimate.
-        let usage = usage.unwrap_or_else(|| Usage {
-            prompt_tokens: planned
-                .request
-                .messages
-                .iter()
-                .map(|m| count_tokens(&m.text))
-                .sum(),
+        // Backends that report no usage get our tokenizer's counts.
+        let usage = usage.unwrap_or(Usage {
+            prompt_tokens: planned.prompt_tokens,
             completion_tokens: reply_tokens,
         });
         let now = Time::now();
@@ -698,6 +700,7 @@ impl Engine {
             update_time: now,
             turn_count: 0,
             latest_summary: None,
+            system_prompt_tokens: token_count_u32(&spec.system_prompt),
         })
     }
 
@@ -740,6 +743,10 @@ fn keep_within_response_budget(turns: &mut Vec<Turn>) {
         })
         .unwrap_or(turns.len());
     turns.truncate(keep.max(1));
+}
+
+fn token_count_u32(text: &str) -> u32 {
+    u32::try_from(count_tokens(text)).unwrap_or(u32::MAX)
 }
 
 /// Where a reply came from.

@@ -86,9 +86,23 @@ pub struct Dialogue {
     /// turn count, not with the settings).
     #[serde(default, skip_serializing)]
     pub latest_summary: Option<u64>,
+    /// Token count of `system_prompt`, kept so turns need not recount it;
+    /// 0 when unknown (records written before it existed).
+    #[serde(default)]
+    pub system_prompt_tokens: u32,
 }
 
 impl Dialogue {
+    /// The system prompt's token count, counted now if it was not stored.
+    pub fn system_prompt_tokens(&self) -> u64 {
+        match self.system_prompt_tokens {
+            0 if !self.system_prompt.is_empty() => {
+                super::tokenizer::count_tokens(&self.system_prompt)
+            }
+            n => u64::from(n),
+        }
+    }
+
     pub fn is_expired(&self, now: Time) -> bool {
         self.expire_time.is_some_and(|t| t <= now)
     }

@@ -9,7 +9,7 @@
 //! exchange, and stands in for everything up to that range from then on.
 //! A failed summary call does not fail the turn: it goes on without one.
 
-use super::context::{ContextFit, MESSAGE_OVERHEAD};
+use super::context::{ContextFit, Counted, MESSAGE_OVERHEAD};
 use super::error::EngineError;
 use super::model::{ContentPart, Dialogue, GenerationParams, Role, SummaryRange, Time, Turn};
 use super::tokenizer::{count_tokens, truncate_to_tokens};
@@ -18,8 +18,10 @@ use crate::router::{ModelRoute, Router, SummaryPolicy};
 use crate::store::DialogueStore;
 use tokio::time::Instant;
 
-/// Turns read from the store per step while walking back through history.
-const HISTORY_CHUNK: usize = 64;
+/// Turns read from the store per step while walking back through history:
+/// the first step, doubling up to the last.
+const FIRST_HISTORY_CHUNK: usize = 8;
+const MAX_HISTORY_CHUNK: usize = 128;
 
 const SUMMARY_HEADING: &str = "Summary of the earlier conversation:";
 
@@ -33,6 +35,8 @@ pub struct Prompt {
     pub messages: Vec<PromptMessage>,
     /// A new summary turn; the engine gives it its index.
     pub new_summary: Option<Turn>,
+    /// Tokens of `messages`, counted while building it.
+    pub tokens: u64,
 }
 
 pub struct PromptBuilder<'a> {
@@ -53,8 +57,7 @@ impl PromptBuilder<'_> {
     pub async fn build(
         &self,
         dialogue: &Dialogue,
-        user_text: &str,
-        user_tokens: u64,
+        user: Counted<'_>,
         max_tokens: Option<u32>,
     ) -> Result<Prompt, EngineError> {
         let route = self.route;
@@ -65,12 +68,16 @@ impl PromptBuilder<'_> {
         let budget = u64::from(route.context_tokens)
             .saturating_sub(u64::from(max_tokens.unwrap_or(0)))
             .saturating_sub(summary_room);
-        let mut fit = ContextFit::new(&dialogue.system_prompt, user_text, budget, route.max_history_turns)
+        let system = Counted {
+            text: &dialogue.system_prompt,
+            tokens: dialogue.system_prompt_tokens(),
+        };
+        let mut fit = ContextFit::new(system, user, budget, route.max_history_turns)
             .ok_or_else(|| EngineError::FailedPrecondition {
                 reason: "CONTEXT_TOO_LONG",
                 message: format!(
                     "the system prompt and message (about {} tokens) plus max_tokens do not fit model {}'s context window of {} tokens",
-                    count_tokens(&dialogue.system_prompt) + user_tokens,
+                    system.tokens + user.tokens,
                     route.name,
                     route.context_tokens
                 ),
@@ -96,14 +103,18 @@ impl PromptBuilder<'_> {
         let mut dropped_tokens = 0u64;
         let mut first_kept = dialogue.turn_count;
         let mut before = dialogue.turn_count;
+        // Read a few turns first and more as they keep fitting, so a window
+        // holding a few large turns does not decode dozens.
+        let mut chunk_size = FIRST_HISTORY_CHUNK;
         'walk: while before > covered_to {
             let chunk = self
                 .store
-                .turns_before(&dialogue.id, before, HISTORY_CHUNK)
+                .turns_before(&dialogue.id, before, chunk_size)
                 .await?;
             let Some(oldest) = chunk.last() else { break };
             before = oldest.index;
-            let exhausted = chunk.len() < HISTORY_CHUNK;
+            let exhausted = chunk.len() < chunk_size;
+            chunk_size = (chunk_size * 2).min(MAX_HISTORY_CHUNK);
             for turn in chunk {
                 if turn.index < covered_to {
                     break 'walk;
@@ -152,8 +163,10 @@ impl PromptBuilder<'_> {
             }
         }
 
+        let mut tokens = fit.used_tokens();
         let mut messages = fit.finish();
         if let Some(text) = summary_text {
+            tokens += count_tokens(&text) + MESSAGE_OVERHEAD;
             let at = usize::from(!dialogue.system_prompt.is_empty());
             messages.insert(
                 at,
@@ -166,6 +179,7 @@ impl PromptBuilder<'_> {
         Ok(Prompt {
             messages,
             new_summary,
+            tokens,
         })
     }
 
