@@ -28,6 +28,96 @@ pub struct Settings {
     pub backends: BTreeMap<String, BackendSettings>,
     /// Retries, fallback and circuit breaking of model calls.
     pub routing: RoutingSettings,
+    /// Who may call: API keys, JWTs, token issuance.
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No credentials; every caller is the `local` principal with all
+    /// roles. Allowed only when listening on loopback.
+    None,
+    /// Every call (but health, reflection and IssueToken) needs a valid
+    /// API key or JWT.
+    Required,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// Lifetime of tokens from IssueToken, in seconds.
+    pub token_ttl_secs: u64,
+    pub jwt: JwtSettings,
+    /// API keys (also the client credentials of IssueToken).
+    pub api_keys: Vec<ApiKeySettings>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            mode: AuthMode::None,
+            token_ttl_secs: 900,
+            jwt: JwtSettings::default(),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSettings {
+    /// Required `iss` of accepted tokens, and the `iss` of issued ones.
+    pub issuer: String,
+    /// Required `aud` of accepted tokens, and the `aud` of issued ones.
+    pub audience: String,
+    /// Environment variable with the HS256 secret (at least 32 bytes): verifies
+    /// HS256 tokens and signs IssueToken's tokens.
+    pub hs256_secret_env: Option<String>,
+    /// PEM file of an RSA public key for RS256 tokens.
+    pub rs256_public_key_file: Option<String>,
+    /// PEM file of a P-256 public key for ES256 tokens.
+    pub es256_public_key_file: Option<String>,
+    /// JWKS file (RS256 and ES256 keys, chosen by `kid`).
+    pub jwks_file: Option<String>,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        JwtSettings {
+            issuer: "dialogd".into(),
+            audience: "dialogd".into(),
+            hs256_secret_env: None,
+            rs256_public_key_file: None,
+            es256_public_key_file: None,
+            jwks_file: None,
+        }
+    }
+}
+
+/// One API key: only its id and the hash of its secret are configured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// The key's public id (`dk_<id>_...`): `[a-z0-9-]`, 1 to 64.
+    pub id: String,
+    /// `sha256:<hex>` of the secret, as printed by `dialogd keygen`.
+    pub hash: String,
+    /// The principal the key acts as; defaults to `id`.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// The tenant whose data the key reaches.
+    pub tenant: String,
+    #[serde(default = "default_roles")]
+    pub roles: Vec<crate::auth::Role>,
+    /// Narrower scopes than the roles grant, if set.
+    #[serde(default)]
+    pub scopes: Option<Vec<crate::auth::Scope>>,
+}
+
+fn default_roles() -> Vec<crate::auth::Role> {
+    vec![crate::auth::Role::User]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -294,6 +384,72 @@ impl Default for BreakerSettings {
     }
 }
 
+impl Settings {
+    fn validate_auth(&self) -> Result<(), String> {
+        let auth = &self.auth;
+        if auth.mode == AuthMode::None && !self.server.listen.ip().is_loopback() {
+            return Err(format!(
+                "auth.mode = \"none\" is only allowed on a loopback address, not {}; configure API keys or JWTs and set auth.mode = \"required\"",
+                self.server.listen
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for key in &auth.api_keys {
+            if !crate::auth::keys::valid_id(&key.id) || !ids.insert(key.id.as_str()) {
+                return Err(format!(
+                    "auth.api_keys: id {:?} is invalid or repeated",
+                    key.id
+                ));
+            }
+            if crate::auth::keys::parse_hash(&key.hash).is_none() {
+                return Err(format!(
+                    "auth.api_keys {:?}: hash must be sha256:<64 hex digits> (see `dialogd keygen`)",
+                    key.id
+                ));
+            }
+            if key.tenant.is_empty() {
+                return Err(format!(
+                    "auth.api_keys {:?}: tenant must not be empty",
+                    key.id
+                ));
+            }
+        }
+        let jwt = &auth.jwt;
+        if let Some(var) = &jwt.hs256_secret_env {
+            match std::env::var(var) {
+                Ok(secret) if secret.len() >= 32 => {}
+                _ => {
+                    return Err(format!(
+                        "auth.jwt.hs256_secret_env names {var}, which must hold a secret of at least 32 bytes"
+                    ));
+                }
+            }
+        }
+        for (key, path) in [
+            ("rs256_public_key_file", &jwt.rs256_public_key_file),
+            ("es256_public_key_file", &jwt.es256_public_key_file),
+            ("jwks_file", &jwt.jwks_file),
+        ] {
+            if let Some(p) = path
+                && !Path::new(p).is_file()
+            {
+                return Err(format!("auth.jwt.{key}: {p} is not a readable file"));
+            }
+        }
+        let any_jwt = jwt.hs256_secret_env.is_some()
+            || jwt.rs256_public_key_file.is_some()
+            || jwt.es256_public_key_file.is_some()
+            || jwt.jwks_file.is_some();
+        if auth.mode == AuthMode::Required && auth.api_keys.is_empty() && !any_jwt {
+            return Err("auth.mode = \"required\" needs auth.api_keys or an auth.jwt key".into());
+        }
+        if auth.token_ttl_secs == 0 || auth.token_ttl_secs > 24 * 3600 {
+            return Err("auth.token_ttl_secs must be 1 to 86400".into());
+        }
+        Ok(())
+    }
+}
+
 impl BackendSettings {
     /// Checks a backend entry, including that its API key variable is set.
     fn validate(&self, name: &str) -> Result<(), String> {
@@ -396,6 +552,7 @@ impl Default for Settings {
             }],
             backends: BTreeMap::from([("echo".into(), BackendSettings::Echo { delay_ms: 0 })]),
             routing: RoutingSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -477,6 +634,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "default_model",
     "models",
     "backends",
+    "routing",
+    "auth",
 ];
 
 fn is_config_env_key(key: &str) -> bool {
@@ -632,6 +791,7 @@ impl Settings {
         for (name, backend) in &self.backends {
             backend.validate(name).map_err(ConfigError::Invalid)?;
         }
+        self.validate_auth().map_err(ConfigError::Invalid)?;
         let routing = &self.routing;
         if routing.max_attempts == 0 || routing.max_attempts > 10 {
             return invalid("routing.max_attempts must be 1 to 10".into());
@@ -733,6 +893,21 @@ mod tests {
             assert!(err.contains("gpt-9"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn every_top_level_key_can_be_set_from_the_environment() {
+        let json = serde_json::to_value(Settings::default()).unwrap();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = TOP_LEVEL_KEYS.to_vec();
+        fields.sort();
+        listed.sort();
+        assert_eq!(fields, listed);
     }
 
     #[test]

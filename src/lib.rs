@@ -3,10 +3,12 @@
 //! Data flows one way: `grpc` (transport) -> `dialogue` (engine) -> `store`
 //! (durable history) and `router` -> `backend` (model calls).
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod dialogue;
 pub mod grpc;
+pub mod middleware;
 pub mod router;
 pub mod shutdown;
 pub mod startup;

@@ -2,10 +2,13 @@
 //! listener (port 0 works, see `local_addr`), serves until told to stop, then
 //! drains and flushes.
 
-use crate::config::Settings;
+use crate::auth::Authenticator;
+use crate::config::{AuthMode, Settings};
 use crate::dialogue::Engine;
-use crate::grpc::{DialogueGrpc, ModelGrpc};
+use crate::grpc::{AuthGrpc, DialogueGrpc, ModelGrpc};
+use crate::middleware::auth::AuthLayer;
 use crate::pb::dialogue::v1 as pb;
+use crate::pb::dialogue::v1::auth_service_server::AuthServiceServer;
 use crate::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
 use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
@@ -27,6 +30,8 @@ pub enum StartupError {
     Store(#[from] OpenError),
     #[error(transparent)]
     Backend(#[from] crate::backend::BuildError),
+    #[error("cannot set up authentication: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -42,6 +47,8 @@ pub enum StartupError {
 
 pub struct Application {
     settings: Settings,
+    /// `None` when auth.mode = "none".
+    authenticator: Option<Arc<Authenticator>>,
     listener: TcpListener,
     local_addr: SocketAddr,
     engine: Arc<Engine>,
@@ -51,6 +58,18 @@ impl Application {
     /// Opens the store and binds the listener; nothing is served yet.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let store: Arc<dyn DialogueStore> = Arc::new(SledStore::open(&settings.store)?);
+        let authenticator = match settings.auth.mode {
+            AuthMode::None => {
+                tracing::warn!(
+                    listen = %settings.server.listen,
+                    "AUTHENTICATION IS OFF (auth.mode = \"none\"): every caller acts as the local principal with all roles. For local development only."
+                );
+                None
+            }
+            AuthMode::Required => Some(Arc::new(
+                Authenticator::from_settings(&settings.auth).map_err(StartupError::Auth)?,
+            )),
+        };
         let router = Arc::new(Router::from_settings(&settings)?);
         tokio::task::spawn_blocking(crate::dialogue::tokenizer::warm_up);
         let engine = Arc::new(Engine::new(store, router, settings.limits.clone()));
@@ -63,6 +82,7 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Application {
             settings,
+            authenticator,
             listener,
             local_addr,
             engine,
@@ -83,6 +103,7 @@ impl Application {
     ) -> Result<(), StartupError> {
         let Application {
             settings,
+            authenticator,
             listener,
             local_addr,
             engine,
@@ -109,6 +130,7 @@ impl Application {
         let models = ModelServiceServer::new(ModelGrpc::new(engine.clone()))
             .max_decoding_message_size(max_request);
 
+        let auth_service = AuthServiceServer::new(AuthGrpc::new(authenticator.clone()));
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep_until_stopped(
             engine.clone(),
@@ -121,11 +143,13 @@ impl Application {
             Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .layer(AuthLayer::new(authenticator))
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(dialogues)
                 .add_service(models)
+                .add_service(auth_service)
                 .serve_with_incoming_shutdown(incoming, stop_serving.cancelled_owned()),
         );
         tracing::info!(%local_addr, "serving gRPC");

@@ -9,6 +9,7 @@ use super::page_token;
 use super::prompt::PromptBuilder;
 use super::tokenizer::count_tokens;
 use super::validate;
+use crate::auth::Principal;
 use crate::backend::{BackendError, ModelReply, ModelRequest, ReplyChunk};
 use crate::config::LimitSettings;
 use crate::router::{ModelRoute, Routed, Router};
@@ -116,11 +117,13 @@ impl Engine {
 
     pub async fn create_dialogue(
         &self,
+        caller: &Principal,
         id: Option<DialogueId>,
         spec: DialogueSpec,
     ) -> Result<Dialogue, EngineError> {
         let now = Time::now();
         let dialogue = self.new_dialogue(
+            Owner::of(caller),
             id.unwrap_or_else(DialogueId::generate),
             &spec,
             now,
@@ -132,12 +135,24 @@ impl Engine {
         Ok(dialogue)
     }
 
+    /// The caller's dialogue; an admin also gets any other dialogue's
+    /// metadata, without its content (system prompt, state, turns).
     pub async fn get_dialogue(
         &self,
+        caller: &Principal,
         id: &DialogueId,
         last_turns: usize,
     ) -> Result<(Dialogue, Vec<Turn>), EngineError> {
-        let dialogue = self.load(id, Time::now()).await?;
+        let now = Time::now();
+        let dialogue = match self.load(caller, id, now).await {
+            Err(EngineError::NotFound(_)) if caller.is_admin() => {
+                let mut other = self.load_any(id, now).await?;
+                other.system_prompt.clear();
+                other.state = None;
+                return Ok((other, Vec::new()));
+            }
+            other => other?,
+        };
         let mut turns = Vec::new();
         if last_turns > 0 {
             turns = self
@@ -152,6 +167,7 @@ impl Engine {
 
     pub async fn list_dialogues(
         &self,
+        caller: &Principal,
         page_size_req: usize,
         page_token: &str,
     ) -> Result<Page<Dialogue>, EngineError> {
@@ -173,7 +189,7 @@ impl Engine {
         };
         let (items, next) = self
             .store
-            .list_dialogues(after.as_ref(), page_size(page_size_req))
+            .list_dialogues(&Owner::of(caller), after.as_ref(), page_size(page_size_req))
             .await?;
         let next_page_token = next.map(|c| {
             let mut position = c.create_time.0.to_be_bytes().to_vec();
@@ -188,6 +204,7 @@ impl Engine {
 
     pub async fn update_dialogue(
         &self,
+        caller: &Principal,
         id: &DialogueId,
         spec: DialogueSpec,
         mask: UpdateMask,
@@ -200,7 +217,7 @@ impl Engine {
         }
         v.into_result(())?;
         let _guard = self.locks.lock(id).await;
-        let mut dialogue = self.load(id, now).await?;
+        let mut dialogue = self.load(caller, id, now).await?;
         if mask.model {
             dialogue.model = self.model_or_default(&spec.model);
         }
@@ -222,15 +239,20 @@ impl Engine {
         Ok(dialogue)
     }
 
-    pub async fn delete_dialogue(&self, id: &DialogueId) -> Result<(), EngineError> {
+    pub async fn delete_dialogue(
+        &self,
+        caller: &Principal,
+        id: &DialogueId,
+    ) -> Result<(), EngineError> {
         let _guard = self.locks.lock(id).await;
-        self.load(id, Time::now()).await?;
+        self.load(caller, id, Time::now()).await?;
         self.store.delete_dialogue(id).await?;
         Ok(())
     }
 
     pub async fn list_turns(
         &self,
+        caller: &Principal,
         id: &DialogueId,
         page_size_req: usize,
         page_token: &str,
@@ -246,7 +268,7 @@ impl Engine {
                 u64::from_be_bytes(bytes)
             }
         };
-        let dialogue = self.load(id, Time::now()).await?;
+        let dialogue = self.load(caller, id, Time::now()).await?;
         let size = page_size(page_size_req);
         let mut items = self.store.list_turns(id, from, size).await?;
         keep_within_response_budget(&mut items);
@@ -458,11 +480,14 @@ impl Engine {
             .get_dialogue(id)
             .await?
             .filter(|d| !d.is_expired(now));
+        let owner = Owner::of(&request.caller);
         let (dialogue, create) = match (stored, &request.create_if_missing) {
-            (Some(d), _) => (d, None),
+            (Some(d), _) if d.owner == owner => (d, None),
+            // Someone else's: not found, and not creatable under that ID.
+            (Some(_), _) => return Err(EngineError::NotFound(dialogue_name(id))),
             (None, Some(spec)) => {
                 self.erase_if_expired(id, now).await?;
-                let d = self.new_dialogue(id.clone(), spec, now, "dialogue_defaults")?;
+                let d = self.new_dialogue(owner, id.clone(), spec, now, "dialogue_defaults")?;
                 (d.clone(), Some(d))
             }
             (None, None) => return Err(EngineError::NotFound(dialogue_name(id))),
@@ -662,8 +687,22 @@ impl Engine {
         })
     }
 
-    /// The live dialogue, or NOT_FOUND when missing or expired.
-    async fn load(&self, id: &DialogueId, now: Time) -> Result<Dialogue, EngineError> {
+    /// The caller's live dialogue. Missing, expired and someone else's all
+    /// answer NOT_FOUND alike, so existence never leaks.
+    async fn load(
+        &self,
+        caller: &Principal,
+        id: &DialogueId,
+        now: Time,
+    ) -> Result<Dialogue, EngineError> {
+        match self.load_any(id, now).await? {
+            d if d.owner == Owner::of(caller) => Ok(d),
+            _ => Err(EngineError::NotFound(dialogue_name(id))),
+        }
+    }
+
+    /// A live dialogue whoever owns it (only for admin metadata reads).
+    async fn load_any(&self, id: &DialogueId, now: Time) -> Result<Dialogue, EngineError> {
         match self.store.get_dialogue(id).await? {
             Some(d) if !d.is_expired(now) => Ok(d),
             _ => Err(EngineError::NotFound(dialogue_name(id))),
@@ -680,6 +719,7 @@ impl Engine {
 
     fn new_dialogue(
         &self,
+        owner: Owner,
         id: DialogueId,
         spec: &DialogueSpec,
         now: Time,
@@ -691,6 +731,7 @@ impl Engine {
         v.into_result(())?;
         Ok(Dialogue {
             id,
+            owner,
             model: self.model_or_default(&spec.model),
             system_prompt: spec.system_prompt.clone(),
             labels: spec.labels.clone(),

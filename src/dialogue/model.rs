@@ -68,10 +68,35 @@ impl fmt::Display for DialogueId {
     }
 }
 
+/// Who a dialogue belongs to: only this principal of this tenant sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    pub tenant: String,
+    pub principal: String,
+}
+
+impl Owner {
+    pub fn of(principal: &crate::auth::Principal) -> Owner {
+        Owner {
+            tenant: principal.tenant.clone(),
+            principal: principal.id.clone(),
+        }
+    }
+}
+
+impl Default for Owner {
+    /// Records written before owners existed belong to the local caller.
+    fn default() -> Owner {
+        Owner::of(&crate::auth::Principal::local())
+    }
+}
+
 /// A dialogue's settings and counters (its turns are stored separately).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dialogue {
     pub id: DialogueId,
+    #[serde(default)]
+    pub owner: Owner,
     pub model: String,
     pub system_prompt: String,
     pub labels: BTreeMap<String, String>,
@@ -233,6 +258,8 @@ pub struct UpdateMask {
 /// A request to run one turn.
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
+    /// Who asks; the dialogue must be theirs.
+    pub caller: crate::auth::Principal,
     pub dialogue_id: DialogueId,
     pub content: Vec<ContentPart>,
     pub params: GenerationParams,

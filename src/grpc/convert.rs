@@ -2,6 +2,7 @@
 //! (a malformed name, an unknown mask path, a NaN in `state`) are reported
 //! here with the field's path; the engine checks the rules.
 
+use crate::auth::Principal;
 use crate::dialogue::EngineError;
 use crate::dialogue::error::Violations;
 use crate::dialogue::model::{
@@ -231,8 +232,19 @@ pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::In
     std::time::Instant::now().checked_add(timeout - margin)
 }
 
+/// The caller the auth layer admitted (it runs before every handler of a
+/// protected method).
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("no authenticated caller"))
+}
+
 pub fn turn_request(
     req: pb::ConverseRequest,
+    caller: Principal,
     deadline: Option<std::time::Instant>,
 ) -> Result<TurnRequest, EngineError> {
     let mut v = Violations::default();
@@ -255,6 +267,7 @@ pub fn turn_request(
         )
     });
     let request = dialogue_id.map(|dialogue_id| TurnRequest {
+        caller,
         dialogue_id,
         content,
         params: params_from_pb(req.generation),

@@ -29,13 +29,14 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::CreateDialogueRequest>,
     ) -> Result<Response<pb::Dialogue>, Status> {
+        let caller = convert::caller(&request)?;
         let dialogue = request.into_inner().dialogue.unwrap_or_default();
         let mut v = Violations::default();
         let id =
             convert::optional_dialogue_id(&dialogue.dialogue_id, "dialogue.dialogue_id", &mut v);
         let spec = convert::dialogue_spec(dialogue, "dialogue", &mut v);
         let spec = v.into_result(spec)?;
-        let created = self.engine.create_dialogue(id, spec).await?;
+        let created = self.engine.create_dialogue(&caller, id, spec).await?;
         Ok(Response::new(convert::dialogue_to_pb(&created, &[])))
     }
 
@@ -43,6 +44,7 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::GetDialogueRequest>,
     ) -> Result<Response<pb::Dialogue>, Status> {
+        let caller = convert::caller(&request)?;
         let req = request.into_inner();
         let id = convert::dialogue_id_from_name(&req.name, "name")?;
         let last_turns = usize::try_from(req.last_turns)
@@ -51,7 +53,7 @@ impl DialogueService for DialogueGrpc {
             .ok_or_else(|| {
                 crate::dialogue::EngineError::invalid("last_turns", "must be 0 to 1000")
             })?;
-        let (dialogue, turns) = self.engine.get_dialogue(&id, last_turns).await?;
+        let (dialogue, turns) = self.engine.get_dialogue(&caller, &id, last_turns).await?;
         Ok(Response::new(convert::dialogue_to_pb(&dialogue, &turns)))
     }
 
@@ -59,10 +61,11 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::ListDialoguesRequest>,
     ) -> Result<Response<pb::ListDialoguesResponse>, Status> {
+        let caller = convert::caller(&request)?;
         let req = request.into_inner();
         let page = self
             .engine
-            .list_dialogues(convert::page_size(req.page_size)?, &req.page_token)
+            .list_dialogues(&caller, convert::page_size(req.page_size)?, &req.page_token)
             .await?;
         Ok(Response::new(pb::ListDialoguesResponse {
             dialogues: page
@@ -78,6 +81,7 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::UpdateDialogueRequest>,
     ) -> Result<Response<pb::Dialogue>, Status> {
+        let caller = convert::caller(&request)?;
         let req = request.into_inner();
         let mask = convert::update_mask(req.update_mask)?;
         let dialogue = req.dialogue.unwrap_or_default();
@@ -85,7 +89,10 @@ impl DialogueService for DialogueGrpc {
         let mut v = Violations::default();
         let spec = convert::dialogue_spec(dialogue, "dialogue", &mut v);
         let spec = v.into_result(spec)?;
-        let updated = self.engine.update_dialogue(&id, spec, mask).await?;
+        let updated = self
+            .engine
+            .update_dialogue(&caller, &id, spec, mask)
+            .await?;
         Ok(Response::new(convert::dialogue_to_pb(&updated, &[])))
     }
 
@@ -93,8 +100,9 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::DeleteDialogueRequest>,
     ) -> Result<Response<()>, Status> {
+        let caller = convert::caller(&request)?;
         let id = convert::dialogue_id_from_name(&request.into_inner().name, "name")?;
-        self.engine.delete_dialogue(&id).await?;
+        self.engine.delete_dialogue(&caller, &id).await?;
         Ok(Response::new(()))
     }
 
@@ -102,11 +110,17 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::ListTurnsRequest>,
     ) -> Result<Response<pb::ListTurnsResponse>, Status> {
+        let caller = convert::caller(&request)?;
         let req = request.into_inner();
         let id = convert::dialogue_id_from_name(&req.parent, "parent")?;
         let page = self
             .engine
-            .list_turns(&id, convert::page_size(req.page_size)?, &req.page_token)
+            .list_turns(
+                &caller,
+                &id,
+                convert::page_size(req.page_size)?,
+                &req.page_token,
+            )
             .await?;
         Ok(Response::new(pb::ListTurnsResponse {
             turns: page
@@ -122,8 +136,9 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::ConverseRequest>,
     ) -> Result<Response<pb::ConverseResponse>, Status> {
+        let caller = convert::caller(&request)?;
         let deadline = convert::deadline(request.metadata());
-        let turn = convert::turn_request(request.into_inner(), deadline)?;
+        let turn = convert::turn_request(request.into_inner(), caller, deadline)?;
         let outcome = self.engine.converse(turn).await?;
         Ok(Response::new(convert::outcome_to_pb(outcome)))
     }
@@ -134,8 +149,9 @@ impl DialogueService for DialogueGrpc {
         &self,
         request: Request<pb::ConverseRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let caller = convert::caller(&request)?;
         let deadline = convert::deadline(request.metadata());
-        let turn = convert::turn_request(request.into_inner(), deadline)?;
+        let turn = convert::turn_request(request.into_inner(), caller, deadline)?;
         let events = ReceiverStream::new(self.engine.converse_stream(turn))
             .map(|event| event.map(convert::event_to_pb).map_err(Status::from));
         Ok(Response::new(Box::pin(events)))

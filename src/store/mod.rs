@@ -10,7 +10,7 @@ pub mod sled;
 
 pub use group_commit::GroupCommit;
 
-use crate::dialogue::model::{Dialogue, DialogueId, Time, Turn};
+use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -86,10 +86,11 @@ pub trait DialogueStore: Send + Sync + 'static {
     /// Erases a dialogue, its turns and idempotency records; false if absent.
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError>;
 
-    /// Dialogues newest first, starting after `after`; at most `limit`.
-    /// Returns the cursor of the last one when more may follow.
+    /// `owner`'s dialogues newest first, starting after `after`; at most
+    /// `limit`. Returns the cursor of the last one when more may follow.
     async fn list_dialogues(
         &self,
+        owner: &Owner,
         after: Option<&DialogueCursor>,
         limit: usize,
     ) -> Result<(Vec<Dialogue>, Option<DialogueCursor>), StoreError>;

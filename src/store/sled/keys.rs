@@ -7,12 +7,12 @@
 //! | `h/{id}`                                 | head: turn count, last turn time, latest summary (24 bytes) |
 //! | `t/{id}\0{index:u64 BE}`                 | one turn (JSON)          |
 //! | `i/{id}\0{request_id}`                   | idempotency record (JSON)|
-//! | `c/{!create_time:u64 BE}{id}`            | empty: newest-first listing |
+//! | `c/{owner}{!create_time:u64 BE}{id}`     | the id: each owner's newest-first listing |
 //! | `x/{expire_time:u64 BE}{kind}{key rest}` | empty: expiry queue      |
 //!
 //! IDs never contain `\0` (see `DialogueId`), so `{id}\0` prefixes are exact.
 
-use crate::dialogue::model::{DialogueId, Time};
+use crate::dialogue::model::{DialogueId, Owner, Time};
 
 pub const TURN: &[u8] = b"t/";
 pub const CREATED: &[u8] = b"c/";
@@ -62,18 +62,32 @@ pub fn idempotency(id: &DialogueId, request_id: &str) -> Vec<u8> {
     )
 }
 
-pub fn created(create_time: Time, id: &DialogueId) -> Vec<u8> {
+/// Length-prefixed, so no tenant or principal name can run into the next.
+fn owner_part(owner: &Owner) -> Vec<u8> {
+    let mut out = Vec::with_capacity(owner.tenant.len() + owner.principal.len() + 8);
+    for part in [&owner.tenant, &owner.principal] {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+/// The listing index of one owner's dialogues.
+pub fn created_prefix(owner: &Owner) -> Vec<u8> {
+    join(CREATED, &[&owner_part(owner)])
+}
+
+/// A listing entry (its value is the dialogue's ID).
+pub fn created(owner: &Owner, create_time: Time, id: &DialogueId) -> Vec<u8> {
     let newest_first = !u64::try_from(create_time.0).unwrap_or(0);
     join(
         CREATED,
-        &[&newest_first.to_be_bytes(), id.as_str().as_bytes()],
+        &[
+            &owner_part(owner),
+            &newest_first.to_be_bytes(),
+            id.as_str().as_bytes(),
+        ],
     )
-}
-
-/// Parses a `c/` key back into the dialogue ID it indexes.
-pub fn id_of_created(key: &[u8]) -> Option<DialogueId> {
-    let id = key.get(CREATED.len() + 8..)?;
-    DialogueId::parse(std::str::from_utf8(id).ok()?).ok()
 }
 
 pub fn expiry(at: Time, kind: u8, rest: &[u8]) -> Vec<u8> {
@@ -162,11 +176,25 @@ mod tests {
     }
 
     #[test]
-    fn created_keys_list_newest_first_and_round_trip() {
-        let old = created(Time(1_000), &id("old"));
-        let new = created(Time(2_000), &id("new"));
+    fn created_keys_list_newest_first_within_their_owner_only() {
+        let owner = Owner {
+            tenant: "t".into(),
+            principal: "p".into(),
+        };
+        let old = created(&owner, Time(1_000), &id("old"));
+        let new = created(&owner, Time(2_000), &id("new"));
         assert!(new < old);
-        assert_eq!(id_of_created(&new), Some(id("new")));
+        assert!(new.starts_with(&created_prefix(&owner)));
+        // "t"+"pq" must not share a prefix with "tp"+"q".
+        let a = Owner {
+            tenant: "t".into(),
+            principal: "pq".into(),
+        };
+        let b = Owner {
+            tenant: "tp".into(),
+            principal: "q".into(),
+        };
+        assert!(!created(&a, Time(1), &id("x")).starts_with(&created_prefix(&b)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::{
     SweepReport,
 };
 use crate::config::{Durability, StoreSettings};
-use crate::dialogue::model::{Dialogue, DialogueId, Time, Turn};
+use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -143,7 +143,10 @@ impl SledStore {
                 latest_summary: None,
             })[..],
         );
-        batch.insert(keys::created(dialogue.create_time, id), &[][..]);
+        batch.insert(
+            keys::created(&dialogue.owner, dialogue.create_time, id),
+            id.as_str().as_bytes(),
+        );
         if let Some(at) = dialogue.expire_time {
             batch.insert(
                 keys::expiry(at, keys::EXPIRY_DIALOGUE, id.as_str().as_bytes()),
@@ -161,7 +164,7 @@ impl SledStore {
         let mut batch = sled::Batch::default();
         batch.remove(keys::meta(id));
         batch.remove(keys::head(id));
-        batch.remove(keys::created(dialogue.create_time, id));
+        batch.remove(keys::created(&dialogue.owner, dialogue.create_time, id));
         if let Some(at) = dialogue.expire_time {
             batch.remove(keys::expiry(
                 at,
@@ -299,28 +302,29 @@ impl DialogueStore for SledStore {
 
     async fn list_dialogues(
         &self,
+        owner: &Owner,
         after: Option<&DialogueCursor>,
         limit: usize,
     ) -> Result<(Vec<Dialogue>, Option<DialogueCursor>), StoreError> {
+        let prefix = keys::created_prefix(owner);
         let start = match after {
             // Just after the cursor's key: append a byte no ID ends with.
             Some(c) => {
-                let mut k = keys::created(c.create_time, &c.id);
+                let mut k = keys::created(owner, c.create_time, &c.id);
                 k.push(0);
                 k
             }
-            None => keys::CREATED.to_vec(),
+            None => prefix.clone(),
         };
         let now = Time::now();
         let mut dialogues = Vec::new();
         let mut more = false;
-        for key in self
-            .tree
-            .range(start..keys::prefix_end(keys::CREATED))
-            .keys()
-        {
-            let key = key?;
-            let Some(id) = keys::id_of_created(&key) else {
+        for entry in self.tree.range(start..keys::prefix_end(&prefix)).values() {
+            let raw = entry?;
+            let Some(id) = std::str::from_utf8(&raw)
+                .ok()
+                .and_then(|s| DialogueId::parse(s).ok())
+            else {
                 continue;
             };
             let Some(dialogue) = Self::read_dialogue(&self.tree, &id)? else {

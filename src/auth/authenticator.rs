@@ -1,0 +1,153 @@
+//! Turns a bearer credential into a `Principal`, and client credentials
+//! into a short-lived token.
+
+use super::jwt::{JwtIssuer, JwtVerifier};
+use super::{Principal, Scope, keys};
+use crate::config::AuthSettings;
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing credentials: send `authorization: Bearer <API key or token>`")]
+    Missing,
+    /// Deliberately vague: which part was wrong helps only an attacker.
+    #[error("invalid or expired credentials")]
+    Invalid,
+    #[error("this call needs the `{}` scope", .0.as_str())]
+    MissingScope(Scope),
+    #[error("requested scope {0:?} is not granted to this client")]
+    ScopeNotGranted(String),
+    #[error("token issuance is not configured (auth.jwt.hs256_secret_env)")]
+    IssuanceDisabled,
+}
+
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in_secs: u64,
+    pub scopes: Vec<Scope>,
+}
+
+struct KeyEntry {
+    hash: [u8; 32],
+    principal: Principal,
+}
+
+pub struct Authenticator {
+    keys: HashMap<String, KeyEntry>,
+    verifier: Option<JwtVerifier>,
+    issuer: Option<JwtIssuer>,
+    token_ttl_secs: u64,
+}
+
+impl Authenticator {
+    /// Builds from validated settings (key hashes parse, files exist).
+    pub fn from_settings(settings: &AuthSettings) -> Result<Authenticator, String> {
+        let mut keys = HashMap::new();
+        for k in &settings.api_keys {
+            let hash = keys::parse_hash(&k.hash)
+                .ok_or_else(|| format!("auth.api_keys {:?}: bad hash", k.id))?;
+            let principal = Principal::new(
+                k.principal.clone().unwrap_or_else(|| k.id.clone()),
+                k.tenant.clone(),
+                k.roles.iter().copied().collect(),
+                k.scopes.as_ref().map(|s| s.iter().copied().collect()),
+            );
+            keys.insert(k.id.clone(), KeyEntry { hash, principal });
+        }
+        let jwt = &settings.jwt;
+        let secret = jwt
+            .hs256_secret_env
+            .as_deref()
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|s| !s.is_empty());
+        let mut verifier = JwtVerifier::new(
+            &jwt.issuer,
+            &jwt.audience,
+            secret.as_deref().map(str::as_bytes),
+        );
+        let mut any_public_key = false;
+        if let Some(path) = &jwt.rs256_public_key_file {
+            verifier
+                .add_pem(path, jsonwebtoken::Algorithm::RS256)
+                .map_err(|e| e.to_string())?;
+            any_public_key = true;
+        }
+        if let Some(path) = &jwt.es256_public_key_file {
+            verifier
+                .add_pem(path, jsonwebtoken::Algorithm::ES256)
+                .map_err(|e| e.to_string())?;
+            any_public_key = true;
+        }
+        if let Some(path) = &jwt.jwks_file {
+            verifier.add_jwks(path).map_err(|e| e.to_string())?;
+            any_public_key = true;
+        }
+        let issuer = secret
+            .as_deref()
+            .map(|s| JwtIssuer::new(&jwt.issuer, &jwt.audience, s.as_bytes()));
+        Ok(Authenticator {
+            keys,
+            verifier: (secret.is_some() || any_public_key).then_some(verifier),
+            issuer,
+            token_ttl_secs: settings.token_ttl_secs,
+        })
+    }
+
+    /// The caller named by an `authorization` header value.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let raw = authorization.ok_or(AuthError::Missing)?;
+        let credential = raw
+            .strip_prefix("Bearer ")
+            .or_else(|| raw.strip_prefix("bearer "))
+            .ok_or(AuthError::Missing)?
+            .trim();
+        if let Some(key) = keys::parse(credential) {
+            return self.check_key(key.id, key.secret);
+        }
+        self.verifier
+            .as_ref()
+            .and_then(|v| v.verify(credential))
+            .ok_or(AuthError::Invalid)
+    }
+
+    fn check_key(&self, id: &str, secret: &str) -> Result<Principal, AuthError> {
+        match self.keys.get(id) {
+            Some(entry) if keys::matches(secret, &entry.hash) => Ok(entry.principal.clone()),
+            _ => Err(AuthError::Invalid),
+        }
+    }
+
+    /// OAuth2 client-credentials style: a key's id and secret (or the whole
+    /// key as the secret) for a token of at most the key's scopes.
+    pub fn issue_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        requested: &[String],
+        now_secs: u64,
+    ) -> Result<IssuedToken, AuthError> {
+        let issuer = self.issuer.as_ref().ok_or(AuthError::IssuanceDisabled)?;
+        let secret = keys::parse(client_secret)
+            .filter(|k| k.id == client_id)
+            .map_or(client_secret, |k| k.secret);
+        let mut principal = self.check_key(client_id, secret)?;
+        if !requested.is_empty() {
+            let mut scopes = BTreeSet::new();
+            for name in requested {
+                match Scope::parse(name).filter(|s| principal.scopes.contains(s)) {
+                    Some(s) => scopes.insert(s),
+                    None => return Err(AuthError::ScopeNotGranted(name.clone())),
+                };
+            }
+            principal.scopes = scopes;
+        }
+        let access_token = issuer
+            .issue(&principal, now_secs, self.token_ttl_secs)
+            .map_err(|_| AuthError::IssuanceDisabled)?;
+        Ok(IssuedToken {
+            access_token,
+            expires_in_secs: self.token_ttl_secs,
+            scopes: principal.scopes.into_iter().collect(),
+        })
+    }
+}

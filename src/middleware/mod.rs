@@ -1,0 +1,3 @@
+//! Tower layers around every gRPC service.
+
+pub mod auth;
