@@ -14,6 +14,8 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML config file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -28,8 +30,55 @@ struct Cli {
     log_level: Option<String>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Creates an API key: prints the key once, and the [[auth.api_keys]]
+    /// entry (with only the key's hash) to paste into the config.
+    Keygen {
+        /// The key's public id: lowercase letters, digits and '-'.
+        #[arg(long)]
+        id: String,
+        /// The tenant whose dialogues the key reaches.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated roles: user, admin, auditor.
+        #[arg(long, default_value = "user")]
+        roles: String,
+    },
+}
+
+/// Prints a new key and its config entry; the key is not stored anywhere.
+fn keygen(id: &str, tenant: &str, roles: &str) -> ExitCode {
+    if !dialogd::auth::keys::valid_id(id) {
+        eprintln!("dialogd: --id must be 1 to 64 of a-z, 0-9 and '-'");
+        return ExitCode::from(2);
+    }
+    let roles: Vec<&str> = roles.split(',').map(str::trim).collect();
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| dialogd::auth::Role::parse(r).is_none())
+    {
+        eprintln!("dialogd: unknown role {bad:?} (user, admin, auditor)");
+        return ExitCode::from(2);
+    }
+    let (key, secret) = dialogd::auth::keys::generate(id);
+    let roles_toml: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+    println!("# API key for {id} (shown once; give it to the client, keep it secret):");
+    println!("# {key}");
+    println!();
+    println!("[[auth.api_keys]]");
+    println!("id = {id:?}");
+    println!("hash = {:?}", dialogd::auth::keys::hash_for_config(&secret));
+    println!("tenant = {tenant:?}");
+    println!("roles = [{}]", roles_toml.join(", "));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Keygen { id, tenant, roles }) = &cli.command {
+        return keygen(id, tenant, roles);
+    }
     let flags = FlagOverrides {
         listen: cli.listen,
         data_dir: cli.data_dir,

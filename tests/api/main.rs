@@ -9,6 +9,7 @@ mod concurrency;
 mod converse;
 mod dialogues;
 mod durability;
+mod security;
 mod service;
 mod streaming;
 mod summaries;

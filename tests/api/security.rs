@@ -1,0 +1,518 @@
+//! Authentication, scopes and tenant isolation over the wire: every RPC
+//! against every kind of credential, and no refused call changes data.
+
+use crate::helpers::*;
+use dialogd::auth::keys;
+use dialogd::config::{ApiKeySettings, AuthMode};
+use dialogd::pb::dialogue::v1 as pb;
+use dialogd::pb::dialogue::v1::auth_service_client::AuthServiceClient;
+use std::collections::HashMap;
+use tonic::Code;
+
+const JWT_SECRET_ENV: &str = "DIALOGD_TEST_JWT_SECRET_SECURITY";
+
+/// A server requiring auth, and a bearer key per name.
+async fn secured_app() -> (TestApp, HashMap<&'static str, String>) {
+    // Unique per test module: the process environment is shared.
+    unsafe { std::env::set_var(JWT_SECRET_ENV, "test-secret-test-secret-test-secret!") };
+    // (key id, tenant, roles, narrowed scopes)
+    type Person = (
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        Option<&'static [&'static str]>,
+    );
+    let people: [Person; 6] = [
+        ("alice", "acme", &["user"], None),
+        ("bob", "acme", &["user"], None),
+        ("eve", "evil", &["user"], None),
+        ("reader", "acme", &["user"], Some(&["dialogue:read"])),
+        ("admin", "ops", &["admin"], None),
+        ("auditor", "ops", &["auditor"], None),
+    ];
+    let mut bearer = HashMap::new();
+    let mut entries = Vec::new();
+    for (id, tenant, roles, scopes) in people {
+        let (key, secret) = keys::generate(id);
+        bearer.insert(id, key);
+        // Reader shares alice's principal: same owner, read-only scope.
+        let principal = (id == "reader").then(|| "alice".to_string());
+        let tenant = if id == "reader" { "acme" } else { tenant };
+        entries.push(ApiKeySettings {
+            id: id.into(),
+            hash: keys::hash_for_config(&secret),
+            principal,
+            tenant: tenant.into(),
+            roles: roles
+                .iter()
+                .map(|r| dialogd::auth::Role::parse(r).unwrap())
+                .collect(),
+            scopes: scopes.map(|s| {
+                s.iter()
+                    .map(|x| dialogd::auth::Scope::parse(x).unwrap())
+                    .collect()
+            }),
+        });
+    }
+    let app = spawn_app_with(move |s| {
+        s.auth.mode = AuthMode::Required;
+        s.auth.api_keys = entries;
+        s.auth.jwt.hs256_secret_env = Some(JWT_SECRET_ENV.into());
+    })
+    .await;
+    (app, bearer)
+}
+
+fn with_auth<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(k) = key {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {k}").parse().unwrap());
+    }
+    request
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Create,
+    Get,
+    List,
+    Update,
+    Delete,
+    ListTurns,
+    Converse,
+    ConverseStream,
+    ListModels,
+}
+
+const ALL: [Rpc; 9] = [
+    Rpc::Create,
+    Rpc::Get,
+    Rpc::List,
+    Rpc::Update,
+    Rpc::Delete,
+    Rpc::ListTurns,
+    Rpc::Converse,
+    Rpc::ConverseStream,
+    Rpc::ListModels,
+];
+
+/// Calls `rpc` on dialogue `target` with `key`; Ok or the status code.
+async fn call(app: &TestApp, rpc: Rpc, target: &str, key: Option<&str>) -> Result<(), Code> {
+    let mut d = app.dialogues.clone();
+    let result = match rpc {
+        Rpc::Create => d
+            .create_dialogue(with_auth(
+                pb::CreateDialogueRequest {
+                    dialogue: Some(pb::Dialogue::default()),
+                },
+                key,
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::Get => d
+            .get_dialogue(with_auth(
+                pb::GetDialogueRequest {
+                    name: name(target),
+                    last_turns: 5,
+                },
+                key,
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::List => d
+            .list_dialogues(with_auth(pb::ListDialoguesRequest::default(), key))
+            .await
+            .map(|_| ()),
+        Rpc::Update => d
+            .update_dialogue(with_auth(
+                pb::UpdateDialogueRequest {
+                    dialogue: Some(pb::Dialogue {
+                        name: name(target),
+                        system_prompt: "hijacked".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["system_prompt".into()],
+                    }),
+                },
+                key,
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::Delete => d
+            .delete_dialogue(with_auth(
+                pb::DeleteDialogueRequest { name: name(target) },
+                key,
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::ListTurns => d
+            .list_turns(with_auth(
+                pb::ListTurnsRequest {
+                    parent: name(target),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::Converse => d
+            .converse(with_auth(converse_request(target, "intrusion"), key))
+            .await
+            .map(|_| ()),
+        Rpc::ConverseStream => match d
+            .converse_stream(with_auth(converse_request(target, "intrusion"), key))
+            .await
+        {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        },
+        Rpc::ListModels => app
+            .models
+            .clone()
+            .list_models(with_auth(pb::ListModelsRequest {}, key))
+            .await
+            .map(|_| ()),
+    };
+    result.map_err(|s| s.code())
+}
+
+/// alice's dialogue as alice sees it: (turn count, system prompt).
+async fn snapshot(app: &TestApp, alice: &str) -> (i64, String) {
+    let got = app
+        .dialogues
+        .clone()
+        .get_dialogue(with_auth(
+            pb::GetDialogueRequest {
+                name: name("a1"),
+                last_turns: 0,
+            },
+            Some(alice),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (got.turn_count, got.system_prompt)
+}
+
+#[tokio::test]
+async fn every_rpc_refuses_every_wrong_credential_without_changing_data() {
+    let (app, key) = secured_app().await;
+    let alice = key["alice"].as_str();
+    app.dialogues
+        .clone()
+        .create_dialogue(with_auth(
+            pb::CreateDialogueRequest {
+                dialogue: Some(pb::Dialogue {
+                    dialogue_id: "a1".into(),
+                    system_prompt: "alice's".into(),
+                    ..Default::default()
+                }),
+            },
+            Some(alice),
+        ))
+        .await
+        .unwrap();
+    app.dialogues
+        .clone()
+        .converse(with_auth(
+            converse_request("a1", "private words"),
+            Some(alice),
+        ))
+        .await
+        .unwrap();
+    let before = snapshot(&app, alice).await;
+
+    let expired = expired_token(&app, &key["alice"]).await;
+    let wrong_secret = format!("{}x", &key["alice"]);
+    let cases: [(&str, Option<&str>); 5] = [
+        ("no token", None),
+        ("bad token", Some(&wrong_secret)),
+        ("expired token", Some(&expired)),
+        ("garbage", Some("not-a-credential")),
+        (
+            "forged key id",
+            Some("dk_alice_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ),
+    ];
+    for rpc in ALL {
+        for (what, credential) in cases {
+            assert_eq!(
+                call(&app, rpc, "a1", credential).await,
+                Err(Code::Unauthenticated),
+                "{rpc:?} with {what}"
+            );
+        }
+        // Wrong scope: the auditor holds no dialogue or model scopes.
+        assert_eq!(
+            call(&app, rpc, "a1", Some(&key["auditor"])).await,
+            Err(Code::PermissionDenied),
+            "{rpc:?} as auditor"
+        );
+    }
+    // A read-only key of alice herself may read but not write.
+    for rpc in [Rpc::Get, Rpc::List, Rpc::ListTurns] {
+        assert_eq!(
+            call(&app, rpc, "a1", Some(&key["reader"])).await,
+            Ok(()),
+            "{rpc:?} as reader"
+        );
+    }
+    for rpc in [
+        Rpc::Create,
+        Rpc::Update,
+        Rpc::Delete,
+        Rpc::Converse,
+        Rpc::ConverseStream,
+        Rpc::ListModels,
+    ] {
+        assert_eq!(
+            call(&app, rpc, "a1", Some(&key["reader"])).await,
+            Err(Code::PermissionDenied),
+            "{rpc:?} as reader"
+        );
+    }
+    // Another principal of the same tenant, and another tenant: the
+    // dialogue does not exist for them.
+    for other in ["bob", "eve"] {
+        for rpc in [
+            Rpc::Get,
+            Rpc::Update,
+            Rpc::Delete,
+            Rpc::ListTurns,
+            Rpc::Converse,
+            Rpc::ConverseStream,
+        ] {
+            assert_eq!(
+                call(&app, rpc, "a1", Some(&key[other])).await,
+                Err(Code::NotFound),
+                "{rpc:?} as {other}"
+            );
+        }
+        // Their own calls work, and their list never shows alice's.
+        assert_eq!(call(&app, Rpc::Create, "", Some(&key[other])).await, Ok(()));
+        let listed = app
+            .dialogues
+            .clone()
+            .list_dialogues(with_auth(
+                pb::ListDialoguesRequest::default(),
+                Some(&key[other]),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.dialogues.len(), 1, "{other} sees only their own");
+        assert!(listed.dialogues.iter().all(|d| d.dialogue_id != "a1"));
+    }
+    // No refused call changed alice's dialogue.
+    assert_eq!(snapshot(&app, alice).await, before);
+
+    // The right principal can do everything (delete last).
+    for rpc in ALL.into_iter().filter(|r| !matches!(r, Rpc::Delete)) {
+        assert_eq!(
+            call(&app, rpc, "a1", Some(alice)).await,
+            Ok(()),
+            "{rpc:?} as alice"
+        );
+    }
+    assert_eq!(call(&app, Rpc::Delete, "a1", Some(alice)).await, Ok(()));
+}
+
+/// A JWT for alice that expired an hour ago (signed with the server's secret).
+async fn expired_token(_app: &TestApp, _alice_key: &str) -> String {
+    let issuer = dialogd::auth::jwt::JwtIssuer::new(
+        "dialogd",
+        "dialogd",
+        b"test-secret-test-secret-test-secret!",
+    );
+    let principal = dialogd::auth::Principal::new(
+        "alice".into(),
+        "acme".into(),
+        [dialogd::auth::Role::User].into(),
+        None,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    issuer.issue(&principal, now - 3600, 60).unwrap()
+}
+
+#[tokio::test]
+async fn admins_see_any_dialogues_metadata_but_not_its_content() {
+    let (app, key) = secured_app().await;
+    app.dialogues
+        .clone()
+        .create_dialogue(with_auth(
+            pb::CreateDialogueRequest {
+                dialogue: Some(pb::Dialogue {
+                    dialogue_id: "secret-plans".into(),
+                    system_prompt: "confidential".into(),
+                    labels: [("team".to_string(), "x".to_string())].into(),
+                    ..Default::default()
+                }),
+            },
+            Some(&key["alice"]),
+        ))
+        .await
+        .unwrap();
+    app.dialogues
+        .clone()
+        .converse(with_auth(
+            converse_request("secret-plans", "the password is 42"),
+            Some(&key["alice"]),
+        ))
+        .await
+        .unwrap();
+    let seen = app
+        .dialogues
+        .clone()
+        .get_dialogue(with_auth(
+            pb::GetDialogueRequest {
+                name: name("secret-plans"),
+                last_turns: 10,
+            },
+            Some(&key["admin"]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((seen.turn_count, seen.labels["team"].as_str()), (2, "x"));
+    assert!(seen.system_prompt.is_empty() && seen.recent_turns.is_empty() && seen.state.is_none());
+    // Content stays out of reach.
+    assert_eq!(
+        call(&app, Rpc::ListTurns, "secret-plans", Some(&key["admin"])).await,
+        Err(Code::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn issued_tokens_work_expire_and_carry_only_granted_scopes() {
+    let (app, key) = secured_app().await;
+    let mut auth = AuthServiceClient::new(app.channel.clone());
+    let secret = key["alice"].splitn(3, '_').nth(2).unwrap().to_string();
+    let issued = auth
+        .issue_token(pb::IssueTokenRequest {
+            grant_type: "client_credentials".into(),
+            client_id: "alice".into(),
+            client_secret: secret.clone(),
+            scopes: vec!["dialogue:read".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (issued.token_type.as_str(), issued.expires_in),
+        ("Bearer", 900)
+    );
+    assert_eq!(issued.scopes, ["dialogue:read"]);
+    let token = issued.access_token.as_str();
+    assert_eq!(call(&app, Rpc::List, "", Some(token)).await, Ok(()));
+    assert_eq!(
+        call(&app, Rpc::Create, "", Some(token)).await,
+        Err(Code::PermissionDenied)
+    );
+
+    // Wrong secret, unknown client, scopes the key lacks.
+    let refused =
+        |client_id: &str, client_secret: &str, scopes: Vec<String>| pb::IssueTokenRequest {
+            grant_type: String::new(),
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            scopes,
+        };
+    let err = auth
+        .issue_token(refused("alice", "wrong", vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = auth
+        .issue_token(refused("nobody", &secret, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = auth
+        .issue_token(refused("alice", &secret, vec!["admin".into()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // The whole key works as the secret too.
+    auth.issue_token(refused("alice", &key["alice"], vec![]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn health_and_reflection_need_no_credentials() {
+    let (app, _) = secured_app().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn keygen_prints_a_key_and_a_config_entry_that_match() {
+    let output = tokio::process::Command::new(binary())
+        .args([
+            "keygen",
+            "--id",
+            "ci-bot",
+            "--tenant",
+            "acme",
+            "--roles",
+            "user,admin",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# dk_"))
+        .map(|k| format!("dk_{k}"))
+        .unwrap();
+    let toml_part: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        api_keys: Vec<ApiKeySettings>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        auth: Auth,
+    }
+    let doc: Doc = toml::from_str(&toml_part).expect("valid TOML");
+    let entry = &doc.auth.api_keys[0];
+    assert_eq!(
+        (entry.id.as_str(), entry.tenant.as_str()),
+        ("ci-bot", "acme")
+    );
+    let parsed = keys::parse(&key).unwrap();
+    assert!(keys::matches(
+        parsed.secret,
+        &keys::parse_hash(&entry.hash).unwrap()
+    ));
+    assert!(
+        !text.contains(parsed.secret) || text.contains(&key),
+        "the secret appears only inside the key line"
+    );
+}
