@@ -30,6 +30,26 @@ pub struct Settings {
     pub routing: RoutingSettings,
     /// Who may call: API keys, JWTs, token issuance.
     pub auth: AuthSettings,
+    /// Blocked terms in messages and replies.
+    pub content_filter: ContentFilterSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentFilterSettings {
+    /// Terms (matched anywhere, ASCII case-insensitive); empty: no filter.
+    pub blocked_terms: Vec<String>,
+    /// Also cut replies at a blocked term (finish reason CONTENT_FILTER).
+    pub check_output: bool,
+}
+
+impl Default for ContentFilterSettings {
+    fn default() -> Self {
+        ContentFilterSettings {
+            blocked_terms: Vec::new(),
+            check_output: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -553,6 +573,7 @@ impl Default for Settings {
             backends: BTreeMap::from([("echo".into(), BackendSettings::Echo { delay_ms: 0 })]),
             routing: RoutingSettings::default(),
             auth: AuthSettings::default(),
+            content_filter: ContentFilterSettings::default(),
         }
     }
 }
@@ -636,6 +657,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "backends",
     "routing",
     "auth",
+    "content_filter",
 ];
 
 fn is_config_env_key(key: &str) -> bool {

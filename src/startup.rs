@@ -5,6 +5,7 @@
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, Settings};
 use crate::dialogue::Engine;
+use crate::dialogue::content_filter::ContentFilter;
 use crate::grpc::{AuthGrpc, DialogueGrpc, ModelGrpc};
 use crate::middleware::auth::AuthLayer;
 use crate::pb::dialogue::v1 as pb;
@@ -32,6 +33,8 @@ pub enum StartupError {
     Backend(#[from] crate::backend::BuildError),
     #[error("cannot set up authentication: {0}")]
     Auth(String),
+    #[error("cannot build the content filter: {0}")]
+    ContentFilter(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,7 +75,12 @@ impl Application {
         };
         let router = Arc::new(Router::from_settings(&settings)?);
         tokio::task::spawn_blocking(crate::dialogue::tokenizer::warm_up);
-        let engine = Arc::new(Engine::new(store, router, settings.limits.clone()));
+        let filter = ContentFilter::new(
+            &settings.content_filter.blocked_terms,
+            settings.content_filter.check_output,
+        )
+        .map_err(StartupError::ContentFilter)?;
+        let engine = Arc::new(Engine::new(store, router, settings.limits.clone(), filter));
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await

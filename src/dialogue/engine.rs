@@ -1,6 +1,7 @@
 //! The conversation rules: load and validate, serialize changes per dialogue,
 //! fit the prompt into the context window, call the model, persist, stream.
 
+use super::content_filter::{ContentFilter, StreamFilter};
 use super::context::Counted;
 use super::error::{EngineError, Violations};
 use super::locks::DialogueLocks;
@@ -37,6 +38,8 @@ pub struct Engine {
     locks: DialogueLocks,
     /// Streaming turns run as tasks; shutdown waits for them.
     tasks: TaskTracker,
+    /// Blocked terms, when configured.
+    filter: Option<ContentFilter>,
     /// Cancelled when the drain time is over: running turns end with
     /// UNAVAILABLE instead of running on unobserved.
     cut_turns: CancellationToken,
@@ -80,11 +83,13 @@ impl Engine {
         store: Arc<dyn DialogueStore>,
         router: Arc<Router>,
         limits: LimitSettings,
+        filter: Option<ContentFilter>,
     ) -> Engine {
         Engine {
             store,
             router,
             limits,
+            filter,
             locks: DialogueLocks::default(),
             tasks: TaskTracker::new(),
             cut_turns: CancellationToken::new(),
@@ -310,7 +315,15 @@ impl Engine {
             attempts: routed.attempts,
             upstream_model: routed.model,
         };
-        self.commit(*planned, routed.value, served).await
+        let mut reply = routed.value;
+        if let Some(cut) = self
+            .output_filter()
+            .and_then(|f| f.first_match(&reply.text))
+        {
+            reply.text.truncate(cut);
+            reply.finish_reason = FinishReason::ContentFilter;
+        }
+        self.commit(*planned, reply, served).await
     }
 
     /// Runs one turn as a stream of events. The turn runs in its own task
@@ -391,22 +404,29 @@ impl Engine {
         if tx.send(Ok(start)).await.is_err() {
             return Ok(());
         }
+        // With an output filter, text is released only once it cannot be
+        // the start of a blocked term.
+        let mut output = self.output_filter().map(ContentFilter::stream);
         let mut text = String::new();
+        let mut sent = 0u64;
         let mut finished = None;
         while let Some(chunk) = reply.next().await {
             match chunk? {
                 ReplyChunk::Text(piece) => {
-                    let offset = text.len() as u64;
-                    text.push_str(&piece);
-                    if tx
-                        .send(Ok(StreamEvent::Delta {
-                            text: piece,
-                            offset,
-                        }))
-                        .await
-                        .is_err()
-                    {
+                    let safe = match output.as_mut() {
+                        Some(filter) => filter.push(&piece),
+                        None => {
+                            text.push_str(&piece);
+                            piece
+                        }
+                    };
+                    if !send_delta(tx, safe, &mut sent).await {
                         return Ok(());
+                    }
+                    if output.as_ref().is_some_and(StreamFilter::is_blocked) {
+                        // Stop reading: dropping the stream cancels the call.
+                        finished = Some((FinishReason::ContentFilter, None, None));
+                        break;
                     }
                 }
                 ReplyChunk::Finished {
@@ -418,6 +438,17 @@ impl Engine {
                     break;
                 }
             }
+        }
+        drop(reply);
+        if let Some(filter) = output.as_mut() {
+            let (rest, cut) = filter.finish();
+            if !send_delta(tx, rest, &mut sent).await {
+                return Ok(());
+            }
+            if cut && let Some(done) = finished.as_mut() {
+                done.0 = FinishReason::ContentFilter;
+            }
+            text = filter.text().to_owned();
         }
         let Some((finish_reason, usage, model)) = finished else {
             return Err(BackendError::InvalidReply {
@@ -442,6 +473,10 @@ impl Engine {
         Ok(())
     }
 
+    fn output_filter(&self) -> Option<&ContentFilter> {
+        self.filter.as_ref().filter(|f| f.checks_output())
+    }
+
     /// Request checks that need no stored state; run before taking the lock.
     fn check_turn_request(&self, request: &TurnRequest) -> Result<(), EngineError> {
         let mut v = Violations::default();
@@ -449,6 +484,14 @@ impl Engine {
         validate::check_params(&request.params, &mut v);
         if let Some(rid) = &request.request_id {
             validate::check_request_id(rid, &mut v);
+        }
+        if let Some(filter) = &self.filter
+            && request
+                .content
+                .iter()
+                .any(|ContentPart::Text(t)| filter.first_match(t).is_some())
+        {
+            return Err(EngineError::ContentBlocked);
         }
         if let Some(model) = &request.params.model {
             self.check_model(model, "generation.model", &mut v);
@@ -788,6 +831,22 @@ fn keep_within_response_budget(turns: &mut Vec<Turn>) {
 
 fn token_count_u32(text: &str) -> u32 {
     u32::try_from(count_tokens(text)).unwrap_or(u32::MAX)
+}
+
+/// Sends a non-empty delta; false once the client is gone.
+async fn send_delta(
+    tx: &mpsc::Sender<Result<StreamEvent, EngineError>>,
+    text: String,
+    sent: &mut u64,
+) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    let offset = *sent;
+    *sent += text.len() as u64;
+    tx.send(Ok(StreamEvent::Delta { text, offset }))
+        .await
+        .is_ok()
 }
 
 /// Where a reply came from.

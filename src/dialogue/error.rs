@@ -35,6 +35,9 @@ pub enum EngineError {
     ShuttingDown,
     #[error("the deadline passed before the turn completed; nothing was stored")]
     DeadlineExceeded,
+    /// The message holds a blocked term (which one is not said).
+    #[error("the message contains blocked content")]
+    ContentBlocked,
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -66,6 +69,7 @@ impl EngineError {
             EngineError::Store(_) => "STORE_FAILURE",
             EngineError::ShuttingDown => "SHUTTING_DOWN",
             EngineError::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            EngineError::ContentBlocked => "CONTENT_BLOCKED",
         }
     }
 }

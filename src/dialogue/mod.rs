@@ -1,6 +1,7 @@
 //! The dialogue engine: conversation rules, independent of transport,
 //! storage engine and model protocol.
 
+pub mod content_filter;
 pub mod context;
 pub mod engine;
 pub mod error;

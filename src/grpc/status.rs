@@ -72,6 +72,10 @@ impl From<EngineError> for Status {
                 }
             }
             EngineError::DeadlineExceeded => (Code::DeadlineExceeded, error.to_string()),
+            EngineError::ContentBlocked => {
+                details.add_bad_request_violation("content", "contains blocked content");
+                (Code::InvalidArgument, error.to_string())
+            }
             EngineError::ShuttingDown => {
                 details.set_retry_info(Some(Duration::from_secs(1)));
                 (Code::Unavailable, error.to_string())

@@ -516,3 +516,82 @@ async fn keygen_prints_a_key_and_a_config_entry_that_match() {
         "the secret appears only inside the key line"
     );
 }
+
+mod content_filter {
+    use crate::helpers::*;
+    use crate::upstream::FakeUpstream;
+    use dialogd::config::{BackendSettings, TimeoutSettings};
+    use dialogd::pb::dialogue::v1 as pb;
+    use pb::converse_stream_response::Event;
+    use tonic::Code;
+
+    /// A model whose replies contain the blocked term BADWORD mid-way.
+    async fn filtered_app(fake: &FakeUpstream) -> TestApp {
+        let url = fake.openai_url();
+        spawn_app_with(move |s| {
+            s.content_filter.blocked_terms = vec!["badword".into(), "forbidden topic".into()];
+            s.backends.insert(
+                "up".into(),
+                BackendSettings::Openai {
+                    base_url: url,
+                    api_key_env: None,
+                    chat_path: "/chat/completions".into(),
+                    api_key_header: None,
+                    headers: Default::default(),
+                    timeouts: TimeoutSettings::default(),
+                },
+            );
+            s.models[0].backend = Some("up".into());
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_message_with_a_blocked_term_is_refused_and_not_stored() {
+        let fake = FakeUpstream::start("fine").await;
+        let app = filtered_app(&fake).await;
+        app.create("f").await;
+        let err = app
+            .converse("f", "let us discuss the Forbidden Topic now")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(error_reason(&err).as_deref(), Some("CONTENT_BLOCKED"));
+        assert_eq!(violated_fields(&err), ["content"]);
+        assert!(
+            !err.message().to_lowercase().contains("forbidden"),
+            "the term is not echoed"
+        );
+        assert_eq!(fake.request_count(), 0, "never sent upstream");
+        assert!(app.all_turns("f").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_streamed_reply_is_cut_before_the_blocked_term() {
+        let fake = FakeUpstream::start("clean words then BADWORD and more").await;
+        fake.set_token_delay(std::time::Duration::from_millis(5));
+        let app = filtered_app(&fake).await;
+        app.create("s").await;
+        let (events, error) = app.stream(converse_request("s", "hello")).await;
+        assert!(error.is_none(), "{error:?}");
+        let sent: String = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Delta(d) => Some(d.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, "clean words then ");
+        let Some(Event::End(end)) = events.last() else {
+            panic!("no end")
+        };
+        assert_eq!(end.finish_reason, pb::FinishReason::ContentFilter as i32);
+        let stored = app.all_turns("s").await;
+        assert_eq!(turn_text(&stored[1]), "clean words then ");
+
+        // Unary replies are cut the same way.
+        let reply = app.converse("s", "again").await.unwrap();
+        assert_eq!(turn_text(reply.turn.as_ref().unwrap()), "clean words then ");
+        assert_eq!(reply.finish_reason, pb::FinishReason::ContentFilter as i32);
+    }
+}
