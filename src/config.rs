@@ -188,6 +188,17 @@ pub struct LimitSettings {
     pub max_labels: usize,
     /// Upper bound of turns stored in one dialogue (user and assistant each count).
     pub max_turns_per_dialogue: u64,
+    /// Calls per second per principal (0: unlimited).
+    pub requests_per_second: u32,
+    /// Calls a principal may make at once above that rate (0: the rate).
+    pub request_burst: u32,
+    /// Model tokens (prompt + reply) per minute per principal (0: unlimited).
+    pub tokens_per_minute: u64,
+    /// Streams one principal may have open at once (0: unlimited).
+    pub max_streams_per_principal: u32,
+    /// Calls in flight in the whole server before new ones are shed with
+    /// RESOURCE_EXHAUSTED (0: unlimited).
+    pub max_in_flight: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -608,6 +619,11 @@ impl Default for LimitSettings {
             max_state_bytes: 64 * 1024,
             max_labels: 64,
             max_turns_per_dialogue: 100_000,
+            requests_per_second: 0,
+            request_burst: 0,
+            tokens_per_minute: 0,
+            max_streams_per_principal: 64,
+            max_in_flight: 4096,
         }
     }
 }

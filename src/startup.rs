@@ -8,6 +8,7 @@ use crate::dialogue::Engine;
 use crate::dialogue::content_filter::ContentFilter;
 use crate::grpc::{AuthGrpc, DialogueGrpc, ModelGrpc};
 use crate::middleware::auth::AuthLayer;
+use crate::middleware::rate_limit::{RateLimitLayer, RateLimits};
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::auth_service_server::AuthServiceServer;
 use crate::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
@@ -139,9 +140,16 @@ impl Application {
             .max_decoding_message_size(max_request);
 
         let auth_service = AuthServiceServer::new(AuthGrpc::new(authenticator.clone()));
+        let limits = &settings.limits;
+        let rate_limits = Arc::new(RateLimits::new(
+            limits.requests_per_second,
+            limits.request_burst,
+            limits.max_in_flight,
+        ));
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep_until_stopped(
             engine.clone(),
+            rate_limits.clone(),
             Duration::from_secs(settings.store.sweep_interval_secs),
             stop.clone(),
         ));
@@ -152,6 +160,7 @@ impl Application {
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .layer(AuthLayer::new(authenticator))
+                .layer(RateLimitLayer::new(rate_limits.clone()))
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
@@ -213,8 +222,14 @@ impl Application {
     }
 }
 
-/// Erases expired dialogues and idempotency keys every `interval`.
-async fn sweep_until_stopped(engine: Arc<Engine>, interval: Duration, stop: CancellationToken) {
+/// Erases expired dialogues and idempotency keys, and forgets idle rate
+/// limiter keys, every `interval`.
+async fn sweep_until_stopped(
+    engine: Arc<Engine>,
+    rate_limits: Arc<RateLimits>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -222,6 +237,7 @@ async fn sweep_until_stopped(engine: Arc<Engine>, interval: Duration, stop: Canc
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        rate_limits.forget_idle();
         match engine.sweep_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(erased = n, "erased expired dialogues"),

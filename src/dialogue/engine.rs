@@ -8,6 +8,7 @@ use super::locks::DialogueLocks;
 use super::model::*;
 use super::page_token;
 use super::prompt::PromptBuilder;
+use super::quota::{StreamSlots, TokenBudget};
 use super::tokenizer::count_tokens;
 use super::validate;
 use crate::auth::Principal;
@@ -40,6 +41,10 @@ pub struct Engine {
     tasks: TaskTracker,
     /// Blocked terms, when configured.
     filter: Option<ContentFilter>,
+    /// Open streams per principal.
+    streams: StreamSlots,
+    /// Tokens per minute per principal, when limited.
+    token_budget: Option<TokenBudget>,
     /// Cancelled when the drain time is over: running turns end with
     /// UNAVAILABLE instead of running on unobserved.
     cut_turns: CancellationToken,
@@ -48,6 +53,8 @@ pub struct Engine {
 /// A turn that passed every check and is ready for the model call.
 struct PlannedTurn {
     dialogue_id: DialogueId,
+    /// Whose token budget the turn is charged to.
+    quota_key: String,
     /// The dialogue to create with the turn (create_if_missing).
     create: Option<Dialogue>,
     expected_turn_count: u64,
@@ -88,6 +95,8 @@ impl Engine {
         Engine {
             store,
             router,
+            streams: StreamSlots::new(limits.max_streams_per_principal),
+            token_budget: TokenBudget::new(limits.tokens_per_minute),
             limits,
             filter,
             locks: DialogueLocks::default(),
@@ -300,6 +309,7 @@ impl Engine {
     async fn run_unary(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
         let started = Instant::now();
         self.check_turn_request(&request)?;
+        self.admit_tokens(&request.caller)?;
         let _guard = self.locks.lock(&request.dialogue_id).await;
         let planned = match self.plan_turn(&request, started).await? {
             Plan::Replay(outcome) => return Ok(*outcome),
@@ -334,8 +344,20 @@ impl Engine {
         request: TurnRequest,
     ) -> mpsc::Receiver<Result<StreamEvent, EngineError>> {
         let (tx, rx) = mpsc::channel(32);
+        let Some(slot) = self.streams.try_open(&quota_key(&request.caller)) else {
+            let _ = tx.try_send(Err(EngineError::RateLimited {
+                reason: "STREAM_LIMIT",
+                message: format!(
+                    "this caller already has {} streams open",
+                    self.limits.max_streams_per_principal
+                ),
+                retry_after: std::time::Duration::from_secs(1),
+            }));
+            return rx;
+        };
         let engine = self.clone();
         self.tasks.spawn(async move {
+            let _slot = slot;
             tokio::select! {
                 _ = tx.closed() => {
                     tracing::debug!(dialogue = %request.dialogue_id, "stream abandoned by the client; nothing stored");
@@ -374,6 +396,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let started = Instant::now();
         self.check_turn_request(request)?;
+        self.admit_tokens(&request.caller)?;
         let _guard = self.locks.lock(&request.dialogue_id).await;
         let planned = match self.plan_turn(request, started).await? {
             Plan::Replay(outcome) => {
@@ -471,6 +494,23 @@ impl Engine {
         let outcome = self.commit(*planned, reply, served).await?;
         let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
         Ok(())
+    }
+
+    /// Refuses a turn while the caller's token budget is spent.
+    fn admit_tokens(&self, caller: &Principal) -> Result<(), EngineError> {
+        let Some(budget) = &self.token_budget else {
+            return Ok(());
+        };
+        budget
+            .admit(&quota_key(caller), Instant::now())
+            .map_err(|retry_after| EngineError::RateLimited {
+                reason: "TOKEN_RATE_LIMITED",
+                message: format!(
+                    "token budget of {} per minute spent for this caller",
+                    self.limits.tokens_per_minute
+                ),
+                retry_after,
+            })
     }
 
     fn output_filter(&self) -> Option<&ContentFilter> {
@@ -600,6 +640,7 @@ impl Engine {
         };
         Ok(Plan::Run(Box::new(PlannedTurn {
             dialogue_id: id.clone(),
+            quota_key: quota_key(&request.caller),
             create,
             expected_turn_count: dialogue.turn_count,
             request: ModelRequest {
@@ -672,6 +713,10 @@ impl Engine {
                 idempotency: idempotency.as_ref(),
             })
             .await?;
+        if let Some(budget) = &self.token_budget {
+            let spent = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+            budget.charge(&planned.quota_key, spent, Instant::now());
+        }
         Ok(TurnOutcome {
             dialogue_id: planned.dialogue_id,
             user_turn,
@@ -831,6 +876,11 @@ fn keep_within_response_budget(turns: &mut Vec<Turn>) {
 
 fn token_count_u32(text: &str) -> u32 {
     u32::try_from(count_tokens(text)).unwrap_or(u32::MAX)
+}
+
+/// The key of a caller's quotas.
+fn quota_key(caller: &Principal) -> String {
+    format!("{}\u{1f}{}", caller.tenant, caller.id)
 }
 
 /// Sends a non-empty delta; false once the client is gone.

@@ -35,6 +35,13 @@ pub enum EngineError {
     ShuttingDown,
     #[error("the deadline passed before the turn completed; nothing was stored")]
     DeadlineExceeded,
+    /// A per-caller limit (open streams, tokens per minute) is reached.
+    #[error("{message}")]
+    RateLimited {
+        reason: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// The message holds a blocked term (which one is not said).
     #[error("the message contains blocked content")]
     ContentBlocked,
@@ -70,6 +77,7 @@ impl EngineError {
             EngineError::ShuttingDown => "SHUTTING_DOWN",
             EngineError::DeadlineExceeded => "DEADLINE_EXCEEDED",
             EngineError::ContentBlocked => "CONTENT_BLOCKED",
+            EngineError::RateLimited { reason, .. } => reason,
         }
     }
 }

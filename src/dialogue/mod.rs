@@ -9,6 +9,7 @@ pub mod locks;
 pub mod model;
 pub mod page_token;
 pub mod prompt;
+pub mod quota;
 pub mod tokenizer;
 pub mod validate;
 

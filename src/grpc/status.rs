@@ -14,6 +14,29 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// google.rpc.ErrorInfo domain of every dialogd error.
 pub const ERROR_DOMAIN: &str = "dialogd";
 
+/// RESOURCE_EXHAUSTED with RetryInfo and the `retry-after` (whole seconds)
+/// and `x-ratelimit-remaining` metadata HTTP-minded clients look for.
+pub fn resource_exhausted(message: &str, reason: &str, retry_after: Duration) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(retry_after));
+    details.set_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    if let Ok(v) = secs.max(1).to_string().parse() {
+        metadata.insert("retry-after", v);
+    }
+    metadata.insert(
+        "x-ratelimit-remaining",
+        tonic::metadata::MetadataValue::from_static("0"),
+    );
+    Status::with_error_details_and_metadata(
+        tonic::Code::ResourceExhausted,
+        message,
+        details,
+        metadata,
+    )
+}
+
 impl From<EngineError> for Status {
     fn from(error: EngineError) -> Status {
         let mut details = ErrorDetails::new();
@@ -72,6 +95,11 @@ impl From<EngineError> for Status {
                 }
             }
             EngineError::DeadlineExceeded => (Code::DeadlineExceeded, error.to_string()),
+            EngineError::RateLimited {
+                reason,
+                message,
+                retry_after,
+            } => return resource_exhausted(message, reason, *retry_after),
             EngineError::ContentBlocked => {
                 details.add_bad_request_violation("content", "contains blocked content");
                 (Code::InvalidArgument, error.to_string())

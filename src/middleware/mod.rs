@@ -1,3 +1,4 @@
 //! Tower layers around every gRPC service.
 
 pub mod auth;
+pub mod rate_limit;

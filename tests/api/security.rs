@@ -595,3 +595,106 @@ mod content_filter {
         assert_eq!(reply.finish_reason, pb::FinishReason::ContentFilter as i32);
     }
 }
+
+mod abuse_limits {
+    use crate::helpers::*;
+    use dialogd::pb::dialogue::v1 as pb;
+    use std::time::Duration;
+    use tonic::Code;
+    use tonic_types::StatusExt;
+
+    #[tokio::test]
+    async fn request_rate_limits_answer_with_retry_info_and_recover() {
+        let app = spawn_app_with(|s| {
+            s.limits.requests_per_second = 2;
+            s.limits.request_burst = 2;
+        })
+        .await;
+        let mut models = app.models.clone();
+        let first = models.list_models(pb::ListModelsRequest {}).await.unwrap();
+        assert_eq!(first.metadata().get("x-ratelimit-remaining").unwrap(), "1");
+        models.list_models(pb::ListModelsRequest {}).await.unwrap();
+        let err = models
+            .list_models(pb::ListModelsRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert_eq!(error_reason(&err).as_deref(), Some("RATE_LIMITED"));
+        let wait = err.get_details_retry_info().unwrap().retry_delay.unwrap();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert_eq!(err.metadata().get("retry-after").unwrap(), "1");
+        assert_eq!(err.metadata().get("x-ratelimit-remaining").unwrap(), "0");
+        // After the advertised wait, calls go through again.
+        tokio::time::sleep(wait + Duration::from_millis(20)).await;
+        models.list_models(pb::ListModelsRequest {}).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_caller_may_hold_only_so_many_streams() {
+        let app = spawn_app_with(|s| {
+            s.limits.max_streams_per_principal = 1;
+            set_echo_delay(s, 100);
+        })
+        .await;
+        app.create("one").await;
+        app.create("two").await;
+        let mut first = app
+            .dialogues
+            .clone()
+            .converse_stream(converse_request("one", "a b c"))
+            .await
+            .unwrap()
+            .into_inner();
+        let (_, error) = app.stream(converse_request("two", "x")).await;
+        let error = error.expect("second stream refused");
+        assert_eq!(error.code(), Code::ResourceExhausted);
+        assert_eq!(error_reason(&error).as_deref(), Some("STREAM_LIMIT"));
+        while first.message().await.unwrap().is_some() {}
+        // Give the finished stream's task a moment to release its slot.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, error) = app.stream(converse_request("two", "x")).await;
+        assert!(error.is_none(), "{error:?}");
+        assert!(app.all_turns("two").await.len() == 2);
+    }
+
+    #[tokio::test]
+    async fn a_spent_token_budget_refuses_turns_until_it_refills() {
+        let app = spawn_app_with(|s| s.limits.tokens_per_minute = 10).await;
+        app.create("tok").await;
+        // The echo backend reports 6 prompt + 7 completion words: 13 > 10.
+        app.converse("tok", "a b c d e f").await.unwrap();
+        let err = app.converse("tok", "more").await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert_eq!(error_reason(&err).as_deref(), Some("TOKEN_RATE_LIMITED"));
+        let wait = err.get_details_retry_info().unwrap().retry_delay.unwrap();
+        // 4 tokens short at 10 a minute: about 24 s.
+        assert!(
+            wait > Duration::from_secs(20) && wait < Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(app.get("tok", 0).await.unwrap().turn_count, 2);
+    }
+
+    #[tokio::test]
+    async fn an_overloaded_server_sheds_calls_instead_of_queueing() {
+        let app = spawn_app_with(|s| {
+            s.limits.max_in_flight = 1;
+            set_echo_delay(s, 300);
+        })
+        .await;
+        app.create("busy").await;
+        let slow = {
+            let mut client = app.dialogues.clone();
+            tokio::spawn(async move { client.converse(converse_request("busy", "a b")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let err = app.get("busy", 0).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert_eq!(error_reason(&err).as_deref(), Some("OVERLOADED"));
+        slow.await.unwrap().unwrap();
+        app.get("busy", 0).await.unwrap();
+    }
+}

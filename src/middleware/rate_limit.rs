@@ -1,0 +1,149 @@
+//! Abuse limits at the door, after authentication: requests per second per
+//! principal (GCRA via governor, reported in `x-ratelimit-remaining`), and
+//! a global cap on calls in flight so an overloaded server sheds load at
+//! once instead of queueing without bound. Per-principal stream counts and
+//! token budgets are the engine's (it knows each turn's usage).
+
+use crate::auth::Principal;
+use crate::grpc::status::resource_exhausted;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tower::{Layer, Service};
+
+type KeyedLimiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+pub struct RateLimits {
+    per_principal: Option<KeyedLimiter>,
+    in_flight: Option<Arc<Semaphore>>,
+}
+
+impl RateLimits {
+    /// `requests_per_second` 0 turns the per-principal limit off;
+    /// `max_in_flight` 0 turns shedding off.
+    pub fn new(requests_per_second: u32, burst: u32, max_in_flight: u32) -> RateLimits {
+        let per_principal = NonZeroU32::new(requests_per_second).map(|rps| {
+            let burst = NonZeroU32::new(burst).unwrap_or(rps);
+            RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
+                .with_middleware::<StateInformationMiddleware>()
+        });
+        RateLimits {
+            per_principal,
+            in_flight: (max_in_flight > 0)
+                .then(|| Arc::new(Semaphore::new(max_in_flight as usize))),
+        }
+    }
+
+    /// Forgets principals idle long enough to be back at full burst.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.per_principal {
+            limiter.retain_recent();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    limits: Arc<RateLimits>,
+}
+
+impl RateLimitLayer {
+    pub fn new(limits: Arc<RateLimits>) -> RateLimitLayer {
+        RateLimitLayer { limits }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+
+    fn layer(&self, inner: S) -> RateLimitService<S> {
+        RateLimitService {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    limits: Arc<RateLimits>,
+}
+
+impl<S, B> Service<http::Request<B>> for RateLimitService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let refuse = |status: Status| -> Self::Future {
+            Box::pin(std::future::ready(Ok(status.into_http())))
+        };
+        let permit = match &self.limits.in_flight {
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    return refuse(resource_exhausted(
+                        "the server is at capacity; retry shortly",
+                        "OVERLOADED",
+                        Duration::from_secs(1),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let mut remaining = None;
+        if let (Some(limiter), Some(principal)) = (
+            &self.limits.per_principal,
+            request.extensions().get::<Principal>(),
+        ) {
+            let key = format!("{}\u{1f}{}", principal.tenant, principal.id);
+            match limiter.check_key(&key) {
+                Ok(snapshot) => remaining = Some(snapshot.remaining_burst_capacity()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(limiter.clock().now());
+                    return refuse(resource_exhausted(
+                        "request rate limit reached for this caller",
+                        "RATE_LIMITED",
+                        wait,
+                    ));
+                }
+            }
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let response = inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            drop(permit);
+            if let Some(left) = remaining {
+                response
+                    .headers_mut()
+                    .insert("x-ratelimit-remaining", http::HeaderValue::from(left));
+            }
+            Ok(response)
+        })
+    }
+}
