@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/dialogue/v1/dialogue_service.proto",
     "proto/dialogue/v1/model_service.proto",
     "proto/dialogue/v1/auth_service.proto",
+    "proto/dialogue/v1/admin_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -32,6 +32,21 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Blocked terms in messages and replies.
     pub content_filter: ContentFilterSettings,
+    /// The audit log.
+    pub audit: AuditSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Days audit events are kept; older ones are erased by the sweeper.
+    pub retention_days: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings { retention_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -474,6 +489,9 @@ impl Settings {
         if auth.mode == AuthMode::Required && auth.api_keys.is_empty() && !any_jwt {
             return Err("auth.mode = \"required\" needs auth.api_keys or an auth.jwt key".into());
         }
+        if self.audit.retention_days == 0 {
+            return Err("audit.retention_days must be at least 1".into());
+        }
         if auth.token_ttl_secs == 0 || auth.token_ttl_secs > 24 * 3600 {
             return Err("auth.token_ttl_secs must be 1 to 86400".into());
         }
@@ -585,6 +603,7 @@ impl Default for Settings {
             routing: RoutingSettings::default(),
             auth: AuthSettings::default(),
             content_filter: ContentFilterSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -674,6 +693,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "routing",
     "auth",
     "content_filter",
+    "audit",
 ];
 
 fn is_config_env_key(key: &str) -> bool {

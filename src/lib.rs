@@ -3,6 +3,7 @@
 //! Data flows one way: `grpc` (transport) -> `dialogue` (engine) -> `store`
 //! (durable history) and `router` -> `backend` (model calls).
 
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod config;

@@ -6,10 +6,13 @@ use crate::auth::Authenticator;
 use crate::config::{AuthMode, Settings};
 use crate::dialogue::Engine;
 use crate::dialogue::content_filter::ContentFilter;
-use crate::grpc::{AuthGrpc, DialogueGrpc, ModelGrpc};
+use crate::dialogue::model::Time;
+use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
+use crate::middleware::audit::AuditLayer;
 use crate::middleware::auth::AuthLayer;
 use crate::middleware::rate_limit::{RateLimitLayer, RateLimits};
 use crate::pb::dialogue::v1 as pb;
+use crate::pb::dialogue::v1::admin_service_server::AdminServiceServer;
 use crate::pb::dialogue::v1::auth_service_server::AuthServiceServer;
 use crate::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
 use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
@@ -140,6 +143,7 @@ impl Application {
             .max_decoding_message_size(max_request);
 
         let auth_service = AuthServiceServer::new(AuthGrpc::new(authenticator.clone()));
+        let admin_service = AdminServiceServer::new(AdminGrpc::new(engine.store().clone()));
         let limits = &settings.limits;
         let rate_limits = Arc::new(RateLimits::new(
             limits.requests_per_second,
@@ -150,6 +154,7 @@ impl Application {
         let sweeper = tokio::spawn(sweep_until_stopped(
             engine.clone(),
             rate_limits.clone(),
+            settings.audit.retention_days,
             Duration::from_secs(settings.store.sweep_interval_secs),
             stop.clone(),
         ));
@@ -159,6 +164,7 @@ impl Application {
             Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .layer(AuditLayer::new(engine.store().clone()))
                 .layer(AuthLayer::new(authenticator))
                 .layer(RateLimitLayer::new(rate_limits.clone()))
                 .add_service(health_service)
@@ -167,6 +173,7 @@ impl Application {
                 .add_service(dialogues)
                 .add_service(models)
                 .add_service(auth_service)
+                .add_service(admin_service)
                 .serve_with_incoming_shutdown(incoming, stop_serving.cancelled_owned()),
         );
         tracing::info!(%local_addr, "serving gRPC");
@@ -227,6 +234,7 @@ impl Application {
 async fn sweep_until_stopped(
     engine: Arc<Engine>,
     rate_limits: Arc<RateLimits>,
+    audit_retention_days: u32,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -238,6 +246,12 @@ async fn sweep_until_stopped(
             _ = ticks.tick() => {}
         }
         rate_limits.forget_idle();
+        let cutoff = Time::now().saturating_add_secs(-i64::from(audit_retention_days) * 86_400);
+        match engine.store().sweep_audit(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "erased audit events past retention"),
+            Err(e) => tracing::warn!(error = %e, "audit retention sweep failed"),
+        }
         match engine.sweep_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(erased = n, "erased expired dialogues"),

@@ -32,8 +32,24 @@ pub fn required(path: &str) -> Access {
             "CreateDialogue" | "UpdateDialogue" | "DeleteDialogue" | "Converse" | "ConverseStream",
         ) => Access::Scope(Scope::DialogueWrite),
         ("dialogue.v1.ModelService", "ListModels") => Access::Scope(Scope::ModelsRead),
+        ("dialogue.v1.AdminService", "ListAuditEvents") => Access::Scope(Scope::AuditRead),
         _ => Access::Authenticated,
     }
+}
+
+/// Methods that change state: every call of these is audited.
+pub fn is_mutating(path: &str) -> bool {
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""));
+    matches!(
+        (service, method),
+        (
+            "dialogue.v1.DialogueService",
+            "CreateDialogue" | "UpdateDialogue" | "DeleteDialogue" | "Converse" | "ConverseStream"
+        ) | ("dialogue.v1.AuthService", "IssueToken")
+    )
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::IssueTokenRequest>,
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
+        super::convert::audit_notes(&request)
+            .set_resource(&format!("clients/{}", request.get_ref().client_id));
         let req = request.into_inner();
         if !matches!(req.grant_type.as_str(), "" | "client_credentials") {
             return Err(Status::invalid_argument(

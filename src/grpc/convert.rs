@@ -2,6 +2,7 @@
 //! (a malformed name, an unknown mask path, a NaN in `state`) are reported
 //! here with the field's path; the engine checks the rules.
 
+use crate::audit::AuditNotes;
 use crate::auth::Principal;
 use crate::dialogue::EngineError;
 use crate::dialogue::error::Violations;
@@ -38,7 +39,7 @@ pub fn time_to_pb(t: Time) -> prost_types::Timestamp {
     }
 }
 
-fn time_from_pb(ts: &prost_types::Timestamp) -> Option<Time> {
+pub fn time_from_pb(ts: &prost_types::Timestamp) -> Option<Time> {
     if !(0..1_000_000_000).contains(&ts.nanos) {
         return None;
     }
@@ -240,6 +241,15 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| tonic::Status::unauthenticated("no authenticated caller"))
+}
+
+/// Where a handler tells the audit layer which resource the call is on.
+pub fn audit_notes<T>(request: &tonic::Request<T>) -> AuditNotes {
+    request
+        .extensions()
+        .get::<AuditNotes>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 pub fn turn_request(

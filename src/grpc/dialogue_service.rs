@@ -30,6 +30,7 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::CreateDialogueRequest>,
     ) -> Result<Response<pb::Dialogue>, Status> {
         let caller = convert::caller(&request)?;
+        let notes = convert::audit_notes(&request);
         let dialogue = request.into_inner().dialogue.unwrap_or_default();
         let mut v = Violations::default();
         let id =
@@ -37,6 +38,7 @@ impl DialogueService for DialogueGrpc {
         let spec = convert::dialogue_spec(dialogue, "dialogue", &mut v);
         let spec = v.into_result(spec)?;
         let created = self.engine.create_dialogue(&caller, id, spec).await?;
+        notes.set_resource(&convert::dialogue_name(&created.id));
         Ok(Response::new(convert::dialogue_to_pb(&created, &[])))
     }
 
@@ -82,6 +84,12 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::UpdateDialogueRequest>,
     ) -> Result<Response<pb::Dialogue>, Status> {
         let caller = convert::caller(&request)?;
+        let name = request
+            .get_ref()
+            .dialogue
+            .as_ref()
+            .map_or("", |d| d.name.as_str());
+        convert::audit_notes(&request).set_resource(name);
         let req = request.into_inner();
         let mask = convert::update_mask(req.update_mask)?;
         let dialogue = req.dialogue.unwrap_or_default();
@@ -101,6 +109,7 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::DeleteDialogueRequest>,
     ) -> Result<Response<()>, Status> {
         let caller = convert::caller(&request)?;
+        convert::audit_notes(&request).set_resource(&request.get_ref().name);
         let id = convert::dialogue_id_from_name(&request.into_inner().name, "name")?;
         self.engine.delete_dialogue(&caller, &id).await?;
         Ok(Response::new(()))
@@ -137,6 +146,7 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::ConverseRequest>,
     ) -> Result<Response<pb::ConverseResponse>, Status> {
         let caller = convert::caller(&request)?;
+        convert::audit_notes(&request).set_resource(&request.get_ref().name);
         let deadline = convert::deadline(request.metadata());
         let turn = convert::turn_request(request.into_inner(), caller, deadline)?;
         let outcome = self.engine.converse(turn).await?;
@@ -150,6 +160,7 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::ConverseRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let caller = convert::caller(&request)?;
+        convert::audit_notes(&request).set_resource(&request.get_ref().name);
         let deadline = convert::deadline(request.metadata());
         let turn = convert::turn_request(request.into_inner(), caller, deadline)?;
         let events = ReceiverStream::new(self.engine.converse_stream(turn))

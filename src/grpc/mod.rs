@@ -1,12 +1,14 @@
 //! gRPC transport: the only code that knows tonic types. Handlers convert,
 //! call the engine, convert back.
 
+pub mod admin_service;
 pub mod auth_service;
 pub mod convert;
 pub mod dialogue_service;
 pub mod model_service;
 pub mod status;
 
+pub use admin_service::AdminGrpc;
 pub use auth_service::AuthGrpc;
 pub use dialogue_service::DialogueGrpc;
 pub use model_service::ModelGrpc;

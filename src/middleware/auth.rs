@@ -3,6 +3,7 @@
 //! `authorization` metadata, and the `Principal` is handed to the handler in
 //! the request's extensions. Ownership of dialogues is the engine's check.
 
+use crate::audit::AuditNotes;
 use crate::auth::policy::{self, Access};
 use crate::auth::{AuthError, Authenticator, Principal};
 use std::sync::Arc;
@@ -101,6 +102,9 @@ where
         match self.admit(access, authorization) {
             Ok(principal) => {
                 if let Some(p) = principal {
+                    if let Some(notes) = request.extensions().get::<AuditNotes>() {
+                        notes.set_caller(&p.id, &p.tenant);
+                    }
                     request.extensions_mut().insert(p);
                 }
                 // The clone that was polled ready serves this call.

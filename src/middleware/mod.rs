@@ -1,4 +1,5 @@
 //! Tower layers around every gRPC service.
 
+pub mod audit;
 pub mod auth;
 pub mod rate_limit;

@@ -10,6 +10,7 @@ pub mod sled;
 
 pub use group_commit::GroupCommit;
 
+use crate::audit::{AuditEvent, AuditFilter};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -126,4 +127,20 @@ pub trait DialogueStore: Send + Sync + 'static {
 
     /// Makes every acknowledged write durable (for shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Appends an audit event (not waited on for durability: the periodic
+    /// flush covers it).
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Audit events oldest first from `after` (exclusive), within the
+    /// filter's time range, at most `limit`; a cursor when more may follow.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError>;
+
+    /// Removes audit events older than `before`; returns how many.
+    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError>;
 }

@@ -698,3 +698,188 @@ mod abuse_limits {
         app.get("busy", 0).await.unwrap();
     }
 }
+
+mod audit {
+    use super::{secured_app, with_auth};
+    use crate::helpers::*;
+    use dialogd::audit::{AuditEvent, AuditFilter};
+    use dialogd::dialogue::model::Time;
+    use dialogd::pb::dialogue::v1 as pb;
+    use dialogd::pb::dialogue::v1::admin_service_client::AdminServiceClient;
+    use dialogd::store::DialogueStore;
+    use std::time::Duration;
+    use tonic::Code;
+
+    async fn events(
+        app: &TestApp,
+        auditor: &str,
+        principal: &str,
+        action: &str,
+    ) -> Vec<pb::AuditEvent> {
+        AdminServiceClient::new(app.channel.clone())
+            .list_audit_events(with_auth(
+                pb::ListAuditEventsRequest {
+                    principal: principal.into(),
+                    action: action.into(),
+                    ..Default::default()
+                },
+                Some(auditor),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+    }
+
+    #[tokio::test]
+    async fn mutations_and_refusals_are_audited_without_content() {
+        let (app, key) = secured_app().await;
+        let (alice, auditor) = (key["alice"].as_str(), key["auditor"].as_str());
+        let mut d = app.dialogues.clone();
+        d.create_dialogue(with_auth(
+            pb::CreateDialogueRequest {
+                dialogue: Some(pb::Dialogue {
+                    dialogue_id: "audited".into(),
+                    ..Default::default()
+                }),
+            },
+            Some(alice),
+        ))
+        .await
+        .unwrap();
+        d.converse(with_auth(
+            converse_request("audited", "private words"),
+            Some(alice),
+        ))
+        .await
+        .unwrap();
+        let mut request = with_auth(
+            pb::GetDialogueRequest {
+                name: name("audited"),
+                last_turns: 0,
+            },
+            Some(alice),
+        );
+        request
+            .metadata_mut()
+            .insert("x-request-id", "req-read-1".parse().unwrap());
+        d.get_dialogue(request).await.unwrap();
+        let bob_delete = d
+            .delete_dialogue(with_auth(
+                pb::DeleteDialogueRequest {
+                    name: name("audited"),
+                },
+                Some(&key["bob"]),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bob_delete.code(), Code::NotFound);
+        let mut request = with_auth(
+            pb::DeleteDialogueRequest {
+                name: name("audited"),
+            },
+            Some(alice),
+        );
+        request
+            .metadata_mut()
+            .insert("x-request-id", "req-del-7".parse().unwrap());
+        d.delete_dialogue(request).await.unwrap();
+        let bad = d
+            .list_dialogues(with_auth(
+                pb::ListDialoguesRequest::default(),
+                Some("dk_alice_wrongwrongwrong"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::Unauthenticated);
+
+        // Events are appended in the background: wait for all five.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let all = loop {
+            let all = events(&app, auditor, "", "").await;
+            if all.len() >= 5 || tokio::time::Instant::now() > deadline {
+                break all;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let summary: Vec<(String, String, String, String)> = all
+            .iter()
+            .map(|e| {
+                let method = e.action.rsplit('/').next().unwrap().to_string();
+                (
+                    e.principal.clone(),
+                    method,
+                    e.resource.clone(),
+                    e.status.clone(),
+                )
+            })
+            .collect();
+        let expect = |p: &str, m: &str, r: &str, s: &str| {
+            (p.to_string(), m.to_string(), r.to_string(), s.to_string())
+        };
+        assert_eq!(
+            summary,
+            [
+                expect("alice", "CreateDialogue", "dialogues/audited", "Ok"),
+                expect("alice", "Converse", "dialogues/audited", "Ok"),
+                expect("bob", "DeleteDialogue", "dialogues/audited", "NotFound"),
+                expect("alice", "DeleteDialogue", "dialogues/audited", "Ok"),
+                expect("", "ListDialogues", "", "Unauthenticated"),
+            ],
+            "reads are not audited; mutations and refusals are"
+        );
+        let delete = &all[3];
+        assert_eq!(
+            (delete.request_id.as_str(), delete.tenant.as_str()),
+            ("req-del-7", "acme")
+        );
+        assert_eq!(delete.client_ip, "127.0.0.1");
+        assert!(delete.time.is_some() && delete.duration_ms >= 0.0);
+        let dump = format!("{all:?}");
+        assert!(
+            !dump.contains("private words"),
+            "no content in the audit log"
+        );
+        assert!(!dump.contains(alice), "no keys in the audit log");
+
+        // Filters, and who may read the log.
+        assert_eq!(events(&app, auditor, "bob", "").await.len(), 1);
+        assert_eq!(events(&app, auditor, "", "DeleteDialogue").await.len(), 2);
+        let err = AdminServiceClient::new(app.channel.clone())
+            .list_audit_events(with_auth(
+                pb::ListAuditEventsRequest::default(),
+                Some(alice),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn the_retention_sweep_erases_old_events_only() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let settings = test_settings(dir.path());
+        let store = dialogd::store::sled::SledStore::open(&settings.store).unwrap();
+        let event = |days_ago: i64, action: &str| AuditEvent {
+            time: Time::now().saturating_add_secs(-days_ago * 86_400),
+            request_id: "r".into(),
+            principal: "p".into(),
+            tenant: "t".into(),
+            client_ip: "127.0.0.1".into(),
+            action: action.into(),
+            resource: String::new(),
+            status: "Ok".into(),
+            duration_ms: 1.0,
+        };
+        store.append_audit(&event(100, "old")).await.unwrap();
+        store.append_audit(&event(1, "recent")).await.unwrap();
+        let cutoff = Time::now().saturating_add_secs(-90 * 86_400);
+        assert_eq!(store.sweep_audit(cutoff).await.unwrap(), 1);
+        let (left, _) = store
+            .list_audit(&AuditFilter::default(), None, 10)
+            .await
+            .unwrap();
+        let actions: Vec<&str> = left.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["recent"]);
+    }
+}

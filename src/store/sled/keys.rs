@@ -9,6 +9,7 @@
 //! | `i/{id}\0{request_id}`                   | idempotency record (JSON)|
 //! | `c/{owner}{!create_time:u64 BE}{id}`     | the id: each owner's newest-first listing |
 //! | `x/{expire_time:u64 BE}{kind}{key rest}` | empty: expiry queue      |
+//! | `a/{time:u64 BE}{random:u64}`            | audit event (JSON)       |
 //!
 //! IDs never contain `\0` (see `DialogueId`), so `{id}\0` prefixes are exact.
 
@@ -17,6 +18,17 @@ use crate::dialogue::model::{DialogueId, Owner, Time};
 pub const TURN: &[u8] = b"t/";
 pub const CREATED: &[u8] = b"c/";
 pub const EXPIRY: &[u8] = b"x/";
+pub const AUDIT: &[u8] = b"a/";
+
+/// An audit event's key: time-ordered, random tail against collisions.
+pub fn audit(at: Time) -> Vec<u8> {
+    join(AUDIT, &[&time_be(at), &rand::random::<u64>().to_be_bytes()])
+}
+
+/// The first audit key at or after `at`.
+pub fn audit_from(at: Time) -> Vec<u8> {
+    join(AUDIT, &[&time_be(at)])
+}
 pub const EXPIRY_DIALOGUE: u8 = b'd';
 pub const EXPIRY_IDEMPOTENCY: u8 = b'i';
 

@@ -11,6 +11,7 @@ use super::{
     DialogueCursor, DialogueStore, ExchangeCommit, GroupCommit, IdempotencyRecord, StoreError,
     SweepReport,
 };
+use crate::audit::{AuditEvent, AuditFilter};
 use crate::config::{Durability, StoreSettings};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
@@ -431,6 +432,63 @@ impl DialogueStore for SledStore {
     async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError> {
         self.blocking(move |tree| Self::sweep(tree, now, 10_000))
             .await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.tree.insert(keys::audit(event.time), encode(event)?)?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
+        let start = match after {
+            Some(cursor) => {
+                let mut k = cursor.to_vec();
+                k.push(0);
+                k
+            }
+            None => keys::audit_from(filter.from.unwrap_or(Time(0))),
+        };
+        let end = match filter.to {
+            Some(to) => keys::audit_from(to),
+            None => keys::prefix_end(keys::AUDIT),
+        };
+        let mut events = Vec::new();
+        let mut last_key = None;
+        for entry in self.tree.range(start..end) {
+            let (key, value) = entry?;
+            let event: AuditEvent = decode(&value, "audit event")?;
+            if !filter.matches(&event) {
+                continue;
+            }
+            if events.len() == limit {
+                return Ok((events, last_key));
+            }
+            events.push(event);
+            last_key = Some(key.to_vec());
+        }
+        Ok((events, None))
+    }
+
+    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
+        self.blocking(move |tree| {
+            let mut batch = sled::Batch::default();
+            let mut removed = 0;
+            for key in tree
+                .range(keys::AUDIT.to_vec()..keys::audit_from(before))
+                .keys()
+            {
+                batch.remove(key?);
+                removed += 1;
+            }
+            tree.apply_batch(batch)?;
+            Ok(removed)
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
