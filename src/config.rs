@@ -164,6 +164,34 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// How long in-flight calls and streams may run on after SIGTERM/SIGINT.
     pub drain_timeout_secs: u64,
+    /// TLS for the gRPC port; plain HTTP/2 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM CA certificates: when set, clients must present a certificate
+    /// signed by one of them (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+    /// How often the certificate files are checked for changes, in seconds
+    /// (they are also reloaded on SIGHUP).
+    #[serde(default = "default_reload_check_secs")]
+    pub reload_check_secs: u64,
+    /// Roles of callers known only by their client certificate (subject CN
+    /// = principal, O = tenant), when no bearer credential is sent.
+    #[serde(default = "default_roles")]
+    pub client_cert_roles: Vec<crate::auth::Role>,
+}
+
+fn default_reload_check_secs() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -489,6 +517,22 @@ impl Settings {
         if auth.mode == AuthMode::Required && auth.api_keys.is_empty() && !any_jwt {
             return Err("auth.mode = \"required\" needs auth.api_keys or an auth.jwt key".into());
         }
+        if let Some(tls) = &self.server.tls {
+            for (key, path) in [
+                ("cert_file", Some(&tls.cert_file)),
+                ("key_file", Some(&tls.key_file)),
+                ("client_ca_file", tls.client_ca_file.as_ref()),
+            ] {
+                if let Some(p) = path
+                    && !Path::new(p).is_file()
+                {
+                    return Err(format!("server.tls.{key}: {p} is not a readable file"));
+                }
+            }
+            if tls.reload_check_secs == 0 {
+                return Err("server.tls.reload_check_secs must be at least 1".into());
+            }
+        }
         if self.audit.retention_days == 0 {
             return Err("audit.retention_days must be at least 1".into());
         }
@@ -614,6 +658,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_request_bytes: 4 * 1024 * 1024,
             drain_timeout_secs: 30,
+            tls: None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// Code generated from `proto/` by build.rs.
 pub mod pb {

@@ -19,14 +19,15 @@ use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
 use crate::store::sled::{OpenError, SledStore};
 use crate::store::{DialogueStore, StoreError};
+use crate::tls::{self, ReloadingCert};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub enum StartupError {
     Auth(String),
     #[error("cannot build the content filter: {0}")]
     ContentFilter(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -54,6 +57,8 @@ pub enum StartupError {
 
 pub struct Application {
     settings: Settings,
+    /// The served certificate and the TLS acceptor, when TLS is on.
+    tls: Option<(Arc<ReloadingCert>, TlsAcceptor)>,
     /// `None` when auth.mode = "none".
     authenticator: Option<Arc<Authenticator>>,
     listener: TcpListener,
@@ -92,7 +97,18 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
+        let tls = match &settings.server.tls {
+            None => None,
+            Some(t) => {
+                let cert = Arc::new(
+                    ReloadingCert::load(&t.cert_file, &t.key_file).map_err(StartupError::Tls)?,
+                );
+                let config = tls::server_config(t, cert.clone()).map_err(StartupError::Tls)?;
+                Some((cert, TlsAcceptor::from(config)))
+            }
+        };
         Ok(Application {
+            tls,
             settings,
             authenticator,
             listener,
@@ -114,6 +130,7 @@ impl Application {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartupError> {
         let Application {
+            tls,
             settings,
             authenticator,
             listener,
@@ -143,6 +160,12 @@ impl Application {
             .max_decoding_message_size(max_request);
 
         let auth_service = AuthServiceServer::new(AuthGrpc::new(authenticator.clone()));
+        let client_cert_roles = settings
+            .server
+            .tls
+            .as_ref()
+            .filter(|t| t.client_ca_file.is_some())
+            .map(|t| t.client_cert_roles.iter().copied().collect());
         let admin_service = AdminServiceServer::new(AdminGrpc::new(engine.store().clone()));
         let limits = &settings.limits;
         let rate_limits = Arc::new(RateLimits::new(
@@ -158,14 +181,26 @@ impl Application {
             Duration::from_secs(settings.store.sweep_interval_secs),
             stop.clone(),
         ));
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let reloader = tls.as_ref().map(|(cert, _)| {
+            let every = settings
+                .server
+                .tls
+                .as_ref()
+                .map_or(10, |t| t.reload_check_secs);
+            tokio::spawn(tls::reload_until_stopped(
+                cert.clone(),
+                Duration::from_secs(every),
+                stop.clone(),
+            ))
+        });
+        let incoming = tls::incoming(listener, tls.map(|(_, acceptor)| acceptor));
         let stop_serving = stop.clone();
         let mut server = tokio::spawn(
             Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .layer(AuditLayer::new(engine.store().clone()))
-                .layer(AuthLayer::new(authenticator))
+                .layer(AuthLayer::new(authenticator, client_cert_roles))
                 .layer(RateLimitLayer::new(rate_limits.clone()))
                 .add_service(health_service)
                 .add_service(reflection_v1)
@@ -223,6 +258,9 @@ impl Application {
             let _ = server.await;
         }
         let _ = sweeper.await;
+        if let Some(reloader) = reloader {
+            let _ = reloader.await;
+        }
         engine.store().flush().await.map_err(StartupError::Flush)?;
         tracing::info!("stopped; store flushed");
         Ok(())

@@ -178,8 +178,8 @@ where
             request_id: request_id(request.headers()),
             client_ip: request
                 .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|c| c.remote_addr())
+                .get::<crate::tls::PeerInfo>()
+                .and_then(|p| p.remote_addr)
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default(),
             time: Time::now(),

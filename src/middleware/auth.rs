@@ -5,7 +5,9 @@
 
 use crate::audit::AuditNotes;
 use crate::auth::policy::{self, Access};
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::{AuthError, Authenticator, Principal, Role};
+use crate::tls::{PeerInfo, certificate_subject};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::Status;
@@ -15,11 +17,20 @@ use tower::{Layer, Service};
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Option<Arc<Authenticator>>,
+    /// Set with mTLS: callers without a bearer credential are the subject
+    /// of their client certificate, with these roles.
+    client_cert_roles: Option<BTreeSet<Role>>,
 }
 
 impl AuthLayer {
-    pub fn new(authenticator: Option<Arc<Authenticator>>) -> AuthLayer {
-        AuthLayer { authenticator }
+    pub fn new(
+        authenticator: Option<Arc<Authenticator>>,
+        client_cert_roles: Option<BTreeSet<Role>>,
+    ) -> AuthLayer {
+        AuthLayer {
+            authenticator,
+            client_cert_roles,
+        }
     }
 }
 
@@ -30,6 +41,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             authenticator: self.authenticator.clone(),
+            client_cert_roles: self.client_cert_roles.clone(),
         }
     }
 }
@@ -38,6 +50,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     authenticator: Option<Arc<Authenticator>>,
+    client_cert_roles: Option<BTreeSet<Role>>,
 }
 
 impl From<AuthError> for Status {
@@ -57,13 +70,21 @@ impl<S> AuthService<S> {
         &self,
         access: Access,
         authorization: Option<&str>,
+        peer: Option<&PeerInfo>,
     ) -> Result<Option<Principal>, AuthError> {
         if access == Access::Public {
             return Ok(None);
         }
-        let principal = match &self.authenticator {
-            None => Principal::local(),
-            Some(auth) => auth.authenticate(authorization)?,
+        let cert = peer.and_then(|p| p.client_cert.as_ref());
+        let from_cert = match (&self.client_cert_roles, authorization, cert) {
+            (Some(roles), None, Some(cert)) => certificate_subject(cert)
+                .map(|(principal, tenant)| Principal::new(principal, tenant, roles.clone(), None)),
+            _ => None,
+        };
+        let principal = match (from_cert, &self.authenticator) {
+            (Some(p), _) => p,
+            (None, None) => Principal::local(),
+            (None, Some(auth)) => auth.authenticate(authorization)?,
         };
         match access {
             Access::Scope(scope) if !principal.has_scope(scope) => {
@@ -99,7 +120,11 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match self.admit(access, authorization) {
+        match self.admit(
+            access,
+            authorization,
+            request.extensions().get::<PeerInfo>(),
+        ) {
             Ok(principal) => {
                 if let Some(p) = principal {
                     if let Some(notes) = request.extensions().get::<AuditNotes>() {

@@ -13,3 +13,4 @@ mod security;
 mod service;
 mod streaming;
 mod summaries;
+mod tls;
