@@ -5,6 +5,7 @@
 //! token budgets are the engine's (it knows each turn's usage).
 
 use crate::auth::Principal;
+use crate::auth::policy::{self, Access};
 use crate::grpc::status::resource_exhausted;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -101,7 +102,10 @@ where
         let refuse = |status: Status| -> Self::Future {
             Box::pin(std::future::ready(Ok(status.into_http())))
         };
-        let permit = match &self.limits.in_flight {
+        // Health checks and reflection are never shed: an overloaded server
+        // must still answer its probes while it drains.
+        let public = policy::required(request.uri().path()) == Access::Public;
+        let permit = match self.limits.in_flight.as_ref().filter(|_| !public) {
             Some(slots) => match slots.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {

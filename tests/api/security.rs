@@ -694,6 +694,13 @@ mod abuse_limits {
         let err = app.get("busy", 0).await.unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
         assert_eq!(error_reason(&err).as_deref(), Some("OVERLOADED"));
+        // Probes still answer while the server sheds calls.
+        tonic_health::pb::health_client::HealthClient::new(app.channel.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
         slow.await.unwrap().unwrap();
         app.get("busy", 0).await.unwrap();
     }
