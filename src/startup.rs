@@ -166,7 +166,7 @@ impl Application {
             .as_ref()
             .filter(|t| t.client_ca_file.is_some())
             .map(|t| t.client_cert_roles.iter().copied().collect());
-        let admin_service = AdminServiceServer::new(AdminGrpc::new(engine.store().clone()));
+        let admin_service = AdminServiceServer::new(AdminGrpc::new(engine.clone()));
         let limits = &settings.limits;
         let rate_limits = Arc::new(RateLimits::new(
             limits.requests_per_second,

@@ -11,6 +11,7 @@ use super::prompt::PromptBuilder;
 use super::quota::{StreamSlots, TokenBudget};
 use super::tokenizer::count_tokens;
 use super::validate;
+use crate::audit::{AuditEvent, AuditFilter};
 use crate::auth::Principal;
 use crate::backend::{BackendError, ModelReply, ModelRequest, ReplyChunk};
 use crate::config::LimitSettings;
@@ -373,6 +374,32 @@ impl Engine {
             }
         });
         rx
+    }
+
+    /// Audit events matching `filter`, oldest first, paged like other lists.
+    pub async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        page_size_req: usize,
+        page_token: &str,
+    ) -> Result<Page<AuditEvent>, EngineError> {
+        const SCOPE: &str = "audit";
+        let after = match page_token {
+            "" => None,
+            token => Some(page_token::decode(token, SCOPE)?),
+        };
+        let size = match page_size_req {
+            0 => 100,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let (items, next) = self
+            .store
+            .list_audit(filter, after.as_deref(), size)
+            .await?;
+        Ok(Page {
+            items,
+            next_page_token: next.map(|k| page_token::encode(SCOPE, &k)),
+        })
     }
 
     /// Erases dialogues whose expiry passed, and stale idempotency keys.

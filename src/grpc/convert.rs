@@ -397,6 +397,20 @@ pub fn outcome_to_pb(o: TurnOutcome) -> pb::ConverseResponse {
     }
 }
 
+pub fn audit_event_to_pb(e: crate::audit::AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        time: Some(time_to_pb(e.time)),
+        request_id: e.request_id,
+        principal: e.principal,
+        tenant: e.tenant,
+        client_ip: e.client_ip,
+        action: e.action,
+        resource: e.resource,
+        status: e.status,
+        duration_ms: e.duration_ms,
+    }
+}
+
 pub fn event_to_pb(event: StreamEvent) -> pb::ConverseStreamResponse {
     use pb::converse_stream_response::Event;
     let event = match event {
