@@ -259,6 +259,82 @@ mod tests {
         assert!(good.verify(&token).is_none(), "not valid yet");
     }
 
+    fn fixture(name: &str) -> String {
+        format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn sign(alg: Algorithm, key: EncodingKey, aud: &str) -> String {
+        let claims = Claims {
+            sub: "svc-b".into(),
+            iss: "dialogd".into(),
+            aud: aud.into(),
+            exp: now() + 60,
+            nbf: None,
+            iat: None,
+            jti: None,
+            tenant: Some("acme".into()),
+            roles: vec!["user".into()],
+            scope: None,
+        };
+        jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_verify_with_their_public_keys_only() {
+        let mut verifier = JwtVerifier::new("dialogd", "dialogd-api", None);
+        verifier
+            .add_pem(&fixture("rs256.pub.pem"), Algorithm::RS256)
+            .unwrap();
+        verifier
+            .add_pem(&fixture("es256.pub.pem"), Algorithm::ES256)
+            .unwrap();
+        let rsa =
+            || EncodingKey::from_rsa_pem(&std::fs::read(fixture("rs256.key")).unwrap()).unwrap();
+        let ec =
+            || EncodingKey::from_ec_pem(&std::fs::read(fixture("es256.key")).unwrap()).unwrap();
+
+        let p = verifier
+            .verify(&sign(Algorithm::RS256, rsa(), "dialogd-api"))
+            .expect("RS256 verifies");
+        assert_eq!((p.id.as_str(), p.tenant.as_str()), ("svc-b", "acme"));
+        assert!(
+            p.has_scope(Scope::DialogueWrite),
+            "scopes come from the roles"
+        );
+        assert!(
+            verifier
+                .verify(&sign(Algorithm::ES256, ec(), "dialogd-api"))
+                .is_some(),
+            "ES256 verifies"
+        );
+        assert!(
+            verifier
+                .verify(&sign(Algorithm::RS256, rsa(), "elsewhere"))
+                .is_none(),
+            "audience checked"
+        );
+
+        // A token signed by a key dialogd does not know is refused.
+        let mut only_es = JwtVerifier::new("dialogd", "dialogd-api", None);
+        only_es
+            .add_pem(&fixture("es256.pub.pem"), Algorithm::ES256)
+            .unwrap();
+        assert!(
+            only_es
+                .verify(&sign(Algorithm::RS256, rsa(), "dialogd-api"))
+                .is_none()
+        );
+        // An HS256 token "signed" with the RSA public key (algorithm
+        // confusion) finds no HMAC secret to be checked against.
+        let public_pem = std::fs::read(fixture("rs256.pub.pem")).unwrap();
+        let confused = sign(
+            Algorithm::HS256,
+            EncodingKey::from_secret(&public_pem),
+            "dialogd-api",
+        );
+        assert!(verifier.verify(&confused).is_none());
+    }
+
     #[test]
     fn alg_none_and_algorithm_confusion_are_refused() {
         use base64::Engine as _;
