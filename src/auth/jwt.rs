@@ -336,6 +336,42 @@ mod tests {
     }
 
     #[test]
+    fn jwks_keys_verify_by_kid() {
+        let mut verifier = JwtVerifier::new("dialogd", "dialogd-api", None);
+        verifier.add_jwks(&fixture("jwks.json")).unwrap();
+        let ec =
+            || EncodingKey::from_ec_pem(&std::fs::read(fixture("es256.key")).unwrap()).unwrap();
+        let with_kid = |kid: &str| {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(kid.into());
+            let claims = Claims {
+                sub: "svc-c".into(),
+                iss: "dialogd".into(),
+                aud: "dialogd-api".into(),
+                exp: now() + 60,
+                nbf: None,
+                iat: None,
+                jti: None,
+                tenant: None,
+                roles: vec![],
+                scope: None,
+            };
+            jsonwebtoken::encode(&header, &claims, &ec()).unwrap()
+        };
+        assert!(verifier.verify(&with_kid("test-es256")).is_some());
+        assert!(
+            verifier.verify(&with_kid("another-key")).is_none(),
+            "unknown kid"
+        );
+        let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rs256.key")).unwrap()).unwrap();
+        assert!(
+            verifier
+                .verify(&sign(Algorithm::RS256, rsa, "dialogd-api"))
+                .is_none()
+        );
+    }
+
+    #[test]
     fn alg_none_and_algorithm_confusion_are_refused() {
         use base64::Engine as _;
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);

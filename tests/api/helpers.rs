@@ -308,14 +308,15 @@ impl ServerProcess {
     /// Starts `dialogd` on a free port with `data_dir`; waits for its
     /// "listening" line (no sleeps, no fixed ports).
     pub async fn start(data_dir: &Path) -> ServerProcess {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// Like `start`, with extra command-line arguments (e.g. `--config`).
+    pub async fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
         let mut child = tokio::process::Command::new(binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-level",
-                "warn",
-                "--data-dir",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(extra)
+            .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -181,3 +181,54 @@ async fn with_mtls_the_client_certificate_is_the_caller() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_a_running_process() {
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = (dir.path().join("tls.pem"), dir.path().join("tls.key"));
+    std::fs::copy(fixture("server.pem"), &cert).unwrap();
+    std::fs::copy(fixture("server.key"), &key).unwrap();
+    let config = dir.path().join("dialogd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n# Only the signal reloads within this test.\nreload_check_secs = 3600\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start_with(&data, &["--config", config.to_str().unwrap()]).await;
+    let addr = server.addr;
+    list_models(channel(addr, "ca.pem", None).await.unwrap())
+        .await
+        .unwrap();
+
+    std::fs::copy(fixture("server2.key"), &key).unwrap();
+    std::fs::copy(fixture("server2.pem"), &cert).unwrap();
+    assert!(
+        channel(addr, "ca2.pem", None).await.is_err(),
+        "no reload before the signal"
+    );
+    let pid = server.child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(ch) = channel(addr, "ca2.pem", None).await
+            && list_models(ch).await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill9().await;
+}
