@@ -234,7 +234,7 @@ async fn every_rpc_refuses_every_wrong_credential_without_changing_data() {
         .unwrap();
     let before = snapshot(&app, alice).await;
 
-    let expired = expired_token(&app, &key["alice"]).await;
+    let expired = expired_token();
     let wrong_secret = format!("{}x", &key["alice"]);
     let cases: [(&str, Option<&str>); 5] = [
         ("no token", None),
@@ -330,7 +330,7 @@ async fn every_rpc_refuses_every_wrong_credential_without_changing_data() {
 }
 
 /// A JWT for alice that expired an hour ago (signed with the server's secret).
-async fn expired_token(_app: &TestApp, _alice_key: &str) -> String {
+fn expired_token() -> String {
     let issuer = dialogd::auth::jwt::JwtIssuer::new(
         "dialogd",
         "dialogd",
