@@ -75,10 +75,6 @@ enum Plan {
     Run(Box<PlannedTurn>),
 }
 
-fn dialogue_name(id: &DialogueId) -> String {
-    format!("dialogues/{id}")
-}
-
 fn page_size(requested: usize) -> usize {
     match requested {
         0 => DEFAULT_PAGE_SIZE,
@@ -272,7 +268,7 @@ impl Engine {
         page_size_req: usize,
         page_token: &str,
     ) -> Result<Page<Turn>, EngineError> {
-        let scope = format!("{}/turns", dialogue_name(id));
+        let scope = format!("{}/turns", id.resource_name());
         let from = match page_token {
             "" => 0,
             token => {
@@ -594,13 +590,13 @@ impl Engine {
         let (dialogue, create) = match (stored, &request.create_if_missing) {
             (Some(d), _) if d.owner == owner => (d, None),
             // Someone else's: not found, and not creatable under that ID.
-            (Some(_), _) => return Err(EngineError::NotFound(dialogue_name(id))),
+            (Some(_), _) => return Err(EngineError::NotFound(id.resource_name())),
             (None, Some(spec)) => {
                 self.erase_if_expired(id, now).await?;
                 let d = self.new_dialogue(owner, id.clone(), spec, now, "dialogue_defaults")?;
                 (d.clone(), Some(d))
             }
-            (None, None) => return Err(EngineError::NotFound(dialogue_name(id))),
+            (None, None) => return Err(EngineError::NotFound(id.resource_name())),
         };
         if let (Some(rid), None) = (&request.request_id, &create)
             && let Some(record) = self.store.get_idempotency(id, rid).await?
@@ -613,7 +609,7 @@ impl Engine {
                 reason: "DIALOGUE_TURN_LIMIT",
                 message: format!(
                     "{} holds {} turns; at most {} are allowed per dialogue",
-                    dialogue_name(id),
+                    id.resource_name(),
                     dialogue.turn_count,
                     self.limits.max_turns_per_dialogue
                 ),
@@ -775,7 +771,7 @@ impl Engine {
             EngineError::Store(crate::store::StoreError::Corrupt(format!(
                 "turns of request_id {:?} in {} are missing",
                 record.request_id,
-                dialogue_name(id)
+                id.resource_name()
             )))
         })?;
         if user_turn.content != request.content {
@@ -812,7 +808,7 @@ impl Engine {
     ) -> Result<Dialogue, EngineError> {
         match self.load_any(id, now).await? {
             d if d.owner == Owner::of(caller) => Ok(d),
-            _ => Err(EngineError::NotFound(dialogue_name(id))),
+            _ => Err(EngineError::NotFound(id.resource_name())),
         }
     }
 
@@ -820,7 +816,7 @@ impl Engine {
     async fn load_any(&self, id: &DialogueId, now: Time) -> Result<Dialogue, EngineError> {
         match self.store.get_dialogue(id).await? {
             Some(d) if !d.is_expired(now) => Ok(d),
-            _ => Err(EngineError::NotFound(dialogue_name(id))),
+            _ => Err(EngineError::NotFound(id.resource_name())),
         }
     }
 

@@ -60,6 +60,11 @@ impl DialogueId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The resource name, `dialogues/{id}`.
+    pub fn resource_name(&self) -> String {
+        format!("dialogues/{}", self.0)
+    }
 }
 
 impl fmt::Display for DialogueId {

@@ -28,10 +28,6 @@ pub fn dialogue_id_from_name(name: &str, field: &str) -> Result<DialogueId, Engi
     DialogueId::parse(raw).map_err(|why| EngineError::invalid(field, format!("dialogue ID {why}")))
 }
 
-pub fn dialogue_name(id: &DialogueId) -> String {
-    format!("dialogues/{id}")
-}
-
 pub fn time_to_pb(t: Time) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.0.div_euclid(1_000_000_000),
@@ -296,7 +292,7 @@ pub fn page_size(raw: i32) -> Result<usize, EngineError> {
 
 pub fn dialogue_to_pb(d: &Dialogue, recent_turns: &[Turn]) -> pb::Dialogue {
     pb::Dialogue {
-        name: dialogue_name(&d.id),
+        name: d.id.resource_name(),
         dialogue_id: d.id.to_string(),
         model: d.model.clone(),
         system_prompt: d.system_prompt.clone(),
@@ -387,7 +383,7 @@ fn metadata_to_pb(m: ReplyMetadata) -> pb::ResponseMetadata {
 
 pub fn outcome_to_pb(o: TurnOutcome) -> pb::ConverseResponse {
     pb::ConverseResponse {
-        name: dialogue_name(&o.dialogue_id),
+        name: o.dialogue_id.resource_name(),
         dialogue_id: o.dialogue_id.to_string(),
         user_turn: Some(turn_to_pb(&o.dialogue_id, &o.user_turn)),
         turn: Some(turn_to_pb(&o.dialogue_id, &o.assistant_turn)),
@@ -419,7 +415,7 @@ pub fn event_to_pb(event: StreamEvent) -> pb::ConverseStreamResponse {
             turn_index,
             model,
         } => Event::Start(pb::StreamStart {
-            name: dialogue_name(&dialogue_id),
+            name: dialogue_id.resource_name(),
             dialogue_id: dialogue_id.to_string(),
             turn_id: turn_index.to_string(),
             turn_index: i64::try_from(turn_index).unwrap_or(i64::MAX),

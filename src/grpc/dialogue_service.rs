@@ -38,7 +38,7 @@ impl DialogueService for DialogueGrpc {
         let spec = convert::dialogue_spec(dialogue, "dialogue", &mut v);
         let spec = v.into_result(spec)?;
         let created = self.engine.create_dialogue(&caller, id, spec).await?;
-        notes.set_resource(&convert::dialogue_name(&created.id));
+        notes.set_resource(&created.id.resource_name());
         Ok(Response::new(convert::dialogue_to_pb(&created, &[])))
     }
 

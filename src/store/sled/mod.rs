@@ -50,10 +50,6 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn dialogue_name(id: &DialogueId) -> String {
-    format!("dialogues/{id}")
-}
-
 impl SledStore {
     /// Opens (or creates) the store in `settings.data_dir`.
     pub fn open(settings: &StoreSettings) -> Result<SledStore, OpenError> {
@@ -116,7 +112,7 @@ impl SledStore {
             None => Ok(None),
             Some(v) => keys::decode_head(&v)
                 .map(Some)
-                .ok_or_else(|| StoreError::Corrupt(format!("head of {}", dialogue_name(id)))),
+                .ok_or_else(|| StoreError::Corrupt(format!("head of {}", id.resource_name()))),
         }
     }
 
@@ -124,7 +120,7 @@ impl SledStore {
         let Some(meta) = tree.get(keys::meta(id))? else {
             return Ok(None);
         };
-        let mut dialogue: Dialogue = decode(&meta, &dialogue_name(id))?;
+        let mut dialogue: Dialogue = decode(&meta, &id.resource_name())?;
         if let Some(head) = Self::read_head(tree, id)? {
             dialogue.turn_count = head.turn_count;
             dialogue.update_time = dialogue.update_time.max(head.last_turn_time);
@@ -257,7 +253,7 @@ impl SledStore {
 impl DialogueStore for SledStore {
     async fn create_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
         if self.tree.contains_key(keys::meta(&dialogue.id))? {
-            return Err(StoreError::AlreadyExists(dialogue_name(&dialogue.id)));
+            return Err(StoreError::AlreadyExists(dialogue.id.resource_name()));
         }
         let mut batch = sled::Batch::default();
         Self::insert_creation(&mut batch, dialogue)?;
@@ -271,7 +267,7 @@ impl DialogueStore for SledStore {
     async fn update_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
         let id = &dialogue.id;
         let old = Self::read_dialogue(&self.tree, id)?
-            .ok_or_else(|| StoreError::NotFound(dialogue_name(id)))?;
+            .ok_or_else(|| StoreError::NotFound(id.resource_name()))?;
         let mut batch = sled::Batch::default();
         batch.insert(keys::meta(id), encode(dialogue)?);
         if old.expire_time != dialogue.expire_time {
@@ -374,8 +370,8 @@ impl DialogueStore for SledStore {
         let id = commit.dialogue_id;
         let mut batch = sled::Batch::default();
         let head = match (commit.create, Self::read_head(&self.tree, id)?) {
-            (Some(_), Some(_)) => return Err(StoreError::AlreadyExists(dialogue_name(id))),
-            (None, None) => return Err(StoreError::NotFound(dialogue_name(id))),
+            (Some(_), Some(_)) => return Err(StoreError::AlreadyExists(id.resource_name())),
+            (None, None) => return Err(StoreError::NotFound(id.resource_name())),
             (Some(dialogue), None) => {
                 Self::insert_creation(&mut batch, dialogue)?;
                 keys::Head {
@@ -388,7 +384,7 @@ impl DialogueStore for SledStore {
         };
         let stored_count = head.turn_count;
         if stored_count != commit.expected_turn_count {
-            return Err(StoreError::Conflict(dialogue_name(id)));
+            return Err(StoreError::Conflict(id.resource_name()));
         }
         let mut last_time = Time(0);
         for turn in commit.turns {
