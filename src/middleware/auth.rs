@@ -107,8 +107,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = super::LayerFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -132,15 +131,12 @@ where
                     }
                     request.extensions_mut().insert(p);
                 }
-                // The clone that was polled ready serves this call.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let mut inner = super::take_ready(&mut self.inner);
                 Box::pin(inner.call(request))
             }
             Err(e) => {
                 tracing::debug!(path = request.uri().path(), error = %e, "call refused");
-                let response = Status::from(e).into_http();
-                Box::pin(std::future::ready(Ok(response)))
+                super::refuse(Status::from(e))
             }
         }
     }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tonic::Status;
 use tower::{Layer, Service};
 
 type KeyedLimiter =
@@ -91,17 +90,13 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = super::LayerFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let refuse = |status: Status| -> Self::Future {
-            Box::pin(std::future::ready(Ok(status.into_http())))
-        };
         // Health checks and reflection are never shed: an overloaded server
         // must still answer its probes while it drains.
         let public = policy::required(request.uri().path()) == Access::Public;
@@ -109,7 +104,7 @@ where
             Some(slots) => match slots.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    return refuse(resource_exhausted(
+                    return super::refuse(resource_exhausted(
                         "the server is at capacity; retry shortly",
                         "OVERLOADED",
                         Duration::from_secs(1),
@@ -128,7 +123,7 @@ where
                 Ok(snapshot) => remaining = Some(snapshot.remaining_burst_capacity()),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(limiter.clock().now());
-                    return refuse(resource_exhausted(
+                    return super::refuse(resource_exhausted(
                         "request rate limit reached for this caller",
                         "RATE_LIMITED",
                         wait,
@@ -136,8 +131,7 @@ where
                 }
             }
         }
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take_ready(&mut self.inner);
         let response = inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
