@@ -133,37 +133,37 @@ impl Engine {
         spec: DialogueSpec,
     ) -> Result<Dialogue, EngineError> {
         let now = Time::now();
-        let dialogue = self.new_dialogue(
-            Owner::of(caller),
-            id.unwrap_or_else(DialogueId::generate),
-            &spec,
-            now,
-            "dialogue",
-        )?;
+        let owner = Owner::of(caller);
+        let id = id.unwrap_or_else(DialogueId::generate).scoped_to(&owner);
+        let dialogue = self.new_dialogue(owner, id, &spec, now, "dialogue")?;
         let _guard = self.locks.lock(&dialogue.id).await;
         self.erase_if_expired(&dialogue.id, now).await?;
         self.store.create_dialogue(&dialogue).await?;
         Ok(dialogue)
     }
 
-    /// The caller's dialogue; an admin also gets any other dialogue's
-    /// metadata, without its content (system prompt, state, turns).
+    /// The caller's dialogue, or with `owner` naming someone else, that
+    /// owner's dialogue: for admins its metadata without its content
+    /// (system prompt, state, turns), for anyone else NOT_FOUND.
     pub async fn get_dialogue(
         &self,
         caller: &Principal,
         id: &DialogueId,
+        owner: Option<&Owner>,
         last_turns: usize,
     ) -> Result<(Dialogue, Vec<Turn>), EngineError> {
         let now = Time::now();
-        let dialogue = match self.load(caller, id, now).await {
-            Err(EngineError::NotFound(_)) if caller.is_admin() => {
-                let mut other = self.load_any(id, now).await?;
-                other.system_prompt.clear();
-                other.state = None;
-                return Ok((other, Vec::new()));
+        if let Some(owner) = owner.filter(|&o| *o != Owner::of(caller)) {
+            if !caller.is_admin() {
+                return Err(EngineError::NotFound(id.resource_name()));
             }
-            other => other?,
-        };
+            let mut other = self.load_any(&id.scoped_to(owner), now).await?;
+            other.system_prompt.clear();
+            other.state = None;
+            return Ok((other, Vec::new()));
+        }
+        let id = &id.scoped_to(&Owner::of(caller));
+        let dialogue = self.load(caller, id, now).await?;
         let mut turns = Vec::new();
         if last_turns > 0 {
             turns = self
@@ -189,7 +189,7 @@ impl Engine {
                 let raw = page_token::decode(token, SCOPE)?;
                 let cursor = raw.split_at_checked(8).and_then(|(time, id)| {
                     let time = i64::from_be_bytes(time.try_into().ok()?);
-                    let id = DialogueId::parse(std::str::from_utf8(id).ok()?).ok()?;
+                    let id = DialogueId::from_stored(std::str::from_utf8(id).ok()?).ok()?;
                     Some(DialogueCursor {
                         create_time: Time(time),
                         id,
@@ -220,6 +220,7 @@ impl Engine {
         spec: DialogueSpec,
         mask: UpdateMask,
     ) -> Result<Dialogue, EngineError> {
+        let id = &id.scoped_to(&Owner::of(caller));
         let now = Time::now();
         let mut v = Violations::default();
         validate::check_spec(&self.limits, &spec, Some(&mask), "dialogue", now, &mut v);
@@ -255,6 +256,7 @@ impl Engine {
         caller: &Principal,
         id: &DialogueId,
     ) -> Result<(), EngineError> {
+        let id = &id.scoped_to(&Owner::of(caller));
         let _guard = self.locks.lock(id).await;
         self.load(caller, id, Time::now()).await?;
         self.store.delete_dialogue(id).await?;
@@ -268,6 +270,7 @@ impl Engine {
         page_size_req: usize,
         page_token: &str,
     ) -> Result<Page<Turn>, EngineError> {
+        let id = &id.scoped_to(&Owner::of(caller));
         let scope = format!("{}/turns", id.resource_name());
         let from = match page_token {
             "" => 0,
@@ -295,7 +298,8 @@ impl Engine {
     }
 
     /// Runs one turn to completion and returns the stored reply.
-    pub async fn converse(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
+    pub async fn converse(&self, mut request: TurnRequest) -> Result<TurnOutcome, EngineError> {
+        request.dialogue_id = request.dialogue_id.scoped_to(&Owner::of(&request.caller));
         let deadline = request.deadline;
         tokio::select! {
             outcome = within_deadline(deadline, self.run_unary(request)) => outcome,
@@ -338,8 +342,9 @@ impl Engine {
     /// is stored then, and the dialogue's lock is released.
     pub fn converse_stream(
         self: &Arc<Self>,
-        request: TurnRequest,
+        mut request: TurnRequest,
     ) -> mpsc::Receiver<Result<StreamEvent, EngineError>> {
+        request.dialogue_id = request.dialogue_id.scoped_to(&Owner::of(&request.caller));
         let (tx, rx) = mpsc::channel(32);
         let Some(slot) = self.streams.try_open(&quota_key(&request.caller)) else {
             let _ = tx.try_send(Err(EngineError::RateLimited {
@@ -812,7 +817,8 @@ impl Engine {
         }
     }
 
-    /// A live dialogue whoever owns it (only for admin metadata reads).
+    /// A live dialogue whoever owns it (only for admin metadata reads and
+    /// the owner check in `load`); `id` must already be scoped.
     async fn load_any(&self, id: &DialogueId, now: Time) -> Result<Dialogue, EngineError> {
         match self.store.get_dialogue(id).await? {
             Some(d) if !d.is_expired(now) => Ok(d),

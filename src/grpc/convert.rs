@@ -8,7 +8,8 @@ use crate::dialogue::EngineError;
 use crate::dialogue::error::Violations;
 use crate::dialogue::model::{
     ContentPart, Dialogue, DialogueId, DialogueSpec, Expiration, FinishReason, GenerationParams,
-    ReplyMetadata, Role, StreamEvent, Time, Turn, TurnOutcome, TurnRequest, UpdateMask, Usage,
+    Owner, ReplyMetadata, Role, StreamEvent, Time, Turn, TurnOutcome, TurnRequest, UpdateMask,
+    Usage,
 };
 use crate::pb::dialogue::v1 as pb;
 use prost_types::value::Kind;
@@ -309,6 +310,17 @@ pub fn dialogue_to_pb(d: &Dialogue, recent_turns: &[Turn]) -> pb::Dialogue {
         update_time: Some(time_to_pb(d.update_time)),
         turn_count: i64::try_from(d.turn_count).unwrap_or(i64::MAX),
         recent_turns: recent_turns.iter().map(|t| turn_to_pb(&d.id, t)).collect(),
+        owner: Some(pb::DialogueOwner {
+            tenant: d.owner.tenant.clone(),
+            principal: d.owner.principal.clone(),
+        }),
+    }
+}
+
+pub fn owner_from_pb(owner: pb::DialogueOwner) -> Owner {
+    Owner {
+        tenant: owner.tenant,
+        principal: owner.principal,
     }
 }
 

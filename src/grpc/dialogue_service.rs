@@ -55,7 +55,11 @@ impl DialogueService for DialogueGrpc {
             .ok_or_else(|| {
                 crate::dialogue::EngineError::invalid("last_turns", "must be 0 to 1000")
             })?;
-        let (dialogue, turns) = self.engine.get_dialogue(&caller, &id, last_turns).await?;
+        let owner = req.owner.map(convert::owner_from_pb);
+        let (dialogue, turns) = self
+            .engine
+            .get_dialogue(&caller, &id, owner.as_ref(), last_turns)
+            .await?;
         Ok(Response::new(convert::dialogue_to_pb(&dialogue, &turns)))
     }
 

@@ -143,6 +143,7 @@ async fn unknown_and_malformed_names() {
         .get_dialogue(pb::GetDialogueRequest {
             name: "conversations/x".into(),
             last_turns: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();

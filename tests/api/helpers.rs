@@ -186,6 +186,7 @@ impl TestApp {
             .get_dialogue(pb::GetDialogueRequest {
                 name: name(id),
                 last_turns,
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())

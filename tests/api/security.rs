@@ -116,6 +116,7 @@ async fn call(app: &TestApp, rpc: Rpc, target: &str, key: Option<&str>) -> Resul
                 pb::GetDialogueRequest {
                     name: name(target),
                     last_turns: 5,
+                    ..Default::default()
                 },
                 key,
             ))
@@ -197,6 +198,7 @@ async fn snapshot(app: &TestApp, alice: &str) -> (i64, String) {
             pb::GetDialogueRequest {
                 name: name("a1"),
                 last_turns: 0,
+                ..Default::default()
             },
             Some(alice),
         ))
@@ -375,24 +377,123 @@ async fn admins_see_any_dialogues_metadata_but_not_its_content() {
         ))
         .await
         .unwrap();
-    let seen = app
-        .dialogues
-        .clone()
-        .get_dialogue(with_auth(
+    let alice = pb::DialogueOwner {
+        tenant: "acme".into(),
+        principal: "alice".into(),
+    };
+    let get_as = |caller: &'static str, owner: Option<pb::DialogueOwner>| {
+        let mut d = app.dialogues.clone();
+        let request = with_auth(
             pb::GetDialogueRequest {
                 name: name("secret-plans"),
                 last_turns: 10,
+                owner,
             },
-            Some(&key["admin"]),
-        ))
+            Some(&key[caller]),
+        );
+        async move { d.get_dialogue(request).await }
+    };
+    // Dialogue IDs are per owner: without the owner the admin asks for
+    // their own `secret-plans`, which does not exist.
+    assert_eq!(
+        get_as("admin", None).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let seen = get_as("admin", Some(alice.clone()))
         .await
         .unwrap()
         .into_inner();
     assert_eq!((seen.turn_count, seen.labels["team"].as_str()), (2, "x"));
+    assert_eq!(seen.owner, Some(alice.clone()));
     assert!(seen.system_prompt.is_empty() && seen.recent_turns.is_empty() && seen.state.is_none());
     // Content stays out of reach.
     assert_eq!(
         call(&app, Rpc::ListTurns, "secret-plans", Some(&key["admin"])).await,
+        Err(Code::NotFound)
+    );
+    // Naming someone else's owner is an admin's privilege only.
+    for caller in ["bob", "eve", "auditor"] {
+        let refused = get_as(caller, Some(alice.clone())).await.unwrap_err();
+        assert!(
+            matches!(refused.code(), Code::NotFound | Code::PermissionDenied),
+            "{caller}: {refused:?}"
+        );
+        assert!(!refused.message().contains("acme"), "{caller}: {refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn each_owner_has_its_own_dialogue_ids_so_taking_one_reveals_nothing() {
+    let (app, key) = secured_app().await;
+    let create = |caller: &'static str, prompt: &'static str| {
+        let mut d = app.dialogues.clone();
+        let request = with_auth(
+            pb::CreateDialogueRequest {
+                dialogue: Some(pb::Dialogue {
+                    dialogue_id: "chat-1".into(),
+                    system_prompt: prompt.into(),
+                    ..Default::default()
+                }),
+            },
+            Some(&key[caller]),
+        );
+        async move { d.create_dialogue(request).await.map(|r| r.into_inner()) }
+    };
+    let mine = create("alice", "alice's").await.unwrap();
+    assert_eq!(
+        (mine.name.as_str(), mine.dialogue_id.as_str()),
+        ("dialogues/chat-1", "chat-1")
+    );
+    // Bob (same tenant) and eve (another tenant) take the same ID: no
+    // ALREADY_EXISTS that would reveal alice's dialogue.
+    for other in ["bob", "eve"] {
+        let theirs = create(other, "not alice's").await.unwrap();
+        assert_eq!(theirs.name, "dialogues/chat-1");
+        assert_eq!(theirs.owner.unwrap().principal, other);
+    }
+    assert_eq!(
+        create("alice", "again").await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    // Each converses with, reads and deletes only their own.
+    for caller in ["alice", "bob"] {
+        app.dialogues
+            .clone()
+            .converse(with_auth(
+                converse_request("chat-1", caller),
+                Some(&key[caller]),
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        call(&app, Rpc::Delete, "chat-1", Some(&key["eve"])).await,
+        Ok(())
+    );
+    for (caller, prompt) in [("alice", "alice's"), ("bob", "not alice's")] {
+        let got = app
+            .dialogues
+            .clone()
+            .get_dialogue(with_auth(
+                pb::GetDialogueRequest {
+                    name: name("chat-1"),
+                    last_turns: 10,
+                    ..Default::default()
+                },
+                Some(&key[caller]),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.system_prompt, prompt);
+        assert_eq!(got.recent_turns.len(), 2, "{caller}");
+        assert_eq!(
+            got.recent_turns[0].content[0].kind,
+            Some(pb::content_part::Kind::Text(caller.into()))
+        );
+    }
+    assert_eq!(
+        call(&app, Rpc::Get, "chat-1", Some(&key["eve"])).await,
         Err(Code::NotFound)
     );
 }
@@ -764,6 +865,7 @@ mod audit {
             pb::GetDialogueRequest {
                 name: name("audited"),
                 last_turns: 0,
+                ..Default::default()
             },
             Some(alice),
         );

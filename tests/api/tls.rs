@@ -165,6 +165,7 @@ async fn with_mtls_the_client_certificate_is_the_caller() {
         .get_dialogue(pb::GetDialogueRequest {
             name: name("alices"),
             last_turns: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -177,6 +178,7 @@ async fn with_mtls_the_client_certificate_is_the_caller() {
         .get_dialogue(pb::GetDialogueRequest {
             name: name("alices"),
             last_turns: 0,
+            ..Default::default()
         })
         .await
         .unwrap();

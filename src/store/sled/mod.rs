@@ -202,7 +202,7 @@ impl SledStore {
                 Some((keys::EXPIRY_DIALOGUE, rest)) => {
                     match std::str::from_utf8(rest)
                         .ok()
-                        .and_then(|s| DialogueId::parse(s).ok())
+                        .and_then(|s| DialogueId::from_stored(s).ok())
                     {
                         Some(id) => report.expired_dialogues.push(id),
                         None => batch.remove(key.clone()),
@@ -320,7 +320,7 @@ impl DialogueStore for SledStore {
             let raw = entry?;
             let Some(id) = std::str::from_utf8(&raw)
                 .ok()
-                .and_then(|s| DialogueId::parse(s).ok())
+                .and_then(|s| DialogueId::from_stored(s).ok())
             else {
                 continue;
             };
