@@ -34,6 +34,53 @@ pub struct Settings {
     pub content_filter: ContentFilterSettings,
     /// The audit log.
     pub audit: AuditSettings,
+    /// The Prometheus scrape endpoint.
+    pub metrics: MetricsSettings,
+    /// The response cache of deterministic turns.
+    pub cache: CacheSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Where `/metrics` is served (plain HTTP, apart from the gRPC port).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Keep replies of deterministic turns (temperature 0 or a seed, or a
+    /// request that opts in) and answer identical requests from them.
+    pub enabled: bool,
+    /// Most replies held; the least recently used go first.
+    pub max_entries: usize,
+    /// Most bytes of reply text held.
+    pub max_bytes: usize,
+    /// How long a reply may be served from the cache, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+            ttl_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -648,6 +695,8 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             content_filter: ContentFilterSettings::default(),
             audit: AuditSettings::default(),
+            metrics: MetricsSettings::default(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -710,6 +759,8 @@ pub struct FlagOverrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A setting that could not be read or makes no sense.
@@ -739,6 +790,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "content_filter",
     "audit",
+    "metrics",
+    "cache",
 ];
 
 fn is_config_env_key(key: &str) -> bool {
@@ -770,6 +823,10 @@ impl Settings {
         let mut server = serde_json::Map::new();
         let mut store = serde_json::Map::new();
         let mut log = serde_json::Map::new();
+        let mut metrics = serde_json::Map::new();
+        if let Some(listen) = flags.metrics_listen {
+            metrics.insert("listen".into(), listen.to_string().into());
+        }
         if let Some(listen) = flags.listen {
             server.insert("listen".into(), listen.to_string().into());
         }
@@ -779,7 +836,8 @@ impl Settings {
         if let Some(level) = &flags.log_level {
             log.insert("level".into(), level.clone().into());
         }
-        let flag_layer = serde_json::json!({ "server": server, "store": store, "log": log });
+        let flag_layer =
+            serde_json::json!({ "server": server, "store": store, "log": log, "metrics": metrics });
         let settings: Settings = figment
             .merge(
                 Env::prefixed("DIALOGD_")

@@ -9,6 +9,8 @@ pub mod backend;
 pub mod config;
 pub mod dialogue;
 pub mod grpc;
+pub mod meter;
+pub mod metrics_endpoint;
 pub mod middleware;
 pub mod router;
 pub mod shutdown;

@@ -28,6 +28,9 @@ struct Cli {
     /// Log level or filter, e.g. info or dialogd=debug [default: info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Address to serve Prometheus /metrics on [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         listen: cli.listen,
         data_dir: cli.data_dir,
         log_level: cli.log_level,
+        metrics_listen: cli.metrics_listen,
     };
     let settings = match Settings::load(cli.config.as_deref(), &flags) {
         Ok(s) => s,
@@ -106,6 +110,9 @@ fn main() -> ExitCode {
         let app = Application::build(settings).await?;
         // Scripts and tests read this line to learn the port when --listen used port 0.
         println!("dialogd listening on {}", app.local_addr());
+        if let Some(addr) = app.metrics_addr() {
+            println!("dialogd metrics on http://{addr}/metrics");
+        }
         app.run_until_stopped(dialogd::shutdown::signal()).await
     });
     match result {

@@ -10,13 +10,16 @@ use crate::dialogue::model::Time;
 use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
 use crate::middleware::audit::AuditLayer;
 use crate::middleware::auth::AuthLayer;
+use crate::middleware::metrics::RpcMetricsLayer;
 use crate::middleware::rate_limit::{RateLimitLayer, RateLimits};
+use crate::middleware::request_id::RequestIdLayer;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::admin_service_server::AdminServiceServer;
 use crate::pb::dialogue::v1::auth_service_server::AuthServiceServer;
 use crate::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
 use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
+use crate::store::metered::MeteredStore;
 use crate::store::sled::{OpenError, SledStore};
 use crate::store::{DialogueStore, StoreError};
 use crate::tls::{self, ReloadingCert};
@@ -63,13 +66,16 @@ pub struct Application {
     authenticator: Option<Arc<Authenticator>>,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The `/metrics` listener, when metrics are on.
+    metrics: Option<(TcpListener, SocketAddr)>,
     engine: Arc<Engine>,
 }
 
 impl Application {
     /// Opens the store and binds the listener; nothing is served yet.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        let store: Arc<dyn DialogueStore> = Arc::new(SledStore::open(&settings.store)?);
+        let store: Arc<dyn DialogueStore> =
+            Arc::new(MeteredStore::new(SledStore::open(&settings.store)?));
         let authenticator = match settings.auth.mode {
             AuthMode::None => {
                 tracing::warn!(
@@ -97,6 +103,17 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
+        let metrics = match settings.metrics.enabled {
+            false => None,
+            true => {
+                let addr = settings.metrics.listen;
+                Some(
+                    crate::metrics_endpoint::bind(addr)
+                        .await
+                        .map_err(|source| StartupError::Bind { addr, source })?,
+                )
+            }
+        };
         let tls = match &settings.server.tls {
             None => None,
             Some(t) => {
@@ -113,8 +130,14 @@ impl Application {
             authenticator,
             listener,
             local_addr,
+            metrics,
             engine,
         })
+    }
+
+    /// Where `/metrics` is served, when metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The bound address (the real port when the config said 0).
@@ -135,6 +158,7 @@ impl Application {
             authenticator,
             listener,
             local_addr,
+            metrics,
             engine,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -193,12 +217,29 @@ impl Application {
                 stop.clone(),
             ))
         });
+        // Metrics outlive the drain, so a scrape can watch it.
+        let metrics_stop = CancellationToken::new();
+        let metrics_server = metrics.map(|(listener, _)| {
+            let store = engine.store().clone();
+            let refresh: crate::metrics_endpoint::Refresh = Arc::new(move || {
+                if let Some(bytes) = store.size_on_disk() {
+                    crate::meter::store_size(bytes);
+                }
+            });
+            tokio::spawn(crate::metrics_endpoint::serve(
+                listener,
+                refresh,
+                metrics_stop.clone(),
+            ))
+        });
         let incoming = tls::incoming(listener, tls.map(|(_, acceptor)| acceptor));
         let stop_serving = stop.clone();
         let mut server = tokio::spawn(
             Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .layer(RequestIdLayer)
+                .layer(RpcMetricsLayer)
                 .layer(AuditLayer::new(engine.store().clone()))
                 .layer(AuthLayer::new(authenticator, client_cert_roles))
                 .layer(RateLimitLayer::new(rate_limits.clone()))
@@ -217,6 +258,7 @@ impl Application {
             _ = shutdown => {}
             result = &mut server => {
                 stop.cancel();
+                metrics_stop.cancel();
                 let detail = match result {
                     Ok(Ok(())) => "stopped unexpectedly".to_string(),
                     Ok(Err(e)) => e.to_string(),
@@ -260,6 +302,10 @@ impl Application {
         let _ = sweeper.await;
         if let Some(reloader) = reloader {
             let _ = reloader.await;
+        }
+        metrics_stop.cancel();
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
         }
         engine.store().flush().await.map_err(StartupError::Flush)?;
         tracing::info!("stopped; store flushed");

@@ -15,11 +15,12 @@ use crate::audit::{AuditEvent, AuditFilter};
 use crate::auth::Principal;
 use crate::backend::{BackendError, ModelReply, ModelRequest, ReplyChunk};
 use crate::config::LimitSettings;
+use crate::meter::TurnKind;
 use crate::router::{ModelRoute, Routed, Router};
 use crate::store::{DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord};
 use futures_util::StreamExt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -67,6 +68,8 @@ struct PlannedTurn {
     prompt_tokens: u64,
     user_turn: Turn,
     started: Instant,
+    /// Time planning spent waiting on a model (summarizing old history).
+    waited: Duration,
 }
 
 enum Plan {
@@ -317,6 +320,7 @@ impl Engine {
             Plan::Run(planned) => planned,
         };
         let deadline = request.deadline.map(tokio::time::Instant::from_std);
+        let upstream_started = Instant::now();
         let routed = self
             .router
             .complete(&planned.route, &planned.request, deadline)
@@ -325,6 +329,8 @@ impl Engine {
             backend: routed.backend,
             attempts: routed.attempts,
             upstream_model: routed.model,
+            kind: TurnKind::Unary,
+            waited: planned.waited + upstream_started.elapsed(),
         };
         let mut reply = routed.value;
         if let Some(cut) = self
@@ -347,6 +353,7 @@ impl Engine {
         request.dialogue_id = request.dialogue_id.scoped_to(&Owner::of(&request.caller));
         let (tx, rx) = mpsc::channel(32);
         let Some(slot) = self.streams.try_open(&quota_key(&request.caller)) else {
+            crate::meter::rate_limited("streams");
             let _ = tx.try_send(Err(EngineError::RateLimited {
                 reason: "STREAM_LIMIT",
                 message: format!(
@@ -358,8 +365,11 @@ impl Engine {
             return rx;
         };
         let engine = self.clone();
-        self.tasks.spawn(async move {
+        let in_flight = crate::meter::stream_started();
+        let span = tracing::Span::current();
+        self.tasks.spawn(tracing::Instrument::instrument(async move {
             let _slot = slot;
+            let _in_flight = in_flight;
             tokio::select! {
                 _ = tx.closed() => {
                     tracing::debug!(dialogue = %request.dialogue_id, "stream abandoned by the client; nothing stored");
@@ -373,7 +383,7 @@ impl Engine {
                     }
                 }
             }
-        });
+        }, span));
         rx
     }
 
@@ -438,6 +448,10 @@ impl Engine {
             Plan::Run(planned) => planned,
         };
         let deadline = request.deadline.map(tokio::time::Instant::from_std);
+        // Time spent waiting on the model or on the client (not dialogd's
+        // own work), for the overhead histogram.
+        let mut waited = planned.waited;
+        let mut wait_started = Instant::now();
         let Routed {
             value: mut reply,
             backend,
@@ -447,6 +461,7 @@ impl Engine {
             .router
             .stream(&planned.route, &planned.request, deadline)
             .await?;
+        waited += wait_started.elapsed();
         let start = StreamEvent::Start {
             dialogue_id: planned.dialogue_id.clone(),
             turn_index: planned.user_turn.index + 1,
@@ -461,7 +476,11 @@ impl Engine {
         let mut text = String::new();
         let mut sent = 0u64;
         let mut finished = None;
-        while let Some(chunk) = reply.next().await {
+        loop {
+            wait_started = Instant::now();
+            let next = reply.next().await;
+            waited += wait_started.elapsed();
+            let Some(chunk) = next else { break };
             match chunk? {
                 ReplyChunk::Text(piece) => {
                     let safe = match output.as_mut() {
@@ -471,9 +490,11 @@ impl Engine {
                             piece
                         }
                     };
+                    wait_started = Instant::now();
                     if !send_delta(tx, safe, &mut sent).await {
                         return Ok(());
                     }
+                    waited += wait_started.elapsed();
                     if output.as_ref().is_some_and(StreamFilter::is_blocked) {
                         // Stop reading: dropping the stream cancels the call.
                         finished = Some((FinishReason::ContentFilter, None, None));
@@ -518,6 +539,8 @@ impl Engine {
             backend,
             attempts,
             upstream_model: upstream_model_configured,
+            kind: TurnKind::Stream,
+            waited,
         };
         let outcome = self.commit(*planned, reply, served).await?;
         let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
@@ -531,6 +554,7 @@ impl Engine {
         };
         budget
             .admit(&quota_key(caller), Instant::now())
+            .inspect_err(|_| crate::meter::rate_limited("tokens"))
             .map_err(|retry_after| EngineError::RateLimited {
                 reason: "TOKEN_RATE_LIMITED",
                 message: format!(
@@ -630,6 +654,7 @@ impl Engine {
         })?;
         let user_text = join_text(&request.content);
         let user_tokens = count_tokens(&user_text);
+        let building = Instant::now();
         let prompt = PromptBuilder {
             store: self.store.as_ref(),
             router: &self.router,
@@ -645,6 +670,12 @@ impl Engine {
             request.params.max_tokens,
         )
         .await?;
+        // Building reads the store, but with a new summary it mostly waited
+        // on the model writing it.
+        let waited = match prompt.new_summary {
+            Some(_) => building.elapsed(),
+            None => Duration::ZERO,
+        };
         // A new summary takes the next index, before the exchange; it is
         // skipped when the dialogue has no room left for it.
         let summary = prompt
@@ -680,6 +711,7 @@ impl Engine {
             prompt_tokens: prompt.tokens,
             user_turn,
             started,
+            waited,
         })))
     }
 
@@ -745,6 +777,15 @@ impl Engine {
             let spent = usage.prompt_tokens.saturating_add(usage.completion_tokens);
             budget.charge(&planned.quota_key, spent, Instant::now());
         }
+        crate::meter::tokens(
+            &planned.route.name,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        );
+        crate::meter::gateway_overhead(
+            served.kind,
+            planned.started.elapsed().saturating_sub(served.waited),
+        );
         Ok(TurnOutcome {
             dialogue_id: planned.dialogue_id,
             user_turn,
@@ -935,6 +976,10 @@ struct Served {
     /// The target's configured upstream model (used when the backend does
     /// not name the model that answered).
     upstream_model: String,
+    kind: TurnKind,
+    /// Time the turn spent waiting on models (and, streaming, on the
+    /// client taking deltas): the rest of its time is dialogd's overhead.
+    waited: Duration,
 }
 
 /// Runs `turn`, failing with DEADLINE_EXCEEDED once `deadline` passes.

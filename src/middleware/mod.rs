@@ -1,9 +1,12 @@
-//! Tower layers around every gRPC service, outermost first: audit, auth,
-//! rate limits.
+//! Tower layers around every gRPC service, outermost first: request ID,
+//! metrics, audit, auth, rate limits.
 
 pub mod audit;
 pub mod auth;
+pub mod metrics;
+pub mod outcome;
 pub mod rate_limit;
+pub mod request_id;
 
 use std::future::Future;
 use std::pin::Pin;

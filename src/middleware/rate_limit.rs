@@ -104,6 +104,7 @@ where
             Some(slots) => match slots.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
+                    crate::meter::rate_limited("overloaded");
                     return super::refuse(resource_exhausted(
                         "the server is at capacity; retry shortly",
                         "OVERLOADED",
@@ -123,6 +124,7 @@ where
                 Ok(snapshot) => remaining = Some(snapshot.remaining_burst_capacity()),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(limiter.clock().now());
+                    crate::meter::rate_limited("requests");
                     return super::refuse(resource_exhausted(
                         "request rate limit reached for this caller",
                         "RATE_LIMITED",

@@ -216,6 +216,7 @@ impl Router {
         request: &ModelRequest,
         deadline: Option<Instant>,
     ) -> Result<Routed<ReplyStream>, BackendError> {
+        let started = Instant::now();
         let routed = self
             .run(route, deadline, |target| async move {
                 let mut stream = target
@@ -232,12 +233,24 @@ impl Router {
                 }
             })
             .await?;
+        // Includes retries: what the caller waited for its first token.
+        let first_after = started.elapsed();
         let (first, rest, target) = routed.value;
+        let model = route.name.clone();
+        let target_name = target.backend.name().to_owned();
+        crate::meter::time_to_first_token(&model, &target_name, first_after);
+        let mut last_chunk = Instant::now();
         let watched = rest.map(move |item| {
-            if let Err(e) = &item
-                && e.is_target_failure()
-            {
-                target.breaker.record(Instant::now(), false);
+            match &item {
+                Err(e) if e.is_target_failure() => {
+                    target.breaker.record(Instant::now(), false);
+                }
+                Err(_) => {}
+                Ok(_) => {
+                    let now = Instant::now();
+                    crate::meter::time_per_output_token(&model, &target_name, now - last_chunk);
+                    last_chunk = now;
+                }
             }
             item
         });
@@ -365,6 +378,10 @@ impl Router {
             waited = false;
             attempts += 1;
             let target = order[index].clone();
+            if attempts > 1 {
+                crate::meter::backend_retry(&route.name, target.backend.name());
+            }
+            let attempt_started = Instant::now();
             let outcome = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, call(target.clone())).await {
                     Ok(result) => result,
@@ -372,9 +389,16 @@ impl Router {
                 },
                 None => call(target.clone()).await,
             };
+            crate::meter::backend_call(
+                &route.name,
+                target.backend.name(),
+                outcome.is_ok(),
+                attempt_started.elapsed(),
+            );
             match outcome {
                 Ok(value) => {
                     permit.success();
+                    crate::meter::circuit_state(target.backend.name(), target.circuit_state());
                     return Ok(Routed {
                         value,
                         backend: target.backend.name().to_owned(),
@@ -388,6 +412,7 @@ impl Router {
                     } else {
                         drop(permit);
                     }
+                    crate::meter::circuit_state(target.backend.name(), target.circuit_state());
                     if let BackendError::RateLimited { retry_after, .. } = &error {
                         target.rest(Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)));
                     }

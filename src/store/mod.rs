@@ -6,6 +6,7 @@
 //! call returns.
 
 mod group_commit;
+pub mod metered;
 pub mod sled;
 
 pub use group_commit::GroupCommit;
@@ -127,6 +128,11 @@ pub trait DialogueStore: Send + Sync + 'static {
 
     /// Makes every acknowledged write durable (for shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Bytes the store takes on disk, when it knows (for metrics).
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
 
     /// Appends an audit event (not waited on for durability: the periodic
     /// flush covers it).

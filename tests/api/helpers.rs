@@ -37,6 +37,7 @@ pub struct TestApp {
 pub fn test_settings(data_dir: &Path) -> Settings {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.metrics.listen = "127.0.0.1:0".parse().unwrap();
     settings.server.drain_timeout_secs = 10;
     settings.store.data_dir = data_dir.to_path_buf();
     settings.store.durability = Durability::Sync;
@@ -299,6 +300,8 @@ impl TestApp {
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// Where it serves `/metrics`.
+    pub metrics_addr: SocketAddr,
 }
 
 pub fn binary() -> PathBuf {
@@ -316,6 +319,7 @@ impl ServerProcess {
     pub async fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
         let mut child = tokio::process::Command::new(binary())
             .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
@@ -326,19 +330,33 @@ impl ServerProcess {
             .expect("dialogd starts");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("dialogd prints its address in time")
-            .expect("stdout readable")
-            .expect("a listening line");
-        let addr = line
+        let mut line = async || {
+            tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("dialogd prints its addresses in time")
+                .expect("stdout readable")
+                .expect("an address line")
+        };
+        let first = line().await;
+        let addr = first
             .strip_prefix("dialogd listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .parse()
             .expect("an address");
+        let second = line().await;
+        let metrics_addr = second
+            .strip_prefix("dialogd metrics on http://")
+            .and_then(|s| s.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("unexpected second line {second:?}"))
+            .parse()
+            .expect("a metrics address");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ServerProcess { child, addr }
+        ServerProcess {
+            child,
+            addr,
+            metrics_addr,
+        }
     }
 
     pub async fn kill9(mut self) {

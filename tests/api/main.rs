@@ -9,6 +9,7 @@ mod concurrency;
 mod converse;
 mod dialogues;
 mod durability;
+mod metrics;
 mod security;
 mod service;
 mod streaming;

@@ -494,4 +494,8 @@ impl DialogueStore for SledStore {
             .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
         Ok(())
     }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
+    }
 }

@@ -1,0 +1,289 @@
+//! The metric catalog: every series dialogd exports is named and recorded
+//! here, so names, labels and units stay consistent. Labels only ever take
+//! bounded values (method names from the proto, configured models and
+//! targets, fixed reasons) — never a dialogue, user or request ID.
+//!
+//! Names follow Prometheus conventions (base units, `_total` counters) and
+//! the gRPC server metrics of go-grpc-prometheus; model-call series mirror
+//! the OpenTelemetry GenAI semantic conventions (`gen_ai_*`).
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use std::time::Duration;
+
+pub const RPC_STARTED: &str = "grpc_server_started_total";
+pub const RPC_HANDLED: &str = "grpc_server_handled_total";
+pub const RPC_DURATION: &str = "grpc_server_handling_seconds";
+pub const RPC_IN_FLIGHT: &str = "grpc_server_in_flight";
+pub const STREAMS_IN_FLIGHT: &str = "dialogd_streams_in_flight";
+pub const GATEWAY_OVERHEAD: &str = "dialogd_gateway_overhead_seconds";
+pub const BACKEND_DURATION: &str = "gen_ai_client_operation_duration_seconds";
+pub const TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_seconds";
+pub const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai_server_time_per_output_token_seconds";
+pub const TOKENS: &str = "gen_ai_client_token_usage_total";
+pub const BACKEND_RETRIES: &str = "dialogd_backend_retries_total";
+pub const CIRCUIT_STATE: &str = "dialogd_backend_circuit_state";
+pub const RATE_LIMITED: &str = "dialogd_rate_limited_total";
+pub const CACHE_LOOKUPS: &str = "dialogd_cache_lookups_total";
+pub const CACHE_ENTRIES: &str = "dialogd_cache_entries";
+pub const STORE_DURATION: &str = "dialogd_store_operation_duration_seconds";
+pub const STORE_SIZE: &str = "dialogd_store_size_bytes";
+
+/// Histogram buckets in seconds, 10 µs to 2 minutes: fits the gateway's own
+/// microseconds as well as a long generation.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Explains every series on /metrics (HELP lines).
+pub fn describe() {
+    describe_counter!(RPC_STARTED, "RPCs started, by method.");
+    describe_counter!(
+        RPC_HANDLED,
+        "RPCs completed, by method and gRPC status code."
+    );
+    describe_histogram!(
+        RPC_DURATION,
+        metrics::Unit::Seconds,
+        "Time to handle an RPC."
+    );
+    describe_gauge!(RPC_IN_FLIGHT, "RPCs being handled now, by method.");
+    describe_gauge!(STREAMS_IN_FLIGHT, "Streaming turns running now.");
+    describe_histogram!(
+        GATEWAY_OVERHEAD,
+        metrics::Unit::Seconds,
+        "Time of a turn spent in dialogd itself: total minus waiting on the model backend."
+    );
+    describe_histogram!(
+        BACKEND_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of one model backend call (one attempt), by model, target and outcome."
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_TOKEN,
+        metrics::Unit::Seconds,
+        "Time from sending a streamed model call to its first chunk."
+    );
+    describe_histogram!(
+        TIME_PER_OUTPUT_TOKEN,
+        metrics::Unit::Seconds,
+        "Time between streamed chunks after the first (inter-token latency)."
+    );
+    describe_counter!(
+        TOKENS,
+        "Tokens sent to (input) and received from (output) models."
+    );
+    describe_counter!(
+        BACKEND_RETRIES,
+        "Model calls attempted again after a failure."
+    );
+    describe_gauge!(
+        CIRCUIT_STATE,
+        "Circuit breaker per target: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(RATE_LIMITED, "Calls refused by a limit, by reason.");
+    describe_counter!(
+        CACHE_LOOKUPS,
+        "Response cache lookups, by result (hit, miss)."
+    );
+    describe_gauge!(CACHE_ENTRIES, "Replies held by the response cache.");
+    describe_histogram!(
+        STORE_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of a store operation, by operation."
+    );
+    describe_gauge!(STORE_SIZE, "Bytes the store takes on disk.");
+}
+
+/// The `grpc_service` and `grpc_method` labels of a request path; paths
+/// outside the proto collapse into one value so labels stay bounded.
+pub fn rpc_labels(path: &str) -> (&'static str, &'static str) {
+    const KNOWN: &[(&str, &str)] = &[
+        ("dialogue.v1.DialogueService", "CreateDialogue"),
+        ("dialogue.v1.DialogueService", "GetDialogue"),
+        ("dialogue.v1.DialogueService", "ListDialogues"),
+        ("dialogue.v1.DialogueService", "UpdateDialogue"),
+        ("dialogue.v1.DialogueService", "DeleteDialogue"),
+        ("dialogue.v1.DialogueService", "ListTurns"),
+        ("dialogue.v1.DialogueService", "Converse"),
+        ("dialogue.v1.DialogueService", "ConverseStream"),
+        ("dialogue.v1.ModelService", "ListModels"),
+        ("dialogue.v1.AuthService", "IssueToken"),
+        ("dialogue.v1.AdminService", "ListAuditEvents"),
+        ("grpc.health.v1.Health", "Check"),
+        ("grpc.health.v1.Health", "Watch"),
+        (
+            "grpc.reflection.v1.ServerReflection",
+            "ServerReflectionInfo",
+        ),
+        (
+            "grpc.reflection.v1alpha.ServerReflection",
+            "ServerReflectionInfo",
+        ),
+    ];
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""));
+    KNOWN
+        .iter()
+        .find(|(s, m)| *s == service && *m == method)
+        .copied()
+        .unwrap_or(("unknown", "unknown"))
+}
+
+/// Counts an RPC as started and in flight until the returned guard drops:
+/// whatever ends the call (answer, error, cancellation) releases it once.
+pub fn rpc_started(service: &'static str, method: &'static str) -> InFlight {
+    let labels = [("grpc_service", service), ("grpc_method", method)];
+    counter!(RPC_STARTED, &labels).increment(1);
+    let in_flight = gauge!(RPC_IN_FLIGHT, &labels);
+    in_flight.increment(1.0);
+    InFlight(in_flight)
+}
+
+pub fn rpc_handled(service: &'static str, method: &'static str, code: tonic::Code, took: Duration) {
+    let code = code_name(code);
+    counter!(RPC_HANDLED, "grpc_service" => service, "grpc_method" => method, "grpc_code" => code)
+        .increment(1);
+    histogram!(RPC_DURATION, "grpc_service" => service, "grpc_method" => method)
+        .record(took.as_secs_f64());
+}
+
+/// A gauge raised while this value lives.
+pub struct InFlight(metrics::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Counts a streaming turn as running until the guard drops.
+pub fn stream_started() -> InFlight {
+    let streams = gauge!(STREAMS_IN_FLIGHT);
+    streams.increment(1.0);
+    InFlight(streams)
+}
+
+/// How a turn was delivered, for the overhead histogram.
+#[derive(Debug, Clone, Copy)]
+pub enum TurnKind {
+    Unary,
+    Stream,
+}
+
+pub fn gateway_overhead(kind: TurnKind, overhead: Duration) {
+    let kind = match kind {
+        TurnKind::Unary => "unary",
+        TurnKind::Stream => "stream",
+    };
+    histogram!(GATEWAY_OVERHEAD, "kind" => kind).record(overhead.as_secs_f64());
+}
+
+/// One attempt of a model call: which model and target, how it ended.
+pub fn backend_call(model: &str, target: &str, ok: bool, took: Duration) {
+    let outcome = if ok { "ok" } else { "error" };
+    histogram!(
+        BACKEND_DURATION,
+        "gen_ai_request_model" => model.to_owned(),
+        "target" => target.to_owned(),
+        "outcome" => outcome
+    )
+    .record(took.as_secs_f64());
+}
+
+pub fn time_to_first_token(model: &str, target: &str, took: Duration) {
+    histogram!(TIME_TO_FIRST_TOKEN, "gen_ai_request_model" => model.to_owned(), "target" => target.to_owned())
+        .record(took.as_secs_f64());
+}
+
+pub fn time_per_output_token(model: &str, target: &str, gap: Duration) {
+    histogram!(TIME_PER_OUTPUT_TOKEN, "gen_ai_request_model" => model.to_owned(), "target" => target.to_owned())
+        .record(gap.as_secs_f64());
+}
+
+pub fn tokens(model: &str, input: u64, output: u64) {
+    for (kind, n) in [("input", input), ("output", output)] {
+        counter!(TOKENS, "gen_ai_request_model" => model.to_owned(), "gen_ai_token_type" => kind)
+            .increment(n);
+    }
+}
+
+pub fn backend_retry(model: &str, target: &str) {
+    counter!(BACKEND_RETRIES, "gen_ai_request_model" => model.to_owned(), "target" => target.to_owned())
+        .increment(1);
+}
+
+pub fn circuit_state(target: &str, state: crate::router::CircuitState) {
+    use crate::router::CircuitState;
+    let value = match state {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open => 2.0,
+    };
+    gauge!(CIRCUIT_STATE, "target" => target.to_owned()).set(value);
+}
+
+/// A refusal by a limit; `reason` is one of a fixed set (requests, tokens,
+/// streams, overloaded).
+pub fn rate_limited(reason: &'static str) {
+    counter!(RATE_LIMITED, "reason" => reason).increment(1);
+}
+
+pub fn cache_lookup(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!(CACHE_LOOKUPS, "result" => result).increment(1);
+}
+
+pub fn cache_entries(n: u64) {
+    gauge!(CACHE_ENTRIES).set(n as f64);
+}
+
+pub fn store_operation(operation: &'static str, took: Duration) {
+    histogram!(STORE_DURATION, "operation" => operation).record(took.as_secs_f64());
+}
+
+pub fn store_size(bytes: u64) {
+    gauge!(STORE_SIZE).set(bytes as f64);
+}
+
+/// Status code names as gRPC spells them (`NOT_FOUND`).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_collapse_into_one_label() {
+        assert_eq!(
+            rpc_labels("/dialogue.v1.DialogueService/Converse"),
+            ("dialogue.v1.DialogueService", "Converse")
+        );
+        for odd in ["/x.Y/Z", "", "/dialogue.v1.DialogueService/Nope", "/a/b/c"] {
+            assert_eq!(rpc_labels(odd), ("unknown", "unknown"), "{odd}");
+        }
+    }
+}

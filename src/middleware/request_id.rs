@@ -1,0 +1,85 @@
+//! Gives every call a request ID — the caller's `x-request-id` when it is
+//! sane, else a fresh one — runs the call inside a tracing span carrying
+//! it, and echoes it in the response headers, so a caller can quote it and
+//! an operator find its log lines and audit event.
+
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+/// The call's request ID, for layers and handlers inside.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    fn from_headers(headers: &http::HeaderMap) -> RequestId {
+        let given = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()));
+        RequestId(match given {
+            Some(id) => id.to_owned(),
+            None => format!("{:016x}", rand::random::<u64>()),
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> RequestIdService<S> {
+        RequestIdService { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for RequestIdService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = super::LayerFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let id = RequestId::from_headers(request.headers());
+        // At error level so that the span is on whenever any logging is:
+        // a warning logged at level "warn" still names its request.
+        let span = tracing::error_span!(
+            "rpc",
+            request_id = %id.0,
+            method = request.uri().path().trim_start_matches('/')
+        );
+        let header = http::HeaderValue::from_str(&id.0).ok();
+        request.extensions_mut().insert(id);
+        let mut inner = super::take_ready(&mut self.inner);
+        let response = inner.call(request);
+        Box::pin(
+            async move {
+                let mut response = response.await?;
+                if let Some(value) = header {
+                    response.headers_mut().insert("x-request-id", value);
+                }
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}

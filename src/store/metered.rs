@@ -1,0 +1,123 @@
+//! A store wrapper that times every operation for
+//! `dialogd_store_operation_duration_seconds`, whatever store is inside.
+
+use super::{
+    DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
+};
+use crate::audit::{AuditEvent, AuditFilter};
+use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use async_trait::async_trait;
+use std::future::Future;
+use std::time::Instant;
+
+pub struct MeteredStore<S> {
+    inner: S,
+}
+
+impl<S: DialogueStore> MeteredStore<S> {
+    pub fn new(inner: S) -> MeteredStore<S> {
+        MeteredStore { inner }
+    }
+}
+
+async fn timed<T>(operation: &'static str, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = work.await;
+    crate::meter::store_operation(operation, started.elapsed());
+    out
+}
+
+#[async_trait]
+impl<S: DialogueStore> DialogueStore for MeteredStore<S> {
+    async fn create_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
+        timed("create_dialogue", self.inner.create_dialogue(dialogue)).await
+    }
+
+    async fn get_dialogue(&self, id: &DialogueId) -> Result<Option<Dialogue>, StoreError> {
+        timed("get_dialogue", self.inner.get_dialogue(id)).await
+    }
+
+    async fn update_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
+        timed("update_dialogue", self.inner.update_dialogue(dialogue)).await
+    }
+
+    async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
+        timed("delete_dialogue", self.inner.delete_dialogue(id)).await
+    }
+
+    async fn list_dialogues(
+        &self,
+        owner: &Owner,
+        after: Option<&DialogueCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Dialogue>, Option<DialogueCursor>), StoreError> {
+        timed(
+            "list_dialogues",
+            self.inner.list_dialogues(owner, after, limit),
+        )
+        .await
+    }
+
+    async fn list_turns(
+        &self,
+        id: &DialogueId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Turn>, StoreError> {
+        timed("list_turns", self.inner.list_turns(id, from, limit)).await
+    }
+
+    async fn turns_before(
+        &self,
+        id: &DialogueId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Turn>, StoreError> {
+        timed("turns_before", self.inner.turns_before(id, before, limit)).await
+    }
+
+    async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError> {
+        timed("commit_exchange", self.inner.commit_exchange(commit)).await
+    }
+
+    async fn get_idempotency(
+        &self,
+        id: &DialogueId,
+        request_id: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        timed(
+            "get_idempotency",
+            self.inner.get_idempotency(id, request_id),
+        )
+        .await
+    }
+
+    async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError> {
+        timed("sweep_expired", self.inner.sweep_expired(now)).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        timed("flush", self.inner.flush()).await
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        self.inner.size_on_disk()
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        timed("append_audit", self.inner.append_audit(event)).await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
+        timed("list_audit", self.inner.list_audit(filter, after, limit)).await
+    }
+
+    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
+        timed("sweep_audit", self.inner.sweep_audit(before)).await
+    }
+}
