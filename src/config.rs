@@ -64,9 +64,8 @@ pub struct CacheSettings {
     /// Keep replies of deterministic turns (temperature 0 or a seed, or a
     /// request that opts in) and answer identical requests from them.
     pub enabled: bool,
-    /// Most replies held; the least recently used go first.
-    pub max_entries: usize,
-    /// Most bytes of reply text held.
+    /// Most bytes of reply text held (plus 256 per reply); the least
+    /// recently used go first.
     pub max_bytes: usize,
     /// How long a reply may be served from the cache, in seconds.
     pub ttl_secs: u64,
@@ -76,7 +75,6 @@ impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
             enabled: true,
-            max_entries: 10_000,
             max_bytes: 64 << 20,
             ttl_secs: 3600,
         }

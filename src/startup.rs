@@ -95,7 +95,14 @@ impl Application {
             settings.content_filter.check_output,
         )
         .map_err(StartupError::ContentFilter)?;
-        let engine = Arc::new(Engine::new(store, router, settings.limits.clone(), filter));
+        let cache = crate::dialogue::reply_cache::ReplyCache::new(&settings.cache);
+        let engine = Arc::new(Engine::new(
+            store,
+            router,
+            settings.limits.clone(),
+            filter,
+            cache,
+        ));
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await

@@ -9,6 +9,7 @@ use super::model::*;
 use super::page_token;
 use super::prompt::PromptBuilder;
 use super::quota::{StreamSlots, TokenBudget};
+use super::reply_cache::{CacheKey, CachedReply, ReplyCache};
 use super::tokenizer::count_tokens;
 use super::validate;
 use crate::audit::{AuditEvent, AuditFilter};
@@ -36,6 +37,8 @@ const MAX_RESPONSE_TEXT_BYTES: usize = 3 * 1024 * 1024;
 
 pub struct Engine {
     store: Arc<dyn DialogueStore>,
+    /// Replies of deterministic turns, when the cache is on.
+    cache: Option<ReplyCache>,
     router: Arc<Router>,
     limits: LimitSettings,
     locks: DialogueLocks,
@@ -70,6 +73,8 @@ struct PlannedTurn {
     started: Instant,
     /// Time planning spent waiting on a model (summarizing old history).
     waited: Duration,
+    /// Where the reply is (or goes) in the response cache, if it may.
+    cache_key: Option<CacheKey>,
 }
 
 enum Plan {
@@ -91,8 +96,10 @@ impl Engine {
         router: Arc<Router>,
         limits: LimitSettings,
         filter: Option<ContentFilter>,
+        cache: Option<ReplyCache>,
     ) -> Engine {
         Engine {
+            cache,
             store,
             router,
             streams: StreamSlots::new(limits.max_streams_per_principal),
@@ -262,7 +269,7 @@ impl Engine {
         let id = &id.scoped_to(&Owner::of(caller));
         let _guard = self.locks.lock(id).await;
         self.load(caller, id, Time::now()).await?;
-        self.store.delete_dialogue(id).await?;
+        self.erase(id).await?;
         Ok(())
     }
 
@@ -319,6 +326,10 @@ impl Engine {
             Plan::Replay(outcome) => return Ok(*outcome),
             Plan::Run(planned) => planned,
         };
+        if let Some(hit) = self.cached_reply(&planned) {
+            let served = Served::from_cache(&hit, TurnKind::Unary);
+            return self.commit(*planned, hit.reply.clone(), served).await;
+        }
         let deadline = request.deadline.map(tokio::time::Instant::from_std);
         let upstream_started = Instant::now();
         let routed = self
@@ -331,6 +342,7 @@ impl Engine {
             upstream_model: routed.model,
             kind: TurnKind::Unary,
             waited: planned.waited + upstream_started.elapsed(),
+            cached: false,
         };
         let mut reply = routed.value;
         if let Some(cut) = self
@@ -340,6 +352,7 @@ impl Engine {
             reply.text.truncate(cut);
             reply.finish_reason = FinishReason::ContentFilter;
         }
+        self.keep_in_cache(&planned, &reply, &served);
         self.commit(*planned, reply, served).await
     }
 
@@ -415,6 +428,9 @@ impl Engine {
 
     /// Erases dialogues whose expiry passed, and stale idempotency keys.
     pub async fn sweep_expired(&self) -> Result<usize, EngineError> {
+        if let Some(cache) = &self.cache {
+            cache.prune();
+        }
         let now = Time::now();
         let report = self.store.sweep_expired(now).await?;
         let mut erased = 0;
@@ -447,6 +463,23 @@ impl Engine {
             }
             Plan::Run(planned) => planned,
         };
+        if let Some(hit) = self.cached_reply(&planned) {
+            let start = StreamEvent::Start {
+                dialogue_id: planned.dialogue_id.clone(),
+                turn_index: planned.user_turn.index + 1,
+                model: planned.route.name.clone(),
+            };
+            let mut sent = 0;
+            if tx.send(Ok(start)).await.is_err()
+                || !send_delta(tx, hit.reply.text.clone(), &mut sent).await
+            {
+                return Ok(());
+            }
+            let served = Served::from_cache(&hit, TurnKind::Stream);
+            let outcome = self.commit(*planned, hit.reply.clone(), served).await?;
+            let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
+            return Ok(());
+        }
         let deadline = request.deadline.map(tokio::time::Instant::from_std);
         // Time spent waiting on the model or on the client (not dialogd's
         // own work), for the overhead histogram.
@@ -541,7 +574,9 @@ impl Engine {
             upstream_model: upstream_model_configured,
             kind: TurnKind::Stream,
             waited,
+            cached: false,
         };
+        self.keep_in_cache(&planned, &reply, &served);
         let outcome = self.commit(*planned, reply, served).await?;
         let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
         Ok(())
@@ -697,15 +732,22 @@ impl Engine {
             tokens: u32::try_from(user_tokens).unwrap_or(u32::MAX),
             summary: None,
         };
+        let model_request = ModelRequest {
+            messages: prompt.messages,
+            params: request.params.clone(),
+        };
+        let cache_key = self
+            .cache
+            .as_ref()
+            .filter(|_| ReplyCache::applies_to(&request.params))
+            .map(|_| ReplyCache::key(&request.caller.tenant, &route.name, &model_request));
         Ok(Plan::Run(Box::new(PlannedTurn {
+            cache_key,
             dialogue_id: id.clone(),
             quota_key: quota_key(&request.caller),
             create,
             expected_turn_count: dialogue.turn_count,
-            request: ModelRequest {
-                messages: prompt.messages,
-                params: request.params.clone(),
-            },
+            request: model_request,
             route,
             summary,
             prompt_tokens: prompt.tokens,
@@ -773,15 +815,18 @@ impl Engine {
                 idempotency: idempotency.as_ref(),
             })
             .await?;
-        if let Some(budget) = &self.token_budget {
-            let spent = usage.prompt_tokens.saturating_add(usage.completion_tokens);
-            budget.charge(&planned.quota_key, spent, Instant::now());
+        // A cached reply spent no model tokens.
+        if !served.cached {
+            if let Some(budget) = &self.token_budget {
+                let spent = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+                budget.charge(&planned.quota_key, spent, Instant::now());
+            }
+            crate::meter::tokens(
+                &planned.route.name,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            );
         }
-        crate::meter::tokens(
-            &planned.route.name,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-        );
         crate::meter::gateway_overhead(
             served.kind,
             planned.started.elapsed().saturating_sub(served.waited),
@@ -796,7 +841,7 @@ impl Engine {
                 latency_ms: planned.started.elapsed().as_secs_f64() * 1000.0,
                 model: planned.route.name,
                 backend,
-                cached: false,
+                cached: served.cached,
                 replayed: false,
                 attempts: served.attempts,
                 upstream_model: reported_model.unwrap_or(served.upstream_model),
@@ -870,8 +915,37 @@ impl Engine {
     /// Erases the dialogue if it exists but expired; true if it did.
     async fn erase_if_expired(&self, id: &DialogueId, now: Time) -> Result<bool, EngineError> {
         match self.store.get_dialogue(id).await? {
-            Some(d) if d.is_expired(now) => Ok(self.store.delete_dialogue(id).await?),
+            Some(d) if d.is_expired(now) => self.erase(id).await,
             _ => Ok(false),
+        }
+    }
+
+    /// Erases a dialogue: its record, turns, idempotency keys and the
+    /// replies it left in the response cache.
+    async fn erase(&self, id: &DialogueId) -> Result<bool, EngineError> {
+        let erased = self.store.delete_dialogue(id).await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_dialogue(id);
+        }
+        Ok(erased)
+    }
+
+    fn cached_reply(&self, planned: &PlannedTurn) -> Option<Arc<CachedReply>> {
+        let (cache, key) = (self.cache.as_ref()?, planned.cache_key?);
+        cache.get(key)
+    }
+
+    /// Keeps a complete, unfiltered reply for identical requests.
+    fn keep_in_cache(&self, planned: &PlannedTurn, reply: &ModelReply, served: &Served) {
+        if let (Some(cache), Some(key)) = (&self.cache, planned.cache_key)
+            && reply.finish_reason != FinishReason::ContentFilter
+        {
+            cache.insert(
+                key,
+                &planned.dialogue_id,
+                reply.clone(),
+                served.backend.clone(),
+            );
         }
     }
 
@@ -980,6 +1054,21 @@ struct Served {
     /// Time the turn spent waiting on models (and, streaming, on the
     /// client taking deltas): the rest of its time is dialogd's overhead.
     waited: Duration,
+    /// From the response cache: no model was called.
+    cached: bool,
+}
+
+impl Served {
+    fn from_cache(hit: &CachedReply, kind: TurnKind) -> Served {
+        Served {
+            backend: hit.backend.clone(),
+            attempts: 0,
+            upstream_model: String::new(),
+            kind,
+            waited: Duration::ZERO,
+            cached: true,
+        }
+    }
 }
 
 /// Runs `turn`, failing with DEADLINE_EXCEEDED once `deadline` passes.

@@ -10,6 +10,7 @@ pub mod model;
 pub mod page_token;
 pub mod prompt;
 pub mod quota;
+pub mod reply_cache;
 pub mod tokenizer;
 pub mod validate;
 

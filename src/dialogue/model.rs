@@ -315,6 +315,19 @@ pub struct GenerationParams {
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     pub seed: Option<i64>,
+    pub cache: CachePolicy,
+}
+
+/// Whether a turn may be answered from the response cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Only deterministic requests: temperature 0 or a seed.
+    #[default]
+    Deterministic,
+    /// This request accepts a cached reply whatever its parameters.
+    Use,
+    /// Never from (nor into) the cache.
+    Bypass,
 }
 
 /// When a dialogue expires, as a caller states it.

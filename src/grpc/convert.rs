@@ -7,9 +7,9 @@ use crate::auth::Principal;
 use crate::dialogue::EngineError;
 use crate::dialogue::error::Violations;
 use crate::dialogue::model::{
-    ContentPart, Dialogue, DialogueId, DialogueSpec, Expiration, FinishReason, GenerationParams,
-    Owner, ReplyMetadata, Role, StreamEvent, Time, Turn, TurnOutcome, TurnRequest, UpdateMask,
-    Usage,
+    CachePolicy, ContentPart, Dialogue, DialogueId, DialogueSpec, Expiration, FinishReason,
+    GenerationParams, Owner, ReplyMetadata, Role, StreamEvent, Time, Turn, TurnOutcome,
+    TurnRequest, UpdateMask, Usage,
 };
 use crate::pb::dialogue::v1 as pb;
 use prost_types::value::Kind;
@@ -193,6 +193,11 @@ fn content_from_pb(parts: Vec<pb::ContentPart>, v: &mut Violations) -> Vec<Conte
 
 fn params_from_pb(g: Option<pb::GenerationConfig>) -> GenerationParams {
     let g = g.unwrap_or_default();
+    let cache = match g.cache() {
+        pb::CachePolicy::Unspecified => CachePolicy::Deterministic,
+        pb::CachePolicy::Use => CachePolicy::Use,
+        pb::CachePolicy::Bypass => CachePolicy::Bypass,
+    };
     GenerationParams {
         model: g.model.filter(|m| !m.is_empty()),
         temperature: g.temperature,
@@ -203,6 +208,7 @@ fn params_from_pb(g: Option<pb::GenerationConfig>) -> GenerationParams {
         presence_penalty: g.presence_penalty,
         frequency_penalty: g.frequency_penalty,
         seed: g.seed,
+        cache,
     }
 }
 

@@ -20,7 +20,7 @@ fn fast_timeouts() -> TimeoutSettings {
     }
 }
 
-fn openai(fake: &FakeUpstream, key_env: Option<&str>) -> BackendSettings {
+pub(crate) fn openai(fake: &FakeUpstream, key_env: Option<&str>) -> BackendSettings {
     BackendSettings::Openai {
         base_url: fake.openai_url(),
         api_key_env: key_env.map(str::to_owned),
@@ -44,7 +44,11 @@ fn anthropic(fake: &FakeUpstream, key_env: Option<&str>) -> BackendSettings {
 
 /// A model `m` served by `targets` (backend name, weight), with quick
 /// backoff and a breaker that opens after 3 failures in a row.
-fn with_model(s: &mut Settings, backends: Vec<(&str, BackendSettings)>, targets: &[(&str, u32)]) {
+pub(crate) fn with_model(
+    s: &mut Settings,
+    backends: Vec<(&str, BackendSettings)>,
+    targets: &[(&str, u32)],
+) {
     for (name, backend) in backends {
         s.backends.insert(name.into(), backend);
     }

@@ -5,6 +5,7 @@ mod helpers;
 mod upstream;
 
 mod backends;
+mod cache;
 mod concurrency;
 mod converse;
 mod dialogues;

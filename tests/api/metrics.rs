@@ -118,6 +118,17 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
         request.create_if_missing = true;
         client.converse(request).await.unwrap();
     }
+    // The same deterministic question in two new dialogues: a cache miss,
+    // then a hit.
+    for id in ["cache-1", "cache-2"] {
+        let mut request = converse_request(id, "same question");
+        request.create_if_missing = true;
+        request.generation = Some(pb::GenerationConfig {
+            temperature: Some(0.0),
+            ..Default::default()
+        });
+        client.converse(request).await.unwrap();
+    }
     // A NOT_FOUND.
     let missing = client
         .get_dialogue(pb::GetDialogueRequest {
@@ -200,7 +211,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
             &with(&method(m), &[("grpc_code", code)]),
         )
     };
-    assert_eq!(handled("Converse", "OK"), 2.0);
+    assert_eq!(handled("Converse", "OK"), 4.0);
     assert_eq!(handled("GetDialogue", "NOT_FOUND"), 1.0);
     assert_eq!(handled("ConverseStream", "OK"), 1.0);
     assert_eq!(handled("ConverseStream", "CANCELLED"), 1.0);
@@ -211,7 +222,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
     );
     assert_eq!(
         after.value("grpc_server_handling_seconds_count", &method("Converse")),
-        2.0
+        4.0
     );
     assert_eq!(
         after.value("grpc_server_in_flight", &method("Converse")),
@@ -224,7 +235,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
             "grpc_server_handling_seconds_bucket",
             &with(&method("Converse"), &[("le", "+Inf")])
         ),
-        2.0
+        4.0
     );
 
     // Model calls: per model and target, the 503 as an error, its retry.
@@ -236,7 +247,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
         )
     };
     assert_eq!(calls("error"), 1.0);
-    assert!(calls("ok") >= 3.0, "{}", calls("ok"));
+    assert!(calls("ok") >= 4.0, "{}", calls("ok"));
     assert_eq!(after.value("dialogd_backend_retries_total", &model), 1.0);
     assert_eq!(
         after.value("dialogd_backend_circuit_state", &[("target", "up")]),
@@ -253,7 +264,11 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
     }
     // The gateway's own time, once per completed turn.
     let overhead = |kind| after.value("dialogd_gateway_overhead_seconds_count", &[("kind", kind)]);
-    assert_eq!((overhead("unary"), overhead("stream")), (2.0, 1.0));
+    assert_eq!((overhead("unary"), overhead("stream")), (4.0, 1.0));
+    // The cache: one miss, one hit, one reply held.
+    let lookups = |result| after.value("dialogd_cache_lookups_total", &[("result", result)]);
+    assert_eq!((lookups("miss"), lookups("hit")), (1.0, 1.0));
+    assert_eq!(after.value("dialogd_cache_entries", &[]), 1.0);
     // Limits by reason.
     let limited = |reason| after.value("dialogd_rate_limited_total", &[("reason", reason)]);
     assert_eq!(limited("streams"), 1.0);
@@ -264,7 +279,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
             "dialogd_store_operation_duration_seconds_count",
             &[("operation", "commit_exchange")]
         ),
-        3.0
+        5.0
     );
     assert!(after.value("dialogd_store_size_bytes", &[]) > 0.0);
     // Bounded labels: no dialogue ID, no caller.
