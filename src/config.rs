@@ -261,6 +261,9 @@ pub struct StoreSettings {
     pub cache_capacity_mb: u64,
     /// How often expired dialogues and idempotency keys are erased, in seconds.
     pub sweep_interval_secs: u64,
+    /// Memory for recent turns of busy dialogues (prompts are built from
+    /// it instead of re-reading history), in MiB; 0 turns it off.
+    pub history_cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -718,6 +721,7 @@ impl Default for StoreSettings {
             flush_interval_ms: 500,
             cache_capacity_mb: 256,
             sweep_interval_secs: 60,
+            history_cache_mb: 64,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
 use crate::store::metered::MeteredStore;
 use crate::store::sled::{OpenError, SledStore};
+use crate::store::tail_cache::TailCachedStore;
 use crate::store::{DialogueStore, StoreError};
 use crate::tls::{self, ReloadingCert};
 use std::future::Future;
@@ -74,8 +75,11 @@ pub struct Application {
 impl Application {
     /// Opens the store and binds the listener; nothing is served yet.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        let store: Arc<dyn DialogueStore> =
-            Arc::new(MeteredStore::new(SledStore::open(&settings.store)?));
+        let sled = SledStore::open(&settings.store)?;
+        let store: Arc<dyn DialogueStore> = match settings.store.history_cache_mb {
+            0 => Arc::new(MeteredStore::new(sled)),
+            mb => Arc::new(MeteredStore::new(TailCachedStore::new(sled, mb << 20))),
+        };
         let authenticator = match settings.auth.mode {
             AuthMode::None => {
                 tracing::warn!(

@@ -7,6 +7,10 @@ mod http;
 mod openai;
 mod timeouts;
 
+/// The OpenAI stream decoder, public for the micro-benchmarks.
+pub use http::SseDecoder;
+pub use openai::ChunkDecoder;
+
 pub use anthropic::AnthropicBackend;
 pub use echo::EchoBackend;
 pub use openai::OpenAiBackend;

@@ -191,11 +191,22 @@ struct ChunkDelta {
 
 /// Decodes chat-completion chunks into reply chunks. Role-only and empty
 /// deltas are skipped; usage may come in a final chunk after the finish.
-struct ChunkDecoder {
+pub struct ChunkDecoder {
     backend: String,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     model: Option<String>,
+}
+
+impl ChunkDecoder {
+    pub fn new(backend: &str) -> ChunkDecoder {
+        ChunkDecoder {
+            backend: backend.to_owned(),
+            finish: None,
+            usage: None,
+            model: None,
+        }
+    }
 }
 
 impl SseDecoder for ChunkDecoder {
@@ -299,12 +310,7 @@ impl ModelBackend for OpenAiBackend {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ReplyStream, BackendError> {
-        let decoder = ChunkDecoder {
-            backend: self.endpoint.name.clone(),
-            finish: None,
-            usage: None,
-            model: None,
-        };
+        let decoder = ChunkDecoder::new(&self.endpoint.name);
         self.endpoint
             .post_sse(&self.chat_url, &Self::body(model, request, true), decoder)
             .await

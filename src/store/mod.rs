@@ -8,6 +8,7 @@
 mod group_commit;
 pub mod metered;
 pub mod sled;
+pub mod tail_cache;
 
 pub use group_commit::GroupCommit;
 

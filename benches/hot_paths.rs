@@ -1,0 +1,169 @@
+//! criterion micro-benchmarks of the per-turn hot paths:
+//! prompt assembly from stored history, the store's exchange append, and
+//! OpenAI SSE decoding (framing plus chunk JSON).
+//!
+//!     cargo bench --bench hot_paths
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dialogd::backend::{ChunkDecoder, SseDecoder};
+use dialogd::config::{Durability, Settings, StoreSettings};
+use dialogd::dialogue::context::Counted;
+use dialogd::dialogue::model::{
+    ContentPart, Dialogue, DialogueId, FinishReason, Owner, Role, Time, Turn,
+};
+use dialogd::dialogue::prompt::PromptBuilder;
+use dialogd::router::Router;
+use dialogd::store::sled::SledStore;
+use dialogd::store::{DialogueStore, ExchangeCommit};
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use std::hint::black_box;
+
+const TEXT: &str = "What is the weather like in Lisbon today, and should I bring a coat?";
+
+fn turn(index: u64, role: Role) -> Turn {
+    Turn {
+        index,
+        role,
+        content: vec![ContentPart::Text(TEXT.into())],
+        create_time: Time::now(),
+        finish_reason: (role == Role::Assistant).then_some(FinishReason::Stop),
+        model: String::new(),
+        usage: None,
+        request_id: None,
+        tokens: 16,
+        summary: None,
+    }
+}
+
+fn dialogue(name: &str) -> Dialogue {
+    let now = Time::now();
+    Dialogue {
+        id: DialogueId::parse(name)
+            .unwrap()
+            .scoped_to(&Owner::default()),
+        owner: Owner::default(),
+        model: "echo".into(),
+        system_prompt: "You are brief.".into(),
+        labels: Default::default(),
+        state: None,
+        expire_time: None,
+        create_time: now,
+        update_time: now,
+        turn_count: 0,
+        latest_summary: None,
+        system_prompt_tokens: 4,
+    }
+}
+
+fn store(dir: &std::path::Path) -> SledStore {
+    SledStore::open(&StoreSettings {
+        data_dir: dir.to_path_buf(),
+        durability: Durability::Relaxed,
+        ..StoreSettings::default()
+    })
+    .unwrap()
+}
+
+/// Appends `exchanges` exchanges to `d`, returning its new turn count.
+async fn fill(store: &SledStore, d: &Dialogue, from: u64, exchanges: u64) -> u64 {
+    for i in (from..from + exchanges * 2).step_by(2) {
+        let (user, reply) = (turn(i, Role::User), turn(i + 1, Role::Assistant));
+        store
+            .commit_exchange(ExchangeCommit {
+                create: (i == 0).then_some(d),
+                dialogue_id: &d.id,
+                expected_turn_count: i,
+                turns: &[&user, &reply],
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+    }
+    from + exchanges * 2
+}
+
+fn prompt_assembly(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = store(dir.path());
+    let router = Router::from_settings(&Settings::default()).unwrap();
+    let route = router.route("echo").unwrap().clone();
+    let mut group = c.benchmark_group("prompt_assembly");
+    for turns in [10u64, 1000, 10_000] {
+        let mut d = dialogue(&format!("p{turns}"));
+        d.turn_count = rt.block_on(fill(&store, &d, 0, turns / 2));
+        let builder = PromptBuilder {
+            store: &store,
+            router: &router,
+            route: &route,
+            deadline: None,
+        };
+        group.bench_with_input(BenchmarkId::from_parameter(turns), &d, |b, d| {
+            b.iter(|| {
+                rt.block_on(builder.build(d, Counted::new(TEXT), None))
+                    .unwrap()
+                    .tokens
+            })
+        });
+    }
+    group.finish();
+}
+
+fn store_append(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = store(dir.path());
+    let d = dialogue("append");
+    let mut count = rt.block_on(fill(&store, &d, 0, 1));
+    c.bench_function("store_append_exchange", |b| {
+        b.iter(|| {
+            count = rt.block_on(fill(&store, &d, count, 1));
+        })
+    });
+}
+
+fn sse_decoding(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut body = String::new();
+    for _ in 0..100 {
+        body.push_str(
+            "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok \"},\"finish_reason\":null}]}\n\n",
+        );
+    }
+    body.push_str("data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":100,\"total_tokens\":109}}\n\ndata: [DONE]\n\n");
+    // Arrives in network-sized pieces.
+    let pieces: Vec<bytes::Bytes> = body
+        .as_bytes()
+        .chunks(1400)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let mut group = c.benchmark_group("sse_decoding");
+    group.throughput(Throughput::Elements(101));
+    group.bench_function("openai_100_chunks", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut decoder = ChunkDecoder::new("bench");
+                let mut events = futures_util::stream::iter(
+                    pieces
+                        .iter()
+                        .cloned()
+                        .map(Ok::<_, std::convert::Infallible>),
+                )
+                .eventsource();
+                let mut chunks = 0;
+                while let Some(Ok(event)) = events.next().await {
+                    match decoder.decode(&event.data).unwrap() {
+                        Some(c) => chunks += c.len(),
+                        None => break,
+                    }
+                }
+                black_box(chunks)
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, prompt_assembly, store_append, sse_decoding);
+criterion_main!(benches);
