@@ -40,6 +40,33 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report filled call by call (see `add`).
+    pub fn empty() -> Report {
+        Report {
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+            first_token: histogram(),
+            tokens: 0,
+        }
+    }
+
+    pub fn add(&mut self, took: Duration, result: Result<Observed, String>) {
+        self.elapsed += took;
+        match result {
+            Ok(_) => {
+                self.ok += 1;
+                let _ = self.latency.record((took.as_micros() as u64).max(1));
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }

@@ -179,7 +179,10 @@ impl Engine {
             turns = self
                 .store
                 .turns_before(id, dialogue.turn_count, last_turns.min(MAX_PAGE_SIZE))
-                .await?;
+                .await?
+                .into_iter()
+                .map(Arc::unwrap_or_clone)
+                .collect();
             keep_within_response_budget(&mut turns);
             turns.reverse();
         }

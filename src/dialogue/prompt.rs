@@ -130,7 +130,7 @@ impl PromptBuilder<'_> {
                     break 'walk;
                 }
                 dropped_tokens += turn_tokens(&turn);
-                dropped.push(turn);
+                dropped.push(Turn::clone(&turn));
                 if dropped_tokens >= u64::from(route.context_tokens) {
                     break 'walk;
                 }

@@ -8,6 +8,7 @@ use crate::audit::{AuditEvent, AuditFilter};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub struct MeteredStore<S> {
@@ -72,7 +73,7 @@ impl<S: DialogueStore> DialogueStore for MeteredStore<S> {
         id: &DialogueId,
         before: u64,
         limit: usize,
-    ) -> Result<Vec<Turn>, StoreError> {
+    ) -> Result<Vec<Arc<Turn>>, StoreError> {
         timed("turns_before", self.inner.turns_before(id, before, limit)).await
     }
 

@@ -16,6 +16,7 @@ use crate::audit::{AuditEvent, AuditFilter};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -106,13 +107,14 @@ pub trait DialogueStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Turn>, StoreError>;
 
-    /// Turns with index < `before`, newest first, at most `limit`.
+    /// Turns with index < `before`, newest first, at most `limit`. Shared
+    /// (`Arc`): prompt building reads many and must not copy them.
     async fn turns_before(
         &self,
         id: &DialogueId,
         before: u64,
         limit: usize,
-    ) -> Result<Vec<Turn>, StoreError>;
+    ) -> Result<Vec<Arc<Turn>>, StoreError>;
 
     /// Appends an exchange's turns atomically (see `ExchangeCommit`).
     async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError>;

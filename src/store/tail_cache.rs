@@ -27,7 +27,7 @@ const MAX_TAIL_TURNS: usize = 2048;
 /// Consecutive turns of one dialogue, oldest first.
 #[derive(Default)]
 struct Tail {
-    turns: VecDeque<Turn>,
+    turns: VecDeque<Arc<Turn>>,
     /// Approximate bytes held, for the cache's weight.
     bytes: u64,
 }
@@ -54,7 +54,7 @@ impl Tail {
 
     /// Turns with index < `before`, newest first, at most `limit` — if the
     /// tail holds all of them.
-    fn before(&self, before: u64, limit: usize) -> Option<Vec<Turn>> {
+    fn before(&self, before: u64, limit: usize) -> Option<Vec<Arc<Turn>>> {
         let (first, end) = (self.first_index()?, self.end_index()?);
         if before > end || before < first {
             return None;
@@ -71,7 +71,7 @@ impl Tail {
 
     fn push_back(&mut self, turn: Turn) {
         self.bytes += turn_bytes(&turn);
-        self.turns.push_back(turn);
+        self.turns.push_back(Arc::new(turn));
         while self.turns.len() > MAX_TAIL_TURNS {
             if let Some(old) = self.turns.pop_front() {
                 self.bytes -= turn_bytes(&old);
@@ -80,7 +80,7 @@ impl Tail {
     }
 
     /// Adds older turns (newest first, ending right below the tail).
-    fn extend_front(&mut self, newest_first: &[Turn]) {
+    fn extend_front(&mut self, newest_first: &[Arc<Turn>]) {
         for turn in newest_first {
             if self.turns.len() >= MAX_TAIL_TURNS {
                 break;
@@ -189,7 +189,7 @@ impl<S: DialogueStore> DialogueStore for TailCachedStore<S> {
         id: &DialogueId,
         before: u64,
         limit: usize,
-    ) -> Result<Vec<Turn>, StoreError> {
+    ) -> Result<Vec<Arc<Turn>>, StoreError> {
         if let Some(tail) = self.tail(id)
             && let Some(hit) = lock(&tail).before(before, limit)
         {
@@ -357,7 +357,7 @@ mod tests {
             .unwrap();
     }
 
-    fn indices(turns: &[Turn]) -> Vec<u64> {
+    fn indices(turns: &[Arc<Turn>]) -> Vec<u64> {
         turns.iter().map(|t| t.index).collect()
     }
 

@@ -17,6 +17,7 @@ use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 /// Why the data directory could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -361,9 +362,10 @@ impl DialogueStore for SledStore {
         id: &DialogueId,
         before: u64,
         limit: usize,
-    ) -> Result<Vec<Turn>, StoreError> {
+    ) -> Result<Vec<Arc<Turn>>, StoreError> {
         let range = keys::turn_prefix(id)..keys::turn(id, before);
-        Self::collect(self.tree.range(range).rev(), limit, "turn")
+        let turns: Vec<Turn> = Self::collect(self.tree.range(range).rev(), limit, "turn")?;
+        Ok(turns.into_iter().map(Arc::new).collect())
     }
 
     async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError> {
