@@ -90,6 +90,10 @@ pub async fn serve(listen: SocketAddr, settings: MockSettings) -> Result<(), Str
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {addr}");
+    // Small SSE chunks must not wait on Nagle and delayed ACKs.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(completions))
         .with_state(Arc::new(settings));
