@@ -14,6 +14,7 @@ use dialogd::dialogue::model::{
 use dialogd::dialogue::prompt::PromptBuilder;
 use dialogd::router::Router;
 use dialogd::store::sled::SledStore;
+use dialogd::store::tail_cache::TailCachedStore;
 use dialogd::store::{DialogueStore, ExchangeCommit};
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
@@ -66,7 +67,7 @@ fn store(dir: &std::path::Path) -> SledStore {
 }
 
 /// Appends `exchanges` exchanges to `d`, returning its new turn count.
-async fn fill(store: &SledStore, d: &Dialogue, from: u64, exchanges: u64) -> u64 {
+async fn fill(store: &dyn DialogueStore, d: &Dialogue, from: u64, exchanges: u64) -> u64 {
     for i in (from..from + exchanges * 2).step_by(2) {
         let (user, reply) = (turn(i, Role::User), turn(i + 1, Role::Assistant));
         store
@@ -83,23 +84,31 @@ async fn fill(store: &SledStore, d: &Dialogue, from: u64, exchanges: u64) -> u64
     from + exchanges * 2
 }
 
+/// Prompt assembly from sled itself, and through the recent-turns cache
+/// the server puts in front of it.
 fn prompt_assembly(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::TempDir::new().unwrap();
-    let store = store(dir.path());
+    let cached_dir = tempfile::TempDir::new().unwrap();
+    let sled = store(dir.path());
+    let cached = TailCachedStore::new(store(cached_dir.path()), 64 << 20);
     let router = Router::from_settings(&Settings::default()).unwrap();
     let route = router.route("echo").unwrap().clone();
+    let stores: [(&str, &dyn DialogueStore); 2] = [("sled", &sled), ("cached", &cached)];
     let mut group = c.benchmark_group("prompt_assembly");
-    for turns in [10u64, 1000, 10_000] {
+    for ((name, store), turns) in stores
+        .into_iter()
+        .flat_map(|s| [10u64, 1000, 10_000].map(|n| (s, n)))
+    {
         let mut d = dialogue(&format!("p{turns}"));
-        d.turn_count = rt.block_on(fill(&store, &d, 0, turns / 2));
+        d.turn_count = rt.block_on(fill(store, &d, 0, turns / 2));
         let builder = PromptBuilder {
-            store: &store,
+            store,
             router: &router,
             route: &route,
             deadline: None,
         };
-        group.bench_with_input(BenchmarkId::from_parameter(turns), &d, |b, d| {
+        group.bench_with_input(BenchmarkId::new(name, turns), &d, |b, d| {
             b.iter(|| {
                 rt.block_on(builder.build(d, Counted::new(TEXT), None))
                     .unwrap()

@@ -56,7 +56,8 @@ def server(tmp_path):
     """A dialogd process; yields its address and checks it stops cleanly."""
     binary = os.environ.get("DIALOGD_BIN", str(ROOT / "target" / "debug" / "dialogd"))
     proc = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--log-level", "warn"],
+        [binary, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "data"), "--log-level", "warn"],
         stdout=subprocess.PIPE,
         text=True,
     )
