@@ -79,7 +79,7 @@ pub fn describe() {
     );
     describe_gauge!(
         CIRCUIT_STATE,
-        "Circuit breaker per target: 0 closed, 1 half-open, 2 open."
+        "Circuit breaker per model and target: 0 closed, 1 half-open, 2 open."
     );
     describe_counter!(RATE_LIMITED, "Calls refused by a limit, by reason.");
     describe_counter!(
@@ -215,14 +215,15 @@ pub fn backend_retry(model: &str, target: &str) {
         .increment(1);
 }
 
-pub fn circuit_state(target: &str, state: crate::router::CircuitState) {
+pub fn circuit_state(model: &str, target: &str, state: crate::router::CircuitState) {
     use crate::router::CircuitState;
     let value = match state {
         CircuitState::Closed => 0.0,
         CircuitState::HalfOpen => 1.0,
         CircuitState::Open => 2.0,
     };
-    gauge!(CIRCUIT_STATE, "target" => target.to_owned()).set(value);
+    gauge!(CIRCUIT_STATE, "gen_ai_request_model" => model.to_owned(), "target" => target.to_owned())
+        .set(value);
 }
 
 /// A refusal by a limit; `reason` is one of a fixed set (requests, tokens,

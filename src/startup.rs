@@ -231,11 +231,12 @@ impl Application {
         // Metrics outlive the drain, so a scrape can watch it.
         let metrics_stop = CancellationToken::new();
         let metrics_server = metrics.map(|(listener, _)| {
-            let store = engine.store().clone();
+            let engine = engine.clone();
             let refresh: crate::metrics_endpoint::Refresh = Arc::new(move || {
-                if let Some(bytes) = store.size_on_disk() {
+                if let Some(bytes) = engine.store().size_on_disk() {
                     crate::meter::store_size(bytes);
                 }
+                engine.router().report_circuits();
             });
             tokio::spawn(crate::metrics_endpoint::serve(
                 listener,

@@ -187,6 +187,20 @@ impl Router {
             .collect()
     }
 
+    /// Sets every target's circuit-state gauge (a breaker also changes
+    /// state with time alone, between calls).
+    pub fn report_circuits(&self) {
+        for route in &self.routes {
+            for target in &route.targets {
+                crate::meter::circuit_state(
+                    &route.name,
+                    target.backend.name(),
+                    target.circuit_state(),
+                );
+            }
+        }
+    }
+
     pub fn model_names(&self) -> Vec<&str> {
         self.routes.iter().map(|r| r.name.as_str()).collect()
     }
@@ -398,7 +412,11 @@ impl Router {
             match outcome {
                 Ok(value) => {
                     permit.success();
-                    crate::meter::circuit_state(target.backend.name(), target.circuit_state());
+                    crate::meter::circuit_state(
+                        &route.name,
+                        target.backend.name(),
+                        target.circuit_state(),
+                    );
                     return Ok(Routed {
                         value,
                         backend: target.backend.name().to_owned(),
@@ -412,7 +430,11 @@ impl Router {
                     } else {
                         drop(permit);
                     }
-                    crate::meter::circuit_state(target.backend.name(), target.circuit_state());
+                    crate::meter::circuit_state(
+                        &route.name,
+                        target.backend.name(),
+                        target.circuit_state(),
+                    );
                     if let BackendError::RateLimited { retry_after, .. } = &error {
                         target.rest(Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)));
                     }

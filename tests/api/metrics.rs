@@ -66,6 +66,10 @@ fn with<'a>(base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&
 }
 
 async fn start(fake: &FakeUpstream, dir: &TempDir) -> ServerProcess {
+    start_with(fake, dir, "").await
+}
+
+async fn start_with(fake: &FakeUpstream, dir: &TempDir, extra: &str) -> ServerProcess {
     let config = dir.path().join("dialogd.toml");
     std::fs::write(
         &config,
@@ -85,8 +89,10 @@ backoff_max_ms = 2
 max_streams_per_principal = 1
 requests_per_second = 1
 request_burst = 40
+{}
 "#,
-            fake.openai_url()
+            fake.openai_url(),
+            extra
         ),
     )
     .unwrap();
@@ -249,10 +255,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
     assert_eq!(calls("error"), 1.0);
     assert!(calls("ok") >= 4.0, "{}", calls("ok"));
     assert_eq!(after.value("dialogd_backend_retries_total", &model), 1.0);
-    assert_eq!(
-        after.value("dialogd_backend_circuit_state", &[("target", "up")]),
-        0.0
-    );
+    assert_eq!(after.value("dialogd_backend_circuit_state", &model), 0.0);
     assert!(after.value("gen_ai_server_time_to_first_token_seconds_count", &model) >= 2.0);
     assert!(after.value("gen_ai_server_time_per_output_token_seconds_count", &model) >= 1.0);
     for kind in ["input", "output"] {
@@ -287,6 +290,38 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
     assert!(!after.0.contains("principal"));
     // Every series is explained.
     assert!(after.0.contains("# HELP dialogd_gateway_overhead_seconds"));
+}
+
+#[tokio::test]
+async fn the_circuit_gauge_follows_the_breaker_open_half_open_closed() {
+    let fake = FakeUpstream::start("gpt").await;
+    let dir = TempDir::new().unwrap();
+    let breaker = "[routing.breaker]\nconsecutive_failures = 2\ncooldown_secs = 1";
+    let server = start_with(&fake, &dir, breaker).await;
+    let mut client = DialogueServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let circuit = |s: &Scrape| {
+        s.value(
+            "dialogd_backend_circuit_state",
+            &[("gen_ai_request_model", "gpt"), ("target", "up")],
+        )
+    };
+    fake.set_default(Fault::Status(500));
+    for _ in 0..2 {
+        let mut request = converse_request("c", "fail");
+        request.create_if_missing = true;
+        assert!(client.converse(request).await.is_err());
+    }
+    assert_eq!(circuit(&Scrape::of(&server).await), 2.0, "open");
+    // Time alone turns it half-open; the scrape sees it without a call.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(circuit(&Scrape::of(&server).await), 1.0, "half-open");
+    fake.set_default(Fault::None);
+    let mut request = converse_request("c", "works again");
+    request.create_if_missing = true;
+    client.converse(request).await.unwrap();
+    assert_eq!(circuit(&Scrape::of(&server).await), 0.0, "closed");
 }
 
 #[tokio::test]
