@@ -248,9 +248,41 @@ pub enum Durability {
     Relaxed,
 }
 
+/// Which store keeps dialogues.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded sled database in `data_dir` (one replica).
+    Sled,
+    /// A Redis server shared by several replicas (`store.redis`).
+    Redis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS).
+    pub url: String,
+    /// Prepended to every key, so deployments can share a database.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "dialogd:".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
+    /// `sled` (embedded, default) or `redis`.
+    pub kind: StoreKind,
+    /// The Redis store's server and key prefix (with `kind = "redis"`).
+    pub redis: RedisSettings,
     /// Directory of the embedded sled database (created if missing).
     pub data_dir: PathBuf,
     /// When a write is acknowledged: `sync` (durable) or `relaxed`.
@@ -716,6 +748,8 @@ impl Default for ServerSettings {
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
+            kind: StoreKind::Sled,
+            redis: RedisSettings::default(),
             data_dir: PathBuf::from("./data"),
             durability: Durability::Sync,
             flush_interval_ms: 500,

@@ -3,7 +3,7 @@
 //! drains and flushes.
 
 use crate::auth::Authenticator;
-use crate::config::{AuthMode, Settings};
+use crate::config::{AuthMode, Settings, StoreKind, StoreSettings};
 use crate::dialogue::Engine;
 use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::model::Time;
@@ -20,6 +20,7 @@ use crate::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
 use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
 use crate::store::metered::MeteredStore;
+use crate::store::redis::RedisStore;
 use crate::store::sled::{OpenError, SledStore};
 use crate::store::tail_cache::TailCachedStore;
 use crate::store::{DialogueStore, StoreError};
@@ -38,6 +39,8 @@ use tonic_health::ServingStatus;
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] OpenError),
+    #[error("cannot reach the Redis store: {0}")]
+    Redis(StoreError),
     #[error(transparent)]
     Backend(#[from] crate::backend::BuildError),
     #[error("cannot set up authentication: {0}")]
@@ -75,11 +78,7 @@ pub struct Application {
 impl Application {
     /// Opens the store and binds the listener; nothing is served yet.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        let sled = SledStore::open(&settings.store)?;
-        let store: Arc<dyn DialogueStore> = match settings.store.history_cache_mb {
-            0 => Arc::new(MeteredStore::new(sled)),
-            mb => Arc::new(MeteredStore::new(TailCachedStore::new(sled, mb << 20))),
-        };
+        let store = open_store(&settings.store).await?;
         let authenticator = match settings.auth.mode {
             AuthMode::None => {
                 tracing::warn!(
@@ -323,6 +322,28 @@ impl Application {
         tracing::info!("stopped; store flushed");
         Ok(())
     }
+}
+
+/// The configured store, metered. sled gets the recent-turns cache; Redis
+/// does not: another replica may erase and recreate a dialogue, which a
+/// local cache could not see.
+async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn DialogueStore>, StartupError> {
+    Ok(match settings.kind {
+        StoreKind::Redis => {
+            let redis = &settings.redis;
+            let store = RedisStore::connect(&redis.url, &redis.key_prefix)
+                .await
+                .map_err(StartupError::Redis)?;
+            Arc::new(MeteredStore::new(store))
+        }
+        StoreKind::Sled => {
+            let sled = SledStore::open(settings)?;
+            match settings.history_cache_mb {
+                0 => Arc::new(MeteredStore::new(sled)),
+                mb => Arc::new(MeteredStore::new(TailCachedStore::new(sled, mb << 20))),
+            }
+        }
+    })
 }
 
 /// Erases expired dialogues and idempotency keys, and forgets idle rate

@@ -7,7 +7,10 @@
 
 mod group_commit;
 pub mod metered;
+pub mod redis;
 pub mod sled;
+#[cfg(test)]
+mod suite;
 pub mod tail_cache;
 
 pub use group_commit::GroupCommit;

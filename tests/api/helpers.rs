@@ -40,6 +40,19 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings.metrics.listen = "127.0.0.1:0".parse().unwrap();
     settings.server.drain_timeout_secs = 10;
     settings.store.data_dir = data_dir.to_path_buf();
+    if redis_store() {
+        // The whole suite again on Redis: each data dir maps to its own
+        // key prefix (a restart on the same dir finds the same data).
+        settings.store.kind = dialogd::config::StoreKind::Redis;
+        settings.store.redis.key_prefix = format!(
+            "test-{:016x}:",
+            data_dir
+                .to_string_lossy()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b))
+                    .wrapping_mul(0x100_0000_01b3))
+        );
+    }
     settings.store.durability = Durability::Sync;
     settings.store.cache_capacity_mb = 16;
     settings.log = LogSettings {
@@ -363,4 +376,10 @@ impl ServerProcess {
         self.child.start_kill().expect("SIGKILL sent");
         let _ = self.child.wait().await;
     }
+}
+
+/// Whether this run exercises the Redis store (`DIALOGD_TEST_STORE=redis`)
+/// instead of sled.
+pub fn redis_store() -> bool {
+    std::env::var("DIALOGD_TEST_STORE").is_ok_and(|s| s == "redis")
 }

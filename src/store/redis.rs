@@ -1,0 +1,486 @@
+//! The Redis store, for several replicas sharing one database. Same
+//! guarantees as sled: O(1) turn append (RPUSH), an exchange committed
+//! atomically and only on the turn count it was built on (a Lua script, so
+//! two replicas can never interleave or lose a turn), idempotency records
+//! with a TTL, owner indexes, erasure and audit events.
+//!
+//! Every key carries the hash tag `{dialogd}`: the scripts touch a
+//! dialogue's keys and the global indexes together, so under Redis Cluster
+//! they must share one slot (one shard serves a deployment). An optional
+//! prefix lets several deployments share a database. Durability is
+//! Redis's: configure `appendonly yes` and `appendfsync` as needed.
+
+use super::{
+    DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
+};
+use crate::audit::{AuditEvent, AuditFilter};
+use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use std::sync::Arc;
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Io(format!("redis: {e}"))
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Nanoseconds as a fixed-width decimal, so lexical order is time order.
+fn sortable(time: Time) -> String {
+    format!("{:020}", u64::try_from(time.0).unwrap_or(0))
+}
+
+/// Creates a dialogue with its head and index entries, unless it exists.
+/// KEYS: meta, head, owner index, expiry. ARGV: meta JSON, create time,
+/// index member, expiry score ('' for none), id.
+const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[2], 's', '')
+redis.call('ZADD', KEYS[3], 0, ARGV[3])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
+return 1
+";
+
+/// An exchange: appended only on the expected turn count.
+/// KEYS: meta, head, turns, owner index, expiry, idempotency key,
+/// idempotency set. ARGV: meta JSON when creating (else ''), expected
+/// count, last turn time, latest summary index (''), idempotency JSON (''),
+/// its TTL in ms, request ID, index member, expiry score (''), id, then the
+/// turns' JSON.
+const COMMIT: &str = r"
+if ARGV[1] ~= '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[3], 's', '')
+  redis.call('ZADD', KEYS[4], 0, ARGV[8])
+  if ARGV[9] ~= '' then redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10]) end
+elseif redis.call('EXISTS', KEYS[1]) == 0 then
+  return 'MISSING'
+end
+local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
+if n ~= tonumber(ARGV[2]) then return 'CONFLICT' end
+for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+redis.call('HSET', KEYS[2], 'n', n + #ARGV - 10, 't', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 's', ARGV[4]) end
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6])
+  redis.call('SADD', KEYS[7], ARGV[7])
+end
+return 'OK'
+";
+
+/// Erases a dialogue. KEYS: meta, head, turns, idempotency set, owner
+/// index, expiry. ARGV: index member, id, idempotency key prefix.
+const ERASE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, rid in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('DEL', ARGV[3] .. rid)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[2])
+return 1
+";
+
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    create: Arc<redis::Script>,
+    commit: Arc<redis::Script>,
+    erase: Arc<redis::Script>,
+}
+
+impl RedisStore {
+    /// Connects (and checks the server answers); `prefix` namespaces keys.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url)?;
+        let mut connection = ConnectionManager::new(client).await?;
+        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        Ok(RedisStore {
+            connection,
+            prefix: prefix.to_owned(),
+            create: Arc::new(redis::Script::new(CREATE)),
+            commit: Arc::new(redis::Script::new(COMMIT)),
+            erase: Arc::new(redis::Script::new(ERASE)),
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{{dialogd}}:{name}", self.prefix)
+    }
+
+    fn dialogue_key(&self, id: &DialogueId, part: &str) -> String {
+        self.key(&format!("d:{}:{part}", id.as_str()))
+    }
+
+    fn owner_index(&self, owner: &Owner) -> String {
+        self.key(&format!("o:{}", owner.key()))
+    }
+
+    fn expiry(&self) -> String {
+        self.key("expiry")
+    }
+
+    fn audit(&self) -> String {
+        self.key("audit")
+    }
+
+    fn idempotency_prefix(&self, id: &DialogueId) -> String {
+        self.dialogue_key(id, "i:")
+    }
+
+    fn index_member(dialogue: &Dialogue) -> String {
+        format!(
+            "{}|{}",
+            sortable(dialogue.create_time),
+            dialogue.id.as_str()
+        )
+    }
+
+    fn expiry_score(dialogue: &Dialogue) -> String {
+        dialogue
+            .expire_time
+            .map(|t| format!("{}", t.0 as f64 / 1e9))
+            .unwrap_or_default()
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    async fn read_turns(
+        &self,
+        id: &DialogueId,
+        from: isize,
+        to: isize,
+    ) -> Result<Vec<Turn>, StoreError> {
+        let raw: Vec<String> = self
+            .con()
+            .lrange(self.dialogue_key(id, "turns"), from, to)
+            .await?;
+        raw.iter().map(|r| decode(r, "turn")).collect()
+    }
+}
+
+#[async_trait]
+impl DialogueStore for RedisStore {
+    async fn create_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
+        let id = &dialogue.id;
+        let created: i64 = self
+            .create
+            .key(self.dialogue_key(id, "meta"))
+            .key(self.dialogue_key(id, "head"))
+            .key(self.owner_index(&dialogue.owner))
+            .key(self.expiry())
+            .arg(encode(dialogue)?)
+            .arg(dialogue.create_time.0)
+            .arg(Self::index_member(dialogue))
+            .arg(Self::expiry_score(dialogue))
+            .arg(id.as_str())
+            .invoke_async(&mut self.con())
+            .await?;
+        match created {
+            1 => Ok(()),
+            _ => Err(StoreError::AlreadyExists(id.resource_name())),
+        }
+    }
+
+    async fn get_dialogue(&self, id: &DialogueId) -> Result<Option<Dialogue>, StoreError> {
+        let (meta, head): (Option<String>, std::collections::HashMap<String, String>) =
+            redis::pipe()
+                .get(self.dialogue_key(id, "meta"))
+                .hgetall(self.dialogue_key(id, "head"))
+                .query_async(&mut self.con())
+                .await?;
+        let Some(meta) = meta else { return Ok(None) };
+        let mut dialogue: Dialogue = decode(&meta, &id.resource_name())?;
+        let number = |field: &str| head.get(field).and_then(|v| v.parse::<i64>().ok());
+        dialogue.turn_count = number("n").and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        if let Some(t) = number("t") {
+            dialogue.update_time = dialogue.update_time.max(Time(t));
+        }
+        dialogue.latest_summary = number("s").and_then(|s| u64::try_from(s).ok());
+        Ok(Some(dialogue))
+    }
+
+    async fn update_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
+        let id = &dialogue.id;
+        let Some(old) = self.get_dialogue(id).await? else {
+            return Err(StoreError::NotFound(id.resource_name()));
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set(self.dialogue_key(id, "meta"), encode(dialogue)?);
+        if old.expire_time != dialogue.expire_time {
+            pipe.zrem(self.expiry(), id.as_str());
+            if let Some(at) = dialogue.expire_time {
+                pipe.zadd(self.expiry(), id.as_str(), at.0 as f64 / 1e9);
+            }
+        }
+        pipe.query_async::<()>(&mut self.con()).await?;
+        Ok(())
+    }
+
+    async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
+        let Some(dialogue) = self.get_dialogue(id).await? else {
+            return Ok(false);
+        };
+        let erased: i64 = self
+            .erase
+            .key(self.dialogue_key(id, "meta"))
+            .key(self.dialogue_key(id, "head"))
+            .key(self.dialogue_key(id, "turns"))
+            .key(self.dialogue_key(id, "idem"))
+            .key(self.owner_index(&dialogue.owner))
+            .key(self.expiry())
+            .arg(Self::index_member(&dialogue))
+            .arg(id.as_str())
+            .arg(self.idempotency_prefix(id))
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(erased == 1)
+    }
+
+    async fn list_dialogues(
+        &self,
+        owner: &Owner,
+        after: Option<&DialogueCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Dialogue>, Option<DialogueCursor>), StoreError> {
+        let max = match after {
+            Some(c) => format!("({}|{}", sortable(c.create_time), c.id.as_str()),
+            None => "+".to_owned(),
+        };
+        let now = Time::now();
+        let mut dialogues = Vec::new();
+        let mut max = max;
+        // Expired entries are skipped, so read in pages until full.
+        loop {
+            let members: Vec<String> = self
+                .con()
+                .zrevrangebylex_limit(self.owner_index(owner), &max, "-", 0, limit as isize + 1)
+                .await?;
+            let exhausted = members.len() <= limit;
+            for member in &members {
+                max = format!("({member}");
+                let Some(id) = member
+                    .split_once('|')
+                    .and_then(|(_, id)| DialogueId::from_stored(id).ok())
+                else {
+                    continue;
+                };
+                let Some(dialogue) = self.get_dialogue(&id).await? else {
+                    continue;
+                };
+                if dialogue.is_expired(now) {
+                    continue;
+                }
+                if dialogues.len() == limit {
+                    let cursor = dialogues.last().map(|d: &Dialogue| DialogueCursor {
+                        create_time: d.create_time,
+                        id: d.id.clone(),
+                    });
+                    return Ok((dialogues, cursor));
+                }
+                dialogues.push(dialogue);
+            }
+            if exhausted {
+                return Ok((dialogues, None));
+            }
+        }
+    }
+
+    async fn list_turns(
+        &self,
+        id: &DialogueId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Turn>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = isize::try_from(from).unwrap_or(isize::MAX);
+        self.read_turns(id, from, from.saturating_add(limit as isize - 1))
+            .await
+    }
+
+    async fn turns_before(
+        &self,
+        id: &DialogueId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Turn>>, StoreError> {
+        if limit == 0 || before == 0 {
+            return Ok(Vec::new());
+        }
+        let end = isize::try_from(before).unwrap_or(isize::MAX) - 1;
+        let start = (end + 1).saturating_sub(limit as isize).max(0);
+        let turns = self.read_turns(id, start, end).await?;
+        Ok(turns.into_iter().rev().map(Arc::new).collect())
+    }
+
+    async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError> {
+        let id = commit.dialogue_id;
+        let last_time = commit
+            .turns
+            .iter()
+            .map(|t| t.create_time)
+            .max()
+            .unwrap_or(Time(0));
+        let latest_summary = commit
+            .turns
+            .iter()
+            .rev()
+            .find(|t| t.summary.is_some())
+            .map(|t| t.index.to_string())
+            .unwrap_or_default();
+        let (idem_json, idem_ttl_ms, request_id) = match commit.idempotency {
+            Some(r) => {
+                let ttl = (r.expire_time.0 - Time::now().0).max(1_000_000) / 1_000_000;
+                (encode(r)?, ttl, r.request_id.as_str())
+            }
+            None => (String::new(), 1, ""),
+        };
+        let (create_json, member, expiry, owner_index) = match commit.create {
+            Some(d) => (
+                encode(d)?,
+                Self::index_member(d),
+                Self::expiry_score(d),
+                self.owner_index(&d.owner),
+            ),
+            // Unused when not creating, but the key list is fixed.
+            None => (String::new(), String::new(), String::new(), self.key("o:-")),
+        };
+        let mut call = self.commit.prepare_invoke();
+        call.key(self.dialogue_key(id, "meta"))
+            .key(self.dialogue_key(id, "head"))
+            .key(self.dialogue_key(id, "turns"))
+            .key(owner_index)
+            .key(self.expiry())
+            .key(self.dialogue_key(id, &format!("i:{request_id}")))
+            .key(self.dialogue_key(id, "idem"))
+            .arg(create_json)
+            .arg(commit.expected_turn_count)
+            .arg(last_time.0)
+            .arg(latest_summary)
+            .arg(idem_json)
+            .arg(idem_ttl_ms)
+            .arg(request_id)
+            .arg(member)
+            .arg(expiry)
+            .arg(id.as_str());
+        for turn in commit.turns {
+            call.arg(encode(turn)?);
+        }
+        let outcome: String = call.invoke_async(&mut self.con()).await?;
+        match outcome.as_str() {
+            "OK" => Ok(()),
+            "EXISTS" => Err(StoreError::AlreadyExists(id.resource_name())),
+            "MISSING" => Err(StoreError::NotFound(id.resource_name())),
+            _ => Err(StoreError::Conflict(id.resource_name())),
+        }
+    }
+
+    async fn get_idempotency(
+        &self,
+        id: &DialogueId,
+        request_id: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let raw: Option<String> = self
+            .con()
+            .get(self.dialogue_key(id, &format!("i:{request_id}")))
+            .await?;
+        raw.map(|r| decode(&r, "idempotency record")).transpose()
+    }
+
+    /// Idempotency records expire by themselves (Redis TTLs).
+    async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError> {
+        let due: Vec<String> = self
+            .con()
+            .zrangebyscore_limit(self.expiry(), "-inf", now.0 as f64 / 1e9, 0, 10_000)
+            .await?;
+        let mut report = SweepReport::default();
+        for raw in due {
+            match DialogueId::from_stored(&raw) {
+                Ok(id) => report.expired_dialogues.push(id),
+                Err(_) => {
+                    let _: () = self.con().zrem(self.expiry(), &raw).await?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writes are acknowledged by Redis; its persistence settings decide
+    /// when they reach disk.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let member = format!("{}|{}", sortable(event.time), encode(event)?);
+        let _: () = self.con().zadd(self.audit(), member, 0).await?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
+        let mut min = match after {
+            Some(cursor) => format!("({}", String::from_utf8_lossy(cursor)),
+            None => format!("[{}", sortable(filter.from.unwrap_or(Time(0)))),
+        };
+        let max = match filter.to {
+            Some(to) => format!("({}", sortable(to)),
+            None => "+".to_owned(),
+        };
+        let mut events = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let members: Vec<String> = self
+                .con()
+                .zrangebylex_limit(self.audit(), &min, &max, 0, 500)
+                .await?;
+            let exhausted = members.len() < 500;
+            for member in members {
+                min = format!("({member}");
+                let Some((_, json)) = member.split_once('|') else {
+                    continue;
+                };
+                let event: AuditEvent = decode(json, "audit event")?;
+                if !filter.matches(&event) {
+                    continue;
+                }
+                if events.len() == limit {
+                    return Ok((events, last.map(String::into_bytes)));
+                }
+                events.push(event);
+                last = Some(member);
+            }
+            if exhausted {
+                return Ok((events, None));
+            }
+        }
+    }
+
+    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
+        let removed: u64 = self
+            .con()
+            .zrembylex(self.audit(), "-", format!("({}", sortable(before)))
+            .await?;
+        Ok(removed)
+    }
+}

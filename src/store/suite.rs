@@ -1,0 +1,341 @@
+//! One behaviour suite for every store: the same checks run against sled
+//! and against a real Redis, so both keep the same guarantees.
+
+use super::{DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError};
+use crate::audit::{AuditEvent, AuditFilter};
+use crate::dialogue::model::{
+    ContentPart, Dialogue, DialogueId, Owner, Role, SummaryRange, Time, Turn,
+};
+
+fn owner(principal: &str) -> Owner {
+    Owner {
+        tenant: "t".into(),
+        principal: principal.into(),
+    }
+}
+
+fn dialogue(id: &str, who: &Owner, created: i64) -> Dialogue {
+    Dialogue {
+        id: DialogueId::parse(id).unwrap().scoped_to(who),
+        owner: who.clone(),
+        model: "echo".into(),
+        system_prompt: "be brief".into(),
+        labels: [("k".to_string(), "v".to_string())].into(),
+        state: None,
+        expire_time: None,
+        create_time: Time(created),
+        update_time: Time(created),
+        turn_count: 0,
+        latest_summary: None,
+        system_prompt_tokens: 2,
+    }
+}
+
+fn turn(index: u64, at: i64) -> Turn {
+    Turn {
+        index,
+        role: if index.is_multiple_of(2) {
+            Role::User
+        } else {
+            Role::Assistant
+        },
+        content: vec![ContentPart::Text(format!("turn {index}"))],
+        create_time: Time(at),
+        finish_reason: None,
+        model: String::new(),
+        usage: None,
+        request_id: None,
+        tokens: 3,
+        summary: None,
+    }
+}
+
+async fn exchange(
+    store: &dyn DialogueStore,
+    d: &Dialogue,
+    create: bool,
+    expected: u64,
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<(), StoreError> {
+    let at = 5_000 + expected as i64;
+    let (a, b) = (turn(expected, at), turn(expected + 1, at + 1));
+    store
+        .commit_exchange(ExchangeCommit {
+            create: create.then_some(d),
+            dialogue_id: &d.id,
+            expected_turn_count: expected,
+            turns: &[&a, &b],
+            idempotency,
+        })
+        .await
+}
+
+fn indices<T: std::borrow::Borrow<Turn>>(turns: &[T]) -> Vec<u64> {
+    turns.iter().map(|t| t.borrow().index).collect()
+}
+
+pub async fn dialogues_and_turns(store: &dyn DialogueStore) {
+    let alice = owner("alice");
+    let d = dialogue("chat", &alice, 1_000);
+    assert!(store.get_dialogue(&d.id).await.unwrap().is_none());
+    store.create_dialogue(&d).await.unwrap();
+    assert!(matches!(
+        store.create_dialogue(&d).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(store.get_dialogue(&d.id).await.unwrap().unwrap(), d);
+
+    // Exchanges append on the expected count only.
+    exchange(store, &d, false, 0, None).await.unwrap();
+    assert!(matches!(
+        exchange(store, &d, false, 0, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let record = IdempotencyRecord {
+        request_id: "req-1".into(),
+        user_turn_index: 2,
+        backend: "echo".into(),
+        expire_time: Time::now().saturating_add_secs(3600),
+    };
+    exchange(store, &d, false, 2, Some(&record)).await.unwrap();
+    let stored = store.get_dialogue(&d.id).await.unwrap().unwrap();
+    assert_eq!(stored.turn_count, 4);
+    assert_eq!(stored.update_time, Time(5_003));
+    assert_eq!(
+        store.get_idempotency(&d.id, "req-1").await.unwrap(),
+        Some(record)
+    );
+    assert_eq!(store.get_idempotency(&d.id, "other").await.unwrap(), None);
+
+    // Ranges.
+    assert_eq!(
+        indices(&store.list_turns(&d.id, 0, 10).await.unwrap()),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(
+        indices(&store.list_turns(&d.id, 1, 2).await.unwrap()),
+        [1, 2]
+    );
+    assert!(store.list_turns(&d.id, 4, 10).await.unwrap().is_empty());
+    assert_eq!(
+        indices(&store.turns_before(&d.id, 4, 3).await.unwrap()),
+        [3, 2, 1]
+    );
+    assert_eq!(
+        indices(&store.turns_before(&d.id, 2, 10).await.unwrap()),
+        [1, 0]
+    );
+    assert!(store.turns_before(&d.id, 0, 10).await.unwrap().is_empty());
+    let texts: Vec<String> = store
+        .list_turns(&d.id, 0, 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(Turn::text)
+        .collect();
+    assert_eq!(texts, ["turn 0"]);
+
+    // A summary turn is remembered as the latest.
+    let mut summary = turn(4, 20);
+    summary.role = Role::System;
+    summary.summary = Some(SummaryRange {
+        first_index: 0,
+        last_index: 3,
+    });
+    let (u, a) = (turn(5, 21), turn(6, 22));
+    store
+        .commit_exchange(ExchangeCommit {
+            create: None,
+            dialogue_id: &d.id,
+            expected_turn_count: 4,
+            turns: &[&summary, &u, &a],
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    let stored = store.get_dialogue(&d.id).await.unwrap().unwrap();
+    assert_eq!((stored.turn_count, stored.latest_summary), (7, Some(4)));
+
+    // Settings change; history stays.
+    let mut changed = stored.clone();
+    changed.system_prompt = "be kind".into();
+    changed.expire_time = Some(Time(5));
+    store.update_dialogue(&changed).await.unwrap();
+    let after = store.get_dialogue(&d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.system_prompt.as_str(), after.turn_count),
+        ("be kind", 7)
+    );
+    // ... and the new expiry is found by the sweep.
+    let report = store.sweep_expired(Time(6_000_000_000)).await.unwrap();
+    assert!(report.expired_dialogues.contains(&d.id));
+
+    // Creating with the first exchange; missing dialogues are refused.
+    let fresh = dialogue("fresh", &alice, 2_000);
+    exchange(store, &fresh, true, 0, None).await.unwrap();
+    assert!(matches!(
+        exchange(store, &fresh, true, 0, None).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    let ghost = dialogue("ghost", &alice, 3_000);
+    assert!(matches!(
+        exchange(store, &ghost, false, 0, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store
+            .get_dialogue(&fresh.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .turn_count,
+        2
+    );
+
+    // Erasure leaves nothing behind.
+    assert!(store.delete_dialogue(&d.id).await.unwrap());
+    assert!(!store.delete_dialogue(&d.id).await.unwrap());
+    assert!(store.get_dialogue(&d.id).await.unwrap().is_none());
+    assert!(store.list_turns(&d.id, 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.get_idempotency(&d.id, "req-1").await.unwrap(), None);
+    let report = store.sweep_expired(Time(6_000_000_000)).await.unwrap();
+    assert!(!report.expired_dialogues.contains(&d.id));
+    // The same ID can be taken again, empty.
+    store.create_dialogue(&d).await.unwrap();
+    assert_eq!(
+        store.get_dialogue(&d.id).await.unwrap().unwrap().turn_count,
+        0
+    );
+    assert!(store.list_turns(&d.id, 0, 10).await.unwrap().is_empty());
+}
+
+pub async fn listing_by_owner(store: &dyn DialogueStore) {
+    let (bob, carol) = (owner("bob"), owner("carol"));
+    for i in 0..5 {
+        store
+            .create_dialogue(&dialogue(&format!("b{i}"), &bob, 100 + i))
+            .await
+            .unwrap();
+    }
+    store
+        .create_dialogue(&dialogue("c0", &carol, 150))
+        .await
+        .unwrap();
+    let mut expired = dialogue("gone", &bob, 200);
+    expired.expire_time = Some(Time(1));
+    store.create_dialogue(&expired).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<DialogueCursor> = None;
+    loop {
+        let (page, next) = store.list_dialogues(&bob, after.as_ref(), 2).await.unwrap();
+        seen.extend(page.iter().map(|d| d.id.public().to_owned()));
+        match next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    // Newest first, only bob's, the expired one left out.
+    assert_eq!(seen, ["b4", "b3", "b2", "b1", "b0"]);
+    let (carols, _) = store.list_dialogues(&carol, None, 10).await.unwrap();
+    assert_eq!(carols.len(), 1);
+    // Two owners may hold the same public ID.
+    store
+        .create_dialogue(&dialogue("b0", &carol, 160))
+        .await
+        .unwrap();
+}
+
+pub async fn audit_events(store: &dyn DialogueStore) {
+    let event = |secs: i64, who: &str, action: &str| AuditEvent {
+        time: Time(secs * 1_000_000_000),
+        request_id: format!("r{secs}"),
+        principal: who.into(),
+        tenant: "t".into(),
+        client_ip: "127.0.0.1".into(),
+        action: action.into(),
+        resource: "dialogues/x".into(),
+        status: "Ok".into(),
+        duration_ms: 1.0,
+    };
+    for (secs, who, action) in [
+        (1, "a", "Create"),
+        (2, "b", "Delete"),
+        (3, "a", "Delete"),
+        (4, "a", "Create"),
+    ] {
+        store.append_audit(&event(secs, who, action)).await.unwrap();
+    }
+    let all = AuditFilter::default();
+    let mut times = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let (page, next) = store.list_audit(&all, after.as_deref(), 3).await.unwrap();
+        times.extend(page.iter().map(|e| e.time.0 / 1_000_000_000));
+        match next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(times, [1, 2, 3, 4]);
+    let filter = AuditFilter {
+        principal: Some("a".into()),
+        action: Some("Delete".into()),
+        ..AuditFilter::default()
+    };
+    let (only, _) = store.list_audit(&filter, None, 10).await.unwrap();
+    assert_eq!(only.len(), 1);
+    let window = AuditFilter {
+        from: Some(Time(2_000_000_000)),
+        to: Some(Time(4_000_000_000)),
+        ..AuditFilter::default()
+    };
+    let (inside, _) = store.list_audit(&window, None, 10).await.unwrap();
+    assert_eq!(inside.len(), 2);
+    assert_eq!(store.sweep_audit(Time(3_000_000_000)).await.unwrap(), 2);
+    let (left, _) = store.list_audit(&all, None, 10).await.unwrap();
+    assert_eq!(left.len(), 2);
+}
+
+pub async fn everything(store: &dyn DialogueStore) {
+    dialogues_and_turns(store).await;
+    listing_by_owner(store).await;
+    audit_events(store).await;
+}
+
+mod sled_store {
+    use crate::config::{Durability, StoreSettings};
+    use crate::store::sled::SledStore;
+
+    #[tokio::test]
+    async fn sled_keeps_the_store_contract() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = SledStore::open(&StoreSettings {
+            data_dir: dir.path().to_path_buf(),
+            durability: Durability::Sync,
+            ..StoreSettings::default()
+        })
+        .unwrap();
+        super::everything(&store).await;
+    }
+}
+
+mod redis_store {
+    use crate::store::redis::RedisStore;
+
+    /// A real redis-server (`.ci/run` makes sure one runs), each test
+    /// under its own key prefix.
+    pub async fn connect() -> RedisStore {
+        let url = std::env::var("DIALOGD_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-{:016x}:", rand::random::<u64>());
+        RedisStore::connect(&url, &prefix)
+            .await
+            .unwrap_or_else(|e| panic!("no redis-server at {url} ({e}); start one"))
+    }
+
+    #[tokio::test]
+    async fn redis_keeps_the_store_contract() {
+        super::everything(&connect().await).await;
+    }
+}
