@@ -11,6 +11,7 @@ mod converse;
 mod dialogues;
 mod durability;
 mod metrics;
+mod replicas;
 mod security;
 mod service;
 mod streaming;
