@@ -13,6 +13,7 @@ use crate::middleware::auth::AuthLayer;
 use crate::middleware::metrics::RpcMetricsLayer;
 use crate::middleware::rate_limit::{RateLimitLayer, RateLimits};
 use crate::middleware::request_id::RequestIdLayer;
+use crate::middleware::shared_limiter::SharedLimiter;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::admin_service_server::AdminServiceServer;
 use crate::pb::dialogue::v1::auth_service_server::AuthServiceServer;
@@ -202,11 +203,25 @@ impl Application {
             .map(|t| t.client_cert_roles.iter().copied().collect());
         let admin_service = AdminServiceServer::new(AdminGrpc::new(engine.clone()));
         let limits = &settings.limits;
-        let rate_limits = Arc::new(RateLimits::new(
+        let mut rate_limits = RateLimits::new(
             limits.requests_per_second,
             limits.request_burst,
             limits.max_in_flight,
-        ));
+        );
+        // Replicas sharing Redis share each caller's request rate too.
+        if settings.store.kind == StoreKind::Redis && limits.requests_per_second > 0 {
+            let redis = &settings.store.redis;
+            let shared = SharedLimiter::connect(
+                &redis.url,
+                &redis.key_prefix,
+                limits.requests_per_second,
+                limits.request_burst,
+            )
+            .await
+            .map_err(StartupError::Redis)?;
+            rate_limits = rate_limits.shared_through(shared);
+        }
+        let rate_limits = Arc::new(rate_limits);
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep_until_stopped(
             engine.clone(),

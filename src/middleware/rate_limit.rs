@@ -1,9 +1,11 @@
 //! Abuse limits at the door, after authentication: requests per second per
-//! principal (GCRA via governor, reported in `x-ratelimit-remaining`), and
+//! principal (GCRA via governor, or in Redis when replicas share it;
+//! reported in `x-ratelimit-remaining`), and
 //! a global cap on calls in flight so an overloaded server sheds load at
 //! once instead of queueing without bound. Per-principal stream counts and
 //! token budgets are the engine's (it knows each turn's usage).
 
+use super::shared_limiter::{Admission, SharedLimiter};
 use crate::auth::Principal;
 use crate::auth::policy::{self, Access};
 use crate::grpc::status::resource_exhausted;
@@ -23,6 +25,8 @@ type KeyedLimiter =
 
 pub struct RateLimits {
     per_principal: Option<KeyedLimiter>,
+    /// Replaces `per_principal` when replicas share Redis.
+    shared: Option<SharedLimiter>,
     in_flight: Option<Arc<Semaphore>>,
 }
 
@@ -37,9 +41,18 @@ impl RateLimits {
         });
         RateLimits {
             per_principal,
+            shared: None,
             in_flight: (max_in_flight > 0)
                 .then(|| Arc::new(Semaphore::new(max_in_flight as usize))),
         }
+    }
+
+    /// Counts requests in Redis instead, across every replica using it.
+    pub fn shared_through(mut self, limiter: SharedLimiter) -> RateLimits {
+        if self.per_principal.is_some() {
+            self.shared = Some(limiter);
+        }
+        self
     }
 
     /// Forgets principals idle long enough to be back at full burst.
@@ -114,12 +127,42 @@ where
             },
             None => None,
         };
+        let key = request
+            .extensions()
+            .get::<Principal>()
+            .map(|p| format!("{}\u{1f}{}", p.tenant, p.id));
+        if let (Some(_), Some(key)) = (&self.limits.shared, key.clone()) {
+            let limits = self.limits.clone();
+            let mut inner = super::take_ready(&mut self.inner);
+            return Box::pin(async move {
+                let remaining = match limits.shared.as_ref().map(|s| s.check(&key)) {
+                    Some(check) => match check.await {
+                        Ok(Admission::Admitted { remaining }) => Some(remaining),
+                        Ok(Admission::Refused { retry_after }) => {
+                            crate::meter::rate_limited("requests");
+                            return Ok(resource_exhausted(
+                                "request rate limit reached for this caller",
+                                "RATE_LIMITED",
+                                retry_after,
+                            )
+                            .into_http());
+                        }
+                        // Redis unreachable: serve rather than refuse
+                        // everyone; the store's own errors will tell.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "shared rate limit unavailable; not limiting");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let response = inner.call(request).await?;
+                drop(permit);
+                Ok(with_remaining(response, remaining))
+            });
+        }
         let mut remaining = None;
-        if let (Some(limiter), Some(principal)) = (
-            &self.limits.per_principal,
-            request.extensions().get::<Principal>(),
-        ) {
-            let key = format!("{}\u{1f}{}", principal.tenant, principal.id);
+        if let (Some(limiter), Some(key)) = (&self.limits.per_principal, key) {
             match limiter.check_key(&key) {
                 Ok(snapshot) => remaining = Some(snapshot.remaining_burst_capacity()),
                 Err(not_until) => {
@@ -136,14 +179,22 @@ where
         let mut inner = super::take_ready(&mut self.inner);
         let response = inner.call(request);
         Box::pin(async move {
-            let mut response = response.await?;
+            let response = response.await?;
             drop(permit);
-            if let Some(left) = remaining {
-                response
-                    .headers_mut()
-                    .insert("x-ratelimit-remaining", http::HeaderValue::from(left));
-            }
-            Ok(response)
+            Ok(with_remaining(response, remaining))
         })
     }
+}
+
+/// Tells the caller how many more calls its burst holds now.
+fn with_remaining(
+    mut response: http::Response<tonic::body::Body>,
+    remaining: Option<u32>,
+) -> http::Response<tonic::body::Body> {
+    if let Some(left) = remaining {
+        response
+            .headers_mut()
+            .insert("x-ratelimit-remaining", http::HeaderValue::from(left));
+    }
+    response
 }

@@ -12,11 +12,15 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 async fn replica(dir: &TempDir, name: &str, prefix: &str) -> ServerProcess {
+    replica_with(dir, name, prefix, "").await
+}
+
+async fn replica_with(dir: &TempDir, name: &str, prefix: &str, extra: &str) -> ServerProcess {
     let config = dir.path().join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[store]\nkind = \"redis\"\nredis = {{ url = \"redis://127.0.0.1:6379\", key_prefix = \"{prefix}\" }}\n[backends.echo]\nkind = \"echo\"\ndelay_ms = 1\n"
+            "[store]\nkind = \"redis\"\nredis = {{ url = \"redis://127.0.0.1:6379\", key_prefix = \"{prefix}\" }}\n[backends.echo]\nkind = \"echo\"\ndelay_ms = 1\n{extra}"
         ),
     )
     .unwrap();
@@ -127,6 +131,43 @@ async fn two_replicas_share_dialogues_without_interleaving_or_losing_turns() {
         .turn_count
     };
     assert_eq!((count(on_a).await, count(on_b).await), (36, 36));
+    a.kill9().await;
+    b.kill9().await;
+}
+
+#[tokio::test]
+async fn replicas_share_each_callers_request_rate() {
+    let dir = TempDir::new().unwrap();
+    let prefix = format!("test-{:016x}:", rand::random::<u64>());
+    let limits = "[limits]\nrequests_per_second = 1\nrequest_burst = 6\n";
+    let (a, b) = (
+        replica_with(&dir, "a", &prefix, limits).await,
+        replica_with(&dir, "b", &prefix, limits).await,
+    );
+    let (on_a, on_b) = (client(&a).await, client(&b).await);
+    let list = |mut c: DialogueServiceClient<Channel>| async move {
+        c.list_dialogues(pb::ListDialoguesRequest::default()).await
+    };
+    // The burst of 6 is spent across both replicas, not 6 on each.
+    for i in 0..6 {
+        let answer = list(if i % 2 == 0 {
+            on_a.clone()
+        } else {
+            on_b.clone()
+        })
+        .await
+        .unwrap();
+        let left = answer.metadata().get("x-ratelimit-remaining").unwrap();
+        assert_eq!(left.to_str().unwrap(), (5 - i).to_string());
+    }
+    for c in [on_a.clone(), on_b.clone()] {
+        let refused = list(c).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(refused.metadata().get("retry-after").is_some());
+    }
+    // One second later one more call fits again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    list(on_b).await.unwrap();
     a.kill9().await;
     b.kill9().await;
 }
