@@ -8,11 +8,12 @@ use crate::dialogue::Engine;
 use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::model::Time;
 use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
-use crate::middleware::audit::AuditLayer;
-use crate::middleware::auth::AuthLayer;
-use crate::middleware::metrics::RpcMetricsLayer;
-use crate::middleware::rate_limit::{RateLimitLayer, RateLimits};
-use crate::middleware::request_id::RequestIdLayer;
+use crate::middleware::AroundLayer;
+use crate::middleware::audit::Audit;
+use crate::middleware::auth::Authentication;
+use crate::middleware::metrics::RpcMetrics;
+use crate::middleware::rate_limit::{RateLimiting, RateLimits};
+use crate::middleware::request_id::RequestIds;
 use crate::middleware::shared_limiter::SharedLimiter;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::admin_service_server::AdminServiceServer;
@@ -264,11 +265,14 @@ impl Application {
             Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-                .layer(RequestIdLayer)
-                .layer(RpcMetricsLayer)
-                .layer(AuditLayer::new(engine.store().clone()))
-                .layer(AuthLayer::new(authenticator, client_cert_roles))
-                .layer(RateLimitLayer::new(rate_limits.clone()))
+                .layer(AroundLayer(RequestIds))
+                .layer(AroundLayer(RpcMetrics))
+                .layer(AroundLayer(Audit::new(engine.store().clone())))
+                .layer(AroundLayer(Authentication::new(
+                    authenticator,
+                    client_cert_roles,
+                )))
+                .layer(AroundLayer(RateLimiting::new(rate_limits.clone())))
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)

@@ -9,38 +9,21 @@ use crate::audit::{AuditEvent, AuditNotes, redact};
 use crate::auth::policy;
 use crate::dialogue::model::Time;
 use crate::store::DialogueStore;
+use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 use tonic::Code;
-use tower::{Layer, Service};
 
+/// Audits calls into `store` (see the module).
 #[derive(Clone)]
-pub struct AuditLayer {
+pub struct Audit {
     store: Arc<dyn DialogueStore>,
 }
 
-impl AuditLayer {
-    pub fn new(store: Arc<dyn DialogueStore>) -> AuditLayer {
-        AuditLayer { store }
+impl Audit {
+    pub fn new(store: Arc<dyn DialogueStore>) -> Audit {
+        Audit { store }
     }
-}
-
-impl<S> Layer<S> for AuditLayer {
-    type Service = AuditService<S>;
-
-    fn layer(&self, inner: S) -> AuditService<S> {
-        AuditService {
-            inner,
-            store: self.store.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuditService<S> {
-    inner: S,
-    store: Arc<dyn DialogueStore>,
 }
 
 /// Everything known of a call but its outcome.
@@ -81,25 +64,18 @@ impl Recorder {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for AuditService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = super::LayerFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+impl super::Around for Audit {
+    fn around<B, E, Next, Fut>(
+        &self,
+        mut request: http::Request<B>,
+        next: Next,
+    ) -> super::LayerFuture<E>
+    where
+        B: Send + 'static,
+        E: Send + 'static,
+        Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
+    {
         let notes = AuditNotes::default();
         request.extensions_mut().insert(notes.clone());
         let path = request.uri().path();
@@ -122,10 +98,8 @@ where
             time: Time::now(),
             started: Instant::now(),
         };
-        let mut inner = super::take_ready(&mut self.inner);
-        let response = inner.call(request);
         Box::pin(outcome::watch(
-            response,
+            next(request),
             OnEnd::new(move |code| recorder.finish(code)),
         ))
     }

@@ -8,49 +8,29 @@ use crate::auth::policy::{self, Access};
 use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::tls::{PeerInfo, certificate_subject};
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tonic::Status;
-use tower::{Layer, Service};
 
 /// `None` authenticator: `auth.mode = "none"`, every caller is local.
 #[derive(Clone)]
-pub struct AuthLayer {
+pub struct Authentication {
     authenticator: Option<Arc<Authenticator>>,
     /// Set with mTLS: callers without a bearer credential are the subject
     /// of their client certificate, with these roles.
     client_cert_roles: Option<BTreeSet<Role>>,
 }
 
-impl AuthLayer {
+impl Authentication {
     pub fn new(
         authenticator: Option<Arc<Authenticator>>,
         client_cert_roles: Option<BTreeSet<Role>>,
-    ) -> AuthLayer {
-        AuthLayer {
+    ) -> Authentication {
+        Authentication {
             authenticator,
             client_cert_roles,
         }
     }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService {
-            inner,
-            authenticator: self.authenticator.clone(),
-            client_cert_roles: self.client_cert_roles.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    authenticator: Option<Arc<Authenticator>>,
-    client_cert_roles: Option<BTreeSet<Role>>,
 }
 
 impl From<AuthError> for Status {
@@ -64,7 +44,7 @@ impl From<AuthError> for Status {
     }
 }
 
-impl<S> AuthService<S> {
+impl Authentication {
     /// The caller of a method needing `access`, or why not.
     fn admit(
         &self,
@@ -95,25 +75,18 @@ impl<S> AuthService<S> {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for AuthService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = super::LayerFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+impl super::Around for Authentication {
+    fn around<B, E, Next, Fut>(
+        &self,
+        mut request: http::Request<B>,
+        next: Next,
+    ) -> super::LayerFuture<E>
+    where
+        B: Send + 'static,
+        E: Send + 'static,
+        Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
+    {
         let access = policy::required(request.uri().path());
         let authorization = request
             .headers()
@@ -131,8 +104,7 @@ where
                     }
                     request.extensions_mut().insert(p);
                 }
-                let mut inner = super::take_ready(&mut self.inner);
-                Box::pin(inner.call(request))
+                Box::pin(next(request))
             }
             Err(e) => {
                 tracing::debug!(path = request.uri().path(), error = %e, "call refused");

@@ -5,50 +5,29 @@
 
 use super::outcome::{self, OnEnd};
 use crate::meter;
-use std::task::{Context, Poll};
+use std::future::Future;
 use std::time::Instant;
-use tower::{Layer, Service};
 
+/// Records every call's metrics (see the module).
 #[derive(Clone, Copy)]
-pub struct RpcMetricsLayer;
+pub struct RpcMetrics;
 
-impl<S> Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetrics<S>;
-
-    fn layer(&self, inner: S) -> RpcMetrics<S> {
-        RpcMetrics { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct RpcMetrics<S> {
-    inner: S,
-}
-
-impl<S, B> Service<http::Request<B>> for RpcMetrics<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = super::LayerFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+impl super::Around for RpcMetrics {
+    fn around<B, E, Next, Fut>(
+        &self,
+        request: http::Request<B>,
+        next: Next,
+    ) -> super::LayerFuture<E>
+    where
+        B: Send + 'static,
+        E: Send + 'static,
+        Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
+    {
         let (service, method) = meter::rpc_labels(request.uri().path());
         let in_flight = meter::rpc_started(service, method);
         let started = Instant::now();
-        let mut inner = super::take_ready(&mut self.inner);
-        let response = inner.call(request);
+        let response = next(request);
         Box::pin(outcome::watch(
             response,
             OnEnd::new(move |code| {

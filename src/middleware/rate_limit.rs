@@ -13,12 +13,11 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tower::{Layer, Service};
 
 type KeyedLimiter =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -63,53 +62,30 @@ impl RateLimits {
     }
 }
 
+/// Applies `RateLimits` to every call.
 #[derive(Clone)]
-pub struct RateLimitLayer {
+pub struct RateLimiting {
     limits: Arc<RateLimits>,
 }
 
-impl RateLimitLayer {
-    pub fn new(limits: Arc<RateLimits>) -> RateLimitLayer {
-        RateLimitLayer { limits }
+impl RateLimiting {
+    pub fn new(limits: Arc<RateLimits>) -> RateLimiting {
+        RateLimiting { limits }
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
-
-    fn layer(&self, inner: S) -> RateLimitService<S> {
-        RateLimitService {
-            inner,
-            limits: self.limits.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RateLimitService<S> {
-    inner: S,
-    limits: Arc<RateLimits>,
-}
-
-impl<S, B> Service<http::Request<B>> for RateLimitService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = super::LayerFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+impl super::Around for RateLimiting {
+    fn around<B, E, Next, Fut>(
+        &self,
+        request: http::Request<B>,
+        next: Next,
+    ) -> super::LayerFuture<E>
+    where
+        B: Send + 'static,
+        E: Send + 'static,
+        Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
+    {
         // Health checks and reflection are never shed: an overloaded server
         // must still answer its probes while it drains.
         let public = policy::required(request.uri().path()) == Access::Public;
@@ -133,7 +109,6 @@ where
             .map(|p| format!("{}\u{1f}{}", p.tenant, p.id));
         if let (Some(_), Some(key)) = (&self.limits.shared, key.clone()) {
             let limits = self.limits.clone();
-            let mut inner = super::take_ready(&mut self.inner);
             return Box::pin(async move {
                 let remaining = match limits.shared.as_ref().map(|s| s.check(&key)) {
                     Some(check) => match check.await {
@@ -156,7 +131,7 @@ where
                     },
                     None => None,
                 };
-                let response = inner.call(request).await?;
+                let response = next(request).await?;
                 drop(permit);
                 Ok(with_remaining(response, remaining))
             });
@@ -176,8 +151,7 @@ where
                 }
             }
         }
-        let mut inner = super::take_ready(&mut self.inner);
-        let response = inner.call(request);
+        let response = next(request);
         Box::pin(async move {
             let response = response.await?;
             drop(permit);

@@ -3,8 +3,7 @@
 //! it, and echoes it in the response headers, so a caller can quote it and
 //! an operator find its log lines and audit event.
 
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use std::future::Future;
 use tracing::Instrument;
 
 /// The call's request ID, for layers and handlers inside.
@@ -24,41 +23,22 @@ impl RequestId {
     }
 }
 
+/// Assigns request IDs (see the module).
 #[derive(Clone, Copy)]
-pub struct RequestIdLayer;
+pub struct RequestIds;
 
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestIdService<S>;
-
-    fn layer(&self, inner: S) -> RequestIdService<S> {
-        RequestIdService { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct RequestIdService<S> {
-    inner: S,
-}
-
-impl<S, B> Service<http::Request<B>> for RequestIdService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = super::LayerFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+impl super::Around for RequestIds {
+    fn around<B, E, Next, Fut>(
+        &self,
+        mut request: http::Request<B>,
+        next: Next,
+    ) -> super::LayerFuture<E>
+    where
+        B: Send + 'static,
+        E: Send + 'static,
+        Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
+    {
         let id = RequestId::from_headers(request.headers());
         // At error level so that the span is on whenever any logging is:
         // a warning logged at level "warn" still names its request.
@@ -69,8 +49,7 @@ where
         );
         let header = http::HeaderValue::from_str(&id.0).ok();
         request.extensions_mut().insert(id);
-        let mut inner = super::take_ready(&mut self.inner);
-        let response = inner.call(request);
+        let response = next(request);
         Box::pin(
             async move {
                 let mut response = response.await?;
