@@ -233,6 +233,9 @@ impl DialogueStore for RedisStore {
 
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
         let Some(dialogue) = self.get_dialogue(id).await? else {
+            // No dialogue: drop a stale expiry entry, so sweeps stop
+            // reporting it.
+            let _: () = self.con().zrem(self.expiry(), id.as_str()).await?;
             return Ok(false);
         };
         let erased: i64 = self
