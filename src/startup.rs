@@ -14,7 +14,6 @@ use crate::middleware::auth::Authentication;
 use crate::middleware::metrics::RpcMetrics;
 use crate::middleware::rate_limit::{RateLimiting, RateLimits};
 use crate::middleware::request_id::RequestIds;
-use crate::middleware::shared_limiter::SharedLimiter;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::admin_service_server::AdminServiceServer;
 use crate::pb::dialogue::v1::auth_service_server::AuthServiceServer;
@@ -23,6 +22,7 @@ use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
 use crate::store::metered::MeteredStore;
 use crate::store::redis::RedisStore;
+use crate::store::redis_limits::{SharedLimiter, SharedTokenBudget};
 use crate::store::sled::{OpenError, SledStore};
 use crate::store::tail_cache::TailCachedStore;
 use crate::store::{DialogueStore, StoreError};
@@ -101,13 +101,17 @@ impl Application {
         )
         .map_err(StartupError::ContentFilter)?;
         let cache = crate::dialogue::reply_cache::ReplyCache::new(&settings.cache);
-        let engine = Arc::new(Engine::new(
-            store,
-            router,
-            settings.limits.clone(),
-            filter,
-            cache,
-        ));
+        let mut engine = Engine::new(store, router, settings.limits.clone(), filter, cache);
+        // Replicas sharing Redis share each caller's token budget too.
+        let per_minute = settings.limits.tokens_per_minute;
+        if settings.store.kind == StoreKind::Redis && per_minute > 0 {
+            let redis = &settings.store.redis;
+            let shared = SharedTokenBudget::connect(&redis.url, &redis.key_prefix, per_minute)
+                .await
+                .map_err(StartupError::Redis)?;
+            engine = engine.with_token_ledger(Arc::new(shared));
+        }
+        let engine = Arc::new(engine);
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await

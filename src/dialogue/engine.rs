@@ -8,7 +8,7 @@ use super::locks::DialogueLocks;
 use super::model::*;
 use super::page_token;
 use super::prompt::PromptBuilder;
-use super::quota::{StreamSlots, TokenBudget};
+use super::quota::{StreamSlots, TokenBudget, TokenLedger};
 use super::reply_cache::{CacheKey, CachedReply, ReplyCache};
 use super::tokenizer::count_tokens;
 use super::validate;
@@ -49,7 +49,7 @@ pub struct Engine {
     /// Open streams per principal.
     streams: StreamSlots,
     /// Tokens per minute per principal, when limited.
-    token_budget: Option<TokenBudget>,
+    token_budget: Option<Arc<dyn TokenLedger>>,
     /// Cancelled when the drain time is over: running turns end with
     /// UNAVAILABLE instead of running on unobserved.
     cut_turns: CancellationToken,
@@ -103,7 +103,8 @@ impl Engine {
             store,
             router,
             streams: StreamSlots::new(limits.max_streams_per_principal),
-            token_budget: TokenBudget::new(limits.tokens_per_minute),
+            token_budget: TokenBudget::new(limits.tokens_per_minute)
+                .map(|b| Arc::new(b) as Arc<dyn TokenLedger>),
             limits,
             filter,
             locks: DialogueLocks::default(),
@@ -323,7 +324,7 @@ impl Engine {
     async fn run_unary(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
         let started = Instant::now();
         self.check_turn_request(&request)?;
-        self.admit_tokens(&request.caller)?;
+        self.admit_tokens(&request.caller).await?;
         let _guard = self.locks.lock(&request.dialogue_id).await;
         let planned = match self.plan_turn(&request, started).await? {
             Plan::Replay(outcome) => return Ok(*outcome),
@@ -453,7 +454,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let started = Instant::now();
         self.check_turn_request(request)?;
-        self.admit_tokens(&request.caller)?;
+        self.admit_tokens(&request.caller).await?;
         let _guard = self.locks.lock(&request.dialogue_id).await;
         let planned = match self.plan_turn(request, started).await? {
             Plan::Replay(outcome) => {
@@ -585,13 +586,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Keeps token budgets in `ledger` (shared by replicas) instead of in
+    /// this process; only when a budget is configured.
+    pub fn with_token_ledger(mut self, ledger: Arc<dyn TokenLedger>) -> Engine {
+        if self.token_budget.is_some() {
+            self.token_budget = Some(ledger);
+        }
+        self
+    }
+
     /// Refuses a turn while the caller's token budget is spent.
-    fn admit_tokens(&self, caller: &Principal) -> Result<(), EngineError> {
+    async fn admit_tokens(&self, caller: &Principal) -> Result<(), EngineError> {
         let Some(budget) = &self.token_budget else {
             return Ok(());
         };
         budget
-            .admit(&quota_key(caller), Instant::now())
+            .admit(&quota_key(caller))
+            .await
             .inspect_err(|_| crate::meter::rate_limited("tokens"))
             .map_err(|retry_after| EngineError::RateLimited {
                 reason: "TOKEN_RATE_LIMITED",
@@ -822,7 +833,7 @@ impl Engine {
         if !served.cached {
             if let Some(budget) = &self.token_budget {
                 let spent = usage.prompt_tokens.saturating_add(usage.completion_tokens);
-                budget.charge(&planned.quota_key, spent, Instant::now());
+                budget.charge(&planned.quota_key, spent).await;
             }
             crate::meter::tokens(
                 &planned.route.name,

@@ -108,6 +108,27 @@ impl TokenBudget {
     }
 }
 
+/// Where callers' token budgets are kept: in this process, or shared by
+/// replicas (see `store::redis_limits`).
+#[async_trait::async_trait]
+pub trait TokenLedger: Send + Sync {
+    /// `Err(wait)` while the caller's budget is spent.
+    async fn admit(&self, key: &str) -> Result<(), Duration>;
+    /// Charges a finished turn's real usage (it may go below zero).
+    async fn charge(&self, key: &str, tokens: u64);
+}
+
+#[async_trait::async_trait]
+impl TokenLedger for TokenBudget {
+    async fn admit(&self, key: &str) -> Result<(), Duration> {
+        TokenBudget::admit(self, key, Instant::now())
+    }
+
+    async fn charge(&self, key: &str, tokens: u64) {
+        TokenBudget::charge(self, key, tokens, Instant::now());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

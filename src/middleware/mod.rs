@@ -7,7 +7,6 @@ pub mod metrics;
 pub mod outcome;
 pub mod rate_limit;
 pub mod request_id;
-pub mod shared_limiter;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -5,10 +5,10 @@
 //! once instead of queueing without bound. Per-principal stream counts and
 //! token budgets are the engine's (it knows each turn's usage).
 
-use super::shared_limiter::{Admission, SharedLimiter};
 use crate::auth::Principal;
 use crate::auth::policy::{self, Access};
 use crate::grpc::status::resource_exhausted;
+use crate::store::redis_limits::{Admission, SharedLimiter};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;

@@ -171,3 +171,31 @@ async fn replicas_share_each_callers_request_rate() {
     a.kill9().await;
     b.kill9().await;
 }
+
+#[tokio::test]
+async fn replicas_share_each_callers_token_budget() {
+    let dir = TempDir::new().unwrap();
+    let prefix = format!("test-{:016x}:", rand::random::<u64>());
+    let limits = "[limits]\ntokens_per_minute = 10\n";
+    let (a, b) = (
+        replica_with(&dir, "a", &prefix, limits).await,
+        replica_with(&dir, "b", &prefix, limits).await,
+    );
+    let (mut on_a, mut on_b) = (client(&a).await, client(&b).await);
+    let long = "one two three four five six seven eight nine ten eleven twelve";
+    let mut first = converse_request("spend", long);
+    first.create_if_missing = true;
+    // Admitted with budget left; its real usage overdraws the minute.
+    let spent = on_a.converse(first).await.unwrap().into_inner();
+    assert!(spent.usage.unwrap().total_tokens > 10);
+    // The other replica knows: the caller's budget is spent everywhere.
+    let refused = on_b
+        .converse(converse_request("spend", "again"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("token budget"), "{refused:?}");
+    assert!(refused.metadata().get("retry-after").is_some());
+    a.kill9().await;
+    b.kill9().await;
+}
