@@ -21,7 +21,7 @@ use crate::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
 use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
 use crate::store::metered::MeteredStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{RedisConnection, RedisStore};
 use crate::store::redis_limits::{SharedLimiter, SharedTokenBudget};
 use crate::store::sled::{OpenError, SledStore};
 use crate::store::tail_cache::TailCachedStore;
@@ -75,12 +75,27 @@ pub struct Application {
     /// The `/metrics` listener, when metrics are on.
     metrics: Option<(TcpListener, SocketAddr)>,
     engine: Arc<Engine>,
+    /// Set with the Redis store: replicas share callers' limits through it.
+    redis: Option<RedisConnection>,
 }
 
 impl Application {
     /// Opens the store and binds the listener; nothing is served yet.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        let store = open_store(&settings.store).await?;
+        // With the Redis store, one connection serves the store and the
+        // limits shared by replicas.
+        let redis = match settings.store.kind {
+            StoreKind::Sled => None,
+            StoreKind::Redis => {
+                let r = &settings.store.redis;
+                Some(
+                    RedisConnection::connect(&r.url, &r.key_prefix)
+                        .await
+                        .map_err(StartupError::Redis)?,
+                )
+            }
+        };
+        let store = open_store(&settings.store, redis.clone())?;
         let authenticator = match settings.auth.mode {
             AuthMode::None => {
                 tracing::warn!(
@@ -103,13 +118,10 @@ impl Application {
         let cache = crate::dialogue::reply_cache::ReplyCache::new(&settings.cache);
         let mut engine = Engine::new(store, router, settings.limits.clone(), filter, cache);
         // Replicas sharing Redis share each caller's token budget too.
-        let per_minute = settings.limits.tokens_per_minute;
-        if settings.store.kind == StoreKind::Redis && per_minute > 0 {
-            let redis = &settings.store.redis;
-            let shared = SharedTokenBudget::connect(&redis.url, &redis.key_prefix, per_minute)
-                .await
-                .map_err(StartupError::Redis)?;
-            engine = engine.with_token_ledger(Arc::new(shared));
+        if let Some(redis) = &redis {
+            let per_minute = settings.limits.tokens_per_minute;
+            engine = engine
+                .with_token_ledger(Arc::new(SharedTokenBudget::new(redis.clone(), per_minute)));
         }
         let engine = Arc::new(engine);
         let addr = settings.server.listen;
@@ -148,6 +160,7 @@ impl Application {
             local_addr,
             metrics,
             engine,
+            redis,
         })
     }
 
@@ -176,6 +189,7 @@ impl Application {
             local_addr,
             metrics,
             engine,
+            redis,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -214,17 +228,12 @@ impl Application {
             limits.max_in_flight,
         );
         // Replicas sharing Redis share each caller's request rate too.
-        if settings.store.kind == StoreKind::Redis && limits.requests_per_second > 0 {
-            let redis = &settings.store.redis;
-            let shared = SharedLimiter::connect(
-                &redis.url,
-                &redis.key_prefix,
+        if let Some(redis) = redis {
+            rate_limits = rate_limits.shared_through(SharedLimiter::new(
+                redis,
                 limits.requests_per_second,
                 limits.request_burst,
-            )
-            .await
-            .map_err(StartupError::Redis)?;
-            rate_limits = rate_limits.shared_through(shared);
+            ));
         }
         let rate_limits = Arc::new(rate_limits);
         let stop = CancellationToken::new();
@@ -350,16 +359,13 @@ impl Application {
 /// The configured store, metered. sled gets the recent-turns cache; Redis
 /// does not: another replica may erase and recreate a dialogue, which a
 /// local cache could not see.
-async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn DialogueStore>, StartupError> {
-    Ok(match settings.kind {
-        StoreKind::Redis => {
-            let redis = &settings.redis;
-            let store = RedisStore::connect(&redis.url, &redis.key_prefix)
-                .await
-                .map_err(StartupError::Redis)?;
-            Arc::new(MeteredStore::new(store))
-        }
-        StoreKind::Sled => {
+fn open_store(
+    settings: &StoreSettings,
+    redis: Option<RedisConnection>,
+) -> Result<Arc<dyn DialogueStore>, StartupError> {
+    Ok(match redis {
+        Some(redis) => Arc::new(MeteredStore::new(RedisStore::new(redis))),
+        None => {
             let sled = SledStore::open(settings)?;
             match settings.history_cache_mb {
                 0 => Arc::new(MeteredStore::new(sled)),

@@ -91,7 +91,7 @@ impl ReplyCache {
         );
         field(params.as_bytes());
         for m in &request.messages {
-            field(format!("{:?}", m.role).as_bytes());
+            field(&[m.role as u8]);
             field(m.text.as_bytes());
         }
         let digest = h.finalize();

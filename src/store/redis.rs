@@ -92,31 +92,55 @@ redis.call('ZREM', KEYS[6], ARGV[2])
 return 1
 ";
 
-pub struct RedisStore {
+/// One multiplexed, self-reconnecting connection to the Redis server and
+/// the deployment's key prefix; the store and the shared limits use it.
+#[derive(Clone)]
+pub struct RedisConnection {
     connection: ConnectionManager,
     prefix: String,
+}
+
+impl RedisConnection {
+    /// Connects (and checks the server answers); `prefix` namespaces keys.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisConnection, StoreError> {
+        let client = redis::Client::open(url)?;
+        let mut connection = ConnectionManager::new(client).await?;
+        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        Ok(RedisConnection {
+            connection,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The full key of `name`: prefix and the one hash tag every key shares.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{{dialogd}}:{name}", self.prefix)
+    }
+
+    pub fn get(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+pub struct RedisStore {
+    redis: RedisConnection,
     create: Arc<redis::Script>,
     commit: Arc<redis::Script>,
     erase: Arc<redis::Script>,
 }
 
 impl RedisStore {
-    /// Connects (and checks the server answers); `prefix` namespaces keys.
-    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url)?;
-        let mut connection = ConnectionManager::new(client).await?;
-        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-        Ok(RedisStore {
-            connection,
-            prefix: prefix.to_owned(),
+    pub fn new(redis: RedisConnection) -> RedisStore {
+        RedisStore {
+            redis,
             create: Arc::new(redis::Script::new(CREATE)),
             commit: Arc::new(redis::Script::new(COMMIT)),
             erase: Arc::new(redis::Script::new(ERASE)),
-        })
+        }
     }
 
     fn key(&self, name: &str) -> String {
-        format!("{}{{dialogd}}:{name}", self.prefix)
+        self.redis.key(name)
     }
 
     fn dialogue_key(&self, id: &DialogueId, part: &str) -> String {
@@ -155,7 +179,7 @@ impl RedisStore {
     }
 
     fn con(&self) -> ConnectionManager {
-        self.connection.clone()
+        self.redis.get()
     }
 
     async fn read_turns(

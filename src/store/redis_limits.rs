@@ -4,10 +4,10 @@
 //! burst); the token budget the same bucket refilled per minute. Both run as
 //! Lua scripts on Redis's own clock, so replicas' clocks do not matter.
 
+use super::redis::RedisConnection;
 use crate::dialogue::quota::TokenLedger;
 use crate::store::StoreError;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +28,7 @@ return {1, math.floor((limit - next_tat) / interval)}
 ";
 
 pub struct SharedLimiter {
-    connection: ConnectionManager,
-    prefix: String,
+    redis: RedisConnection,
     interval_us: u64,
     burst: u32,
     script: Arc<redis::Script>,
@@ -44,17 +43,9 @@ pub enum Admission {
 }
 
 impl SharedLimiter {
-    pub async fn connect(
-        url: &str,
-        prefix: &str,
-        requests_per_second: u32,
-        burst: u32,
-    ) -> Result<SharedLimiter, StoreError> {
-        let client = redis::Client::open(url)?;
-        let connection = ConnectionManager::new(client).await?;
-        Ok(SharedLimiter {
-            connection,
-            prefix: format!("{prefix}{{dialogd}}:rate:"),
+    pub fn new(redis: RedisConnection, requests_per_second: u32, burst: u32) -> SharedLimiter {
+        SharedLimiter {
+            redis,
             interval_us: 1_000_000 / u64::from(requests_per_second.max(1)),
             burst: if burst == 0 {
                 requests_per_second
@@ -63,16 +54,16 @@ impl SharedLimiter {
             }
             .max(1),
             script: Arc::new(redis::Script::new(GCRA)),
-        })
+        }
     }
 
     pub async fn check(&self, key: &str) -> Result<Admission, StoreError> {
         let (admitted, value): (i64, i64) = self
             .script
-            .key(format!("{}{key}", self.prefix))
+            .key(self.redis.key(&format!("rate:{key}")))
             .arg(self.interval_us)
             .arg(self.burst)
-            .invoke_async(&mut self.connection.clone())
+            .invoke_async(&mut self.redis.get())
             .await?;
         let value = u64::try_from(value).unwrap_or(0);
         Ok(match admitted {
@@ -103,30 +94,27 @@ return tostring(tokens)
 
 /// The tokens-per-minute budget of each caller, shared by the replicas.
 pub struct SharedTokenBudget {
-    connection: ConnectionManager,
-    prefix: String,
+    redis: RedisConnection,
     per_minute: u64,
     script: Arc<redis::Script>,
 }
 
 impl SharedTokenBudget {
-    pub async fn connect(url: &str, prefix: &str, per_minute: u64) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        Ok(SharedTokenBudget {
-            connection: ConnectionManager::new(client).await?,
-            prefix: format!("{prefix}{{dialogd}}:tokens:"),
+    pub fn new(redis: RedisConnection, per_minute: u64) -> SharedTokenBudget {
+        SharedTokenBudget {
+            redis,
             per_minute,
             script: Arc::new(redis::Script::new(TOKEN_BUCKET)),
-        })
+        }
     }
 
     async fn spend(&self, key: &str, tokens: u64) -> Result<f64, StoreError> {
         let left: String = self
             .script
-            .key(format!("{}{key}", self.prefix))
+            .key(self.redis.key(&format!("tokens:{key}")))
             .arg(self.per_minute)
             .arg(tokens)
-            .invoke_async(&mut self.connection.clone())
+            .invoke_async(&mut self.redis.get())
             .await?;
         left.parse()
             .map_err(|_| StoreError::Corrupt(format!("token bucket holds {left:?}")))

@@ -321,7 +321,7 @@ mod sled_store {
 }
 
 mod redis_store {
-    use crate::store::redis::RedisStore;
+    use crate::store::redis::{RedisConnection, RedisStore};
 
     /// A real redis-server (`.ci/run` makes sure one runs), each test
     /// under its own key prefix.
@@ -329,9 +329,10 @@ mod redis_store {
         let url = std::env::var("DIALOGD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("test-{:016x}:", rand::random::<u64>());
-        RedisStore::connect(&url, &prefix)
+        let redis = RedisConnection::connect(&url, &prefix)
             .await
-            .unwrap_or_else(|e| panic!("no redis-server at {url} ({e}); start one"))
+            .unwrap_or_else(|e| panic!("no redis-server at {url} ({e}); start one"));
+        RedisStore::new(redis)
     }
 
     #[tokio::test]
