@@ -265,6 +265,12 @@ pub struct RedisSettings {
     pub url: String,
     /// Prepended to every key, so deployments can share a database.
     pub key_prefix: String,
+    /// Redis Cluster: the nodes to discover it from (`redis://host:port`
+    /// each). When set, `url` is not used.
+    pub cluster_nodes: Vec<String>,
+    /// How long the dialogue locks and stream slots of a replica that died
+    /// outlive it; held ones are renewed three times per period.
+    pub lease_secs: u64,
 }
 
 impl Default for RedisSettings {
@@ -272,6 +278,8 @@ impl Default for RedisSettings {
         RedisSettings {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "dialogd:".into(),
+            cluster_nodes: Vec::new(),
+            lease_secs: 10,
         }
     }
 }
@@ -898,6 +906,9 @@ impl Settings {
         }
         if self.store.sweep_interval_secs == 0 {
             return invalid("store.sweep_interval_secs must be at least 1".into());
+        }
+        if !(1..=3600).contains(&self.store.redis.lease_secs) {
+            return invalid("store.redis.lease_secs must be 1 to 3600".into());
         }
         if self.server.max_request_bytes < 1024 {
             return invalid("server.max_request_bytes must be at least 1024".into());

@@ -22,6 +22,7 @@ use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
 use crate::store::metered::MeteredStore;
 use crate::store::redis::{RedisConnection, RedisStore};
+use crate::store::redis_leases::RedisLeases;
 use crate::store::redis_limits::{SharedLimiter, SharedTokenBudget};
 use crate::store::sled::{OpenError, SledStore};
 use crate::store::tail_cache::TailCachedStore;
@@ -89,7 +90,7 @@ impl Application {
             StoreKind::Redis => {
                 let r = &settings.store.redis;
                 Some(
-                    RedisConnection::connect(&r.url, &r.key_prefix)
+                    RedisConnection::connect(&r.url, &r.cluster_nodes, &r.key_prefix)
                         .await
                         .map_err(StartupError::Redis)?,
                 )
@@ -120,8 +121,10 @@ impl Application {
         // Replicas sharing Redis share each caller's token budget too.
         if let Some(redis) = &redis {
             let per_minute = settings.limits.tokens_per_minute;
+            let lease_time = Duration::from_secs(settings.store.redis.lease_secs);
             engine = engine
-                .with_token_ledger(Arc::new(SharedTokenBudget::new(redis.clone(), per_minute)));
+                .with_token_ledger(Arc::new(SharedTokenBudget::new(redis.clone(), per_minute)))
+                .with_shared_leases(Arc::new(RedisLeases::new(redis.clone(), lease_time)));
         }
         let engine = Arc::new(engine);
         let addr = settings.server.listen;

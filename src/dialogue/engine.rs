@@ -4,11 +4,11 @@
 use super::content_filter::{ContentFilter, StreamFilter};
 use super::context::Counted;
 use super::error::{EngineError, Violations};
-use super::locks::DialogueLocks;
+use super::locks::{DialogueLocks, SharedLocks};
 use super::model::*;
 use super::page_token;
 use super::prompt::PromptBuilder;
-use super::quota::{StreamSlots, TokenBudget, TokenLedger};
+use super::quota::{SharedSlots, StreamSlots, TokenBudget, TokenLedger};
 use super::reply_cache::{CacheKey, CachedReply, ReplyCache};
 use super::tokenizer::count_tokens;
 use super::validate;
@@ -147,7 +147,7 @@ impl Engine {
         let owner = Owner::of(caller);
         let id = id.unwrap_or_else(DialogueId::generate).scoped_to(&owner);
         let dialogue = self.new_dialogue(owner, id, &spec, now, "dialogue")?;
-        let _guard = self.locks.lock(&dialogue.id).await;
+        let _guard = self.locks.lock(&dialogue.id).await?;
         self.erase_if_expired(&dialogue.id, now).await?;
         self.store.create_dialogue(&dialogue).await?;
         Ok(dialogue)
@@ -242,7 +242,7 @@ impl Engine {
             self.check_model(&spec.model, "dialogue.model", &mut v);
         }
         v.into_result(())?;
-        let _guard = self.locks.lock(id).await;
+        let _guard = self.locks.lock(id).await?;
         let mut dialogue = self.load(caller, id, now).await?;
         if mask.model {
             dialogue.model = self.model_or_default(&spec.model);
@@ -271,7 +271,7 @@ impl Engine {
         id: &DialogueId,
     ) -> Result<(), EngineError> {
         let id = &id.scoped_to(&Owner::of(caller));
-        let _guard = self.locks.lock(id).await;
+        let _guard = self.locks.lock(id).await?;
         self.load(caller, id, Time::now()).await?;
         self.erase(id).await?;
         Ok(())
@@ -325,7 +325,7 @@ impl Engine {
         let started = Instant::now();
         self.check_turn_request(&request)?;
         self.admit_tokens(&request.caller).await?;
-        let _guard = self.locks.lock(&request.dialogue_id).await;
+        let _guard = self.locks.lock(&request.dialogue_id).await?;
         let planned = match self.plan_turn(&request, started).await? {
             Plan::Replay(outcome) => return Ok(*outcome),
             Plan::Run(planned) => planned,
@@ -369,24 +369,22 @@ impl Engine {
     ) -> mpsc::Receiver<Result<StreamEvent, EngineError>> {
         request.dialogue_id = request.dialogue_id.scoped_to(&Owner::of(&request.caller));
         let (tx, rx) = mpsc::channel(32);
-        let Some(slot) = self.streams.try_open(&quota_key(&request.caller)) else {
-            crate::meter::rate_limited("streams");
-            let _ = tx.try_send(Err(EngineError::RateLimited {
-                reason: "STREAM_LIMIT",
-                message: format!(
-                    "this caller already has {} streams open",
-                    self.limits.max_streams_per_principal
-                ),
-                retry_after: std::time::Duration::from_secs(1),
-            }));
-            return rx;
-        };
         let engine = self.clone();
-        let in_flight = crate::meter::stream_started();
         let span = tracing::Span::current();
         self.tasks.spawn(tracing::Instrument::instrument(async move {
-            let _slot = slot;
-            let _in_flight = in_flight;
+            let Some(_slot) = engine.streams.try_open(&quota_key(&request.caller)).await else {
+                crate::meter::rate_limited("streams");
+                let _ = tx.send(Err(EngineError::RateLimited {
+                    reason: "STREAM_LIMIT",
+                    message: format!(
+                        "this caller already has {} streams open",
+                        engine.limits.max_streams_per_principal
+                    ),
+                    retry_after: std::time::Duration::from_secs(1),
+                })).await;
+                return;
+            };
+            let _in_flight = crate::meter::stream_started();
             tokio::select! {
                 _ = tx.closed() => {
                     tracing::debug!(dialogue = %request.dialogue_id, "stream abandoned by the client; nothing stored");
@@ -439,7 +437,7 @@ impl Engine {
         let report = self.store.sweep_expired(now).await?;
         let mut erased = 0;
         for id in report.expired_dialogues {
-            let _guard = self.locks.lock(&id).await;
+            let _guard = self.locks.lock(&id).await?;
             if self.erase_if_expired(&id, now).await? {
                 erased += 1;
             }
@@ -455,7 +453,7 @@ impl Engine {
         let started = Instant::now();
         self.check_turn_request(request)?;
         self.admit_tokens(&request.caller).await?;
-        let _guard = self.locks.lock(&request.dialogue_id).await;
+        let _guard = self.locks.lock(&request.dialogue_id).await?;
         let planned = match self.plan_turn(request, started).await? {
             Plan::Replay(outcome) => {
                 for event in replay_events(*outcome) {
@@ -584,6 +582,14 @@ impl Engine {
         let outcome = self.commit(*planned, reply, served).await?;
         let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
         Ok(())
+    }
+
+    /// Serializes changes to a dialogue and counts a caller's streams
+    /// across the replicas sharing `shared` too.
+    pub fn with_shared_leases<S: SharedLocks + SharedSlots>(mut self, shared: Arc<S>) -> Engine {
+        self.locks = DialogueLocks::shared_through(shared.clone());
+        self.streams = self.streams.shared_through(shared);
+        self
     }
 
     /// Keeps token budgets in `ledger` (shared by replicas) instead of in

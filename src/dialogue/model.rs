@@ -97,6 +97,11 @@ impl DialogueId {
         &self.full
     }
 
+    /// The owner key part ('' for IDs stored before owners had namespaces).
+    pub fn owner_key(&self) -> &str {
+        &self.full[..self.public_at.saturating_sub(1)]
+    }
+
     /// The ID its owner knows it by.
     pub fn public(&self) -> &str {
         &self.full[self.public_at..]

@@ -3,21 +3,37 @@
 //! (a bucket refilled continuously; a turn is admitted while the bucket is
 //! above zero and charged its real usage afterwards, so it may go below).
 
+use crate::store::StoreError;
+use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Stream slots counted across the replicas sharing a store.
+#[async_trait]
+pub trait SharedSlots: Send + Sync + 'static {
+    /// One of `max` slots of `caller`, held until the claim drops; `None`
+    /// when all are taken.
+    async fn try_open(
+        &self,
+        caller: &str,
+        max: u32,
+    ) -> Result<Option<Box<dyn Send + Sync>>, StoreError>;
+}
 
 /// Open streams per principal.
 #[derive(Clone)]
 pub struct StreamSlots {
     max: u32,
     open: Arc<Mutex<HashMap<String, u32>>>,
+    shared: Option<Arc<dyn SharedSlots>>,
 }
 
 /// One open stream; the slot frees when it drops.
 pub struct StreamSlot {
     key: String,
     open: Arc<Mutex<HashMap<String, u32>>>,
+    _shared: Option<Box<dyn Send + Sync>>,
 }
 
 impl StreamSlots {
@@ -26,10 +42,33 @@ impl StreamSlots {
         StreamSlots {
             max,
             open: Arc::default(),
+            shared: None,
         }
     }
 
-    pub fn try_open(&self, key: &str) -> Option<StreamSlot> {
+    /// Counts slots across the replicas sharing `shared` as well.
+    pub fn shared_through(mut self, shared: Arc<dyn SharedSlots>) -> StreamSlots {
+        self.shared = Some(shared);
+        self
+    }
+
+    pub async fn try_open(&self, key: &str) -> Option<StreamSlot> {
+        let mut slot = self.try_open_here(key)?;
+        if let (Some(shared), true) = (&self.shared, self.max > 0) {
+            match shared.try_open(key, self.max).await {
+                Ok(Some(claim)) => slot._shared = Some(claim),
+                Ok(None) => return None,
+                // Redis unreachable: serve rather than refuse every stream.
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared stream slots unavailable; counting here only")
+                }
+            }
+        }
+        Some(slot)
+    }
+
+    /// A slot counted in this process.
+    fn try_open_here(&self, key: &str) -> Option<StreamSlot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let count = open.entry(key.to_owned()).or_insert(0);
         if self.max > 0 && *count >= self.max {
@@ -39,6 +78,7 @@ impl StreamSlots {
         Some(StreamSlot {
             key: key.to_owned(),
             open: self.open.clone(),
+            _shared: None,
         })
     }
 }
@@ -133,15 +173,18 @@ impl TokenLedger for TokenBudget {
 mod tests {
     use super::*;
 
-    #[test]
-    fn stream_slots_are_per_key_and_freed_on_drop() {
+    #[tokio::test]
+    async fn stream_slots_are_per_key_and_freed_on_drop() {
         let slots = StreamSlots::new(2);
-        let a1 = slots.try_open("a").unwrap();
-        let _a2 = slots.try_open("a").unwrap();
-        assert!(slots.try_open("a").is_none());
-        assert!(slots.try_open("b").is_some(), "others are not affected");
+        let a1 = slots.try_open("a").await.unwrap();
+        let _a2 = slots.try_open("a").await.unwrap();
+        assert!(slots.try_open("a").await.is_none());
+        assert!(
+            slots.try_open("b").await.is_some(),
+            "others are not affected"
+        );
         drop(a1);
-        assert!(slots.try_open("a").is_some());
+        assert!(slots.try_open("a").await.is_some());
     }
 
     #[test]

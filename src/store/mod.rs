@@ -8,6 +8,7 @@
 mod group_commit;
 pub mod metered;
 pub mod redis;
+pub mod redis_leases;
 pub mod redis_limits;
 pub mod sled;
 #[cfg(test)]

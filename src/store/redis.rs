@@ -4,11 +4,14 @@
 //! two replicas can never interleave or lose a turn), idempotency records
 //! with a TTL, owner indexes, erasure and audit events.
 //!
-//! Every key carries the hash tag `{dialogd}`: the scripts touch a
-//! dialogue's keys and the global indexes together, so under Redis Cluster
-//! they must share one slot (one shard serves a deployment). An optional
-//! prefix lets several deployments share a database. Durability is
-//! Redis's: configure `appendonly yes` and `appendfsync` as needed.
+//! Works on one Redis or a Redis Cluster. An owner's keys (its dialogues,
+//! their turns and idempotency records, its index) carry the owner's key
+//! as hash tag, so each script touches one slot and owners spread over the
+//! shards. The expiry index and the audit log are single keys, written
+//! apart from the scripts; the sweep repairs an expiry entry that a crash
+//! left out of step. An optional prefix lets several deployments share a
+//! database. Durability is Redis's: configure `appendonly yes` and
+//! `appendfsync` as needed.
 
 use super::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
@@ -18,6 +21,7 @@ use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 use std::sync::Arc;
 
 impl From<redis::RedisError> for StoreError {
@@ -39,72 +43,119 @@ fn sortable(time: Time) -> String {
     format!("{:020}", u64::try_from(time.0).unwrap_or(0))
 }
 
-/// Creates a dialogue with its head and index entries, unless it exists.
-/// KEYS: meta, head, owner index, expiry. ARGV: meta JSON, create time,
-/// index member, expiry score ('' for none), id.
+/// Creates a dialogue with its head and index entry, unless it exists.
+/// KEYS: meta, head, owner index. ARGV: meta JSON, create time, index
+/// member.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[2], 's', '')
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
-if ARGV[4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
 return 1
 ";
 
 /// An exchange: appended only on the expected turn count.
-/// KEYS: meta, head, turns, owner index, expiry, idempotency key,
-/// idempotency set. ARGV: meta JSON when creating (else ''), expected
-/// count, last turn time, latest summary index (''), idempotency JSON (''),
-/// its TTL in ms, request ID, index member, expiry score (''), id, then the
-/// turns' JSON.
+/// KEYS: meta, head, turns, owner index, idempotency key, idempotency set.
+/// ARGV: meta JSON when creating (else ''), expected count, last turn time,
+/// latest summary index (''), idempotency JSON (''), its TTL in ms, request
+/// ID, index member, then the turns' JSON.
 const COMMIT: &str = r"
 if ARGV[1] ~= '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[3], 's', '')
   redis.call('ZADD', KEYS[4], 0, ARGV[8])
-  if ARGV[9] ~= '' then redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10]) end
 elseif redis.call('EXISTS', KEYS[1]) == 0 then
   return 'MISSING'
 end
 local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 if n ~= tonumber(ARGV[2]) then return 'CONFLICT' end
-for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-redis.call('HSET', KEYS[2], 'n', n + #ARGV - 10, 't', ARGV[3])
+for i = 9, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+redis.call('HSET', KEYS[2], 'n', n + #ARGV - 8, 't', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 's', ARGV[4]) end
 if ARGV[5] ~= '' then
-  redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6])
-  redis.call('SADD', KEYS[7], ARGV[7])
+  redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
+  redis.call('SADD', KEYS[6], ARGV[7])
 end
 return 'OK'
 ";
 
 /// Erases a dialogue. KEYS: meta, head, turns, idempotency set, owner
-/// index, expiry. ARGV: index member, id, idempotency key prefix.
+/// index. ARGV: index member, idempotency key prefix (the records share
+/// the dialogue's hash tag, so its slot).
 const ERASE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for _, rid in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('DEL', ARGV[3] .. rid)
+  redis.call('DEL', ARGV[2] .. rid)
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[2])
 return 1
 ";
 
-/// One multiplexed, self-reconnecting connection to the Redis server and
-/// the deployment's key prefix; the store and the shared limits use it.
+/// A connection to one Redis server or to a Redis Cluster; both multiplex
+/// and reconnect by themselves, and clones share them.
+#[derive(Clone)]
+pub enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The connection and the deployment's key scheme; the store, the shared
+/// limits and the leases all use it.
 #[derive(Clone)]
 pub struct RedisConnection {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
 }
 
 impl RedisConnection {
-    /// Connects (and checks the server answers); `prefix` namespaces keys.
-    pub async fn connect(url: &str, prefix: &str) -> Result<RedisConnection, StoreError> {
-        let client = redis::Client::open(url)?;
-        let mut connection = ConnectionManager::new(client).await?;
+    /// Connects to the server at `url`, or to the cluster `cluster_nodes`
+    /// belong to when there are any, and checks it answers; `prefix`
+    /// namespaces keys.
+    pub async fn connect(
+        url: &str,
+        cluster_nodes: &[String],
+        prefix: &str,
+    ) -> Result<RedisConnection, StoreError> {
+        let mut connection = if cluster_nodes.is_empty() {
+            Connection::Single(ConnectionManager::new(redis::Client::open(url)?).await?)
+        } else {
+            let client =
+                redis::cluster::ClusterClient::new(cluster_nodes.iter().map(String::as_str))?;
+            Connection::Cluster(client.get_async_connection().await?)
+        };
         let _: String = redis::cmd("PING").query_async(&mut connection).await?;
         Ok(RedisConnection {
             connection,
@@ -112,12 +163,23 @@ impl RedisConnection {
         })
     }
 
-    /// The full key of `name`: prefix and the one hash tag every key shares.
+    /// A key of its own (its own slot in a cluster).
     pub fn key(&self, name: &str) -> String {
-        format!("{}{{dialogd}}:{name}", self.prefix)
+        format!("{}{name}", self.prefix)
     }
 
-    pub fn get(&self) -> ConnectionManager {
+    /// A key of the owner with `owner_key`: all of them share its hash tag,
+    /// so one script may touch them together.
+    pub fn owner_key(&self, owner_key: &str, name: &str) -> String {
+        format!("{}{{{owner_key}}}:{name}", self.prefix)
+    }
+
+    /// A key of the dialogue `id` (in its owner's slot).
+    pub fn dialogue_key(&self, id: &DialogueId, part: &str) -> String {
+        self.owner_key(id.owner_key(), &format!("d:{}:{part}", id.public()))
+    }
+
+    pub fn get(&self) -> Connection {
         self.connection.clone()
     }
 }
@@ -144,11 +206,11 @@ impl RedisStore {
     }
 
     fn dialogue_key(&self, id: &DialogueId, part: &str) -> String {
-        self.key(&format!("d:{}:{part}", id.as_str()))
+        self.redis.dialogue_key(id, part)
     }
 
     fn owner_index(&self, owner: &Owner) -> String {
-        self.key(&format!("o:{}", owner.key()))
+        self.redis.owner_key(&owner.key(), "dialogues")
     }
 
     fn expiry(&self) -> String {
@@ -171,14 +233,24 @@ impl RedisStore {
         )
     }
 
-    fn expiry_score(dialogue: &Dialogue) -> String {
-        dialogue
-            .expire_time
-            .map(|t| format!("{}", t.0 as f64 / 1e9))
-            .unwrap_or_default()
+    fn expiry_score(at: Time) -> f64 {
+        at.0 as f64 / 1e9
     }
 
-    fn con(&self) -> ConnectionManager {
+    /// Puts `dialogue` in the expiry index when it expires. Runs before the
+    /// dialogue is written: an entry without its dialogue is harmless (the
+    /// sweep drops it), a dialogue missing from the index would never go.
+    async fn index_expiry(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
+        if let Some(at) = dialogue.expire_time {
+            let _: () = self
+                .con()
+                .zadd(self.expiry(), dialogue.id.as_str(), Self::expiry_score(at))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn con(&self) -> Connection {
         self.redis.get()
     }
 
@@ -205,14 +277,15 @@ impl DialogueStore for RedisStore {
             .key(self.dialogue_key(id, "meta"))
             .key(self.dialogue_key(id, "head"))
             .key(self.owner_index(&dialogue.owner))
-            .key(self.expiry())
             .arg(encode(dialogue)?)
             .arg(dialogue.create_time.0)
             .arg(Self::index_member(dialogue))
-            .arg(Self::expiry_score(dialogue))
-            .arg(id.as_str())
             .invoke_async(&mut self.con())
             .await?;
+        if created == 1 {
+            // After the script: an existing dialogue keeps its own expiry.
+            self.index_expiry(dialogue).await?;
+        }
         match created {
             1 => Ok(()),
             _ => Err(StoreError::AlreadyExists(id.resource_name())),
@@ -242,16 +315,18 @@ impl DialogueStore for RedisStore {
         let Some(old) = self.get_dialogue(id).await? else {
             return Err(StoreError::NotFound(id.resource_name()));
         };
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set(self.dialogue_key(id, "meta"), encode(dialogue)?);
+        // A new expiry is indexed first and an old one dropped last, so a
+        // crash in between leaves an entry the sweep corrects.
         if old.expire_time != dialogue.expire_time {
-            pipe.zrem(self.expiry(), id.as_str());
-            if let Some(at) = dialogue.expire_time {
-                pipe.zadd(self.expiry(), id.as_str(), at.0 as f64 / 1e9);
-            }
+            self.index_expiry(dialogue).await?;
         }
-        pipe.query_async::<()>(&mut self.con()).await?;
+        let _: () = self
+            .con()
+            .set(self.dialogue_key(id, "meta"), encode(dialogue)?)
+            .await?;
+        if old.expire_time.is_some() && dialogue.expire_time.is_none() {
+            let _: () = self.con().zrem(self.expiry(), id.as_str()).await?;
+        }
         Ok(())
     }
 
@@ -269,12 +344,11 @@ impl DialogueStore for RedisStore {
             .key(self.dialogue_key(id, "turns"))
             .key(self.dialogue_key(id, "idem"))
             .key(self.owner_index(&dialogue.owner))
-            .key(self.expiry())
             .arg(Self::index_member(&dialogue))
-            .arg(id.as_str())
             .arg(self.idempotency_prefix(id))
             .invoke_async(&mut self.con())
             .await?;
+        let _: () = self.con().zrem(self.expiry(), id.as_str()).await?;
         Ok(erased == 1)
     }
 
@@ -378,22 +452,18 @@ impl DialogueStore for RedisStore {
             }
             None => (String::new(), 1, ""),
         };
-        let (create_json, member, expiry, owner_index) = match commit.create {
-            Some(d) => (
-                encode(d)?,
-                Self::index_member(d),
-                Self::expiry_score(d),
-                self.owner_index(&d.owner),
-            ),
-            // Unused when not creating, but the key list is fixed.
-            None => (String::new(), String::new(), String::new(), self.key("o:-")),
+        let (create_json, member) = match commit.create {
+            Some(d) => {
+                self.index_expiry(d).await?;
+                (encode(d)?, Self::index_member(d))
+            }
+            None => (String::new(), String::new()),
         };
         let mut call = self.commit.prepare_invoke();
         call.key(self.dialogue_key(id, "meta"))
             .key(self.dialogue_key(id, "head"))
             .key(self.dialogue_key(id, "turns"))
-            .key(owner_index)
-            .key(self.expiry())
+            .key(self.redis.owner_key(id.owner_key(), "dialogues"))
             .key(self.dialogue_key(id, &format!("i:{request_id}")))
             .key(self.dialogue_key(id, "idem"))
             .arg(create_json)
@@ -403,9 +473,7 @@ impl DialogueStore for RedisStore {
             .arg(idem_json)
             .arg(idem_ttl_ms)
             .arg(request_id)
-            .arg(member)
-            .arg(expiry)
-            .arg(id.as_str());
+            .arg(member);
         for turn in commit.turns {
             call.arg(encode(turn)?);
         }
@@ -438,9 +506,24 @@ impl DialogueStore for RedisStore {
             .await?;
         let mut report = SweepReport::default();
         for raw in due {
-            match DialogueId::from_stored(&raw) {
-                Ok(id) => report.expired_dialogues.push(id),
-                Err(_) => {
+            let dialogue = match DialogueId::from_stored(&raw) {
+                Ok(id) => self.get_dialogue(&id).await?,
+                Err(_) => None,
+            };
+            // The index may be out of step with the dialogue (see
+            // `index_expiry`): report what really expired, fix the rest.
+            match dialogue {
+                Some(d) if d.is_expired(now) => report.expired_dialogues.push(d.id),
+                Some(Dialogue {
+                    expire_time: Some(at),
+                    ..
+                }) => {
+                    let _: () = self
+                        .con()
+                        .zadd(self.expiry(), &raw, Self::expiry_score(at))
+                        .await?;
+                }
+                _ => {
                     let _: () = self.con().zrem(self.expiry(), &raw).await?;
                 }
             }
@@ -509,5 +592,63 @@ impl DialogueStore for RedisStore {
             .zrembylex(self.audit(), "-", format!("({}", sortable(before)))
             .await?;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_sweep_repairs_expiry_entries_a_crash_left_out_of_step() {
+        let prefix = format!("test-{:016x}:", rand::random::<u64>());
+        let redis = RedisConnection::connect("redis://127.0.0.1:6379", &[], &prefix)
+            .await
+            .expect("a redis-server on 127.0.0.1:6379 (.ci/run starts one)");
+        let store = RedisStore::new(redis);
+        let owner = Owner {
+            tenant: "t".into(),
+            principal: "p".into(),
+        };
+        let now = Time::now();
+        let mut dialogue = Dialogue {
+            id: DialogueId::parse("kept").unwrap().scoped_to(&owner),
+            owner: owner.clone(),
+            model: "echo".into(),
+            system_prompt: String::new(),
+            labels: Default::default(),
+            state: None,
+            expire_time: None,
+            create_time: now,
+            update_time: now,
+            turn_count: 0,
+            latest_summary: None,
+            system_prompt_tokens: 0,
+        };
+        store.create_dialogue(&dialogue).await.unwrap();
+        let later = Time(now.0 + 3_600_000_000_000);
+        dialogue.id = DialogueId::parse("later").unwrap().scoped_to(&owner);
+        dialogue.expire_time = Some(later);
+        store.create_dialogue(&dialogue).await.unwrap();
+        // Stale entries, as a crash between the index and the write leaves
+        // them: one never expiring, one expiring later, one gone.
+        let gone = DialogueId::parse("gone").unwrap().scoped_to(&owner);
+        let past = RedisStore::expiry_score(Time(now.0 - 1));
+        let mut con = store.con();
+        for id in ["kept", "later"].map(|p| DialogueId::parse(p).unwrap().scoped_to(&owner)) {
+            let _: () = con.zadd(store.expiry(), id.as_str(), past).await.unwrap();
+        }
+        let _: () = con.zadd(store.expiry(), gone.as_str(), past).await.unwrap();
+
+        let report = store.sweep_expired(now).await.unwrap();
+        assert!(report.expired_dialogues.is_empty(), "{report:?}");
+        let left: Vec<(String, f64)> = con.zrange_withscores(store.expiry(), 0, -1).await.unwrap();
+        assert_eq!(
+            left,
+            vec![(
+                dialogue.id.as_str().to_owned(),
+                RedisStore::expiry_score(later)
+            )]
+        );
     }
 }

@@ -329,7 +329,7 @@ mod redis_store {
         let url = std::env::var("DIALOGD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("test-{:016x}:", rand::random::<u64>());
-        let redis = RedisConnection::connect(&url, &prefix)
+        let redis = RedisConnection::connect(&url, &[], &prefix)
             .await
             .unwrap_or_else(|e| panic!("no redis-server at {url} ({e}); start one"));
         RedisStore::new(redis)

@@ -1,26 +1,53 @@
-//! Two dialogd processes sharing one real Redis: a dialogue started on one
-//! continues on the other, and turns sent to both at once never interleave
-//! or go missing (a turn that loses the race answers ABORTED and is simply
-//! sent again, as a client would).
+//! Two dialogd processes sharing one real Redis (or a real Redis Cluster,
+//! in `redis_cluster.rs`): a dialogue started on one continues on the
+//! other; turns sent to both at once wait for each other, so they never
+//! interleave, go missing or fail; callers' limits hold across both.
 
 use crate::helpers::*;
 use dialogd::pb::dialogue::v1 as pb;
 use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::Code;
 use tonic::transport::Channel;
 
-async fn replica(dir: &TempDir, name: &str, prefix: &str) -> ServerProcess {
-    replica_with(dir, name, prefix, "").await
+/// Where the replicas keep their state: `store.redis` settings.
+pub struct SharedRedis {
+    /// `url = ...` or `cluster_nodes = [...]`, one per line.
+    pub connection: String,
+    pub prefix: String,
 }
 
-async fn replica_with(dir: &TempDir, name: &str, prefix: &str, extra: &str) -> ServerProcess {
+impl SharedRedis {
+    /// The redis-server on 127.0.0.1:6379, under a fresh key prefix.
+    pub fn local() -> SharedRedis {
+        SharedRedis {
+            connection: "url = \"redis://127.0.0.1:6379\"".into(),
+            prefix: format!("test-{:016x}:", rand::random::<u64>()),
+        }
+    }
+}
+
+/// A replica on `redis` with the echo backend; `extra` is added to its
+/// config (it may start with keys of `[store.redis]`).
+pub async fn replica(dir: &TempDir, name: &str, redis: &SharedRedis, extra: &str) -> ServerProcess {
+    replica_with_echo_delay(dir, name, redis, extra, 1).await
+}
+
+pub async fn replica_with_echo_delay(
+    dir: &TempDir,
+    name: &str,
+    redis: &SharedRedis,
+    extra: &str,
+    echo_delay_ms: u64,
+) -> ServerProcess {
     let config = dir.path().join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[store]\nkind = \"redis\"\nredis = {{ url = \"redis://127.0.0.1:6379\", key_prefix = \"{prefix}\" }}\n[backends.echo]\nkind = \"echo\"\ndelay_ms = 1\n{extra}"
+            "[store]\nkind = \"redis\"\n[store.redis]\n{}\nkey_prefix = \"{}\"\n{extra}\n[backends.echo]\nkind = \"echo\"\ndelay_ms = {echo_delay_ms}\n",
+            redis.connection, redis.prefix
         ),
     )
     .unwrap();
@@ -37,26 +64,19 @@ async fn client(server: &ServerProcess) -> DialogueServiceClient<Channel> {
         .unwrap()
 }
 
-/// Sends `message` until it is stored (ABORTED means another replica's
-/// turn won the race; nothing of this one was stored).
-async fn converse_until_stored(client: &mut DialogueServiceClient<Channel>, message: &str) -> u32 {
-    let mut lost_races = 0;
-    loop {
-        match client.converse(converse_request("shared", message)).await {
-            Ok(_) => return lost_races,
-            Err(s) if s.code() == Code::Aborted => lost_races += 1,
-            Err(s) => panic!("{message}: {s:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_share_dialogues_without_interleaving_or_losing_turns() {
+    two_replicas_share_a_dialogue(&SharedRedis::local()).await;
+}
+
+/// A dialogue continued across replicas, then 16 turns sent to both at
+/// once: each waits its turn (none fails), and every one is stored once,
+/// its reply right after it.
+pub async fn two_replicas_share_a_dialogue(redis: &SharedRedis) {
     let dir = TempDir::new().unwrap();
-    let prefix = format!("test-{:016x}:", rand::random::<u64>());
     let (a, b) = (
-        replica(&dir, "a", &prefix).await,
-        replica(&dir, "b", &prefix).await,
+        replica(&dir, "a", redis, "").await,
+        replica(&dir, "b", redis, "").await,
     );
     let (mut on_a, mut on_b) = (client(&a).await, client(&b).await);
 
@@ -88,15 +108,16 @@ async fn two_replicas_share_dialogues_without_interleaving_or_losing_turns() {
             on_b.clone()
         };
         calls.push(tokio::spawn(async move {
-            converse_until_stored(&mut client, &format!("message {i}")).await
+            client
+                .converse(converse_request("shared", &format!("message {i}")))
+                .await
         }));
     }
-    let mut lost_races = 0;
     for call in calls {
-        lost_races += call.await.unwrap();
+        call.await
+            .unwrap()
+            .expect("a turn waits for the other replica's");
     }
-
-    eprintln!("turns that lost a race between the replicas and were resent: {lost_races}");
     // Every turn is there once, each reply right after its message.
     let turns = on_b
         .list_turns(pb::ListTurnsRequest {
@@ -108,7 +129,7 @@ async fn two_replicas_share_dialogues_without_interleaving_or_losing_turns() {
         .unwrap()
         .into_inner()
         .turns;
-    assert_eq!(turns.len(), 4 + 32, "lost races: {lost_races}");
+    assert_eq!(turns.len(), 4 + 32);
     let mut seen = HashSet::new();
     for (i, pair) in turns.chunks(2).enumerate() {
         let (user, reply) = (turn_text(&pair[0]), turn_text(&pair[1]));
@@ -138,11 +159,11 @@ async fn two_replicas_share_dialogues_without_interleaving_or_losing_turns() {
 #[tokio::test]
 async fn replicas_share_each_callers_request_rate() {
     let dir = TempDir::new().unwrap();
-    let prefix = format!("test-{:016x}:", rand::random::<u64>());
+    let redis = SharedRedis::local();
     let limits = "[limits]\nrequests_per_second = 1\nrequest_burst = 6\n";
     let (a, b) = (
-        replica_with(&dir, "a", &prefix, limits).await,
-        replica_with(&dir, "b", &prefix, limits).await,
+        replica(&dir, "a", &redis, limits).await,
+        replica(&dir, "b", &redis, limits).await,
     );
     let (on_a, on_b) = (client(&a).await, client(&b).await);
     let list = |mut c: DialogueServiceClient<Channel>| async move {
@@ -175,11 +196,11 @@ async fn replicas_share_each_callers_request_rate() {
 #[tokio::test]
 async fn replicas_share_each_callers_token_budget() {
     let dir = TempDir::new().unwrap();
-    let prefix = format!("test-{:016x}:", rand::random::<u64>());
+    let redis = SharedRedis::local();
     let limits = "[limits]\ntokens_per_minute = 10\n";
     let (a, b) = (
-        replica_with(&dir, "a", &prefix, limits).await,
-        replica_with(&dir, "b", &prefix, limits).await,
+        replica(&dir, "a", &redis, limits).await,
+        replica(&dir, "b", &redis, limits).await,
     );
     let (mut on_a, mut on_b) = (client(&a).await, client(&b).await);
     let long = "one two three four five six seven eight nine ten eleven twelve";
@@ -198,4 +219,73 @@ async fn replicas_share_each_callers_token_budget() {
     assert!(refused.metadata().get("retry-after").is_some());
     a.kill9().await;
     b.kill9().await;
+}
+
+/// Opens a stream of a long reply and waits for its first event, so its
+/// slot is taken; the stream stays open while the caller keeps it.
+async fn open_stream(
+    client: &DialogueServiceClient<Channel>,
+    id: &str,
+) -> Result<tonic::Streaming<pb::ConverseStreamResponse>, tonic::Status> {
+    let mut request = converse_request(id, &"word ".repeat(200));
+    request.create_if_missing = true;
+    let mut stream = client.clone().converse_stream(request).await?.into_inner();
+    stream.message().await?;
+    Ok(stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_each_callers_stream_slots_and_a_dead_replicas_lapse() {
+    let dir = TempDir::new().unwrap();
+    let redis = SharedRedis::local();
+    let config = "lease_secs = 1\n[limits]\nmax_streams_per_principal = 2\n";
+    // 50 ms a word: a 200-word reply streams for ten seconds.
+    let (a, b) = (
+        replica_with_echo_delay(&dir, "a", &redis, config, 50).await,
+        replica_with_echo_delay(&dir, "b", &redis, config, 50).await,
+    );
+    let (on_a, on_b) = (client(&a).await, client(&b).await);
+    let first = open_stream(&on_a, "s1").await.unwrap();
+    let _second = open_stream(&on_b, "s2").await.unwrap();
+    // Two open, one on each replica: a third is refused on either.
+    for c in [&on_a, &on_b] {
+        let refused = open_stream(c, "s3").await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert_eq!(error_reason(&refused).as_deref(), Some("STREAM_LIMIT"));
+    }
+    // A stream the client drops gives its slot back at once.
+    drop(first);
+    let reopened = wait_for_stream(&on_b, "s3", Duration::from_secs(2)).await;
+    // A replica that dies with its streams open holds their slots only
+    // for the lease time (1 s).
+    let _fourth = open_stream(&on_a, "s4").await.unwrap_err();
+    drop(reopened);
+    let _held = wait_for_stream(&on_a, "s5", Duration::from_secs(2)).await;
+    a.kill9().await;
+    let died = Instant::now();
+    let _after = wait_for_stream(&on_b, "s6", Duration::from_secs(4)).await;
+    eprintln!(
+        "a dead replica's slot was free again after {:?}",
+        died.elapsed()
+    );
+    b.kill9().await;
+}
+
+/// Opens a stream, retrying while the caller's slots are all taken, for at
+/// most `within`.
+async fn wait_for_stream(
+    client: &DialogueServiceClient<Channel>,
+    id: &str,
+    within: Duration,
+) -> tonic::Streaming<pb::ConverseStreamResponse> {
+    let start = Instant::now();
+    loop {
+        match open_stream(client, id).await {
+            Ok(stream) => return stream,
+            Err(s) if s.code() == Code::ResourceExhausted && start.elapsed() < within => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("no slot for {id} within {within:?}: {s:?}"),
+        }
+    }
 }
