@@ -303,6 +303,9 @@ pub async fn everything(store: &dyn DialogueStore) {
     audit_events(store).await;
 }
 
+#[path = "../../tests/support/redis_cluster.rs"]
+mod redis_cluster;
+
 mod sled_store {
     use crate::config::{Durability, StoreSettings};
     use crate::store::sled::SledStore;
@@ -321,6 +324,7 @@ mod sled_store {
 }
 
 mod redis_store {
+    use crate::store::DialogueStore;
     use crate::store::redis::{RedisConnection, RedisStore};
 
     /// A real redis-server (`.ci/run` makes sure one runs), each test
@@ -338,5 +342,28 @@ mod redis_store {
     #[tokio::test]
     async fn redis_keeps_the_store_contract() {
         super::everything(&connect().await).await;
+    }
+
+    /// The same contract on a real three-node Redis Cluster, where every
+    /// script must stay within one slot; owners spread over the nodes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_redis_cluster_keeps_the_store_contract_and_spreads_owners() {
+        let cluster = super::redis_cluster::RedisCluster::start();
+        let redis = RedisConnection::connect("", &cluster.nodes(), "test:")
+            .await
+            .expect("the cluster answers");
+        let store = RedisStore::new(redis);
+        super::everything(&store).await;
+        for n in 0..12 {
+            let who = super::owner(&format!("spread-{n}"));
+            let d = super::dialogue("d", &who, 1_000);
+            store.create_dialogue(&d).await.unwrap();
+            assert_eq!(store.get_dialogue(&d.id).await.unwrap().unwrap().id, d.id);
+        }
+        let keys = cluster.keys_per_node();
+        assert!(
+            keys.iter().filter(|&&k| k > 0).count() == 3,
+            "keys per node: {keys:?}"
+        );
     }
 }

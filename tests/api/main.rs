@@ -2,6 +2,10 @@
 //! its own data dir and drives it with generated tonic clients.
 
 mod helpers;
+// Shared with the store suite, which uses all of it.
+#[allow(dead_code)]
+#[path = "../support/redis_cluster.rs"]
+mod redis_cluster;
 mod upstream;
 
 mod backends;
@@ -12,6 +16,7 @@ mod dialogues;
 mod durability;
 mod metrics;
 mod replicas;
+mod replicas_on_a_cluster;
 mod security;
 mod service;
 mod streaming;
