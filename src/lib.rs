@@ -9,6 +9,7 @@ pub mod backend;
 pub mod config;
 pub mod dialogue;
 pub mod grpc;
+pub mod http;
 pub mod meter;
 pub mod metrics_endpoint;
 pub mod middleware;

@@ -110,6 +110,8 @@ pub fn rpc_labels(path: &str) -> (&'static str, &'static str) {
         ("dialogue.v1.ModelService", "ListModels"),
         ("dialogue.v1.AuthService", "IssueToken"),
         ("dialogue.v1.AdminService", "ListAuditEvents"),
+        ("http.OpenAi", "ChatCompletions"),
+        ("http.OpenAi", "ListModels"),
         ("grpc.health.v1.Health", "Check"),
         ("grpc.health.v1.Health", "Watch"),
         (
@@ -250,7 +252,7 @@ pub fn store_size(bytes: u64) {
 }
 
 /// Status code names as gRPC spells them (`NOT_FOUND`).
-fn code_name(code: tonic::Code) -> &'static str {
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",

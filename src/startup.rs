@@ -275,12 +275,25 @@ impl Application {
                 metrics_stop.clone(),
             ))
         });
+        let mut grpc = tonic::service::Routes::builder();
+        grpc.add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(dialogues)
+            .add_service(models)
+            .add_service(auth_service)
+            .add_service(admin_service);
+        let routes = crate::http::router(grpc.routes(), engine.clone());
         let incoming = tls::incoming(listener, tls.map(|(_, acceptor)| acceptor));
         let stop_serving = stop.clone();
         let mut server = tokio::spawn(
             Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                // HTTP/1.1 too: gRPC-Web and the HTTP front's callers.
+                .accept_http1(true)
+                // Outermost: gRPC-Web becomes gRPC before our layers.
+                .layer(crate::http::grpc_web::GrpcWebOnly)
                 .layer(AroundLayer(RequestIds))
                 .layer(AroundLayer(RpcMetrics))
                 .layer(AroundLayer(Audit::new(engine.store().clone())))
@@ -289,13 +302,7 @@ impl Application {
                     client_cert_roles,
                 )))
                 .layer(AroundLayer(RateLimiting::new(rate_limits.clone())))
-                .add_service(health_service)
-                .add_service(reflection_v1)
-                .add_service(reflection_v1alpha)
-                .add_service(dialogues)
-                .add_service(models)
-                .add_service(auth_service)
-                .add_service(admin_service)
+                .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, stop_serving.cancelled_owned()),
         );
         tracing::info!(%local_addr, "serving gRPC");

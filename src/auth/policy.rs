@@ -33,6 +33,8 @@ pub fn required(path: &str) -> Access {
         ) => Access::Scope(Scope::DialogueWrite),
         ("dialogue.v1.ModelService", "ListModels") => Access::Scope(Scope::ModelsRead),
         ("dialogue.v1.AdminService", "ListAuditEvents") => Access::Scope(Scope::AuditRead),
+        ("http.OpenAi", "ChatCompletions") => Access::Scope(Scope::DialogueWrite),
+        ("http.OpenAi", "ListModels") => Access::Scope(Scope::ModelsRead),
         _ => Access::Authenticated,
     }
 }
@@ -49,6 +51,7 @@ pub fn is_mutating(path: &str) -> bool {
             "dialogue.v1.DialogueService",
             "CreateDialogue" | "UpdateDialogue" | "DeleteDialogue" | "Converse" | "ConverseStream"
         ) | ("dialogue.v1.AuthService", "IssueToken")
+            | ("http.OpenAi", "ChatCompletions")
     )
 }
 

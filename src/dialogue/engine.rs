@@ -20,6 +20,7 @@ use crate::meter::TurnKind;
 use crate::router::{ModelRoute, Routed, Router};
 use crate::store::{DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord};
 use futures_util::StreamExt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -75,6 +76,10 @@ struct PlannedTurn {
     waited: Duration,
     /// Where the reply is (or goes) in the response cache, if it may.
     cache_key: Option<CacheKey>,
+    /// When the caller stops waiting.
+    deadline: Option<Instant>,
+    /// A stateless completion: nothing is stored.
+    stateless: bool,
 }
 
 enum Plan {
@@ -326,15 +331,19 @@ impl Engine {
         self.check_turn_request(&request)?;
         self.admit_tokens(&request.caller).await?;
         let _guard = self.locks.lock(&request.dialogue_id).await?;
-        let planned = match self.plan_turn(&request, started).await? {
-            Plan::Replay(outcome) => return Ok(*outcome),
-            Plan::Run(planned) => planned,
-        };
+        match self.plan_turn(&request, started).await? {
+            Plan::Replay(outcome) => Ok(*outcome),
+            Plan::Run(planned) => self.execute_unary(*planned).await,
+        }
+    }
+
+    /// Calls the model (or the cache) for a planned turn and commits it.
+    async fn execute_unary(&self, planned: PlannedTurn) -> Result<TurnOutcome, EngineError> {
         if let Some(hit) = self.cached_reply(&planned) {
             let served = Served::from_cache(&hit, TurnKind::Unary);
-            return self.commit(*planned, hit.reply.clone(), served).await;
+            return self.commit(planned, hit.reply.clone(), served).await;
         }
-        let deadline = request.deadline.map(tokio::time::Instant::from_std);
+        let deadline = planned.deadline.map(tokio::time::Instant::from_std);
         let upstream_started = Instant::now();
         let routed = self
             .router
@@ -357,7 +366,7 @@ impl Engine {
             reply.finish_reason = FinishReason::ContentFilter;
         }
         self.keep_in_cache(&planned, &reply, &served);
-        self.commit(*planned, reply, served).await
+        self.commit(planned, reply, served).await
     }
 
     /// Runs one turn as a stream of events. The turn runs in its own task
@@ -368,38 +377,178 @@ impl Engine {
         mut request: TurnRequest,
     ) -> mpsc::Receiver<Result<StreamEvent, EngineError>> {
         request.dialogue_id = request.dialogue_id.scoped_to(&Owner::of(&request.caller));
+        let (caller, deadline) = (request.caller.clone(), request.deadline);
+        self.spawn_stream(&caller, deadline, async move |engine, tx| {
+            engine.run_stream(&request, &tx).await
+        })
+    }
+
+    /// Runs `run` as a streaming turn's task: in one of the caller's stream
+    /// slots, until the client goes (nothing stored), the deadline passes
+    /// or the drain time ends.
+    fn spawn_stream<F, Fut>(
+        self: &Arc<Self>,
+        caller: &Principal,
+        deadline: Option<Instant>,
+        run: F,
+    ) -> mpsc::Receiver<Result<StreamEvent, EngineError>>
+    where
+        F: FnOnce(Arc<Engine>, mpsc::Sender<Result<StreamEvent, EngineError>>) -> Fut
+            + Send
+            + 'static,
+        Fut: Future<Output = Result<(), EngineError>> + Send,
+    {
         let (tx, rx) = mpsc::channel(32);
         let engine = self.clone();
         let span = tracing::Span::current();
-        self.tasks.spawn(tracing::Instrument::instrument(async move {
-            let Some(_slot) = engine.streams.try_open(&quota_key(&request.caller)).await else {
-                crate::meter::rate_limited("streams");
-                let _ = tx.send(Err(EngineError::RateLimited {
-                    reason: "STREAM_LIMIT",
-                    message: format!(
-                        "this caller already has {} streams open",
-                        engine.limits.max_streams_per_principal
-                    ),
-                    retry_after: std::time::Duration::from_secs(1),
-                })).await;
-                return;
-            };
-            let _in_flight = crate::meter::stream_started();
-            tokio::select! {
-                _ = tx.closed() => {
-                    tracing::debug!(dialogue = %request.dialogue_id, "stream abandoned by the client; nothing stored");
-                }
-                _ = engine.cut_turns.cancelled() => {
-                    let _ = tx.send(Err(EngineError::ShuttingDown)).await;
-                }
-                result = within_deadline(request.deadline, engine.run_stream(&request, &tx)) => {
-                    if let Err(e) = result {
-                        let _ = tx.send(Err(e)).await;
+        let quota_key = quota_key(caller);
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                let Some(_slot) = engine.streams.try_open(&quota_key).await else {
+                    crate::meter::rate_limited("streams");
+                    let _ = tx
+                        .send(Err(EngineError::RateLimited {
+                            reason: "STREAM_LIMIT",
+                            message: format!(
+                                "this caller already has {} streams open",
+                                engine.limits.max_streams_per_principal
+                            ),
+                            retry_after: std::time::Duration::from_secs(1),
+                        }))
+                        .await;
+                    return;
+                };
+                let _in_flight = crate::meter::stream_started();
+                let running = run(engine.clone(), tx.clone());
+                tokio::select! {
+                    _ = tx.closed() => {
+                        tracing::debug!("stream abandoned by the client; nothing stored");
+                    }
+                    _ = engine.cut_turns.cancelled() => {
+                        let _ = tx.send(Err(EngineError::ShuttingDown)).await;
+                    }
+                    result = within_deadline(deadline, running) => {
+                        if let Err(e) = result {
+                            let _ = tx.send(Err(e)).await;
+                        }
                     }
                 }
-            }
-        }, span));
+            },
+            span,
+        ));
         rx
+    }
+
+    /// A stateless completion: the caller's messages go to the model (with
+    /// the same checks, limits, cache and metrics as a turn) and nothing is
+    /// stored. The outcome's dialogue ID is a fresh completion ID.
+    pub async fn complete(&self, request: CompletionRequest) -> Result<TurnOutcome, EngineError> {
+        let run = async {
+            let planned = self.plan_completion(&request, Instant::now()).await?;
+            self.execute_unary(planned).await
+        };
+        tokio::select! {
+            outcome = within_deadline(request.deadline, run) => outcome,
+            _ = self.cut_turns.cancelled() => Err(EngineError::ShuttingDown),
+        }
+    }
+
+    /// `complete`, streamed like a turn.
+    pub fn complete_stream(
+        self: &Arc<Self>,
+        request: CompletionRequest,
+    ) -> mpsc::Receiver<Result<StreamEvent, EngineError>> {
+        let (caller, deadline) = (request.caller.clone(), request.deadline);
+        self.spawn_stream(&caller, deadline, async move |engine, tx| {
+            let planned = engine.plan_completion(&request, Instant::now()).await?;
+            engine.execute_stream(planned, &tx).await
+        })
+    }
+
+    /// Checks a stateless completion and fits nothing: the caller's
+    /// messages are the prompt and must fit the model's context window.
+    async fn plan_completion(
+        &self,
+        request: &CompletionRequest,
+        started: Instant,
+    ) -> Result<PlannedTurn, EngineError> {
+        let mut v = Violations::default();
+        validate::check_prompt(&self.limits, &request.messages, &mut v);
+        validate::check_params(&request.params, &mut v);
+        let model = request
+            .params
+            .model
+            .clone()
+            .unwrap_or_else(|| self.model_or_default(""));
+        self.check_model(&model, "model", &mut v);
+        v.into_result(())?;
+        if let Some(filter) = &self.filter
+            && request
+                .messages
+                .iter()
+                .any(|m| m.role == Role::User && filter.first_match(&m.text).is_some())
+        {
+            return Err(EngineError::ContentBlocked);
+        }
+        self.admit_tokens(&request.caller).await?;
+        let route = self
+            .router
+            .route(&model)
+            .cloned()
+            .ok_or_else(|| EngineError::invalid("model", format!("unknown model {model:?}")))?;
+        let prompt_tokens: u64 = request.messages.iter().map(|m| count_tokens(&m.text)).sum();
+        let room = u64::from(route.context_tokens)
+            .saturating_sub(u64::from(request.params.max_tokens.unwrap_or(0)));
+        if prompt_tokens > room {
+            return Err(EngineError::invalid(
+                "messages",
+                format!(
+                    "take {prompt_tokens} tokens; {model} fits {room} with the requested max_tokens (context window {})",
+                    route.context_tokens
+                ),
+            ));
+        }
+        let last = request
+            .messages
+            .last()
+            .map(|m| m.text.clone())
+            .unwrap_or_default();
+        let model_request = ModelRequest {
+            messages: request.messages.clone(),
+            params: request.params.clone(),
+        };
+        let cache_key = self
+            .cache
+            .as_ref()
+            .filter(|_| ReplyCache::applies_to(&request.params))
+            .map(|_| ReplyCache::key(&request.caller.tenant, &route.name, &model_request));
+        Ok(PlannedTurn {
+            cache_key,
+            dialogue_id: DialogueId::generate(),
+            quota_key: quota_key(&request.caller),
+            create: None,
+            expected_turn_count: 0,
+            request: model_request,
+            route,
+            summary: None,
+            prompt_tokens,
+            user_turn: Turn {
+                index: 0,
+                role: Role::User,
+                tokens: u32::try_from(count_tokens(&last)).unwrap_or(u32::MAX),
+                content: vec![ContentPart::Text(last)],
+                create_time: Time::now(),
+                finish_reason: None,
+                model: String::new(),
+                usage: None,
+                request_id: None,
+                summary: None,
+            },
+            started,
+            waited: Duration::ZERO,
+            deadline: request.deadline,
+            stateless: true,
+        })
     }
 
     /// Audit events matching `filter`, oldest first, paged like other lists.
@@ -454,17 +603,26 @@ impl Engine {
         self.check_turn_request(request)?;
         self.admit_tokens(&request.caller).await?;
         let _guard = self.locks.lock(&request.dialogue_id).await?;
-        let planned = match self.plan_turn(request, started).await? {
+        match self.plan_turn(request, started).await? {
             Plan::Replay(outcome) => {
                 for event in replay_events(*outcome) {
                     if tx.send(Ok(event)).await.is_err() {
                         break;
                     }
                 }
-                return Ok(());
+                Ok(())
             }
-            Plan::Run(planned) => planned,
-        };
+            Plan::Run(planned) => self.execute_stream(*planned, tx).await,
+        }
+    }
+
+    /// Streams the model's (or the cache's) reply to a planned turn and
+    /// commits it.
+    async fn execute_stream(
+        &self,
+        planned: PlannedTurn,
+        tx: &mpsc::Sender<Result<StreamEvent, EngineError>>,
+    ) -> Result<(), EngineError> {
         if let Some(hit) = self.cached_reply(&planned) {
             let start = StreamEvent::Start {
                 dialogue_id: planned.dialogue_id.clone(),
@@ -478,11 +636,11 @@ impl Engine {
                 return Ok(());
             }
             let served = Served::from_cache(&hit, TurnKind::Stream);
-            let outcome = self.commit(*planned, hit.reply.clone(), served).await?;
+            let outcome = self.commit(planned, hit.reply.clone(), served).await?;
             let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
             return Ok(());
         }
-        let deadline = request.deadline.map(tokio::time::Instant::from_std);
+        let deadline = planned.deadline.map(tokio::time::Instant::from_std);
         // Time spent waiting on the model or on the client (not dialogd's
         // own work), for the overhead histogram.
         let mut waited = planned.waited;
@@ -579,7 +737,7 @@ impl Engine {
             cached: false,
         };
         self.keep_in_cache(&planned, &reply, &served);
-        let outcome = self.commit(*planned, reply, served).await?;
+        let outcome = self.commit(planned, reply, served).await?;
         let _ = tx.send(Ok(StreamEvent::End(Box::new(outcome)))).await;
         Ok(())
     }
@@ -774,6 +932,8 @@ impl Engine {
             user_turn,
             started,
             waited,
+            deadline: request.deadline,
+            stateless: false,
         })))
     }
 
@@ -826,15 +986,17 @@ impl Engine {
             .iter()
             .chain([&user_turn, &assistant_turn])
             .collect();
-        self.store
-            .commit_exchange(ExchangeCommit {
-                create: planned.create.as_ref(),
-                dialogue_id: &planned.dialogue_id,
-                expected_turn_count: planned.expected_turn_count,
-                turns: &turns,
-                idempotency: idempotency.as_ref(),
-            })
-            .await?;
+        if !planned.stateless {
+            self.store
+                .commit_exchange(ExchangeCommit {
+                    create: planned.create.as_ref(),
+                    dialogue_id: &planned.dialogue_id,
+                    expected_turn_count: planned.expected_turn_count,
+                    turns: &turns,
+                    idempotency: idempotency.as_ref(),
+                })
+                .await?;
+        }
         // A cached reply spent no model tokens.
         if !served.cached {
             if let Some(budget) = &self.token_budget {

@@ -379,6 +379,16 @@ pub struct TurnRequest {
     pub deadline: Option<std::time::Instant>,
 }
 
+/// A stateless completion: the whole prompt comes with the request.
+pub struct CompletionRequest {
+    pub caller: crate::auth::Principal,
+    /// System, user and assistant messages; the last is the user's.
+    pub messages: Vec<crate::backend::PromptMessage>,
+    /// `model` names the public model (the default one when absent).
+    pub params: GenerationParams,
+    pub deadline: Option<std::time::Instant>,
+}
+
 /// How a reply was produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplyMetadata {

@@ -3,7 +3,10 @@
 //! all of them at once.
 
 use super::error::Violations;
-use super::model::{ContentPart, DialogueSpec, Expiration, GenerationParams, Time, UpdateMask};
+use super::model::{
+    ContentPart, DialogueSpec, Expiration, GenerationParams, Role, Time, UpdateMask,
+};
+use crate::backend::PromptMessage;
 use crate::config::LimitSettings;
 
 const MAX_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
@@ -122,6 +125,37 @@ pub fn check_message(limits: &LimitSettings, content: &[ContentPart], v: &mut Vi
                 limits.max_message_bytes
             ),
         );
+    }
+}
+
+/// Messages of one stateless completion, at most.
+pub const MAX_PROMPT_MESSAGES: usize = 1024;
+
+/// Checks the messages of a stateless completion (fields named as the
+/// OpenAI API names them): each within the size limits of its kind, the
+/// last one the user's.
+pub fn check_prompt(limits: &LimitSettings, messages: &[PromptMessage], v: &mut Violations) {
+    if messages.is_empty() || messages.len() > MAX_PROMPT_MESSAGES {
+        v.add(
+            "messages",
+            format!("must hold 1 to {MAX_PROMPT_MESSAGES} messages"),
+        );
+        return;
+    }
+    for (i, message) in messages.iter().enumerate() {
+        let max = match message.role {
+            Role::System => limits.max_system_prompt_bytes,
+            _ => limits.max_message_bytes,
+        };
+        if message.text.len() > max {
+            v.add(
+                format!("messages[{i}].content"),
+                format!("is {} bytes; at most {max} are allowed", message.text.len()),
+            );
+        }
+    }
+    if messages.last().is_some_and(|m| m.role != Role::User) {
+        v.add("messages", "must end with a user message");
     }
 }
 

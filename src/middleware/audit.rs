@@ -78,7 +78,7 @@ impl super::Around for Audit {
     {
         let notes = AuditNotes::default();
         request.extensions_mut().insert(notes.clone());
-        let path = request.uri().path();
+        let path = super::call_path(&request);
         let recorder = Recorder {
             store: self.store.clone(),
             notes,

@@ -87,7 +87,7 @@ impl super::Around for Authentication {
         Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
-        let access = policy::required(request.uri().path());
+        let access = policy::required(super::call_path(&request));
         let authorization = request
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -108,7 +108,7 @@ impl super::Around for Authentication {
             }
             Err(e) => {
                 tracing::debug!(path = request.uri().path(), error = %e, "call refused");
-                super::refuse(Status::from(e))
+                super::refuse(&request, Status::from(e))
             }
         }
     }

@@ -24,7 +24,7 @@ impl super::Around for RpcMetrics {
         Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
-        let (service, method) = meter::rpc_labels(request.uri().path());
+        let (service, method) = meter::rpc_labels(super::call_path(&request));
         let in_flight = meter::rpc_started(service, method);
         let started = Instant::now();
         let response = next(request);

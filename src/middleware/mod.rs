@@ -80,7 +80,30 @@ fn take_ready<S: Clone>(slot: &mut S) -> S {
     std::mem::replace(slot, fresh)
 }
 
-/// Answers at once with a gRPC error, without calling the inner service.
-fn refuse<E: Send + 'static>(status: tonic::Status) -> LayerFuture<E> {
-    Box::pin(std::future::ready(Ok(status.into_http())))
+/// The method a call goes by: its gRPC path, or the name the HTTP front
+/// gives an HTTP route.
+pub fn call_path<B>(request: &http::Request<B>) -> &str {
+    if crate::http::is_grpc(request) {
+        request.uri().path()
+    } else {
+        crate::http::call_name(request.method(), request.uri().path())
+    }
+}
+
+/// An error answer in the caller's protocol.
+fn refusal<B>(request: &http::Request<B>, status: tonic::Status) -> Response {
+    if crate::http::is_grpc(request) {
+        status.into_http()
+    } else {
+        let shape = crate::http::error::ErrorShape::for_path(request.uri().path());
+        crate::http::error::response(shape, &status)
+    }
+}
+
+/// Answers at once with `refusal`, without calling the inner service.
+fn refuse<B, E: Send + 'static>(
+    request: &http::Request<B>,
+    status: tonic::Status,
+) -> LayerFuture<E> {
+    Box::pin(std::future::ready(Ok(refusal(request, status))))
 }

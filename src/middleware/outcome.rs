@@ -52,6 +52,16 @@ where
         on_end.end(Code::from_bytes(code.as_bytes()));
         return Ok(response);
     }
+    // An HTTP error answers in its status line; a success (an SSE stream,
+    // say) ends with its body, as a gRPC stream does.
+    let is_grpc = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !is_grpc && (!response.status().is_success() || response.body().is_end_stream()) {
+        on_end.end(crate::http::error::code_of(response.status()));
+        return Ok(response);
+    }
     Ok(response.map(|inner| tonic::body::Body::new(WatchedBody { inner, on_end })))
 }
 
@@ -76,6 +86,10 @@ impl<F: FnOnce(Code) + Send + Unpin + 'static> Body for WatchedBody<F> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
                     this.on_end.end(Code::from_bytes(code.as_bytes()));
+                } else if this.inner.is_end_stream() {
+                    // A body without trailers (HTTP) may not be polled
+                    // again once it says it has ended.
+                    this.on_end.end(Code::Ok);
                 }
             }
             Poll::Ready(Some(Err(status))) => this.on_end.end(status.code()),

@@ -88,17 +88,20 @@ impl super::Around for RateLimiting {
     {
         // Health checks and reflection are never shed: an overloaded server
         // must still answer its probes while it drains.
-        let public = policy::required(request.uri().path()) == Access::Public;
+        let public = policy::required(super::call_path(&request)) == Access::Public;
         let permit = match self.limits.in_flight.as_ref().filter(|_| !public) {
             Some(slots) => match slots.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     crate::meter::rate_limited("overloaded");
-                    return super::refuse(resource_exhausted(
-                        "the server is at capacity; retry shortly",
-                        "OVERLOADED",
-                        Duration::from_secs(1),
-                    ));
+                    return super::refuse(
+                        &request,
+                        resource_exhausted(
+                            "the server is at capacity; retry shortly",
+                            "OVERLOADED",
+                            Duration::from_secs(1),
+                        ),
+                    );
                 }
             },
             None => None,
@@ -115,12 +118,14 @@ impl super::Around for RateLimiting {
                         Ok(Admission::Admitted { remaining }) => Some(remaining),
                         Ok(Admission::Refused { retry_after }) => {
                             crate::meter::rate_limited("requests");
-                            return Ok(resource_exhausted(
-                                "request rate limit reached for this caller",
-                                "RATE_LIMITED",
-                                retry_after,
-                            )
-                            .into_http());
+                            return Ok(super::refusal(
+                                &request,
+                                resource_exhausted(
+                                    "request rate limit reached for this caller",
+                                    "RATE_LIMITED",
+                                    retry_after,
+                                ),
+                            ));
                         }
                         // Redis unreachable: serve rather than refuse
                         // everyone; the store's own errors will tell.
@@ -143,11 +148,14 @@ impl super::Around for RateLimiting {
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(limiter.clock().now());
                     crate::meter::rate_limited("requests");
-                    return super::refuse(resource_exhausted(
-                        "request rate limit reached for this caller",
-                        "RATE_LIMITED",
-                        wait,
-                    ));
+                    return super::refuse(
+                        &request,
+                        resource_exhausted(
+                            "request rate limit reached for this caller",
+                            "RATE_LIMITED",
+                            wait,
+                        ),
+                    );
                 }
             }
         }

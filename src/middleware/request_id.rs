@@ -45,7 +45,7 @@ impl super::Around for RequestIds {
         let span = tracing::error_span!(
             "rpc",
             request_id = %id.0,
-            method = request.uri().path().trim_start_matches('/')
+            method = super::call_path(&request).trim_start_matches('/')
         );
         let header = http::HeaderValue::from_str(&id.0).ok();
         request.extensions_mut().insert(id);

@@ -383,3 +383,10 @@ impl ServerProcess {
 pub fn redis_store() -> bool {
     std::env::var("DIALOGD_TEST_STORE").is_ok_and(|s| s == "redis")
 }
+
+/// A reqwest client builder for plain-HTTP calls to the server (reqwest is
+/// built without a default TLS crypto provider; install ring's).
+pub fn plain_http() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

@@ -14,6 +14,7 @@ mod concurrency;
 mod converse;
 mod dialogues;
 mod durability;
+mod http_front;
 mod metrics;
 mod replicas;
 mod replicas_on_a_cluster;

@@ -350,3 +350,44 @@ async fn answers_carry_a_request_id_the_caller_may_choose() {
         .unwrap();
     assert_eq!(id.len(), 16, "{id}");
 }
+
+#[tokio::test]
+async fn http_calls_are_counted_like_rpcs_with_their_outcome() {
+    let fake = FakeUpstream::start("gpt").await;
+    let dir = TempDir::new().unwrap();
+    let server = start(&fake, &dir).await;
+    let http = plain_http().build().unwrap();
+    let chat = |body: serde_json::Value| {
+        http.post(format!("http://{}/v1/chat/completions", server.addr))
+            .json(&body)
+            .send()
+    };
+    let ask = |stream: bool| {
+        serde_json::json!({"model": "gpt", "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}]})
+    };
+    assert_eq!(chat(ask(false)).await.unwrap().status(), 200);
+    let streamed = chat(ask(true)).await.unwrap();
+    assert_eq!(streamed.status(), 200);
+    streamed.text().await.unwrap();
+    let refused = chat(serde_json::json!({"model": "gpt", "messages": []}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let scrape = Scrape::of(&server).await;
+    let handled = |code| {
+        scrape.value(
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "http.OpenAi"),
+                ("grpc_method", "ChatCompletions"),
+                ("grpc_code", code),
+            ],
+        )
+    };
+    assert_eq!(handled("OK"), 2.0);
+    assert_eq!(handled("INVALID_ARGUMENT"), 1.0);
+    assert_eq!(handled("CANCELLED"), 0.0);
+    server.kill9().await;
+}

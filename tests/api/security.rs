@@ -12,7 +12,7 @@ use tonic::Code;
 const JWT_SECRET_ENV: &str = "DIALOGD_TEST_JWT_SECRET_SECURITY";
 
 /// A server requiring auth, and a bearer key per name.
-async fn secured_app() -> (TestApp, HashMap<&'static str, String>) {
+pub async fn secured_app() -> (TestApp, HashMap<&'static str, String>) {
     // Unique per test module: the process environment is shared.
     unsafe { std::env::set_var(JWT_SECRET_ENV, "test-secret-test-secret-test-secret!") };
     // (key id, tenant, roles, narrowed scopes)
@@ -63,7 +63,7 @@ async fn secured_app() -> (TestApp, HashMap<&'static str, String>) {
     (app, bearer)
 }
 
-fn with_auth<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+pub fn with_auth<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(k) = key {
         request

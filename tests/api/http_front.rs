@@ -1,0 +1,320 @@
+//! The HTTP front on the gRPC port, over real HTTP/1.1 and h2c: the
+//! OpenAI-compatible routes (stateless and tied to a stored dialogue,
+//! unary and SSE), their errors in OpenAI's shape with the same auth,
+//! limits and audit as gRPC, and gRPC-Web.
+
+use crate::helpers::*;
+use crate::security::{secured_app, with_auth};
+use dialogd::pb::dialogue::v1 as pb;
+use dialogd::pb::dialogue::v1::admin_service_client::AdminServiceClient;
+use prost::Message;
+use serde_json::{Value, json};
+
+fn url(app: &TestApp, path: &str) -> String {
+    format!("http://{}{path}", app.addr)
+}
+
+fn http1() -> reqwest::Client {
+    plain_http().http1_only().build().unwrap()
+}
+
+async fn chat(app: &TestApp, body: Value, key: Option<&str>) -> reqwest::Response {
+    let mut request = http1().post(url(app, "/v1/chat/completions")).json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
+/// The `data:` payloads of an SSE body, in order.
+fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stateless_chat_completion_answers_like_openai_and_stores_nothing() {
+    let app = spawn_app().await;
+    let response = chat(
+        &app,
+        json!({"model": "echo", "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello there"}
+        ]}),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "echo");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let choice = &body["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["message"]["content"], "echo: hello there");
+    assert_eq!(choice["finish_reason"], "stop");
+    let usage = &body["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    // Nothing was stored.
+    let listed = app
+        .dialogues
+        .clone()
+        .list_dialogues(pb::ListDialoguesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.dialogues.is_empty());
+
+    let models: Value = http1()
+        .get(url(&app, "/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "echo");
+}
+
+#[tokio::test]
+async fn a_streamed_chat_completion_sends_openai_chunks_then_done() {
+    let app = spawn_app().await;
+    // h2c as well as HTTP/1.1.
+    let h2 = plain_http().http2_prior_knowledge().build().unwrap();
+    let response = h2
+        .post(url(&app, "/v1/chat/completions"))
+        .json(
+            &json!({"model": "echo", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "one two three"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let data = sse_data(&response.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "echo: one two three");
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_dialogue_header_keeps_the_history_server_side() {
+    let app = spawn_app().await;
+    let send = |text: &'static str| {
+        http1()
+            .post(url(&app, "/v1/chat/completions"))
+            .header("x-dialogue-id", "web-chat")
+            .json(&json!({"model": "echo", "messages": [
+                {"role": "system", "content": "you are terse"},
+                {"role": "user", "content": text}
+            ]}))
+            .send()
+    };
+    let first = send("first question").await.unwrap();
+    assert_eq!(first.headers()["x-dialogue-id"], "web-chat");
+    let first: Value = first.json().await.unwrap();
+    let second: Value = send("second").await.unwrap().json().await.unwrap();
+    assert_eq!(second["choices"][0]["message"]["content"], "echo: second");
+    // The second prompt held the first exchange: history came from the store.
+    assert!(
+        second["usage"]["prompt_tokens"].as_u64() > first["usage"]["prompt_tokens"].as_u64(),
+        "{first} / {second}"
+    );
+    let turns = app.all_turns("web-chat").await;
+    let texts: Vec<String> = turns.iter().map(turn_text).collect();
+    assert_eq!(
+        texts,
+        [
+            "first question",
+            "echo: first question",
+            "second",
+            "echo: second"
+        ]
+    );
+    let dialogue = app.get("web-chat", 0).await.unwrap();
+    assert_eq!(dialogue.system_prompt, "you are terse");
+
+    // The body field works as the header does (OpenAI SDKs' extra_body).
+    let third = chat(
+        &app,
+        json!({"model": "echo", "dialogue_id": "web-chat",
+            "messages": [{"role": "user", "content": "third"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(app.all_turns("web-chat").await.len(), 6);
+}
+
+#[tokio::test]
+async fn http_errors_come_in_openai_shape_with_the_same_auth_and_audit_as_grpc() {
+    let (app, key) = secured_app().await;
+    let ask = json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]});
+
+    let missing = chat(&app, ask.clone(), None).await;
+    assert_eq!(missing.status(), 401);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error");
+    assert!(body["error"]["message"].is_string());
+
+    let wrong = chat(&app, ask.clone(), Some("dk_nobody.secret")).await;
+    assert_eq!(wrong.status(), 401);
+
+    // A key scoped to reading dialogues may not start turns.
+    let read_only = chat(&app, ask.clone(), Some(&key["reader"])).await;
+    assert_eq!(read_only.status(), 403);
+    let body: Value = read_only.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "permission_error");
+
+    let bad = chat(
+        &app,
+        json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}),
+        Some(&key["alice"]),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["param"], "model");
+
+    let malformed = http1()
+        .post(url(&app, "/v1/chat/completions"))
+        .bearer_auth(&key["alice"])
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+
+    let ok = chat(&app, ask.clone(), Some(&key["alice"])).await;
+    assert_eq!(ok.status(), 200);
+
+    // Outside the OpenAI routes errors take google.rpc's JSON shape.
+    let unknown = http1()
+        .get(url(&app, "/v1/nothing-here"))
+        .bearer_auth(&key["alice"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "NOT_FOUND");
+
+    // Audited like gRPC calls: the turn and the refusals.
+    let events = AdminServiceClient::new(app.channel.clone())
+        .list_audit_events(with_auth(
+            pb::ListAuditEventsRequest {
+                action: "http.OpenAi/ChatCompletions".into(),
+                ..Default::default()
+            },
+            Some(&key["auditor"]),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+    for expected in [
+        "Unauthenticated",
+        "PermissionDenied",
+        "InvalidArgument",
+        "Ok",
+    ] {
+        assert!(statuses.contains(&expected), "{expected} in {statuses:?}");
+    }
+}
+
+#[tokio::test]
+async fn http_callers_share_the_rate_limits_and_get_retry_after() {
+    let app = spawn_app_with(|s| {
+        s.limits.requests_per_second = 1;
+        s.limits.request_burst = 2;
+    })
+    .await;
+    let ask = json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]});
+    // One gRPC call and one HTTP call spend the burst of the same caller.
+    app.models
+        .clone()
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap();
+    assert_eq!(chat(&app, ask.clone(), None).await.status(), 200);
+    let limited = chat(&app, ask, None).await;
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}
+
+/// A gRPC-Web call as a browser makes it: HTTP/1.1, length-prefixed
+/// message in the body, status in a trailer frame at the end of the body.
+#[tokio::test]
+async fn grpc_web_calls_work_over_http1() {
+    let app = spawn_app().await;
+    let message = pb::ListModelsRequest {}.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend((message.len() as u32).to_be_bytes());
+    frame.extend(message);
+    let response = http1()
+        .post(url(&app, "/dialogue.v1.ModelService/ListModels"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    let body = response.bytes().await.unwrap();
+    let (mut at, mut models, mut trailers) = (0, None, String::new());
+    while at + 5 <= body.len() {
+        let flag = body[at];
+        let len = u32::from_be_bytes(body[at + 1..at + 5].try_into().unwrap()) as usize;
+        let payload = &body[at + 5..at + 5 + len];
+        if flag & 0x80 == 0 {
+            models = Some(pb::ListModelsResponse::decode(payload).unwrap());
+        } else {
+            trailers = String::from_utf8_lossy(payload).into_owned();
+        }
+        at += 5 + len;
+    }
+    assert!(trailers.contains("grpc-status:0"), "{trailers:?}");
+    let models = models.expect("a message frame");
+    assert_eq!(models.models[0].name, "models/echo");
+}
