@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backend;
+pub mod chat_client;
 pub mod config;
 pub mod dialogue;
 pub mod grpc;

@@ -48,6 +48,41 @@ enum Command {
         #[arg(long, default_value = "user")]
         roles: String,
     },
+    /// Chats with a running dialogd: each line is a turn of one dialogue
+    /// (created if missing), the reply streams back.
+    Chat {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// The dialogue's ID [default: a new one].
+        #[arg(long)]
+        dialogue: Option<String>,
+        /// API key or JWT [env: DIALOGD_API_KEY].
+        #[arg(long)]
+        key: Option<String>,
+        /// Model of a dialogue this creates [default: the server's].
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+/// `dialogd chat` (see `chat_client`).
+fn chat(options: dialogd::chat_client::ChatOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dialogd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dialogd::chat_client::run(options)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("dialogd chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints a new key and its config entry; the key is not stored anywhere.
@@ -79,8 +114,22 @@ fn keygen(id: &str, tenant: &str, roles: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Keygen { id, tenant, roles }) = &cli.command {
-        return keygen(id, tenant, roles);
+    match cli.command {
+        Some(Command::Keygen { id, tenant, roles }) => return keygen(&id, &tenant, &roles),
+        Some(Command::Chat {
+            addr,
+            dialogue,
+            key,
+            model,
+        }) => {
+            return chat(dialogd::chat_client::ChatOptions {
+                addr,
+                dialogue: dialogue.unwrap_or_else(|| format!("chat-{:08x}", rand::random::<u32>())),
+                key: key.or_else(|| std::env::var("DIALOGD_API_KEY").ok()),
+                model,
+            });
+        }
+        None => {}
     }
     let flags = FlagOverrides {
         listen: cli.listen,

@@ -10,6 +10,7 @@ mod upstream;
 
 mod backends;
 mod cache;
+mod chat_command;
 mod concurrency;
 mod converse;
 mod dialogues;

@@ -1,0 +1,80 @@
+//! `dialogd chat`, the terminal client, driven like a person piping lines
+//! into it, against a real server process.
+
+use crate::helpers::*;
+use dialogd::pb::dialogue::v1 as pb;
+use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
+use std::process::Stdio;
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+
+async fn chat(args: &[&str], input: &str) -> std::process::Output {
+    let mut child = tokio::process::Command::new(binary())
+        .arg("chat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("dialogd chat ends with its input")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dialogd_chat_streams_each_line_as_a_turn_of_one_dialogue() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path()).await;
+    let addr = format!("http://{}", server.addr);
+    let out = chat(
+        &["--addr", &addr, "--dialogue", "from-cli"],
+        "hello there\n\nsecond line\n",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("echo: hello there\n[FINISH_REASON_STOP, "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("echo: second line\n[FINISH_REASON_STOP, "),
+        "{stdout}"
+    );
+    let turns = DialogueServiceClient::connect(addr.clone())
+        .await
+        .unwrap()
+        .list_turns(pb::ListTurnsRequest {
+            parent: name("from-cli"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .turns;
+    assert_eq!(turns.len(), 4, "blank lines are not turns");
+
+    // A failing turn is reported and makes the exit status non-zero.
+    let out = chat(
+        &[
+            "--addr",
+            &addr,
+            "--dialogue",
+            "bad",
+            "--model",
+            "no-such-model",
+        ],
+        "hi\n",
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("InvalidArgument"), "{stderr}");
+    server.kill9().await;
+}
