@@ -16,7 +16,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("dialogue_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    let descriptors = fds.encode_to_vec();
+    std::fs::write(out_dir.join("dialogue_descriptor.bin"), &descriptors)?;
+    // Well-known types from pbjson-types: prost's types with serde impls
+    // that follow the protobuf JSON mapping.
+    tonic_prost_build::configure()
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_fds(fds)?;
+    // serde for our messages, per the same mapping (dialogue.v1.serde.rs).
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .build(&[".dialogue"])?;
     Ok(())
 }

@@ -18,7 +18,9 @@ fn turn(index: i64, role: pb::Role, text: String) -> pb::Turn {
         content: vec![pb::ContentPart {
             kind: Some(pb::content_part::Kind::Text(text)),
         }],
-        create_time: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        create_time: Some(dialogd::grpc::convert::time_to_pb(
+            dialogd::dialogue::model::Time::now(),
+        )),
         model: "echo".into(),
         ..Default::default()
     }
@@ -99,7 +101,7 @@ impl DialogueService for BareEcho {
     async fn delete_dialogue(
         &self,
         _: Request<pb::DeleteDialogueRequest>,
-    ) -> Result<Response<()>, Status> {
+    ) -> Result<Response<pbjson_types::Empty>, Status> {
         Err(Status::unimplemented("baseline"))
     }
 

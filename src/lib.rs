@@ -28,6 +28,8 @@ pub mod pb {
         #[allow(clippy::large_enum_variant)]
         pub mod v1 {
             tonic::include_proto!("dialogue.v1");
+            // serde per the protobuf JSON mapping, for the REST routes.
+            include!(concat!(env!("OUT_DIR"), "/dialogue.v1.serde.rs"));
 
             /// Encoded descriptor set of the `dialogue.v1` protos, served by reflection.
             pub const FILE_DESCRIPTOR_SET: &[u8] =

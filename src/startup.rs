@@ -283,7 +283,7 @@ impl Application {
             .add_service(models)
             .add_service(auth_service)
             .add_service(admin_service);
-        let routes = crate::http::router(grpc.routes(), engine.clone());
+        let routes = crate::http::router(grpc.routes(), engine.clone(), max_request);
         let incoming = tls::incoming(listener, tls.map(|(_, acceptor)| acceptor));
         let stop_serving = stop.clone();
         let mut server = tokio::spawn(

@@ -12,7 +12,7 @@ use crate::dialogue::model::{
     TurnRequest, UpdateMask, Usage,
 };
 use crate::pb::dialogue::v1 as pb;
-use prost_types::value::Kind;
+use pbjson_types::value::Kind;
 use serde_json::{Map, Value};
 
 /// Deepest nesting accepted in `state` (JSON objects and lists).
@@ -29,14 +29,14 @@ pub fn dialogue_id_from_name(name: &str, field: &str) -> Result<DialogueId, Engi
     DialogueId::parse(raw).map_err(|why| EngineError::invalid(field, format!("dialogue ID {why}")))
 }
 
-pub fn time_to_pb(t: Time) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+pub fn time_to_pb(t: Time) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
         seconds: t.0.div_euclid(1_000_000_000),
         nanos: t.0.rem_euclid(1_000_000_000) as i32,
     }
 }
 
-pub fn time_from_pb(ts: &prost_types::Timestamp) -> Option<Time> {
+pub fn time_from_pb(ts: &pbjson_types::Timestamp) -> Option<Time> {
     if !(0..1_000_000_000).contains(&ts.nanos) {
         return None;
     }
@@ -47,7 +47,7 @@ pub fn time_from_pb(ts: &prost_types::Timestamp) -> Option<Time> {
     Some(Time(nanos))
 }
 
-fn json_from_pb(value: prost_types::Value, depth: usize) -> Result<Value, &'static str> {
+fn json_from_pb(value: pbjson_types::Value, depth: usize) -> Result<Value, &'static str> {
     if depth > MAX_STATE_DEPTH {
         return Err("nests deeper than 32 levels");
     }
@@ -69,7 +69,7 @@ fn json_from_pb(value: prost_types::Value, depth: usize) -> Result<Value, &'stat
 }
 
 fn object_from_pb(
-    s: prost_types::Struct,
+    s: pbjson_types::Struct,
     depth: usize,
 ) -> Result<Map<String, Value>, &'static str> {
     s.fields
@@ -78,22 +78,22 @@ fn object_from_pb(
         .collect()
 }
 
-fn json_to_pb(value: &Value) -> prost_types::Value {
+fn json_to_pb(value: &Value) -> pbjson_types::Value {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+        Value::Array(items) => Kind::ListValue(pbjson_types::ListValue {
             values: items.iter().map(json_to_pb).collect(),
         }),
         Value::Object(map) => Kind::StructValue(object_to_pb(map)),
     };
-    prost_types::Value { kind: Some(kind) }
+    pbjson_types::Value { kind: Some(kind) }
 }
 
-fn object_to_pb(map: &Map<String, Value>) -> prost_types::Struct {
-    prost_types::Struct {
+fn object_to_pb(map: &Map<String, Value>) -> pbjson_types::Struct {
+    pbjson_types::Struct {
         fields: map
             .iter()
             .map(|(k, v)| (k.clone(), json_to_pb(v)))
@@ -142,7 +142,7 @@ pub fn optional_dialogue_id(raw: &str, field: &str, v: &mut Violations) -> Optio
     DialogueId::parse(raw).map_err(|why| v.add(field, why)).ok()
 }
 
-pub fn update_mask(mask: Option<prost_types::FieldMask>) -> Result<UpdateMask, EngineError> {
+pub fn update_mask(mask: Option<pbjson_types::FieldMask>) -> Result<UpdateMask, EngineError> {
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     if paths.is_empty() {
         return Err(EngineError::invalid(
@@ -482,10 +482,10 @@ mod tests {
         let pb_struct = object_to_pb(&map);
         assert_eq!(object_from_pb(pb_struct, 1).unwrap(), map);
 
-        let nan = prost_types::Struct {
+        let nan = pbjson_types::Struct {
             fields: [(
                 "x".to_string(),
-                prost_types::Value {
+                pbjson_types::Value {
                     kind: Some(Kind::NumberValue(f64::NAN)),
                 },
             )]
@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn update_masks_accept_known_paths_only() {
         let mask = |paths: &[&str]| {
-            update_mask(Some(prost_types::FieldMask {
+            update_mask(Some(pbjson_types::FieldMask {
                 paths: paths.iter().map(|p| p.to_string()).collect(),
             }))
         };

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+#[derive(Clone)]
 pub struct DialogueGrpc {
     engine: Arc<Engine>,
 }
@@ -111,12 +112,12 @@ impl DialogueService for DialogueGrpc {
     async fn delete_dialogue(
         &self,
         request: Request<pb::DeleteDialogueRequest>,
-    ) -> Result<Response<()>, Status> {
+    ) -> Result<Response<pbjson_types::Empty>, Status> {
         let caller = convert::caller(&request)?;
         convert::audit_notes(&request).set_resource(&request.get_ref().name);
         let id = convert::dialogue_id_from_name(&request.into_inner().name, "name")?;
         self.engine.delete_dialogue(&caller, &id).await?;
-        Ok(Response::new(()))
+        Ok(Response::new(pbjson_types::Empty {}))
     }
 
     async fn list_turns(

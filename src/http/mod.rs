@@ -7,6 +7,7 @@
 pub mod error;
 pub mod grpc_web;
 pub mod openai;
+pub mod rest;
 
 use crate::dialogue::Engine;
 use axum::routing::{get, post};
@@ -21,24 +22,63 @@ pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
 }
 
 /// The method name an HTTP route goes by in access rules, metrics, audit
-/// and logs, like a gRPC method's path.
+/// and logs: the REST routes are the RPCs they mirror, the OpenAI routes
+/// have names of their own.
 pub fn call_name(method: &http::Method, path: &str) -> &'static str {
-    match (method.as_str(), path) {
-        ("POST", "/v1/chat/completions") => "/http.OpenAi/ChatCompletions",
-        ("GET", "/v1/models") => "/http.OpenAi/ListModels",
-        _ => "/http.Unknown/Route",
+    const UNKNOWN: &str = "/http.Unknown/Route";
+    let method = method.as_str();
+    match (method, path) {
+        ("POST", "/v1/chat/completions") => return "/http.OpenAi/ChatCompletions",
+        ("GET", "/v1/models") => return "/http.OpenAi/ListModels",
+        ("POST", "/v1/dialogues") => return "/dialogue.v1.DialogueService/CreateDialogue",
+        ("GET", "/v1/dialogues") => return "/dialogue.v1.DialogueService/ListDialogues",
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/v1/dialogues/") else {
+        return UNKNOWN;
+    };
+    match (method, rest.split_once('/')) {
+        ("GET", Some((_, "turns"))) => "/dialogue.v1.DialogueService/ListTurns",
+        (_, Some(_)) => UNKNOWN,
+        ("GET", None) => "/dialogue.v1.DialogueService/GetDialogue",
+        ("PATCH", None) => "/dialogue.v1.DialogueService/UpdateDialogue",
+        ("DELETE", None) => "/dialogue.v1.DialogueService/DeleteDialogue",
+        ("POST", None) if rest.ends_with(":converse") => "/dialogue.v1.DialogueService/Converse",
+        ("POST", None) if rest.ends_with(":converseStream") => {
+            "/dialogue.v1.DialogueService/ConverseStream"
+        }
+        _ => UNKNOWN,
     }
 }
 
 /// The HTTP routes merged with the gRPC services' router; what neither
 /// serves answers UNIMPLEMENTED to gRPC callers and 404 to HTTP ones.
-pub fn router(grpc: tonic::service::Routes, engine: Arc<Engine>) -> tonic::service::Routes {
-    let http = axum::Router::new()
+pub fn router(
+    grpc: tonic::service::Routes,
+    engine: Arc<Engine>,
+    max_body: usize,
+) -> tonic::service::Routes {
+    let openai = axum::Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::list_models))
-        .with_state(engine);
+        .with_state(engine.clone());
+    let rest = axum::Router::new()
+        .route("/v1/dialogues", get(rest::list).post(rest::create))
+        .route(
+            "/v1/dialogues/{id}",
+            get(rest::get)
+                .patch(rest::update)
+                .delete(rest::delete)
+                .post(rest::custom_method),
+        )
+        .route("/v1/dialogues/{id}/turns", get(rest::list_turns))
+        .with_state(rest::Rest {
+            service: crate::grpc::DialogueGrpc::new(engine),
+            max_body,
+        });
     grpc.into_axum_router()
-        .merge(http)
+        .merge(openai)
+        .merge(rest)
         .fallback(unknown_route)
         .into()
 }

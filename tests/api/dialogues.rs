@@ -6,23 +6,23 @@ use dialogd::pb::dialogue::v1 as pb;
 use std::time::Duration;
 use tonic::Code;
 
-fn state(json: serde_json::Value) -> prost_types::Struct {
+fn state(json: serde_json::Value) -> pbjson_types::Struct {
     let serde_json::Value::Object(map) = json else {
         panic!("object")
     };
-    prost_types::Struct {
+    pbjson_types::Struct {
         fields: map
             .into_iter()
             .map(|(k, v)| {
                 let kind = match v {
-                    serde_json::Value::String(s) => prost_types::value::Kind::StringValue(s),
+                    serde_json::Value::String(s) => pbjson_types::value::Kind::StringValue(s),
                     serde_json::Value::Number(n) => {
-                        prost_types::value::Kind::NumberValue(n.as_f64().unwrap())
+                        pbjson_types::value::Kind::NumberValue(n.as_f64().unwrap())
                     }
-                    serde_json::Value::Bool(b) => prost_types::value::Kind::BoolValue(b),
+                    serde_json::Value::Bool(b) => pbjson_types::value::Kind::BoolValue(b),
                     other => panic!("unsupported in test: {other}"),
                 };
-                (k, prost_types::Value { kind: Some(kind) })
+                (k, pbjson_types::Value { kind: Some(kind) })
             })
             .collect(),
     }
@@ -230,7 +230,7 @@ async fn update_replaces_only_masked_fields_and_keeps_history() {
                 state: Some(state(serde_json::json!({"restored": true}))),
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask {
+            update_mask: Some(pbjson_types::FieldMask {
                 paths: vec!["state".into()],
             }),
         })
@@ -245,7 +245,7 @@ async fn update_replaces_only_masked_fields_and_keeps_history() {
     );
     assert_eq!(updated.turn_count, 2, "history untouched");
     let time =
-        |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| (t.seconds, t.nanos)).unwrap();
+        |t: &Option<pbjson_types::Timestamp>| t.as_ref().map(|t| (t.seconds, t.nanos)).unwrap();
     assert!(time(&updated.update_time) > time(&updated.create_time));
 
     let got = app.get("u", 10).await.unwrap();
@@ -273,7 +273,7 @@ async fn update_replaces_only_masked_fields_and_keeps_history() {
                 name: name("ghost"),
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask {
+            update_mask: Some(pbjson_types::FieldMask {
                 paths: vec!["labels".into()],
             }),
         })
@@ -294,7 +294,7 @@ async fn system_prompt_injected_by_update_reaches_the_next_turn() {
                 system_prompt: "one two three".into(),
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask {
+            update_mask: Some(pbjson_types::FieldMask {
                 paths: vec!["system_prompt".into()],
             }),
         })
@@ -333,7 +333,7 @@ async fn expired_dialogues_disappear_and_are_swept() {
     let created = app
         .create_with(pb::Dialogue {
             dialogue_id: "brief".into(),
-            expiration: Some(pb::dialogue::Expiration::Ttl(prost_types::Duration {
+            expiration: Some(pb::dialogue::Expiration::Ttl(pbjson_types::Duration {
                 seconds: 1,
                 nanos: 0,
             })),
@@ -384,7 +384,7 @@ async fn past_expire_times_and_bad_state_are_rejected() {
         .create_with(pb::Dialogue {
             dialogue_id: "late".into(),
             expiration: Some(pb::dialogue::Expiration::ExpireTime(
-                prost_types::Timestamp {
+                pbjson_types::Timestamp {
                     seconds: 1,
                     nanos: 0,
                 },
@@ -395,11 +395,11 @@ async fn past_expire_times_and_bad_state_are_rejected() {
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["dialogue.expire_time"]);
 
-    let nan = prost_types::Struct {
+    let nan = pbjson_types::Struct {
         fields: [(
             "x".to_string(),
-            prost_types::Value {
-                kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+            pbjson_types::Value {
+                kind: Some(pbjson_types::value::Kind::NumberValue(f64::NAN)),
             },
         )]
         .into(),

@@ -318,3 +318,210 @@ async fn grpc_web_calls_work_over_http1() {
     let models = models.expect("a message frame");
     assert_eq!(models.models[0].name, "models/echo");
 }
+
+async fn rest(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut request = http1().request(method, url(app, path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_rest_routes_mirror_the_proto_in_its_json_mapping() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    // Proto field names are accepted as well as lowerCamelCase ones.
+    let (status, created) = rest(
+        &app,
+        Method::POST,
+        "/v1/dialogues",
+        Some(json!({"dialogue_id": "rest-1", "systemPrompt": "be kind",
+            "labels": {"team": "web"}, "state": {"step": 1}})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["name"], "dialogues/rest-1");
+    assert_eq!(created["systemPrompt"], "be kind");
+    // Timestamps are RFC 3339 strings.
+    assert!(created["createTime"].as_str().unwrap().contains('T'));
+
+    let (status, reply) = rest(
+        &app,
+        Method::POST,
+        "/v1/dialogues/rest-1:converse",
+        Some(json!({"content": [{"text": "hello rest"}], "requestId": "r-1"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["turn"]["content"][0]["text"], "echo: hello rest");
+    assert_eq!(reply["finishReason"], "FINISH_REASON_STOP");
+    // int64 is a string in the JSON mapping.
+    assert_eq!(reply["turn"]["index"], "1");
+
+    let streamed = http1()
+        .post(url(&app, "/v1/dialogues/rest-1:converseStream"))
+        .json(&json!({"content": [{"text": "and a stream"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let events: Vec<Value> = sse_data(&streamed.text().await.unwrap())
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events[0]["start"]["turnIndex"], "3");
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "echo: and a stream");
+    assert_eq!(
+        events.last().unwrap()["end"]["turn"]["content"][0]["text"],
+        "echo: and a stream"
+    );
+
+    let (status, patched) = rest(
+        &app,
+        Method::PATCH,
+        "/v1/dialogues/rest-1?updateMask=systemPrompt,state",
+        Some(json!({"systemPrompt": "be brief", "state": {"step": 2}, "labels": {"ignored": "x"}})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["systemPrompt"], "be brief");
+    assert_eq!(patched["labels"], json!({"team": "web"}), "not in the mask");
+
+    // The same dialogue over gRPC.
+    let over_grpc = app.get("rest-1", 0).await.unwrap();
+    assert_eq!(over_grpc.system_prompt, "be brief");
+    assert_eq!(over_grpc.turn_count, 4);
+
+    let (_, got) = rest(
+        &app,
+        Method::GET,
+        "/v1/dialogues/rest-1?lastTurns=2",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(got["turnCount"], "4");
+    assert_eq!(got["recentTurns"].as_array().unwrap().len(), 2);
+
+    let (_, page) = rest(
+        &app,
+        Method::GET,
+        "/v1/dialogues/rest-1/turns?pageSize=3",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page["turns"].as_array().unwrap().len(), 3);
+    let token = page["nextPageToken"].as_str().unwrap().to_owned();
+    let (_, rest_of) = rest(
+        &app,
+        Method::GET,
+        &format!("/v1/dialogues/rest-1/turns?pageSize=3&pageToken={token}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(rest_of["turns"].as_array().unwrap().len(), 1);
+
+    let (_, listed) = rest(&app, Method::GET, "/v1/dialogues", None, None).await;
+    assert_eq!(listed["dialogues"][0]["dialogueId"], "rest-1");
+
+    let (status, _) = rest(&app, Method::DELETE, "/v1/dialogues/rest-1", None, None).await;
+    assert_eq!(status, 200);
+    let (status, gone) = rest(&app, Method::GET, "/v1/dialogues/rest-1", None, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(gone["error"]["status"], "NOT_FOUND");
+
+    // Bad input: the gRPC service's field violations, in JSON.
+    let (status, bad) = rest(
+        &app,
+        Method::POST,
+        "/v1/dialogues/bad%20id:converse",
+        Some(json!({"content": [{"text": "x"}]})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let violations = bad["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .expect("a BadRequest detail");
+    assert_eq!(violations["fieldViolations"][0]["field"], "name");
+    let (status, _) = rest(&app, Method::POST, "/v1/dialogues/x:explode", None, None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_rest_routes_keep_the_grpc_access_rules() {
+    use reqwest::Method;
+    let (app, key) = secured_app().await;
+    let create = json!({"dialogueId": "private"});
+    let (status, _) = rest(
+        &app,
+        Method::POST,
+        "/v1/dialogues",
+        Some(create.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = rest(
+        &app,
+        Method::POST,
+        "/v1/dialogues",
+        Some(create),
+        Some(&key["alice"]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Another caller cannot see it; a read-only key cannot converse.
+    let (status, _) = rest(
+        &app,
+        Method::GET,
+        "/v1/dialogues/private",
+        None,
+        Some(&key["eve"]),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = rest(
+        &app,
+        Method::POST,
+        "/v1/dialogues/private:converse",
+        Some(json!({"content": [{"text": "x"}]})),
+        Some(&key["reader"]),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+    let (status, _) = rest(
+        &app,
+        Method::GET,
+        "/v1/dialogues/private",
+        None,
+        Some(&key["reader"]),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

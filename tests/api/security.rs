@@ -134,7 +134,7 @@ async fn call(app: &TestApp, rpc: Rpc, target: &str, key: Option<&str>) -> Resul
                         system_prompt: "hijacked".into(),
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask {
+                    update_mask: Some(pbjson_types::FieldMask {
                         paths: vec!["system_prompt".into()],
                     }),
                 },
