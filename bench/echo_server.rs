@@ -98,6 +98,13 @@ impl DialogueService for BareEcho {
         Err(Status::unimplemented("baseline"))
     }
 
+    async fn batch_converse(
+        &self,
+        _: Request<pb::BatchConverseRequest>,
+    ) -> Result<Response<pb::BatchConverseResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
     async fn delete_dialogue(
         &self,
         _: Request<pb::DeleteDialogueRequest>,

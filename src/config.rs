@@ -1164,20 +1164,25 @@ mod tests {
     /// as dialogd would load them (with the secret their Secret provides).
     #[test]
     fn the_deployment_configs_are_valid() {
-        unsafe { std::env::set_var("DIALOGD_JWT_SECRET", "a-test-secret-of-at-least-32-bytes!") };
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-        for (file, kind) in [
-            ("dialogd.example.toml", StoreKind::Sled),
-            ("k8s/overlays/single/dialogd.toml", StoreKind::Sled),
-            ("k8s/overlays/scaled/dialogd.toml", StoreKind::Redis),
-        ] {
-            let settings = Settings::load(Some(&root.join(file)), &FlagOverrides::default())
-                .unwrap_or_else(|e| panic!("{file}: {e}"));
-            assert_eq!(settings.store.kind, kind, "{file}");
-            assert_eq!(settings.auth.mode, AuthMode::Required, "{file}");
-            assert_eq!(settings.server.listen.port(), 50051, "{file}");
-            assert_eq!(settings.metrics.listen.port(), 9090, "{file}");
-        }
+        // In a Jail: the environment is shared with the tests that set
+        // DIALOGD_* variables, and the Jail lock keeps them apart.
+        Jail::expect_with(|jail| {
+            jail.set_env("DIALOGD_JWT_SECRET", "a-test-secret-of-at-least-32-bytes!");
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+            for (file, kind) in [
+                ("dialogd.example.toml", StoreKind::Sled),
+                ("k8s/overlays/single/dialogd.toml", StoreKind::Sled),
+                ("k8s/overlays/scaled/dialogd.toml", StoreKind::Redis),
+            ] {
+                let settings = Settings::load(Some(&root.join(file)), &FlagOverrides::default())
+                    .unwrap_or_else(|e| panic!("{file}: {e}"));
+                assert_eq!(settings.store.kind, kind, "{file}");
+                assert_eq!(settings.auth.mode, AuthMode::Required, "{file}");
+                assert_eq!(settings.server.listen.port(), 50051, "{file}");
+                assert_eq!(settings.metrics.listen.port(), 9090, "{file}");
+            }
+            Ok(())
+        });
     }
 
     #[test]

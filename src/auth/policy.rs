@@ -29,7 +29,8 @@ pub fn required(path: &str) -> Access {
         }
         (
             "dialogue.v1.DialogueService",
-            "CreateDialogue" | "UpdateDialogue" | "DeleteDialogue" | "Converse" | "ConverseStream",
+            "CreateDialogue" | "UpdateDialogue" | "DeleteDialogue" | "Converse" | "ConverseStream"
+            | "BatchConverse",
         ) => Access::Scope(Scope::DialogueWrite),
         ("dialogue.v1.ModelService", "ListModels") => Access::Scope(Scope::ModelsRead),
         ("dialogue.v1.AdminService", "ListAuditEvents") => Access::Scope(Scope::AuditRead),
@@ -49,7 +50,12 @@ pub fn is_mutating(path: &str) -> bool {
         (service, method),
         (
             "dialogue.v1.DialogueService",
-            "CreateDialogue" | "UpdateDialogue" | "DeleteDialogue" | "Converse" | "ConverseStream"
+            "CreateDialogue"
+                | "UpdateDialogue"
+                | "DeleteDialogue"
+                | "Converse"
+                | "ConverseStream"
+                | "BatchConverse"
         ) | ("dialogue.v1.AuthService", "IssueToken")
             | ("http.OpenAi", "ChatCompletions")
     )

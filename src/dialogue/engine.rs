@@ -35,6 +35,8 @@ const MAX_PAGE_SIZE: usize = 1000;
 /// Text bytes of turns in one response: well under the 4 MiB that gRPC
 /// clients accept by default. A page that would exceed it ends early.
 const MAX_RESPONSE_TEXT_BYTES: usize = 3 * 1024 * 1024;
+/// Turns in one BatchConverse.
+pub const MAX_BATCH: usize = 32;
 
 pub struct Engine {
     store: Arc<dyn DialogueStore>,
@@ -437,6 +439,36 @@ impl Engine {
             span,
         ));
         rx
+    }
+
+    /// Up to `MAX_BATCH` turns on distinct dialogues, run concurrently;
+    /// one result per entry, in order (an entry may arrive already failed,
+    /// e.g. unreadable). Errs only when the batch itself is malformed.
+    pub async fn converse_batch(
+        &self,
+        entries: Vec<Result<TurnRequest, EngineError>>,
+    ) -> Result<Vec<Result<TurnOutcome, EngineError>>, EngineError> {
+        if entries.is_empty() || entries.len() > MAX_BATCH {
+            return Err(EngineError::invalid(
+                "requests",
+                format!("must hold 1 to {MAX_BATCH} turns, not {}", entries.len()),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, entry) in entries.iter().enumerate() {
+            if let Ok(turn) = entry
+                && !seen.insert(turn.dialogue_id.scoped_to(&Owner::of(&turn.caller)))
+            {
+                return Err(EngineError::invalid(
+                    format!("requests[{i}].name"),
+                    "names a dialogue an earlier request of the batch names; its turns are not independent",
+                ));
+            }
+        }
+        let turns = entries
+            .into_iter()
+            .map(async |entry| self.converse(entry?).await);
+        Ok(futures_util::future::join_all(turns).await)
     }
 
     /// A stateless completion: the caller's messages go to the model (with

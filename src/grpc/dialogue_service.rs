@@ -158,6 +158,34 @@ impl DialogueService for DialogueGrpc {
         Ok(Response::new(convert::outcome_to_pb(outcome)))
     }
 
+    async fn batch_converse(
+        &self,
+        request: Request<pb::BatchConverseRequest>,
+    ) -> Result<Response<pb::BatchConverseResponse>, Status> {
+        let caller = convert::caller(&request)?;
+        let deadline = convert::deadline(request.metadata());
+        let requests = request.into_inner().requests;
+        let entries = requests
+            .into_iter()
+            .map(|r| convert::turn_request(r, caller.clone(), deadline))
+            .collect();
+        let results = self
+            .engine
+            .converse_batch(entries)
+            .await?
+            .into_iter()
+            .map(|outcome| pb::BatchConverseResult {
+                result: Some(match outcome {
+                    Ok(o) => pb::batch_converse_result::Result::Response(convert::outcome_to_pb(o)),
+                    Err(e) => pb::batch_converse_result::Result::Error(
+                        crate::grpc::status::turn_error(&Status::from(e)),
+                    ),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::BatchConverseResponse { results }))
+    }
+
     type ConverseStreamStream = EventStream;
 
     async fn converse_stream(

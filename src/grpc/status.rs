@@ -113,6 +113,35 @@ impl From<EngineError> for Status {
     }
 }
 
+/// A status as one failed turn of a batch carries it (BatchConverse).
+pub fn turn_error(status: &Status) -> crate::pb::dialogue::v1::TurnError {
+    use crate::pb::dialogue::v1 as pb;
+    pb::TurnError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        reason: status
+            .get_details_error_info()
+            .map(|i| i.reason)
+            .unwrap_or_default(),
+        field_violations: status
+            .get_details_bad_request()
+            .map(|b| {
+                b.field_violations
+                    .into_iter()
+                    .map(|v| pb::FieldViolation {
+                        field: v.field,
+                        description: v.description,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        retry_delay: status
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .map(pbjson_types::Duration::from),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

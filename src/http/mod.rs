@@ -32,6 +32,9 @@ pub fn call_name(method: &http::Method, path: &str) -> &'static str {
         ("GET", "/v1/models") => return "/http.OpenAi/ListModels",
         ("POST", "/v1/dialogues") => return "/dialogue.v1.DialogueService/CreateDialogue",
         ("GET", "/v1/dialogues") => return "/dialogue.v1.DialogueService/ListDialogues",
+        ("POST", "/v1/dialogues:batchConverse") => {
+            return "/dialogue.v1.DialogueService/BatchConverse";
+        }
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v1/dialogues/") else {
@@ -72,6 +75,7 @@ pub fn router(
                 .post(rest::custom_method),
         )
         .route("/v1/dialogues/{id}/turns", get(rest::list_turns))
+        .route("/v1/dialogues:batchConverse", post(rest::batch_converse))
         .with_state(rest::Rest {
             service: crate::grpc::DialogueGrpc::new(engine),
             max_body,

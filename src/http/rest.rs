@@ -14,6 +14,7 @@
 //! | `GET /v1/dialogues/{id}/turns?pageSize=&pageToken=` | ListTurns |
 //! | `POST /v1/dialogues/{id}:converse` (body: a ConverseRequest) | Converse |
 //! | `POST /v1/dialogues/{id}:converseStream` | ConverseStream, as Server-Sent Events |
+//! | `POST /v1/dialogues:batchConverse` (body: a BatchConverseRequest) | BatchConverse |
 
 use super::error::{self, ErrorShape};
 use crate::grpc::DialogueGrpc;
@@ -226,6 +227,13 @@ pub async fn list_turns(
         &[("parent", name(&id))],
         async |s, r| s.list_turns(r).await,
     )
+    .await
+}
+
+pub async fn batch_converse(State(rest): State<Rest>, request: Request) -> Response {
+    unary(rest, request, None, &[], async |s, r| {
+        s.batch_converse(r).await
+    })
     .await
 }
 

@@ -9,6 +9,7 @@ mod redis_cluster;
 mod upstream;
 
 mod backends;
+mod batch;
 mod cache;
 mod chat_command;
 mod concurrency;
