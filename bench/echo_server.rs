@@ -62,6 +62,14 @@ impl DialogueService for BareEcho {
     }
 
     type ConverseStreamStream = tokio_stream::Empty<Result<pb::ConverseStreamResponse, Status>>;
+    type ResumeStreamStream = tokio_stream::Empty<Result<pb::ConverseStreamResponse, Status>>;
+
+    async fn resume_stream(
+        &self,
+        _: Request<pb::ResumeStreamRequest>,
+    ) -> Result<Response<Self::ResumeStreamStream>, Status> {
+        Err(Status::unimplemented("baseline serves Converse only"))
+    }
 
     async fn converse_stream(
         &self,

@@ -108,6 +108,7 @@ pub fn rpc_labels(path: &str) -> (&'static str, &'static str) {
         ("dialogue.v1.DialogueService", "Converse"),
         ("dialogue.v1.DialogueService", "ConverseStream"),
         ("dialogue.v1.DialogueService", "BatchConverse"),
+        ("dialogue.v1.DialogueService", "ResumeStream"),
         ("dialogue.v1.ModelService", "ListModels"),
         ("dialogue.v1.AuthService", "IssueToken"),
         ("dialogue.v1.AdminService", "ListAuditEvents"),

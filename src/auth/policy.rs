@@ -24,9 +24,10 @@ pub fn required(path: &str) -> Access {
         | ("grpc.reflection.v1.ServerReflection", _)
         | ("grpc.reflection.v1alpha.ServerReflection", _)
         | ("dialogue.v1.AuthService", "IssueToken") => Access::Public,
-        ("dialogue.v1.DialogueService", "GetDialogue" | "ListDialogues" | "ListTurns") => {
-            Access::Scope(Scope::DialogueRead)
-        }
+        (
+            "dialogue.v1.DialogueService",
+            "GetDialogue" | "ListDialogues" | "ListTurns" | "ResumeStream",
+        ) => Access::Scope(Scope::DialogueRead),
         (
             "dialogue.v1.DialogueService",
             "CreateDialogue" | "UpdateDialogue" | "DeleteDialogue" | "Converse" | "ConverseStream"

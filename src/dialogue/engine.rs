@@ -10,6 +10,7 @@ use super::page_token;
 use super::prompt::PromptBuilder;
 use super::quota::{SharedSlots, StreamSlots, TokenBudget, TokenLedger};
 use super::reply_cache::{CacheKey, CachedReply, ReplyCache};
+use super::resumable::LiveTurns;
 use super::tokenizer::count_tokens;
 use super::validate;
 use crate::audit::{AuditEvent, AuditFilter};
@@ -56,6 +57,8 @@ pub struct Engine {
     /// Cancelled when the drain time is over: running turns end with
     /// UNAVAILABLE instead of running on unobserved.
     cut_turns: CancellationToken,
+    /// Resumable streamed turns, while they run and shortly after.
+    live: Arc<LiveTurns>,
 }
 
 /// A turn that passed every check and is ready for the model call.
@@ -117,6 +120,7 @@ impl Engine {
             locks: DialogueLocks::default(),
             tasks: TaskTracker::new(),
             cut_turns: CancellationToken::new(),
+            live: Arc::default(),
         }
     }
 
@@ -380,9 +384,96 @@ impl Engine {
     ) -> mpsc::Receiver<Result<StreamEvent, EngineError>> {
         request.dialogue_id = request.dialogue_id.scoped_to(&Owner::of(&request.caller));
         let (caller, deadline) = (request.caller.clone(), request.deadline);
-        self.spawn_stream(&caller, deadline, async move |engine, tx| {
+        let resumable = request.resumable;
+        let turn = self.spawn_stream(&caller, deadline, async move |engine, tx| {
             engine.run_stream(&request, &tx).await
-        })
+        });
+        if !resumable {
+            return turn;
+        }
+        // The recorder drains the turn whatever the client does, so the
+        // turn never sees its client go.
+        let (client, rx) = mpsc::channel(32);
+        self.tasks.spawn(self.live.clone().record(turn, client));
+        rx
+    }
+
+    /// Re-attaches to assistant turn `index` of the caller's dialogue `id`
+    /// from byte `offset` of its text: the start, the text from there, then
+    /// what follows live; a turn that finished is replayed from the store.
+    pub async fn resume_stream(
+        &self,
+        caller: &Principal,
+        id: &DialogueId,
+        index: u64,
+        offset: u64,
+    ) -> Result<mpsc::Receiver<Result<StreamEvent, EngineError>>, EngineError> {
+        let id = id.scoped_to(&Owner::of(caller));
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let rest_of = |text: &str| match text.get(offset..) {
+            Some(rest) => Ok(rest.to_owned()),
+            None => Err(EngineError::invalid(
+                "offset",
+                format!(
+                    "is not a character boundary within the {} bytes of text so far",
+                    text.len()
+                ),
+            )),
+        };
+        let (tx, rx) = mpsc::channel(32);
+        let delta = |text: String| StreamEvent::Delta {
+            text,
+            offset: offset as u64,
+        };
+        if let Some(live) = self.live.attach(&id, index) {
+            let missed = rest_of(&live.text)?;
+            self.tasks.spawn(live.forward(missed, offset as u64, tx));
+            return Ok(rx);
+        }
+        // Not live (any more): the stored turn, if it is one.
+        self.load(caller, &id, Time::now()).await?;
+        let turns = self
+            .store
+            .list_turns(&id, index.saturating_sub(1), 2)
+            .await?;
+        let [user_turn, assistant_turn]: [Turn; 2] = match turns.try_into() {
+            Ok(pair) => pair,
+            Err(_) => return Err(not_a_turn(&id, index)),
+        };
+        if index == 0 || assistant_turn.index != index || assistant_turn.role != Role::Assistant {
+            return Err(not_a_turn(&id, index));
+        }
+        let missed = rest_of(&assistant_turn.text())?;
+        let outcome = TurnOutcome {
+            dialogue_id: id.clone(),
+            finish_reason: assistant_turn.finish_reason.unwrap_or(FinishReason::Stop),
+            usage: assistant_turn.usage.unwrap_or_default(),
+            metadata: ReplyMetadata {
+                latency_ms: 0.0,
+                model: assistant_turn.model.clone(),
+                backend: String::new(),
+                cached: false,
+                replayed: true,
+                attempts: 0,
+                upstream_model: String::new(),
+            },
+            user_turn,
+            assistant_turn,
+        };
+        let mut events = vec![StreamEvent::Start {
+            dialogue_id: id,
+            turn_index: index,
+            model: outcome.metadata.model.clone(),
+        }];
+        if !missed.is_empty() {
+            events.push(delta(missed));
+        }
+        events.push(StreamEvent::End(Box::new(outcome)));
+        for event in events {
+            // The channel holds 32: these few never wait.
+            let _ = tx.try_send(Ok(event));
+        }
+        Ok(rx)
     }
 
     /// Runs `run` as a streaming turn's task: in one of the caller's stream
@@ -1307,6 +1398,13 @@ fn expire_time(expiration: Expiration, now: Time) -> Option<Time> {
 }
 
 /// A replayed turn as a stream: start, the whole reply as one delta, end.
+fn not_a_turn(id: &DialogueId, index: u64) -> EngineError {
+    EngineError::NotFound(format!(
+        "{}/turns/{index} (no reply with that index is being generated or stored)",
+        id.resource_name()
+    ))
+}
+
 fn replay_events(outcome: TurnOutcome) -> [StreamEvent; 3] {
     [
         StreamEvent::Start {

@@ -11,6 +11,7 @@ pub mod page_token;
 pub mod prompt;
 pub mod quota;
 pub mod reply_cache;
+pub mod resumable;
 pub mod tokenizer;
 pub mod validate;
 

@@ -377,6 +377,8 @@ pub struct TurnRequest {
     pub create_if_missing: Option<DialogueSpec>,
     /// When the caller stops waiting (its grpc-timeout), if it said.
     pub deadline: Option<std::time::Instant>,
+    /// A streamed turn goes on when its client goes, and can be resumed.
+    pub resumable: bool,
 }
 
 /// A stateless completion: the whole prompt comes with the request.

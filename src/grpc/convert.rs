@@ -29,6 +29,19 @@ pub fn dialogue_id_from_name(name: &str, field: &str) -> Result<DialogueId, Engi
     DialogueId::parse(raw).map_err(|why| EngineError::invalid(field, format!("dialogue ID {why}")))
 }
 
+/// `dialogues/{dialogue_id}/turns/{turn_id}`: the dialogue and the turn's index.
+pub fn turn_name(name: &str, field: &str) -> Result<(DialogueId, u64), EngineError> {
+    let bad = || {
+        EngineError::invalid(
+            field,
+            format!("must look like dialogues/{{dialogue_id}}/turns/{{turn_id}}, got {name:?}"),
+        )
+    };
+    let (dialogue, turn) = name.rsplit_once("/turns/").ok_or_else(bad)?;
+    let index = turn.parse::<u64>().map_err(|_| bad())?;
+    Ok((dialogue_id_from_name(dialogue, field)?, index))
+}
+
 pub fn time_to_pb(t: Time) -> pbjson_types::Timestamp {
     pbjson_types::Timestamp {
         seconds: t.0.div_euclid(1_000_000_000),
@@ -287,6 +300,7 @@ pub fn turn_request(
         request_id: Some(req.request_id).filter(|r| !r.is_empty()),
         create_if_missing,
         deadline,
+        resumable: req.resumable,
     });
     v.into_result(())?;
     request.ok_or_else(|| EngineError::invalid("name", "is required"))

@@ -1,8 +1,8 @@
 //! `dialogue.v1.DialogueService` handlers.
 
 use super::convert;
-use crate::dialogue::Engine;
 use crate::dialogue::error::Violations;
+use crate::dialogue::{Engine, EngineError};
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::dialogue_service_server::DialogueService;
 use futures_util::{Stream, StreamExt};
@@ -184,6 +184,26 @@ impl DialogueService for DialogueGrpc {
             })
             .collect();
         Ok(Response::new(pb::BatchConverseResponse { results }))
+    }
+
+    type ResumeStreamStream = EventStream;
+
+    async fn resume_stream(
+        &self,
+        request: Request<pb::ResumeStreamRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = convert::caller(&request)?;
+        let req = request.into_inner();
+        let (id, index) = convert::turn_name(&req.name, "name")?;
+        let offset = u64::try_from(req.offset)
+            .map_err(|_| EngineError::invalid("offset", "must not be negative"))?;
+        let events = self
+            .engine
+            .resume_stream(&caller, &id, index, offset)
+            .await?;
+        let events = ReceiverStream::new(events)
+            .map(|event| event.map(convert::event_to_pb).map_err(Status::from));
+        Ok(Response::new(Box::pin(events)))
     }
 
     type ConverseStreamStream = EventStream;

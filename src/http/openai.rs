@@ -208,6 +208,7 @@ fn plan(caller: Principal, headers: &HeaderMap, request: &ChatRequest) -> Result
         params,
         request_id: None,
         deadline: None,
+        resumable: false,
     }))
 }
 

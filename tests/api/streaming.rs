@@ -140,3 +140,140 @@ async fn a_stream_waiting_for_the_dialogue_can_be_abandoned_too() {
     assert!(!texts.contains(&"never stored".to_string()), "{texts:?}");
     assert_eq!(texts.len(), 2);
 }
+
+/// Reads a stream until it ends: the text of its deltas (checking each
+/// delta's offset continues the text from `from`) and its end.
+async fn rest_of(
+    stream: &mut tonic::Streaming<pb::ConverseStreamResponse>,
+    from: usize,
+) -> (String, Option<pb::StreamEnd>) {
+    let mut text = String::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.event.unwrap() {
+            Event::Delta(d) => {
+                assert_eq!(d.offset as usize, from + text.len(), "offsets continue");
+                text.push_str(&d.text);
+            }
+            Event::End(end) => return (text, Some(end)),
+            Event::Start(_) => panic!("one start per stream"),
+        }
+    }
+    (text, None)
+}
+
+fn resume(name: String, offset: usize) -> pb::ResumeStreamRequest {
+    pb::ResumeStreamRequest {
+        name,
+        offset: offset as i64,
+    }
+}
+
+#[tokio::test]
+async fn a_resumable_stream_goes_on_without_its_client_and_resumes_from_its_offset() {
+    // 30 ms a word: the 41-word reply takes over a second.
+    let app = spawn_app_with(|s| set_echo_delay(s, 30)).await;
+    let message = (0..40)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut request = converse_request("r", &message);
+    request.create_if_missing = true;
+    request.resumable = true;
+    let mut first = app
+        .dialogues
+        .clone()
+        .converse_stream(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Event::Start(start)) = first.message().await.unwrap().unwrap().event else {
+        panic!("start first")
+    };
+    let mut received = String::new();
+    while received.split_whitespace().count() < 3 {
+        let Some(Event::Delta(d)) = first.message().await.unwrap().unwrap().event else {
+            panic!("deltas next")
+        };
+        received.push_str(&d.text);
+    }
+    // The client is gone; the turn is not.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let turn = format!("dialogues/r/turns/{}", start.turn_id);
+    let mut resumed = app
+        .dialogues
+        .clone()
+        .resume_stream(resume(turn.clone(), received.len()))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Event::Start(again)) = resumed.message().await.unwrap().unwrap().event else {
+        panic!("a resumed stream starts with start")
+    };
+    assert_eq!(again.turn_id, start.turn_id);
+    let (rest, end) = rest_of(&mut resumed, received.len()).await;
+    let end = end.expect("the resumed stream ends with end");
+    let full = format!("echo: {message}");
+    assert_eq!(
+        format!("{received}{rest}"),
+        full,
+        "nothing lost, nothing twice"
+    );
+    assert_eq!(turn_text(end.turn.as_ref().unwrap()), full);
+    assert_eq!(
+        app.all_turns("r").await.len(),
+        2,
+        "stored though its client left"
+    );
+
+    // Once over it replays, from any offset.
+    let mut again = app
+        .dialogues
+        .clone()
+        .resume_stream(resume(turn.clone(), 6))
+        .await
+        .unwrap()
+        .into_inner();
+    again.message().await.unwrap();
+    let (rest, end) = rest_of(&mut again, 6).await;
+    assert_eq!(rest, full[6..]);
+    assert!(end.is_some());
+}
+
+#[tokio::test]
+async fn any_stored_reply_can_be_replayed_and_bad_resumes_are_refused() {
+    let app = spawn_app().await;
+    let mut request = converse_request("stored", "just a unary turn");
+    request.create_if_missing = true;
+    app.dialogues.clone().converse(request).await.unwrap();
+    let mut replay = app
+        .dialogues
+        .clone()
+        .resume_stream(resume("dialogues/stored/turns/1".into(), 6))
+        .await
+        .unwrap()
+        .into_inner();
+    replay.message().await.unwrap();
+    let (rest, end) = rest_of(&mut replay, 6).await;
+    assert_eq!(rest, "just a unary turn");
+    assert!(end.unwrap().metadata.unwrap().replayed);
+
+    let refused = |name: &str, offset: usize| {
+        let mut client = app.dialogues.clone();
+        let request = resume(name.into(), offset);
+        async move { client.resume_stream(request).await.unwrap_err().code() }
+    };
+    assert_eq!(
+        refused("dialogues/stored/turns/0", 0).await,
+        Code::NotFound,
+        "a user turn"
+    );
+    assert_eq!(refused("dialogues/stored/turns/9", 0).await, Code::NotFound);
+    assert_eq!(refused("dialogues/other/turns/1", 0).await, Code::NotFound);
+    assert_eq!(
+        refused("dialogues/stored/turns/1", 999).await,
+        Code::InvalidArgument
+    );
+    assert_eq!(refused("dialogues/stored", 0).await, Code::InvalidArgument);
+}
