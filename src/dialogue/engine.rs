@@ -444,22 +444,7 @@ impl Engine {
             return Err(not_a_turn(&id, index));
         }
         let missed = rest_of(&assistant_turn.text())?;
-        let outcome = TurnOutcome {
-            dialogue_id: id.clone(),
-            finish_reason: assistant_turn.finish_reason.unwrap_or(FinishReason::Stop),
-            usage: assistant_turn.usage.unwrap_or_default(),
-            metadata: ReplyMetadata {
-                latency_ms: 0.0,
-                model: assistant_turn.model.clone(),
-                backend: String::new(),
-                cached: false,
-                replayed: true,
-                attempts: 0,
-                upstream_model: String::new(),
-            },
-            user_turn,
-            assistant_turn,
-        };
+        let outcome = stored_outcome(&id, user_turn, assistant_turn, String::new(), 0.0);
         let mut events = vec![StreamEvent::Start {
             dialogue_id: id,
             turn_index: index,
@@ -1176,22 +1161,13 @@ impl Engine {
                 "was already used for a different message in this dialogue",
             ));
         }
-        Ok(TurnOutcome {
-            dialogue_id: id.clone(),
-            finish_reason: assistant_turn.finish_reason.unwrap_or(FinishReason::Stop),
-            usage: assistant_turn.usage.unwrap_or_default(),
-            metadata: ReplyMetadata {
-                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-                model: assistant_turn.model.clone(),
-                backend: record.backend,
-                cached: false,
-                replayed: true,
-                attempts: 0,
-                upstream_model: String::new(),
-            },
+        Ok(stored_outcome(
+            id,
             user_turn,
             assistant_turn,
-        })
+            record.backend,
+            started.elapsed().as_secs_f64() * 1000.0,
+        ))
     }
 
     /// The caller's live dialogue. Missing, expired and someone else's all
@@ -1398,6 +1374,32 @@ fn expire_time(expiration: Expiration, now: Time) -> Option<Time> {
 }
 
 /// A replayed turn as a stream: start, the whole reply as one delta, end.
+/// A stored exchange as a turn's outcome, marked replayed.
+fn stored_outcome(
+    id: &DialogueId,
+    user_turn: Turn,
+    assistant_turn: Turn,
+    backend: String,
+    latency_ms: f64,
+) -> TurnOutcome {
+    TurnOutcome {
+        dialogue_id: id.clone(),
+        finish_reason: assistant_turn.finish_reason.unwrap_or(FinishReason::Stop),
+        usage: assistant_turn.usage.unwrap_or_default(),
+        metadata: ReplyMetadata {
+            latency_ms,
+            model: assistant_turn.model.clone(),
+            backend,
+            cached: false,
+            replayed: true,
+            attempts: 0,
+            upstream_model: String::new(),
+        },
+        user_turn,
+        assistant_turn,
+    }
+}
+
 fn not_a_turn(id: &DialogueId, index: u64) -> EngineError {
     EngineError::NotFound(format!(
         "{}/turns/{index} (no reply with that index is being generated or stored)",

@@ -64,6 +64,8 @@ pub fn router(
     let openai = axum::Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::list_models))
+        // Bodies as large as gRPC messages may be, not axum's 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(engine.clone());
     let rest = axum::Router::new()
         .route("/v1/dialogues", get(rest::list).post(rest::create))
