@@ -63,6 +63,28 @@ impl DialogueService for BareEcho {
 
     type ConverseStreamStream = tokio_stream::Empty<Result<pb::ConverseStreamResponse, Status>>;
     type ResumeStreamStream = tokio_stream::Empty<Result<pb::ConverseStreamResponse, Status>>;
+    type WatchOperationStream = tokio_stream::Empty<Result<pb::Operation, Status>>;
+
+    async fn submit_turn(
+        &self,
+        _: Request<pb::SubmitTurnRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        Err(Status::unimplemented("baseline serves Converse only"))
+    }
+
+    async fn get_operation(
+        &self,
+        _: Request<pb::GetOperationRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        Err(Status::unimplemented("baseline serves Converse only"))
+    }
+
+    async fn watch_operation(
+        &self,
+        _: Request<pb::GetOperationRequest>,
+    ) -> Result<Response<Self::WatchOperationStream>, Status> {
+        Err(Status::unimplemented("baseline serves Converse only"))
+    }
 
     async fn resume_stream(
         &self,

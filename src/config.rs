@@ -34,6 +34,8 @@ pub struct Settings {
     pub content_filter: ContentFilterSettings,
     /// The audit log.
     pub audit: AuditSettings,
+    /// Callbacks of asynchronous turns (SubmitTurn).
+    pub webhooks: WebhookSettings,
     /// The Prometheus scrape endpoint.
     pub metrics: MetricsSettings,
     /// The response cache of deterministic turns.
@@ -91,6 +93,31 @@ pub struct AuditSettings {
 impl Default for AuditSettings {
     fn default() -> Self {
         AuditSettings { retention_days: 90 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Environment variable holding the HMAC key callbacks are signed
+    /// with; without it, SubmitTurn refuses callback URLs.
+    pub secret_env: Option<String>,
+    /// POSTs per callback before it is given up.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled each time, at most a minute.
+    pub initial_backoff_ms: u64,
+    /// How long one POST may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            secret_env: None,
+            max_attempts: 6,
+            initial_backoff_ms: 500,
+            timeout_secs: 10,
+        }
     }
 }
 
@@ -736,6 +763,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             content_filter: ContentFilterSettings::default(),
             audit: AuditSettings::default(),
+            webhooks: WebhookSettings::default(),
             metrics: MetricsSettings::default(),
             cache: CacheSettings::default(),
         }
@@ -834,6 +862,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "content_filter",
     "audit",
+    "webhooks",
     "metrics",
     "cache",
 ];

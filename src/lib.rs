@@ -14,6 +14,7 @@ pub mod http;
 pub mod meter;
 pub mod metrics_endpoint;
 pub mod middleware;
+pub mod operations;
 pub mod router;
 pub mod shutdown;
 pub mod startup;

@@ -59,6 +59,8 @@ pub enum StartupError {
     },
     #[error("cannot build server reflection: {0}")]
     Reflection(String),
+    #[error("cannot set up webhooks: {0}")]
+    Webhooks(String),
     #[error("the gRPC server failed: {0}")]
     Serve(String),
     #[error("flushing the store at shutdown failed: {0}")]
@@ -211,7 +213,11 @@ impl Application {
             .build_v1alpha()
             .map_err(|e| StartupError::Reflection(e.to_string()))?;
         let max_request = settings.server.max_request_bytes;
-        let dialogues = DialogueServiceServer::new(DialogueGrpc::new(engine.clone()))
+        let webhooks = crate::operations::webhook::Webhooks::from_settings(&settings.webhooks)
+            .map_err(StartupError::Webhooks)?;
+        let operations = crate::operations::Operations::new(engine.clone(), webhooks);
+        let dialogue_grpc = DialogueGrpc::new(engine.clone(), operations.clone());
+        let dialogues = DialogueServiceServer::new(dialogue_grpc.clone())
             .max_decoding_message_size(max_request);
         let models = ModelServiceServer::new(ModelGrpc::new(engine.clone()))
             .max_decoding_message_size(max_request);
@@ -283,7 +289,13 @@ impl Application {
             .add_service(models)
             .add_service(auth_service)
             .add_service(admin_service);
-        let routes = crate::http::router(grpc.routes(), engine.clone(), max_request);
+        let routes = crate::http::router(grpc.routes(), engine.clone(), dialogue_grpc, max_request);
+        // What a previous run left pending goes on (turns run, callbacks sent).
+        match operations.resume_pending().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(operations = n, "resumed pending operations"),
+            Err(e) => tracing::error!(error = %e, "cannot read pending operations"),
+        }
         let incoming = tls::incoming(listener, tls.map(|(_, acceptor)| acceptor));
         let stop_serving = stop.clone();
         let mut server = tokio::spawn(

@@ -26,12 +26,13 @@ pub fn required(path: &str) -> Access {
         | ("dialogue.v1.AuthService", "IssueToken") => Access::Public,
         (
             "dialogue.v1.DialogueService",
-            "GetDialogue" | "ListDialogues" | "ListTurns" | "ResumeStream",
+            "GetDialogue" | "ListDialogues" | "ListTurns" | "ResumeStream" | "GetOperation"
+            | "WatchOperation",
         ) => Access::Scope(Scope::DialogueRead),
         (
             "dialogue.v1.DialogueService",
             "CreateDialogue" | "UpdateDialogue" | "DeleteDialogue" | "Converse" | "ConverseStream"
-            | "BatchConverse",
+            | "BatchConverse" | "SubmitTurn",
         ) => Access::Scope(Scope::DialogueWrite),
         ("dialogue.v1.ModelService", "ListModels") => Access::Scope(Scope::ModelsRead),
         ("dialogue.v1.AdminService", "ListAuditEvents") => Access::Scope(Scope::AuditRead),
@@ -57,6 +58,7 @@ pub fn is_mutating(path: &str) -> bool {
                 | "Converse"
                 | "ConverseStream"
                 | "BatchConverse"
+                | "SubmitTurn"
         ) | ("dialogue.v1.AuthService", "IssueToken")
             | ("http.OpenAi", "ChatCompletions")
     )

@@ -891,7 +891,9 @@ impl Engine {
     }
 
     /// Request checks that need no stored state; run before taking the lock.
-    fn check_turn_request(&self, request: &TurnRequest) -> Result<(), EngineError> {
+    /// The checks a turn passes before anything runs (sizes, settings,
+    /// content filter, models).
+    pub fn check_turn_request(&self, request: &TurnRequest) -> Result<(), EngineError> {
         let mut v = Violations::default();
         validate::check_message(&self.limits, &request.content, &mut v);
         validate::check_params(&request.params, &mut v);

@@ -3,6 +3,7 @@
 use super::convert;
 use crate::dialogue::error::Violations;
 use crate::dialogue::{Engine, EngineError};
+use crate::operations::Operations;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::dialogue_service_server::DialogueService;
 use futures_util::{Stream, StreamExt};
@@ -14,11 +15,12 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct DialogueGrpc {
     engine: Arc<Engine>,
+    operations: Arc<Operations>,
 }
 
 impl DialogueGrpc {
-    pub fn new(engine: Arc<Engine>) -> DialogueGrpc {
-        DialogueGrpc { engine }
+    pub fn new(engine: Arc<Engine>, operations: Arc<Operations>) -> DialogueGrpc {
+        DialogueGrpc { engine, operations }
     }
 }
 
@@ -184,6 +186,44 @@ impl DialogueService for DialogueGrpc {
             })
             .collect();
         Ok(Response::new(pb::BatchConverseResponse { results }))
+    }
+
+    async fn submit_turn(
+        &self,
+        request: Request<pb::SubmitTurnRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let caller = convert::caller(&request)?;
+        if let Some(turn) = &request.get_ref().turn {
+            convert::audit_notes(&request).set_resource(&turn.name);
+        }
+        let operation = self.operations.submit(caller, request.into_inner()).await?;
+        Ok(Response::new(operation))
+    }
+
+    async fn get_operation(
+        &self,
+        request: Request<pb::GetOperationRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let caller = convert::caller(&request)?;
+        let operation = self
+            .operations
+            .get(&caller, &request.get_ref().name)
+            .await?;
+        Ok(Response::new(operation))
+    }
+
+    type WatchOperationStream = Pin<Box<dyn Stream<Item = Result<pb::Operation, Status>> + Send>>;
+
+    async fn watch_operation(
+        &self,
+        request: Request<pb::GetOperationRequest>,
+    ) -> Result<Response<Self::WatchOperationStream>, Status> {
+        let caller = convert::caller(&request)?;
+        let changes = self
+            .operations
+            .watch(&caller, &request.get_ref().name)
+            .await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(changes))))
     }
 
     type ResumeStreamStream = EventStream;

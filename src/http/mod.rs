@@ -59,6 +59,7 @@ pub fn call_name(method: &http::Method, path: &str) -> &'static str {
 pub fn router(
     grpc: tonic::service::Routes,
     engine: Arc<Engine>,
+    dialogues: crate::grpc::DialogueGrpc,
     max_body: usize,
 ) -> tonic::service::Routes {
     let openai = axum::Router::new()
@@ -66,7 +67,7 @@ pub fn router(
         .route("/v1/models", get(openai::list_models))
         // Bodies as large as gRPC messages may be, not axum's 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(engine.clone());
+        .with_state(engine);
     let rest = axum::Router::new()
         .route("/v1/dialogues", get(rest::list).post(rest::create))
         .route(
@@ -79,7 +80,7 @@ pub fn router(
         .route("/v1/dialogues/{id}/turns", get(rest::list_turns))
         .route("/v1/dialogues:batchConverse", post(rest::batch_converse))
         .with_state(rest::Rest {
-            service: crate::grpc::DialogueGrpc::new(engine),
+            service: dialogues,
             max_body,
         });
     grpc.into_axum_router()

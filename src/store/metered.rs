@@ -121,4 +121,25 @@ impl<S: DialogueStore> DialogueStore for MeteredStore<S> {
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
         timed("sweep_audit", self.inner.sweep_audit(before)).await
     }
+
+    async fn put_operation(
+        &self,
+        id: &str,
+        record: &[u8],
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        timed(
+            "put_operation",
+            self.inner.put_operation(id, record, pending),
+        )
+        .await
+    }
+
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        timed("get_operation", self.inner.get_operation(id)).await
+    }
+
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        timed("pending_operations", self.inner.pending_operations()).await
+    }
 }

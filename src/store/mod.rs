@@ -157,4 +157,14 @@ pub trait DialogueStore: Send + Sync + 'static {
 
     /// Removes audit events older than `before`; returns how many.
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError>;
+
+    /// Stores an asynchronous turn's record (opaque here), durably; while
+    /// `pending` it is listed by `pending_operations`.
+    async fn put_operation(&self, id: &str, record: &[u8], pending: bool)
+    -> Result<(), StoreError>;
+
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The records last put with `pending` (at start-up: work to resume).
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 }

@@ -586,6 +586,46 @@ impl DialogueStore for RedisStore {
         }
     }
 
+    /// The record and the pending set are written apart (they need not
+    /// share a slot): the id joins the set before its record is written and
+    /// leaves it after, so a crash leaves at worst an id without a record
+    /// (skipped) or a finished record still listed (the caller skips it).
+    async fn put_operation(
+        &self,
+        id: &str,
+        record: &[u8],
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        let mut con = self.con();
+        let (key, set) = (self.key(&format!("op:{id}")), self.key("ops:pending"));
+        if pending {
+            let _: () = con.sadd(&set, id).await?;
+        }
+        let _: () = con.set(&key, record).await?;
+        if !pending {
+            let _: () = con.srem(&set, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.con().get(self.key(&format!("op:{id}"))).await?)
+    }
+
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let ids: Vec<String> = self.con().smembers(self.key("ops:pending")).await?;
+        let mut records = Vec::new();
+        for id in ids {
+            match self.get_operation(&id).await? {
+                Some(record) => records.push(record),
+                None => {
+                    let _: () = self.con().srem(self.key("ops:pending"), &id).await?;
+                }
+            }
+        }
+        Ok(records)
+    }
+
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
         let removed: u64 = self
             .con()

@@ -297,10 +297,41 @@ pub async fn audit_events(store: &dyn DialogueStore) {
     assert_eq!(left.len(), 2);
 }
 
+pub async fn operations(store: &dyn DialogueStore) {
+    assert_eq!(store.get_operation("op-1").await.unwrap(), None);
+    store
+        .put_operation("op-1", b"one running", true)
+        .await
+        .unwrap();
+    store
+        .put_operation("op-2", b"two running", true)
+        .await
+        .unwrap();
+    let mut pending = store.pending_operations().await.unwrap();
+    pending.sort();
+    assert_eq!(
+        pending,
+        vec![b"one running".to_vec(), b"two running".to_vec()]
+    );
+    store
+        .put_operation("op-1", b"one done", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_operation("op-1").await.unwrap().as_deref(),
+        Some(&b"one done"[..])
+    );
+    assert_eq!(
+        store.pending_operations().await.unwrap(),
+        vec![b"two running".to_vec()]
+    );
+}
+
 pub async fn everything(store: &dyn DialogueStore) {
     dialogues_and_turns(store).await;
     listing_by_owner(store).await;
     audit_events(store).await;
+    operations(store).await;
 }
 
 #[path = "../../tests/support/redis_cluster.rs"]

@@ -298,6 +298,23 @@ impl<S: DialogueStore> DialogueStore for TailCachedStore<S> {
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
         self.inner.sweep_audit(before).await
     }
+
+    async fn put_operation(
+        &self,
+        id: &str,
+        record: &[u8],
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        self.inner.put_operation(id, record, pending).await
+    }
+
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_operation(id).await
+    }
+
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.pending_operations().await
+    }
 }
 
 #[cfg(test)]

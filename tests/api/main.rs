@@ -18,6 +18,7 @@ mod dialogues;
 mod durability;
 mod http_front;
 mod metrics;
+mod operations;
 mod replicas;
 mod replicas_on_a_cluster;
 mod security;

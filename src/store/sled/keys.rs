@@ -10,6 +10,8 @@
 //! | `c/{owner}{!create_time:u64 BE}{id}`     | the id: each owner's newest-first listing |
 //! | `x/{expire_time:u64 BE}{kind}{key rest}` | empty: expiry queue      |
 //! | `a/{time:u64 BE}{random:u64}`            | audit event (JSON)       |
+//! | `o/{operation id}`                       | asynchronous turn record |
+//! | `p/{operation id}`                       | empty: the operation is pending |
 //!
 //! IDs never contain `\0` (see `DialogueId`), so `{id}\0` prefixes are exact.
 
@@ -19,6 +21,15 @@ pub const TURN: &[u8] = b"t/";
 pub const CREATED: &[u8] = b"c/";
 pub const EXPIRY: &[u8] = b"x/";
 pub const AUDIT: &[u8] = b"a/";
+pub const PENDING: &[u8] = b"p/";
+
+pub fn operation(id: &str) -> Vec<u8> {
+    join(b"o/", &[id.as_bytes()])
+}
+
+pub fn pending(id: &str) -> Vec<u8> {
+    join(PENDING, &[id.as_bytes()])
+}
 
 /// An audit event's key: time-ordered, random tail against collisions.
 pub fn audit(at: Time) -> Vec<u8> {

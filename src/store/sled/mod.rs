@@ -432,6 +432,38 @@ impl DialogueStore for SledStore {
             .await
     }
 
+    async fn put_operation(
+        &self,
+        id: &str,
+        record: &[u8],
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::operation(id), record);
+        if pending {
+            batch.insert(keys::pending(id), &[] as &[u8]);
+        } else {
+            batch.remove(keys::pending(id));
+        }
+        self.write(batch).await
+    }
+
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(keys::operation(id))?.map(|v| v.to_vec()))
+    }
+
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut records = Vec::new();
+        for entry in self.tree.scan_prefix(keys::PENDING) {
+            let (key, _) = entry?;
+            let id = String::from_utf8_lossy(&key[keys::PENDING.len()..]).into_owned();
+            if let Some(record) = self.tree.get(keys::operation(&id))? {
+                records.push(record.to_vec());
+            }
+        }
+        Ok(records)
+    }
+
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         self.tree.insert(keys::audit(event.time), encode(event)?)?;
         Ok(())

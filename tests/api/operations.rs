@@ -1,0 +1,259 @@
+//! Asynchronous turns: SubmitTurn answers at once, GetOperation and
+//! WatchOperation follow the turn, the callback is POSTed signed and
+//! retried, and a pending operation survives a killed server.
+
+use crate::helpers::*;
+use dialogd::pb::dialogue::v1 as pb;
+use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
+use hmac::{Hmac, Mac};
+use pb::operation::Result as Outcome;
+use sha2::Sha256;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const SECRET_ENV: &str = "DIALOGD_TEST_WEBHOOK_SECRET";
+const SECRET: &str = "webhook-secret-for-tests";
+
+fn submit(id: &str, text: &str, callback_url: &str) -> pb::SubmitTurnRequest {
+    let mut turn = converse_request(id, text);
+    turn.create_if_missing = true;
+    pb::SubmitTurnRequest {
+        turn: Some(turn),
+        callback_url: callback_url.into(),
+    }
+}
+
+async fn wait_done(client: &mut DialogueServiceClient<Channel>, name: &str) -> pb::Operation {
+    let start = Instant::now();
+    loop {
+        let op = client
+            .get_operation(pb::GetOperationRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if op.done && op.callback_state() != pb::CallbackState::Pending {
+            return op;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{name} never settled: {op:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn reply_text(op: &pb::Operation) -> String {
+    match &op.result {
+        Some(Outcome::Response(r)) => turn_text(r.turn.as_ref().unwrap()),
+        other => panic!("no reply: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_submitted_turn_answers_at_once_and_can_be_polled_and_watched() {
+    // 100 ms a word: the reply takes about 300 ms.
+    let app = spawn_app_with(|s| set_echo_delay(s, 100)).await;
+    let mut client = app.dialogues.clone();
+    let started = Instant::now();
+    let op = client
+        .submit_turn(submit("async-1", "hello later", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "answered at once"
+    );
+    assert!(!op.done);
+    assert!(op.name.starts_with("operations/op-"));
+    assert_eq!(op.callback_state(), pb::CallbackState::None);
+
+    let mut watched = client
+        .watch_operation(pb::GetOperationRequest {
+            name: op.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut states = Vec::new();
+    while let Some(state) = watched.message().await.unwrap() {
+        states.push(state.done);
+    }
+    assert_eq!(states.first(), Some(&false));
+    assert_eq!(
+        states.last(),
+        Some(&true),
+        "the watch ends with the done operation"
+    );
+
+    let done = wait_done(&mut client, &op.name).await;
+    assert_eq!(reply_text(&done), "echo: hello later");
+    assert_eq!(app.all_turns("async-1").await.len(), 2);
+
+    // A turn that fails is a done operation with the error.
+    let failed = client
+        .submit_turn(pb::SubmitTurnRequest {
+            turn: Some(converse_request("never-created", "hi")),
+            callback_url: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = wait_done(&mut client, &failed.name).await;
+    let Some(Outcome::Error(error)) = failed.result else {
+        panic!("{failed:?}")
+    };
+    assert_eq!(error.code, Code::NotFound as i32);
+
+    // Refused up front: a bad turn, a bad URL, a callback without a secret.
+    let mut empty = submit("x", "", "");
+    empty.turn.as_mut().unwrap().content.clear();
+    let refused = client.submit_turn(empty).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = client
+        .submit_turn(submit("x", "hi", "not a url"))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&refused), vec!["callback_url".to_string()]);
+    let refused = client
+        .submit_turn(submit("x", "hi", "http://127.0.0.1:9/hook"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let missing = client
+        .get_operation(pb::GetOperationRequest {
+            name: "operations/op-nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+/// Callbacks received: signature header and body. Answers 500 to the first.
+#[derive(Clone, Default)]
+struct Hook {
+    calls: Arc<Mutex<Vec<(String, bytes::Bytes)>>>,
+}
+
+async fn start_hook(hook: Hook) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                async |axum::extract::State(hook): axum::extract::State<Hook>,
+                       headers: HeaderMap,
+                       body: bytes::Bytes| {
+                    let signature = headers
+                        .get("x-dialogd-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    let mut calls = hook.calls.lock().unwrap();
+                    calls.push((signature, body));
+                    if calls.len() == 1 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state(hook);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
+}
+
+#[tokio::test]
+async fn the_callback_is_signed_and_retried_until_taken() {
+    unsafe { std::env::set_var(SECRET_ENV, SECRET) };
+    let app = spawn_app_with(|s| {
+        s.webhooks.secret_env = Some(SECRET_ENV.into());
+        s.webhooks.initial_backoff_ms = 50;
+    })
+    .await;
+    let hook = Hook::default();
+    let url = start_hook(hook.clone()).await;
+    let mut client = app.dialogues.clone();
+    let op = client
+        .submit_turn(submit("hooked", "call me back", &url))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(op.callback_state(), pb::CallbackState::Pending);
+    let done = wait_done(&mut client, &op.name).await;
+    assert_eq!(done.callback_state(), pb::CallbackState::Delivered);
+    assert_eq!(done.callback_attempts, 2, "refused once, then taken");
+
+    let calls = hook.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let (signature, body) = &calls[1];
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(signature, &format!("sha256={expected}"));
+    let posted: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(posted["name"], op.name);
+    assert_eq!(posted["done"], true);
+    assert_eq!(
+        posted["response"]["turn"]["content"][0]["text"],
+        "echo: call me back"
+    );
+}
+
+#[tokio::test]
+async fn a_pending_operation_survives_a_killed_server() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("slow.toml");
+    // 100 ms a word: a 21-word reply takes about two seconds.
+    std::fs::write(
+        &config,
+        "[backends.echo]\nkind = \"echo\"\ndelay_ms = 100\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = ["--config", config.to_str().unwrap()];
+    let server = ServerProcess::start_with(&data, &args).await;
+    let mut client = DialogueServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let words = (0..20)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let op = client
+        .submit_turn(submit("survivor", &words, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill9().await;
+
+    let server = ServerProcess::start_with(&data, &args).await;
+    let mut client = DialogueServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let done = wait_done(&mut client, &op.name).await;
+    assert_eq!(reply_text(&done), format!("echo: {words}"));
+    let turns = client
+        .list_turns(pb::ListTurnsRequest {
+            parent: name("survivor"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .turns;
+    assert_eq!(turns.len(), 2, "run once, whatever the restart");
+    server.kill9().await;
+}
