@@ -236,6 +236,9 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// How long in-flight calls and streams may run on after SIGTERM/SIGINT.
     pub drain_timeout_secs: u64,
+    /// Browser origins (`https://app.example.com`, or `*`) allowed to call
+    /// gRPC-Web and the HTTP routes cross-origin; empty: no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
     /// TLS for the gRPC port; plain HTTP/2 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
@@ -776,6 +779,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_request_bytes: 4 * 1024 * 1024,
             drain_timeout_secs: 30,
+            cors_allowed_origins: Vec::new(),
             tls: None,
         }
     }

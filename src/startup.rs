@@ -61,6 +61,8 @@ pub enum StartupError {
     Reflection(String),
     #[error("cannot set up webhooks: {0}")]
     Webhooks(String),
+    #[error("cannot set up CORS: {0}")]
+    Cors(String),
     #[error("the gRPC server failed: {0}")]
     Serve(String),
     #[error("flushing the store at shutdown failed: {0}")]
@@ -296,6 +298,8 @@ impl Application {
             Ok(n) => tracing::info!(operations = n, "resumed pending operations"),
             Err(e) => tracing::error!(error = %e, "cannot read pending operations"),
         }
+        let cors = crate::http::cors::layer(&settings.server.cors_allowed_origins)
+            .map_err(StartupError::Cors)?;
         let incoming = tls::incoming(listener, tls.map(|(_, acceptor)| acceptor));
         let stop_serving = stop.clone();
         let mut server = tokio::spawn(
@@ -304,7 +308,10 @@ impl Application {
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 // HTTP/1.1 too: gRPC-Web and the HTTP front's callers.
                 .accept_http1(true)
-                // Outermost: gRPC-Web becomes gRPC before our layers.
+                // Outermost: CORS preflights are answered before anything
+                // (they carry no credentials), and gRPC-Web becomes gRPC
+                // before our layers.
+                .layer(tower::util::option_layer(cors))
                 .layer(crate::http::grpc_web::GrpcWebOnly)
                 .layer(AroundLayer(RequestIds))
                 .layer(AroundLayer(RpcMetrics))

@@ -4,6 +4,7 @@
 //! authentication, rate limits, audit, metrics, request IDs — which knows
 //! each route by a method name of its own (`call_name`).
 
+pub mod cors;
 pub mod error;
 pub mod grpc_web;
 pub mod openai;

@@ -525,3 +525,62 @@ async fn the_rest_routes_keep_the_grpc_access_rules() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn browsers_on_allowed_origins_get_cors_for_grpc_web() {
+    let app = spawn_app_with(|s| {
+        s.server.cors_allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let client = http1();
+    let path = "/dialogue.v1.ModelService/ListModels";
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, url(&app, path))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,x-grpc-web,authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let headers = preflight.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed = headers["access-control-allow-headers"].to_str().unwrap();
+    assert!(allowed.contains("x-grpc-web") && allowed.contains("authorization"));
+
+    let mut frame = vec![0u8, 0, 0, 0, 0];
+    frame.extend(pb::ListModelsRequest {}.encode_to_vec());
+    let call = client
+        .post(url(&app, path))
+        .header("origin", "https://app.example")
+        .header("content-type", "application/grpc-web+proto")
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    assert_eq!(
+        call.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let exposed = call.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("grpc-status"), "{exposed}");
+
+    // Another origin is not allowed.
+    let other = client
+        .request(reqwest::Method::OPTIONS, url(&app, path))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
