@@ -108,6 +108,10 @@ pub struct WebhookSettings {
     pub initial_backoff_ms: u64,
     /// How long one POST may take.
     pub timeout_secs: u64,
+    /// Hosts callback URLs may name (exact, case-insensitive); empty: any.
+    /// Set it in production, or callers can make the server POST to any
+    /// address it reaches.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for WebhookSettings {
@@ -117,6 +121,7 @@ impl Default for WebhookSettings {
             max_attempts: 6,
             initial_backoff_ms: 500,
             timeout_secs: 10,
+            allowed_hosts: Vec::new(),
         }
     }
 }

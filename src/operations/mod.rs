@@ -87,6 +87,13 @@ impl Operations {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(EngineError::invalid("callback_url", "must be http or https").into());
             }
+            if !self.webhooks.allows(url.host_str().unwrap_or("")) {
+                return Err(EngineError::invalid(
+                    "callback_url",
+                    "names a host outside webhooks.allowed_hosts",
+                )
+                .into());
+            }
             if !self.webhooks.enabled() {
                 return Err(Status::failed_precondition(
                     "callbacks need a signing secret: set webhooks.secret_env",

@@ -17,6 +17,7 @@ pub struct Webhooks {
     secret: Option<Vec<u8>>,
     max_attempts: u32,
     initial_backoff: Duration,
+    allowed_hosts: Vec<String>,
 }
 
 /// How a delivery ended.
@@ -47,7 +48,17 @@ impl Webhooks {
             secret,
             max_attempts: settings.max_attempts.max(1),
             initial_backoff: Duration::from_millis(settings.initial_backoff_ms),
+            allowed_hosts: settings
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
         })
+    }
+
+    /// Whether callbacks may go to `host` (`webhooks.allowed_hosts`).
+    pub fn allows(&self, host: &str) -> bool {
+        self.allowed_hosts.is_empty() || self.allowed_hosts.contains(&host.to_ascii_lowercase())
     }
 
     /// Whether callbacks can be signed (a secret is configured).
