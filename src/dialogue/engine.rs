@@ -625,11 +625,7 @@ impl Engine {
             messages: request.messages.clone(),
             params: request.params.clone(),
         };
-        let cache_key = self
-            .cache
-            .as_ref()
-            .filter(|_| ReplyCache::applies_to(&request.params))
-            .map(|_| ReplyCache::key(&request.caller.tenant, &route.name, &model_request));
+        let cache_key = self.cache_key(&request.caller, &route, &model_request);
         Ok(PlannedTurn {
             cache_key,
             dialogue_id: DialogueId::generate(),
@@ -1024,11 +1020,7 @@ impl Engine {
             messages: prompt.messages,
             params: request.params.clone(),
         };
-        let cache_key = self
-            .cache
-            .as_ref()
-            .filter(|_| ReplyCache::applies_to(&request.params))
-            .map(|_| ReplyCache::key(&request.caller.tenant, &route.name, &model_request));
+        let cache_key = self.cache_key(&request.caller, &route, &model_request);
         Ok(Plan::Run(Box::new(PlannedTurn {
             cache_key,
             dialogue_id: id.clone(),
@@ -1211,6 +1203,20 @@ impl Engine {
             cache.forget_dialogue(id);
         }
         Ok(erased)
+    }
+
+    /// Where this model call's reply is (or goes) in the response cache,
+    /// when the cache is on and the call's parameters allow it.
+    fn cache_key(
+        &self,
+        caller: &Principal,
+        route: &ModelRoute,
+        request: &ModelRequest,
+    ) -> Option<CacheKey> {
+        self.cache
+            .as_ref()
+            .filter(|_| ReplyCache::applies_to(&request.params))
+            .map(|_| ReplyCache::key(&caller.tenant, &route.name, request))
     }
 
     fn cached_reply(&self, planned: &PlannedTurn) -> Option<Arc<CachedReply>> {

@@ -16,8 +16,12 @@ use std::sync::Arc;
 
 /// Whether a request speaks gRPC (gRPC-Web arrives here translated).
 pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
-    request
-        .headers()
+    has_grpc_content(request.headers())
+}
+
+/// Whether a message's content type is gRPC's (requests and answers).
+pub fn has_grpc_content(headers: &http::HeaderMap) -> bool {
+    headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

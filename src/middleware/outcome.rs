@@ -54,10 +54,7 @@ where
     }
     // An HTTP error answers in its status line; a success (an SSE stream,
     // say) ends with its body, as a gRPC stream does.
-    let is_grpc = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let is_grpc = crate::http::has_grpc_content(response.headers());
     if !is_grpc && (!response.status().is_success() || response.body().is_end_stream()) {
         on_end.end(crate::http::error::code_of(response.status()));
         return Ok(response);

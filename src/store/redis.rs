@@ -646,25 +646,9 @@ mod tests {
             .await
             .expect("a redis-server on 127.0.0.1:6379 (.ci/run starts one)");
         let store = RedisStore::new(redis);
-        let owner = Owner {
-            tenant: "t".into(),
-            principal: "p".into(),
-        };
+        let owner = crate::store::suite::owner("p");
         let now = Time::now();
-        let mut dialogue = Dialogue {
-            id: DialogueId::parse("kept").unwrap().scoped_to(&owner),
-            owner: owner.clone(),
-            model: "echo".into(),
-            system_prompt: String::new(),
-            labels: Default::default(),
-            state: None,
-            expire_time: None,
-            create_time: now,
-            update_time: now,
-            turn_count: 0,
-            latest_summary: None,
-            system_prompt_tokens: 0,
-        };
+        let mut dialogue = crate::store::suite::dialogue("kept", &owner, now.0);
         store.create_dialogue(&dialogue).await.unwrap();
         let later = Time(now.0 + 3_600_000_000_000);
         dialogue.id = DialogueId::parse("later").unwrap().scoped_to(&owner);

@@ -7,14 +7,14 @@ use crate::dialogue::model::{
     ContentPart, Dialogue, DialogueId, Owner, Role, SummaryRange, Time, Turn,
 };
 
-fn owner(principal: &str) -> Owner {
+pub(crate) fn owner(principal: &str) -> Owner {
     Owner {
         tenant: "t".into(),
         principal: principal.into(),
     }
 }
 
-fn dialogue(id: &str, who: &Owner, created: i64) -> Dialogue {
+pub(crate) fn dialogue(id: &str, who: &Owner, created: i64) -> Dialogue {
     Dialogue {
         id: DialogueId::parse(id).unwrap().scoped_to(who),
         owner: who.clone(),
