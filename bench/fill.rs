@@ -6,8 +6,8 @@ use dialogd::config::{Durability, StoreSettings};
 use dialogd::dialogue::model::{
     ContentPart, Dialogue, DialogueId, FinishReason, Owner, Role, Time, Turn, Usage,
 };
+use dialogd::dialogue::ports::{DialogueStore, ExchangeCommit};
 use dialogd::store::sled::SledStore;
-use dialogd::store::{DialogueStore, ExchangeCommit};
 use std::path::Path;
 use std::sync::Arc;
 

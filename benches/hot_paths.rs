@@ -11,11 +11,11 @@ use dialogd::dialogue::context::Counted;
 use dialogd::dialogue::model::{
     ContentPart, Dialogue, DialogueId, FinishReason, Owner, Role, Time, Turn,
 };
+use dialogd::dialogue::ports::{DialogueStore, ExchangeCommit};
 use dialogd::dialogue::prompt::PromptBuilder;
 use dialogd::router::Router;
 use dialogd::store::sled::SledStore;
 use dialogd::store::tail_cache::TailCachedStore;
-use dialogd::store::{DialogueStore, ExchangeCommit};
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use std::hint::black_box;

@@ -3,7 +3,11 @@
 //! mutating call and every refused one; never holds message content, and
 //! personal data in its free-text fields is redacted.
 
-use crate::dialogue::model::Time;
+use crate::dialogue::model::{Page, Time};
+use crate::dialogue::page_token;
+use crate::dialogue::ports::StoreError;
+use crate::failure::Failure;
+use async_trait::async_trait;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -71,6 +75,54 @@ impl AuditFilter {
                 .as_ref()
                 .is_none_or(|a| e.action.ends_with(a.as_str()))
     }
+}
+
+/// Where audit events are kept (the stores implement it).
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Appends an event (not waited on for durability: the store's
+    /// periodic flush covers it).
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Events oldest first from `after` (exclusive), within the filter's
+    /// time range, at most `limit`; a cursor when more may follow.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError>;
+
+    /// Removes events older than `before`; returns how many.
+    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError>;
+}
+
+/// Default and maximum page sizes of ListAuditEvents.
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// A page of the events matching `filter`, oldest first; `page_size` 0
+/// means the default.
+pub async fn list_events(
+    log: &dyn AuditLog,
+    filter: &AuditFilter,
+    page_size: usize,
+    page_token: &str,
+) -> Result<Page<AuditEvent>, Failure> {
+    const SCOPE: &str = "audit";
+    let after = match page_token {
+        "" => None,
+        token => Some(page_token::decode(token, SCOPE)?),
+    };
+    let size = match page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    };
+    let (items, next) = log.list_audit(filter, after.as_deref(), size).await?;
+    Ok(Page {
+        items,
+        next_page_token: next.map(|k| page_token::encode(SCOPE, &k)),
+    })
 }
 
 /// Replaces e-mail addresses, phone-like digit runs and API keys or tokens

@@ -149,8 +149,13 @@ pub fn rpc_started(service: &'static str, method: &'static str) -> InFlight {
     InFlight(in_flight)
 }
 
-pub fn rpc_handled(service: &'static str, method: &'static str, code: tonic::Code, took: Duration) {
-    let code = code_name(code);
+/// `code` as gRPC spells it (`NOT_FOUND`).
+pub fn rpc_handled(
+    service: &'static str,
+    method: &'static str,
+    code: &'static str,
+    took: Duration,
+) {
     counter!(RPC_HANDLED, "grpc_service" => service, "grpc_method" => method, "grpc_code" => code)
         .increment(1);
     histogram!(RPC_DURATION, "grpc_service" => service, "grpc_method" => method)
@@ -222,13 +227,8 @@ pub fn backend_retry(model: &str, target: &str) {
         .increment(1);
 }
 
-pub fn circuit_state(model: &str, target: &str, state: crate::router::CircuitState) {
-    use crate::router::CircuitState;
-    let value = match state {
-        CircuitState::Closed => 0.0,
-        CircuitState::HalfOpen => 1.0,
-        CircuitState::Open => 2.0,
-    };
+/// `value`: 0 closed, 1 half-open, 2 open (see `describe`).
+pub fn circuit_state(model: &str, target: &str, value: f64) {
     gauge!(CIRCUIT_STATE, "gen_ai_request_model" => model.to_owned(), "target" => target.to_owned())
         .set(value);
 }
@@ -254,30 +254,6 @@ pub fn store_operation(operation: &'static str, took: Duration) {
 
 pub fn store_size(bytes: u64) {
     gauge!(STORE_SIZE).set(bytes as f64);
-}
-
-/// Status code names as gRPC spells them (`NOT_FOUND`).
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 #[cfg(test)]

@@ -2,31 +2,29 @@
 //! listener (port 0 works, see `local_addr`), serves until told to stop, then
 //! drains and flushes.
 
+use crate::audit::AuditLog;
 use crate::auth::Authenticator;
-use crate::config::{AuthMode, Settings, StoreKind, StoreSettings};
+use crate::config::{AuthMode, Settings};
 use crate::dialogue::Engine;
 use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::model::Time;
+use crate::dialogue::ports::{DialogueStore, StoreError};
 use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
+use crate::limits::RateLimits;
 use crate::middleware::AroundLayer;
 use crate::middleware::audit::Audit;
 use crate::middleware::auth::Authentication;
 use crate::middleware::metrics::RpcMetrics;
-use crate::middleware::rate_limit::{RateLimiting, RateLimits};
+use crate::middleware::rate_limit::RateLimiting;
 use crate::middleware::request_id::RequestIds;
+use crate::operations::OperationStore;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::admin_service_server::AdminServiceServer;
 use crate::pb::dialogue::v1::auth_service_server::AuthServiceServer;
 use crate::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
 use crate::pb::dialogue::v1::model_service_server::ModelServiceServer;
 use crate::router::Router;
-use crate::store::metered::MeteredStore;
-use crate::store::redis::{RedisConnection, RedisStore};
-use crate::store::redis_leases::RedisLeases;
-use crate::store::redis_limits::{SharedLimiter, SharedTokenBudget};
-use crate::store::sled::{OpenError, SledStore};
-use crate::store::tail_cache::TailCachedStore;
-use crate::store::{DialogueStore, StoreError};
+use crate::store::{OpenError, Stores};
 use crate::tls::{self, ReloadingCert};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +33,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -42,8 +41,6 @@ use tonic_health::ServingStatus;
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] OpenError),
-    #[error("cannot reach the Redis store: {0}")]
-    Redis(StoreError),
     #[error(transparent)]
     Backend(#[from] crate::backend::BuildError),
     #[error("cannot set up authentication: {0}")]
@@ -80,27 +77,25 @@ pub struct Application {
     /// The `/metrics` listener, when metrics are on.
     metrics: Option<(TcpListener, SocketAddr)>,
     engine: Arc<Engine>,
-    /// Set with the Redis store: replicas share callers' limits through it.
-    redis: Option<RedisConnection>,
+    router: Arc<Router>,
+    /// Streamed turns and operations; shutdown waits for them.
+    tasks: TaskTracker,
+    /// What the engine keeps dialogues in (flushed at shutdown).
+    dialogue_store: Arc<dyn DialogueStore>,
+    audit: Arc<dyn AuditLog>,
+    operations: Arc<dyn OperationStore>,
+    rate_limits: Arc<RateLimits>,
 }
 
 impl Application {
     /// Opens the store and binds the listener; nothing is served yet.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        // With the Redis store, one connection serves the store and the
-        // limits shared by replicas.
-        let redis = match settings.store.kind {
-            StoreKind::Sled => None,
-            StoreKind::Redis => {
-                let r = &settings.store.redis;
-                Some(
-                    RedisConnection::connect(&r.url, &r.cluster_nodes, &r.key_prefix)
-                        .await
-                        .map_err(StartupError::Redis)?,
-                )
-            }
-        };
-        let store = open_store(&settings.store, redis.clone())?;
+        let Stores {
+            dialogues: dialogue_store,
+            audit,
+            operations,
+            shared,
+        } = crate::store::open(&settings.store, &settings.limits).await?;
         let authenticator = match settings.auth.mode {
             AuthMode::None => {
                 tracing::warn!(
@@ -121,14 +116,28 @@ impl Application {
         )
         .map_err(StartupError::ContentFilter)?;
         let cache = crate::dialogue::reply_cache::ReplyCache::new(&settings.cache);
-        let mut engine = Engine::new(store, router, settings.limits.clone(), filter, cache);
-        // Replicas sharing Redis share each caller's token budget too.
-        if let Some(redis) = &redis {
-            let per_minute = settings.limits.tokens_per_minute;
-            let lease_time = Duration::from_secs(settings.store.redis.lease_secs);
+        let tasks = TaskTracker::new();
+        let mut engine = Engine::new(
+            dialogue_store.clone(),
+            router.clone(),
+            settings.limits.clone(),
+            filter,
+            cache,
+            tasks.clone(),
+        );
+        let limits = &settings.limits;
+        let mut rate_limits = RateLimits::new(
+            limits.requests_per_second,
+            limits.request_burst,
+            limits.max_in_flight,
+        );
+        // Replicas sharing a store share each caller's limits and the
+        // dialogue locks through it.
+        if let Some(shared) = shared {
             engine = engine
-                .with_token_ledger(Arc::new(SharedTokenBudget::new(redis.clone(), per_minute)))
-                .with_shared_leases(Arc::new(RedisLeases::new(redis.clone(), lease_time)));
+                .with_token_ledger(shared.tokens)
+                .with_shared_leases(shared.leases.clone(), shared.leases);
+            rate_limits = rate_limits.shared_through(shared.requests);
         }
         let engine = Arc::new(engine);
         let addr = settings.server.listen;
@@ -167,7 +176,12 @@ impl Application {
             local_addr,
             metrics,
             engine,
-            redis,
+            router,
+            tasks,
+            dialogue_store,
+            audit,
+            operations,
+            rate_limits: Arc::new(rate_limits),
         })
     }
 
@@ -196,7 +210,12 @@ impl Application {
             local_addr,
             metrics,
             engine,
-            redis,
+            router,
+            tasks,
+            dialogue_store,
+            audit,
+            operations,
+            rate_limits,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -217,11 +236,12 @@ impl Application {
         let max_request = settings.server.max_request_bytes;
         let webhooks = crate::operations::webhook::Webhooks::from_settings(&settings.webhooks)
             .map_err(StartupError::Webhooks)?;
-        let operations = crate::operations::Operations::new(engine.clone(), webhooks);
+        let operations =
+            crate::operations::Operations::new(engine.clone(), operations, webhooks, tasks.clone());
         let dialogue_grpc = DialogueGrpc::new(engine.clone(), operations.clone());
         let dialogues = DialogueServiceServer::new(dialogue_grpc.clone())
             .max_decoding_message_size(max_request);
-        let models = ModelServiceServer::new(ModelGrpc::new(engine.clone()))
+        let models = ModelServiceServer::new(ModelGrpc::new(router.clone()))
             .max_decoding_message_size(max_request);
 
         let auth_service = AuthServiceServer::new(AuthGrpc::new(authenticator.clone()));
@@ -231,25 +251,11 @@ impl Application {
             .as_ref()
             .filter(|t| t.client_ca_file.is_some())
             .map(|t| t.client_cert_roles.iter().copied().collect());
-        let admin_service = AdminServiceServer::new(AdminGrpc::new(engine.clone()));
-        let limits = &settings.limits;
-        let mut rate_limits = RateLimits::new(
-            limits.requests_per_second,
-            limits.request_burst,
-            limits.max_in_flight,
-        );
-        // Replicas sharing Redis share each caller's request rate too.
-        if let Some(redis) = redis {
-            rate_limits = rate_limits.shared_through(SharedLimiter::new(
-                redis,
-                limits.requests_per_second,
-                limits.request_burst,
-            ));
-        }
-        let rate_limits = Arc::new(rate_limits);
+        let admin_service = AdminServiceServer::new(AdminGrpc::new(audit.clone()));
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep_until_stopped(
             engine.clone(),
+            audit.clone(),
             rate_limits.clone(),
             settings.audit.retention_days,
             Duration::from_secs(settings.store.sweep_interval_secs),
@@ -270,12 +276,12 @@ impl Application {
         // Metrics outlive the drain, so a scrape can watch it.
         let metrics_stop = CancellationToken::new();
         let metrics_server = metrics.map(|(listener, _)| {
-            let engine = engine.clone();
+            let (store, router) = (dialogue_store.clone(), router.clone());
             let refresh: crate::metrics_endpoint::Refresh = Arc::new(move || {
-                if let Some(bytes) = engine.store().size_on_disk() {
+                if let Some(bytes) = store.size_on_disk() {
                     crate::meter::store_size(bytes);
                 }
-                engine.router().report_circuits();
+                router.report_circuits();
             });
             tokio::spawn(crate::metrics_endpoint::serve(
                 listener,
@@ -291,7 +297,13 @@ impl Application {
             .add_service(models)
             .add_service(auth_service)
             .add_service(admin_service);
-        let routes = crate::http::router(grpc.routes(), engine.clone(), dialogue_grpc, max_request);
+        let routes = crate::http::router(
+            grpc.routes(),
+            engine.clone(),
+            router.clone(),
+            dialogue_grpc,
+            max_request,
+        );
         // What a previous run left pending goes on (turns run, callbacks sent).
         match operations.resume_pending().await {
             Ok(0) => {}
@@ -315,7 +327,7 @@ impl Application {
                 .layer(crate::http::grpc_web::GrpcWebOnly)
                 .layer(AroundLayer(RequestIds))
                 .layer(AroundLayer(RpcMetrics))
-                .layer(AroundLayer(Audit::new(engine.store().clone())))
+                .layer(AroundLayer(Audit::new(audit)))
                 .layer(AroundLayer(Authentication::new(
                     authenticator,
                     client_cert_roles,
@@ -350,7 +362,7 @@ impl Application {
             .set_not_serving::<ModelServiceServer<ModelGrpc>>()
             .await;
         stop.cancel();
-        engine.tasks().close();
+        tasks.close();
         let drain = Duration::from_secs(settings.server.drain_timeout_secs);
         tracing::info!(
             drain_timeout_secs = drain.as_secs(),
@@ -358,16 +370,16 @@ impl Application {
         );
         let drained = tokio::time::timeout(drain, async {
             let _ = (&mut server).await;
-            engine.tasks().wait().await;
+            tasks.wait().await;
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                streams = engine.tasks().len(),
+                streams = tasks.len(),
                 "drain timeout passed; cutting the remaining turns (they end UNAVAILABLE and are not stored)"
             );
             engine.cut_running_turns();
-            let _ = tokio::time::timeout(Duration::from_secs(1), engine.tasks().wait()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
             server.abort();
             let _ = server.await;
         }
@@ -379,35 +391,17 @@ impl Application {
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
         }
-        engine.store().flush().await.map_err(StartupError::Flush)?;
+        dialogue_store.flush().await.map_err(StartupError::Flush)?;
         tracing::info!("stopped; store flushed");
         Ok(())
     }
-}
-
-/// The configured store, metered. sled gets the recent-turns cache; Redis
-/// does not: another replica may erase and recreate a dialogue, which a
-/// local cache could not see.
-fn open_store(
-    settings: &StoreSettings,
-    redis: Option<RedisConnection>,
-) -> Result<Arc<dyn DialogueStore>, StartupError> {
-    Ok(match redis {
-        Some(redis) => Arc::new(MeteredStore::new(RedisStore::new(redis))),
-        None => {
-            let sled = SledStore::open(settings)?;
-            match settings.history_cache_mb {
-                0 => Arc::new(MeteredStore::new(sled)),
-                mb => Arc::new(MeteredStore::new(TailCachedStore::new(sled, mb << 20))),
-            }
-        }
-    })
 }
 
 /// Erases expired dialogues and idempotency keys, and forgets idle rate
 /// limiter keys, every `interval`.
 async fn sweep_until_stopped(
     engine: Arc<Engine>,
+    audit: Arc<dyn AuditLog>,
     rate_limits: Arc<RateLimits>,
     audit_retention_days: u32,
     interval: Duration,
@@ -422,7 +416,7 @@ async fn sweep_until_stopped(
         }
         rate_limits.forget_idle();
         let cutoff = Time::now().saturating_add_secs(-i64::from(audit_retention_days) * 86_400);
-        match engine.store().sweep_audit(cutoff).await {
+        match audit.sweep_audit(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "erased audit events past retention"),
             Err(e) => tracing::warn!(error = %e, "audit retention sweep failed"),

@@ -4,6 +4,7 @@
 use super::jwt::{JwtIssuer, JwtVerifier};
 use super::{Principal, Scope, keys};
 use crate::config::AuthSettings;
+use crate::failure::{ErrorKind, Failure};
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,26 @@ pub enum AuthError {
     ScopeNotGranted(String),
     #[error("token issuance is not configured (auth.jwt.hs256_secret_env)")]
     IssuanceDisabled,
+}
+
+impl From<AuthError> for Failure {
+    fn from(e: AuthError) -> Failure {
+        let (kind, reason) = match &e {
+            AuthError::Missing | AuthError::Invalid => {
+                (ErrorKind::Unauthenticated, "UNAUTHENTICATED")
+            }
+            AuthError::MissingScope(_) => (ErrorKind::PermissionDenied, "MISSING_SCOPE"),
+            AuthError::ScopeNotGranted(_) => (ErrorKind::InvalidArgument, "SCOPE_NOT_GRANTED"),
+            AuthError::IssuanceDisabled => {
+                (ErrorKind::FailedPrecondition, "TOKEN_ISSUANCE_DISABLED")
+            }
+        };
+        let failure = Failure::new(kind, reason, e.to_string());
+        match e {
+            AuthError::ScopeNotGranted(_) => failure.with_violation("scopes", e.to_string()),
+            _ => failure,
+        }
+    }
 }
 
 pub struct IssuedToken {

@@ -5,11 +5,11 @@
 use super::http::{Endpoint, SseDecoder, invalid_json, redact};
 use super::openai::build_headers;
 use super::{
-    ApiKey, BackendError, BuildError, ModelBackend, ModelReply, ModelRequest, PromptMessage,
-    ReplyChunk, ReplyStream,
+    ApiKey, BackendError, BuildError, ModelBackend, ModelReply, ModelRequest, ReplyChunk,
+    ReplyStream,
 };
 use crate::config::BackendSettings;
-use crate::dialogue::model::{FinishReason, Role, Usage};
+use crate::dialogue::model::{FinishReason, PromptMessage, Role, Usage};
 use async_trait::async_trait;
 use reqwest::header::HeaderValue;
 use serde::Deserialize;

@@ -124,7 +124,7 @@ impl ModelBackend for EchoBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::PromptMessage;
+    use crate::dialogue::model::PromptMessage;
 
     fn request(text: &str, params: GenerationParams) -> ModelRequest {
         ModelRequest {

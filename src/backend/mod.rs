@@ -17,19 +17,12 @@ pub use openai::OpenAiBackend;
 pub use timeouts::with_stream_timeouts;
 
 use crate::config::BackendSettings;
-use crate::dialogue::model::{FinishReason, GenerationParams, Role, Usage};
+use crate::dialogue::model::{FinishReason, GenerationParams, PromptMessage, Usage};
 use async_trait::async_trait;
 use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// One message of the prompt sent to a model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromptMessage {
-    pub role: Role,
-    pub text: String,
-}
 
 /// A model call: the prompt, already fitted to the context window. The
 /// upstream model name is chosen per target and passed beside it.

@@ -324,8 +324,8 @@ impl ModelBackend for OpenAiBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::PromptMessage;
     use crate::dialogue::model::GenerationParams;
+    use crate::dialogue::model::PromptMessage;
 
     #[test]
     fn the_body_carries_messages_and_only_the_set_parameters() {

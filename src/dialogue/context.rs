@@ -11,7 +11,7 @@
 
 use super::model::{Role, Turn};
 use super::tokenizer::count_tokens;
-use crate::backend::PromptMessage;
+use crate::dialogue::model::PromptMessage;
 
 /// Tokens a message adds to a chat prompt besides its text (role markers).
 pub const MESSAGE_OVERHEAD: u64 = 4;

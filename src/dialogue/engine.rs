@@ -3,23 +3,26 @@
 
 use super::content_filter::{ContentFilter, StreamFilter};
 use super::context::Counted;
-use super::error::{EngineError, Violations};
-use super::locks::{DialogueLocks, SharedLocks};
+use super::error::EngineError;
+use super::locks::DialogueLocks;
 use super::model::*;
 use super::page_token;
+use super::ports::{
+    DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, SharedLocks, SharedSlots,
+    StoreError, TokenLedger,
+};
 use super::prompt::PromptBuilder;
-use super::quota::{SharedSlots, StreamSlots, TokenBudget, TokenLedger};
+use super::quota::{StreamSlots, TokenBudget};
 use super::reply_cache::{CacheKey, CachedReply, ReplyCache};
 use super::resumable::LiveTurns;
 use super::tokenizer::count_tokens;
 use super::validate;
-use crate::audit::{AuditEvent, AuditFilter};
 use crate::auth::Principal;
 use crate::backend::{BackendError, ModelReply, ModelRequest, ReplyChunk};
 use crate::config::LimitSettings;
+use crate::failure::Violations;
 use crate::meter::TurnKind;
 use crate::router::{ModelRoute, Routed, Router};
-use crate::store::{DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord};
 use futures_util::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
@@ -101,12 +104,15 @@ fn page_size(requested: usize) -> usize {
 }
 
 impl Engine {
+    /// An engine keeping dialogues in `store`, calling models through
+    /// `router`, running streamed turns on `tasks` (shutdown waits for them).
     pub fn new(
         store: Arc<dyn DialogueStore>,
         router: Arc<Router>,
         limits: LimitSettings,
         filter: Option<ContentFilter>,
         cache: Option<ReplyCache>,
+        tasks: TaskTracker,
     ) -> Engine {
         Engine {
             cache,
@@ -118,23 +124,10 @@ impl Engine {
             limits,
             filter,
             locks: DialogueLocks::default(),
-            tasks: TaskTracker::new(),
+            tasks,
             cut_turns: CancellationToken::new(),
             live: Arc::default(),
         }
-    }
-
-    pub fn router(&self) -> &Router {
-        &self.router
-    }
-
-    pub fn store(&self) -> &Arc<dyn DialogueStore> {
-        &self.store
-    }
-
-    /// Streaming turns still running.
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
     }
 
     /// Ends every running turn with `ShuttingDown`; nothing of them is
@@ -655,32 +648,6 @@ impl Engine {
         })
     }
 
-    /// Audit events matching `filter`, oldest first, paged like other lists.
-    pub async fn list_audit_events(
-        &self,
-        filter: &AuditFilter,
-        page_size_req: usize,
-        page_token: &str,
-    ) -> Result<Page<AuditEvent>, EngineError> {
-        const SCOPE: &str = "audit";
-        let after = match page_token {
-            "" => None,
-            token => Some(page_token::decode(token, SCOPE)?),
-        };
-        let size = match page_size_req {
-            0 => 100,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        let (items, next) = self
-            .store
-            .list_audit(filter, after.as_deref(), size)
-            .await?;
-        Ok(Page {
-            items,
-            next_page_token: next.map(|k| page_token::encode(SCOPE, &k)),
-        })
-    }
-
     /// Erases dialogues whose expiry passed, and stale idempotency keys.
     pub async fn sweep_expired(&self) -> Result<usize, EngineError> {
         if let Some(cache) = &self.cache {
@@ -848,9 +815,13 @@ impl Engine {
 
     /// Serializes changes to a dialogue and counts a caller's streams
     /// across the replicas sharing `shared` too.
-    pub fn with_shared_leases<S: SharedLocks + SharedSlots>(mut self, shared: Arc<S>) -> Engine {
-        self.locks = DialogueLocks::shared_through(shared.clone());
-        self.streams = self.streams.shared_through(shared);
+    pub fn with_shared_leases(
+        mut self,
+        locks: Arc<dyn SharedLocks>,
+        slots: Arc<dyn SharedSlots>,
+    ) -> Engine {
+        self.locks = DialogueLocks::shared_through(locks);
+        self.streams = self.streams.shared_through(slots);
         self
     }
 
@@ -918,7 +889,7 @@ impl Engine {
             );
             self.check_model(&spec.model, "dialogue_defaults.model", &mut v);
         }
-        v.into_result(())
+        Ok(v.into_result(())?)
     }
 
     /// Everything before the model call; runs under the dialogue's lock.
@@ -1143,7 +1114,7 @@ impl Engine {
         let id = &request.dialogue_id;
         let turns = self.store.list_turns(id, record.user_turn_index, 2).await?;
         let [user_turn, assistant_turn]: [Turn; 2] = turns.try_into().map_err(|_| {
-            EngineError::Store(crate::store::StoreError::Corrupt(format!(
+            EngineError::Store(StoreError::Corrupt(format!(
                 "turns of request_id {:?} in {} are missing",
                 record.request_id,
                 id.resource_name()

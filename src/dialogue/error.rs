@@ -1,21 +1,15 @@
-//! The engine's one error type. The transport maps it to a gRPC status in
-//! one place (`grpc::status`); `reason()` is a stable label for clients
-//! (google.rpc.ErrorInfo) and, later, metrics.
+//! The engine's one error type, and what callers are told of each
+//! (`Failure`): the transport maps that to its wire form in one place.
 
 use crate::backend::BackendError;
-use crate::store::StoreError;
-
-/// One bad field of a request: its path in the request and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
+use crate::dialogue::ports::StoreError;
+use crate::failure::{ErrorKind, Failure, Invalid};
+use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    #[error("invalid request: {}", describe(.0))]
-    InvalidArgument(Vec<FieldViolation>),
+    #[error("{0}")]
+    InvalidArgument(#[from] Invalid),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0} already exists")]
@@ -40,28 +34,17 @@ pub enum EngineError {
     RateLimited {
         reason: &'static str,
         message: String,
-        retry_after: std::time::Duration,
+        retry_after: Duration,
     },
     /// The message holds a blocked term (which one is not said).
     #[error("the message contains blocked content")]
     ContentBlocked,
 }
 
-fn describe(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 impl EngineError {
     /// A request error naming one field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> EngineError {
-        EngineError::InvalidArgument(vec![FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        }])
+        EngineError::InvalidArgument(Invalid::field(field, description))
     }
 
     /// Stable, upper-snake reason for clients and metric labels.
@@ -102,25 +85,109 @@ impl From<StoreError> for EngineError {
     }
 }
 
-/// Collects every bad field of a request before failing, so a client
-/// learns all its mistakes in one round trip.
-#[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        EngineError::from(e).into()
+    }
+}
 
-impl Violations {
-    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+/// What a caller is told of a backend's failure: a retry hint where
+/// another attempt may succeed; a refused key or unknown upstream model is
+/// the service's configuration, not the caller's fault.
+fn backend_kind(error: &BackendError) -> (ErrorKind, Option<Duration>) {
+    let retry_soon = Some(Duration::from_secs(1));
+    match error {
+        BackendError::RateLimited { retry_after, .. } => (
+            ErrorKind::ResourceExhausted,
+            Some(retry_after.unwrap_or(Duration::from_secs(1))),
+        ),
+        BackendError::NoTarget { retry_after, .. } => (ErrorKind::Unavailable, Some(*retry_after)),
+        BackendError::Unavailable { .. }
+        | BackendError::Timeout { .. }
+        | BackendError::InvalidReply { .. } => (ErrorKind::Unavailable, retry_soon),
+        BackendError::ContextTooLong { .. } => (ErrorKind::FailedPrecondition, None),
+        BackendError::Deadline { .. } => (ErrorKind::DeadlineExceeded, None),
+        BackendError::Rejected {
+            status: 401 | 403 | 404,
+            ..
+        } => (ErrorKind::Internal, None),
+        BackendError::Rejected { .. } => (ErrorKind::FailedPrecondition, None),
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(error: EngineError) -> Failure {
+        let reason = error.reason();
+        let message = error.to_string();
+        let plain = |kind| Failure::new(kind, reason, message.clone());
+        match error {
+            EngineError::InvalidArgument(invalid) => invalid.into(),
+            EngineError::NotFound(_) => plain(ErrorKind::NotFound),
+            EngineError::AlreadyExists(_) => plain(ErrorKind::AlreadyExists),
+            EngineError::FailedPrecondition { .. } => plain(ErrorKind::FailedPrecondition),
+            EngineError::Aborted(_) => plain(ErrorKind::Aborted),
+            EngineError::Backend(backend) => match backend_kind(&backend) {
+                (kind, Some(after)) => plain(kind).retry_after(after),
+                (kind, None) => plain(kind),
+            },
+            // Internal details (paths, store messages) go to the log only.
+            EngineError::Store(store) => {
+                tracing::error!(error = %store, "store operation failed");
+                match store {
+                    StoreError::Corrupt(_) => {
+                        Failure::new(ErrorKind::DataLoss, reason, "a stored record is damaged")
+                    }
+                    _ => Failure::new(
+                        ErrorKind::Unavailable,
+                        reason,
+                        "the store failed; the request was not applied",
+                    )
+                    .retry_after(Duration::from_secs(1)),
+                }
+            }
+            EngineError::DeadlineExceeded => plain(ErrorKind::DeadlineExceeded),
+            EngineError::RateLimited {
+                reason,
+                message,
+                retry_after,
+            } => Failure::limit(reason, message, retry_after),
+            EngineError::ContentBlocked => plain(ErrorKind::InvalidArgument)
+                .with_violation("content", "contains blocked content"),
+            EngineError::ShuttingDown => {
+                plain(ErrorKind::Unavailable).retry_after(Duration::from_secs(1))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_names_every_field_and_a_reason() {
+        let mut v = crate::failure::Violations::default();
+        v.add("name", "bad");
+        v.add("content", "empty");
+        let error = EngineError::from(v.into_result(()).unwrap_err());
+        let failure = Failure::from(error);
+        assert_eq!(failure.kind, ErrorKind::InvalidArgument);
+        let fields: Vec<_> = failure
+            .violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["name", "content"]);
+        assert_eq!(failure.reason, "INVALID_ARGUMENT");
     }
 
-    /// `Ok(value)` when nothing was added, else INVALID_ARGUMENT with all of them.
-    pub fn into_result<T>(self, value: T) -> Result<T, EngineError> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(EngineError::InvalidArgument(self.0))
-        }
+    #[test]
+    fn store_failures_hide_their_detail() {
+        let failure = Failure::from(EngineError::Store(StoreError::Io(
+            "/secret/path: EIO".into(),
+        )));
+        assert_eq!(failure.kind, ErrorKind::Unavailable);
+        assert!(!failure.message.contains("secret"));
+        assert!(failure.retry_after.is_some());
     }
 }

@@ -8,21 +8,12 @@
 //! the same dialogue instead of failing when it commits.
 
 use super::model::DialogueId;
-use crate::store::StoreError;
-use async_trait::async_trait;
+use super::ports::{SharedLocks, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 type Entry = Arc<AsyncMutex<()>>;
-
-/// A dialogue lock that holds across replicas.
-#[async_trait]
-pub trait SharedLocks: Send + Sync + 'static {
-    /// Waits until no other replica holds `id`; the returned claim holds
-    /// it until dropped.
-    async fn lock(&self, id: &DialogueId) -> Result<Box<dyn Send + Sync>, StoreError>;
-}
 
 #[derive(Default, Clone)]
 pub struct DialogueLocks {

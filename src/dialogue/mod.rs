@@ -8,6 +8,7 @@ pub mod error;
 pub mod locks;
 pub mod model;
 pub mod page_token;
+pub mod ports;
 pub mod prompt;
 pub mod quota;
 pub mod reply_cache;

@@ -309,6 +309,13 @@ pub fn join_text(parts: &[ContentPart]) -> String {
     out
 }
 
+/// One message of the prompt sent to a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptMessage {
+    pub role: Role,
+    pub text: String,
+}
+
 /// Sampling settings of one turn, already range-checked.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenerationParams {
@@ -385,7 +392,7 @@ pub struct TurnRequest {
 pub struct CompletionRequest {
     pub caller: crate::auth::Principal,
     /// System, user and assistant messages; the last is the user's.
-    pub messages: Vec<crate::backend::PromptMessage>,
+    pub messages: Vec<PromptMessage>,
     /// `model` names the public model (the default one when absent).
     pub params: GenerationParams,
     pub deadline: Option<std::time::Instant>,

@@ -2,7 +2,7 @@
 //! belong to and its position. A token from another list, or a damaged one,
 //! is rejected instead of silently restarting the list.
 
-use super::error::EngineError;
+use crate::failure::Invalid;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -19,9 +19,9 @@ pub fn encode(scope: &str, position: &[u8]) -> String {
 }
 
 /// The position in `token`, which must have been made for `scope`.
-pub fn decode(token: &str, scope: &str) -> Result<Vec<u8>, EngineError> {
+pub fn decode(token: &str, scope: &str) -> Result<Vec<u8>, Invalid> {
     let bad = || {
-        EngineError::invalid(
+        Invalid::field(
             "page_token",
             "is not a page token of this list; pass next_page_token unchanged",
         )
@@ -54,7 +54,7 @@ mod tests {
     fn garbage_is_invalid_argument_naming_the_field() {
         for token in ["", "!!", "AAAA", &encode("x", b"")[..3]] {
             match decode(token, "x") {
-                Err(EngineError::InvalidArgument(v)) => assert_eq!(v[0].field, "page_token"),
+                Err(Invalid(v)) => assert_eq!(v[0].field, "page_token"),
                 other => panic!("{token:?} gave {other:?}"),
             }
         }

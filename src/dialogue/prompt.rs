@@ -12,10 +12,11 @@
 use super::context::{ContextFit, Counted, MESSAGE_OVERHEAD};
 use super::error::EngineError;
 use super::model::{ContentPart, Dialogue, GenerationParams, Role, SummaryRange, Time, Turn};
+use super::ports::DialogueStore;
 use super::tokenizer::{count_tokens, truncate_to_tokens};
-use crate::backend::{ModelRequest, PromptMessage};
+use crate::backend::ModelRequest;
+use crate::dialogue::model::PromptMessage;
 use crate::router::{ModelRoute, Router, SummaryPolicy};
-use crate::store::DialogueStore;
 use tokio::time::Instant;
 
 /// Turns read from the store per step while walking back through history:

@@ -3,23 +3,10 @@
 //! (a bucket refilled continuously; a turn is admitted while the bucket is
 //! above zero and charged its real usage afterwards, so it may go below).
 
-use crate::store::StoreError;
-use async_trait::async_trait;
+use super::ports::{SharedSlots, TokenLedger};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Stream slots counted across the replicas sharing a store.
-#[async_trait]
-pub trait SharedSlots: Send + Sync + 'static {
-    /// One of `max` slots of `caller`, held until the claim drops; `None`
-    /// when all are taken.
-    async fn try_open(
-        &self,
-        caller: &str,
-        max: u32,
-    ) -> Result<Option<Box<dyn Send + Sync>>, StoreError>;
-}
 
 /// Open streams per principal.
 #[derive(Clone)]
@@ -146,16 +133,6 @@ impl TokenBudget {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         self.refilled(&mut buckets, key, now).tokens -= tokens as f64;
     }
-}
-
-/// Where callers' token budgets are kept: in this process, or shared by
-/// replicas (see `store::redis_limits`).
-#[async_trait::async_trait]
-pub trait TokenLedger: Send + Sync {
-    /// `Err(wait)` while the caller's budget is spent.
-    async fn admit(&self, key: &str) -> Result<(), Duration>;
-    /// Charges a finished turn's real usage (it may go below zero).
-    async fn charge(&self, key: &str, tokens: u64);
 }
 
 #[async_trait::async_trait]

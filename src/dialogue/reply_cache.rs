@@ -160,7 +160,7 @@ impl ReplyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::PromptMessage;
+    use crate::dialogue::model::PromptMessage;
     use crate::dialogue::model::{FinishReason, Role};
 
     fn request(text: &str, temperature: Option<f32>) -> ModelRequest {

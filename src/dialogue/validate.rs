@@ -2,12 +2,12 @@
 //! generation settings. Every violation names its field so a client can fix
 //! all of them at once.
 
-use super::error::Violations;
 use super::model::{
     ContentPart, DialogueSpec, Expiration, GenerationParams, Role, Time, UpdateMask,
 };
-use crate::backend::PromptMessage;
 use crate::config::LimitSettings;
+use crate::dialogue::model::PromptMessage;
+use crate::failure::Violations;
 
 const MAX_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
 const MAX_LABEL_KEY_BYTES: usize = 63;
@@ -223,14 +223,13 @@ pub fn check_request_id(request_id: &str, v: &mut Violations) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::error::EngineError;
+    use crate::failure::Invalid;
     use std::collections::BTreeMap;
 
     fn fields(v: Violations) -> Vec<String> {
         match v.into_result(()) {
             Ok(()) => vec![],
-            Err(EngineError::InvalidArgument(list)) => list.into_iter().map(|f| f.field).collect(),
-            Err(e) => panic!("{e}"),
+            Err(Invalid(list)) => list.into_iter().map(|f| f.field).collect(),
         }
     }
 

@@ -1,20 +1,19 @@
 //! `dialogue.v1.AdminService` handlers.
 
 use super::convert;
-use crate::audit::AuditFilter;
-use crate::dialogue::Engine;
+use crate::audit::{self, AuditFilter, AuditLog};
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::admin_service_server::AdminService;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct AdminGrpc {
-    engine: Arc<Engine>,
+    log: Arc<dyn AuditLog>,
 }
 
 impl AdminGrpc {
-    pub fn new(engine: Arc<Engine>) -> AdminGrpc {
-        AdminGrpc { engine }
+    pub fn new(log: Arc<dyn AuditLog>) -> AdminGrpc {
+        AdminGrpc { log }
     }
 }
 
@@ -31,10 +30,9 @@ impl AdminService for AdminGrpc {
             principal: Some(req.principal).filter(|p| !p.is_empty()),
             action: Some(req.action).filter(|a| !a.is_empty()),
         };
-        let page = self
-            .engine
-            .list_audit_events(&filter, convert::page_size(req.page_size)?, &req.page_token)
-            .await?;
+        let page_size = convert::page_size(req.page_size)?;
+        let page =
+            audit::list_events(self.log.as_ref(), &filter, page_size, &req.page_token).await?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: page
                 .items

@@ -5,12 +5,12 @@
 use crate::audit::AuditNotes;
 use crate::auth::Principal;
 use crate::dialogue::EngineError;
-use crate::dialogue::error::Violations;
 use crate::dialogue::model::{
     CachePolicy, ContentPart, Dialogue, DialogueId, DialogueSpec, Expiration, FinishReason,
     GenerationParams, Owner, ReplyMetadata, Role, StreamEvent, Time, Turn, TurnOutcome,
     TurnRequest, UpdateMask, Usage,
 };
+use crate::failure::Violations;
 use crate::pb::dialogue::v1 as pb;
 use pbjson_types::value::Kind;
 use serde_json::{Map, Value};
@@ -187,7 +187,7 @@ pub fn update_mask(mask: Option<pbjson_types::FieldMask>) -> Result<UpdateMask, 
             ),
         }
     }
-    v.into_result(out)
+    Ok(v.into_result(out)?)
 }
 
 fn content_from_pb(parts: Vec<pb::ContentPart>, v: &mut Violations) -> Vec<ContentPart> {
@@ -276,10 +276,8 @@ pub fn turn_request(
     let mut v = Violations::default();
     let dialogue_id = match dialogue_id_from_name(&req.name, "name") {
         Ok(id) => Some(id),
-        Err(EngineError::InvalidArgument(list)) => {
-            for f in list {
-                v.add(f.field, f.description);
-            }
+        Err(EngineError::InvalidArgument(invalid)) => {
+            v.extend(invalid);
             None
         }
         Err(e) => return Err(e),

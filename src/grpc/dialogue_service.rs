@@ -1,8 +1,8 @@
 //! `dialogue.v1.DialogueService` handlers.
 
 use super::convert;
-use crate::dialogue::error::Violations;
 use crate::dialogue::{Engine, EngineError};
+use crate::failure::{Failure, Violations};
 use crate::operations::Operations;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::dialogue_service_server::DialogueService;
@@ -180,7 +180,7 @@ impl DialogueService for DialogueGrpc {
                 result: Some(match outcome {
                     Ok(o) => pb::batch_converse_result::Result::Response(convert::outcome_to_pb(o)),
                     Err(e) => pb::batch_converse_result::Result::Error(
-                        crate::grpc::status::turn_error(&Status::from(e)),
+                        crate::grpc::status::turn_error(&Failure::from(e)),
                     ),
                 }),
             })

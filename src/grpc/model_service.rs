@@ -1,19 +1,18 @@
 //! `dialogue.v1.ModelService` handlers.
 
-use crate::dialogue::Engine;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::model_service_server::ModelService;
-use crate::router::CircuitState;
+use crate::router::{CircuitState, Router};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct ModelGrpc {
-    engine: Arc<Engine>,
+    router: Arc<Router>,
 }
 
 impl ModelGrpc {
-    pub fn new(engine: Arc<Engine>) -> ModelGrpc {
-        ModelGrpc { engine }
+    pub fn new(router: Arc<Router>) -> ModelGrpc {
+        ModelGrpc { router }
     }
 }
 
@@ -23,7 +22,7 @@ impl ModelService for ModelGrpc {
         &self,
         _request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let router = self.engine.router();
+        let router = &self.router;
         let reachable = router.probe_backends().await;
         let models = router
             .models()

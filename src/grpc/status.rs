@@ -1,164 +1,112 @@
-//! The one place engine errors become gRPC statuses (AIP-193): the canonical
-//! code, a message safe to show, and google.rpc details — ErrorInfo with a
-//! stable reason always, BadRequest for bad fields, RetryInfo when a retry
-//! may succeed. Internal details (paths, store messages) go to the log only.
+//! The one place failures become gRPC statuses (AIP-193): the canonical
+//! code of the failure's kind, its safe message, and google.rpc details —
+//! ErrorInfo with the stable reason always, BadRequest for bad fields,
+//! RetryInfo when a retry may succeed. A caller over one of its own limits
+//! also gets the `retry-after` (whole seconds) and `x-ratelimit-remaining`
+//! metadata HTTP-minded clients look for. Domain errors reach here as a
+//! `Failure` (see `failure`).
 
-use crate::backend::BackendError;
+use crate::auth::AuthError;
 use crate::dialogue::EngineError;
-use crate::store::StoreError;
+use crate::failure::{ErrorKind, Failure, Invalid};
+use crate::pb::dialogue::v1 as pb;
 use std::collections::HashMap;
-use std::time::Duration;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// google.rpc.ErrorInfo domain of every dialogd error.
 pub const ERROR_DOMAIN: &str = "dialogd";
 
-/// RESOURCE_EXHAUSTED with RetryInfo and the `retry-after` (whole seconds)
-/// and `x-ratelimit-remaining` metadata HTTP-minded clients look for.
-pub fn resource_exhausted(message: &str, reason: &str, retry_after: Duration) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_retry_info(Some(retry_after));
-    details.set_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
-    let mut metadata = tonic::metadata::MetadataMap::new();
-    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    if let Ok(v) = secs.max(1).to_string().parse() {
-        metadata.insert("retry-after", v);
+fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Aborted => Code::Aborted,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Internal => Code::Internal,
     }
-    metadata.insert(
-        "x-ratelimit-remaining",
-        tonic::metadata::MetadataValue::from_static("0"),
-    );
-    Status::with_error_details_and_metadata(
-        tonic::Code::ResourceExhausted,
-        message,
-        details,
-        metadata,
-    )
+}
+
+impl From<Failure> for Status {
+    fn from(failure: Failure) -> Status {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(&failure.reason, ERROR_DOMAIN, HashMap::new());
+        for v in &failure.violations {
+            details.add_bad_request_violation(&v.field, &v.description);
+        }
+        if let Some(after) = failure.retry_after {
+            details.set_retry_info(Some(after));
+        }
+        let mut metadata = MetadataMap::new();
+        if let (true, Some(after)) = (failure.caller_limit, failure.retry_after) {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            if let Ok(v) = secs.max(1).to_string().parse() {
+                metadata.insert("retry-after", v);
+            }
+            metadata.insert("x-ratelimit-remaining", MetadataValue::from_static("0"));
+        }
+        Status::with_error_details_and_metadata(
+            code(failure.kind),
+            failure.message,
+            details,
+            metadata,
+        )
+    }
 }
 
 impl From<EngineError> for Status {
     fn from(error: EngineError) -> Status {
-        let mut details = ErrorDetails::new();
-        details.set_error_info(error.reason(), ERROR_DOMAIN, HashMap::new());
-        let (code, message) = match &error {
-            EngineError::InvalidArgument(violations) => {
-                for v in violations {
-                    details.add_bad_request_violation(&v.field, &v.description);
-                }
-                (Code::InvalidArgument, error.to_string())
-            }
-            EngineError::NotFound(_) => (Code::NotFound, error.to_string()),
-            EngineError::AlreadyExists(_) => (Code::AlreadyExists, error.to_string()),
-            EngineError::FailedPrecondition { .. } => (Code::FailedPrecondition, error.to_string()),
-            EngineError::Aborted(_) => (Code::Aborted, error.to_string()),
-            EngineError::Backend(backend) => match backend {
-                BackendError::RateLimited { retry_after, .. } => {
-                    details.set_retry_info(Some(retry_after.unwrap_or(Duration::from_secs(1))));
-                    (Code::ResourceExhausted, error.to_string())
-                }
-                BackendError::NoTarget { retry_after, .. } => {
-                    details.set_retry_info(Some(*retry_after));
-                    (Code::Unavailable, error.to_string())
-                }
-                BackendError::Unavailable { .. }
-                | BackendError::Timeout { .. }
-                | BackendError::InvalidReply { .. } => {
-                    details.set_retry_info(Some(Duration::from_secs(1)));
-                    (Code::Unavailable, error.to_string())
-                }
-                BackendError::ContextTooLong { .. } => {
-                    (Code::FailedPrecondition, error.to_string())
-                }
-                BackendError::Deadline { .. } => (Code::DeadlineExceeded, error.to_string()),
-                // A refused key or unknown upstream model is the service's
-                // configuration, not the caller's fault.
-                BackendError::Rejected {
-                    status: 401 | 403 | 404,
-                    ..
-                } => (Code::Internal, error.to_string()),
-                BackendError::Rejected { .. } => (Code::FailedPrecondition, error.to_string()),
-            },
-            EngineError::Store(store) => {
-                tracing::error!(error = %store, "store operation failed");
-                match store {
-                    StoreError::Corrupt(_) => {
-                        (Code::DataLoss, "a stored record is damaged".to_string())
-                    }
-                    _ => {
-                        details.set_retry_info(Some(Duration::from_secs(1)));
-                        (
-                            Code::Unavailable,
-                            "the store failed; the request was not applied".to_string(),
-                        )
-                    }
-                }
-            }
-            EngineError::DeadlineExceeded => (Code::DeadlineExceeded, error.to_string()),
-            EngineError::RateLimited {
-                reason,
-                message,
-                retry_after,
-            } => return resource_exhausted(message, reason, *retry_after),
-            EngineError::ContentBlocked => {
-                details.add_bad_request_violation("content", "contains blocked content");
-                (Code::InvalidArgument, error.to_string())
-            }
-            EngineError::ShuttingDown => {
-                details.set_retry_info(Some(Duration::from_secs(1)));
-                (Code::Unavailable, error.to_string())
-            }
-        };
-        Status::with_error_details(code, message, details)
+        Failure::from(error).into()
     }
 }
 
-/// A status as one failed turn of a batch carries it (BatchConverse).
-pub fn turn_error(status: &Status) -> crate::pb::dialogue::v1::TurnError {
-    use crate::pb::dialogue::v1 as pb;
+impl From<Invalid> for Status {
+    fn from(invalid: Invalid) -> Status {
+        Failure::from(invalid).into()
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Status {
+        Failure::from(error).into()
+    }
+}
+
+/// A failure as one failed turn of a batch or an operation carries it.
+pub fn turn_error(failure: &Failure) -> pb::TurnError {
     pb::TurnError {
-        code: status.code() as i32,
-        message: status.message().to_owned(),
-        reason: status
-            .get_details_error_info()
-            .map(|i| i.reason)
-            .unwrap_or_default(),
-        field_violations: status
-            .get_details_bad_request()
-            .map(|b| {
-                b.field_violations
-                    .into_iter()
-                    .map(|v| pb::FieldViolation {
-                        field: v.field,
-                        description: v.description,
-                    })
-                    .collect()
+        code: code(failure.kind) as i32,
+        message: failure.message.clone(),
+        reason: failure.reason.clone(),
+        field_violations: failure
+            .violations
+            .iter()
+            .map(|v| pb::FieldViolation {
+                field: v.field.clone(),
+                description: v.description.clone(),
             })
-            .unwrap_or_default(),
-        retry_delay: status
-            .get_details_retry_info()
-            .and_then(|r| r.retry_delay)
-            .map(pbjson_types::Duration::from),
+            .collect(),
+        retry_delay: failure.retry_after.map(pbjson_types::Duration::from),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn invalid_argument_names_every_field_and_a_reason() {
-        let error = EngineError::InvalidArgument(vec![
-            crate::dialogue::error::FieldViolation {
-                field: "name".into(),
-                description: "bad".into(),
-            },
-            crate::dialogue::error::FieldViolation {
-                field: "content".into(),
-                description: "empty".into(),
-            },
-        ]);
-        let status = Status::from(error);
+    fn bad_fields_and_the_reason_travel_as_details() {
+        let status =
+            Status::from(Failure::invalid("name", "bad").with_violation("content", "empty"));
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
         let fields: Vec<_> = details
@@ -173,12 +121,16 @@ mod tests {
     }
 
     #[test]
-    fn store_failures_hide_their_detail() {
-        let status = Status::from(EngineError::Store(StoreError::Io(
-            "/secret/path: EIO".into(),
-        )));
-        assert_eq!(status.code(), Code::Unavailable);
-        assert!(!status.message().contains("secret"));
-        assert!(status.get_error_details().retry_info().is_some());
+    fn a_caller_limit_tells_when_to_retry_in_details_and_metadata() {
+        let status = Status::from(Failure::limit(
+            "RATE_LIMITED",
+            "slow down",
+            Duration::from_millis(1200),
+        ));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+        assert_eq!(status.metadata().get("x-ratelimit-remaining").unwrap(), "0");
+        let retry = status.get_error_details().retry_info().unwrap().retry_delay;
+        assert_eq!(retry, Some(Duration::from_millis(1200)));
     }
 }

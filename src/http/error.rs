@@ -5,7 +5,8 @@
 //! JSON form (AIP-193) elsewhere. RESOURCE_EXHAUSTED and UNAVAILABLE carry
 //! `Retry-After`.
 
-use axum::http::{HeaderValue, StatusCode};
+use crate::middleware::protocol::{code_name, http_status};
+use axum::http::HeaderValue;
 use serde_json::json;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -28,43 +29,6 @@ impl ErrorShape {
         } else {
             ErrorShape::Google
         }
-    }
-}
-
-/// The HTTP status of a gRPC code (google.rpc.Code's documented mapping).
-pub fn http_status(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::FailedPrecondition => StatusCode::BAD_REQUEST,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// The gRPC code an HTTP answer stands for (for metrics and audit).
-pub fn code_of(status: StatusCode) -> Code {
-    match status.as_u16() {
-        200..=399 => Code::Ok,
-        400 => Code::InvalidArgument,
-        401 => Code::Unauthenticated,
-        403 => Code::PermissionDenied,
-        404 | 405 => Code::NotFound,
-        409 => Code::Aborted,
-        413 | 429 => Code::ResourceExhausted,
-        499 => Code::Cancelled,
-        501 => Code::Unimplemented,
-        503 => Code::Unavailable,
-        504 => Code::DeadlineExceeded,
-        _ => Code::Internal,
     }
 }
 
@@ -140,7 +104,7 @@ pub fn body(shape: ErrorShape, status: &Status) -> serde_json::Value {
                 "error": {
                     "code": http_status(status.code()).as_u16(),
                     "message": status.message(),
-                    "status": crate::meter::code_name(status.code()),
+                    "status": code_name(status.code()),
                     "details": details,
                 }
             })

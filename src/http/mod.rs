@@ -11,20 +11,10 @@ pub mod openai;
 pub mod rest;
 
 use crate::dialogue::Engine;
+use crate::middleware::protocol::is_grpc;
+use crate::router::Router;
 use axum::routing::{get, post};
 use std::sync::Arc;
-
-/// Whether a request speaks gRPC (gRPC-Web arrives here translated).
-pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
-    has_grpc_content(request.headers())
-}
-
-/// Whether a message's content type is gRPC's (requests and answers).
-pub fn has_grpc_content(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
 
 /// The method name an HTTP route goes by in access rules, metrics, audit
 /// and logs: the REST routes are the RPCs they mirror, the OpenAI routes
@@ -64,12 +54,13 @@ pub fn call_name(method: &http::Method, path: &str) -> &'static str {
 pub fn router(
     grpc: tonic::service::Routes,
     engine: Arc<Engine>,
+    models: Arc<Router>,
     dialogues: crate::grpc::DialogueGrpc,
     max_body: usize,
 ) -> tonic::service::Routes {
     let openai = axum::Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models", get(openai::list_models).with_state(models))
         // Bodies as large as gRPC messages may be, not axum's 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(engine);

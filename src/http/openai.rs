@@ -11,12 +11,13 @@
 
 use super::error::{self, ErrorShape};
 use crate::auth::Principal;
-use crate::backend::PromptMessage;
 use crate::dialogue::Engine;
+use crate::dialogue::model::PromptMessage;
 use crate::dialogue::model::{
     CachePolicy, CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration,
     FinishReason, GenerationParams, Role, StreamEvent, TurnOutcome, TurnRequest,
 };
+use crate::router::Router;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
@@ -374,9 +375,8 @@ fn sse_chunks(
         .flat_map(|events| futures_util::stream::iter(events.into_iter().map(Ok)))
 }
 
-pub async fn list_models(State(engine): State<Arc<Engine>>) -> Response {
-    let data: Vec<Value> = engine
-        .router()
+pub async fn list_models(State(router): State<Arc<Router>>) -> Response {
+    let data: Vec<Value> = router
         .models()
         .iter()
         .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "dialogd"}))

@@ -5,30 +5,29 @@
 
 use super::outcome::{self, OnEnd};
 use super::request_id::RequestId;
-use crate::audit::{AuditEvent, AuditNotes, redact};
+use crate::audit::{AuditEvent, AuditLog, AuditNotes, redact};
 use crate::auth::policy;
 use crate::dialogue::model::Time;
-use crate::store::DialogueStore;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::Code;
 
-/// Audits calls into `store` (see the module).
+/// Audits calls into `log` (see the module).
 #[derive(Clone)]
 pub struct Audit {
-    store: Arc<dyn DialogueStore>,
+    log: Arc<dyn AuditLog>,
 }
 
 impl Audit {
-    pub fn new(store: Arc<dyn DialogueStore>) -> Audit {
-        Audit { store }
+    pub fn new(log: Arc<dyn AuditLog>) -> Audit {
+        Audit { log }
     }
 }
 
 /// Everything known of a call but its outcome.
 struct Recorder {
-    store: Arc<dyn DialogueStore>,
+    log: Arc<dyn AuditLog>,
     notes: AuditNotes,
     action: String,
     mutating: bool,
@@ -55,9 +54,9 @@ impl Recorder {
             status: format!("{code:?}"),
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
         };
-        let store = self.store;
+        let log = self.log;
         tokio::spawn(async move {
-            if let Err(e) = store.append_audit(&event).await {
+            if let Err(e) = log.append_audit(&event).await {
                 tracing::error!(error = %e, action = %event.action, "cannot append an audit event");
             }
         });
@@ -80,7 +79,7 @@ impl super::Around for Audit {
         request.extensions_mut().insert(notes.clone());
         let path = super::call_path(&request);
         let recorder = Recorder {
-            store: self.store.clone(),
+            log: self.log.clone(),
             notes,
             action: path.trim_start_matches('/').to_owned(),
             mutating: policy::is_mutating(path),

@@ -33,17 +33,6 @@ impl Authentication {
     }
 }
 
-impl From<AuthError> for Status {
-    fn from(e: AuthError) -> Status {
-        match e {
-            AuthError::Missing | AuthError::Invalid => Status::unauthenticated(e.to_string()),
-            AuthError::MissingScope(_) => Status::permission_denied(e.to_string()),
-            AuthError::ScopeNotGranted(_) => Status::invalid_argument(e.to_string()),
-            AuthError::IssuanceDisabled => Status::failed_precondition(e.to_string()),
-        }
-    }
-}
-
 impl Authentication {
     /// The caller of a method needing `access`, or why not.
     fn admit(

@@ -31,7 +31,12 @@ impl super::Around for RpcMetrics {
         Box::pin(outcome::watch(
             response,
             OnEnd::new(move |code| {
-                meter::rpc_handled(service, method, code, started.elapsed());
+                meter::rpc_handled(
+                    service,
+                    method,
+                    super::protocol::code_name(code),
+                    started.elapsed(),
+                );
                 drop(in_flight);
             }),
         ))

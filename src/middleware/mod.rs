@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod metrics;
 pub mod outcome;
+pub mod protocol;
 pub mod rate_limit;
 pub mod request_id;
 
@@ -83,7 +84,7 @@ fn take_ready<S: Clone>(slot: &mut S) -> S {
 /// The method a call goes by: its gRPC path, or the name the HTTP front
 /// gives an HTTP route.
 pub fn call_path<B>(request: &http::Request<B>) -> &str {
-    if crate::http::is_grpc(request) {
+    if protocol::is_grpc(request) {
         request.uri().path()
     } else {
         crate::http::call_name(request.method(), request.uri().path())
@@ -92,7 +93,7 @@ pub fn call_path<B>(request: &http::Request<B>) -> &str {
 
 /// An error answer in the caller's protocol.
 fn refusal<B>(request: &http::Request<B>, status: tonic::Status) -> Response {
-    if crate::http::is_grpc(request) {
+    if protocol::is_grpc(request) {
         status.into_http()
     } else {
         let shape = crate::http::error::ErrorShape::for_path(request.uri().path());

@@ -54,9 +54,9 @@ where
     }
     // An HTTP error answers in its status line; a success (an SSE stream,
     // say) ends with its body, as a gRPC stream does.
-    let is_grpc = crate::http::has_grpc_content(response.headers());
+    let is_grpc = super::protocol::has_grpc_content(response.headers());
     if !is_grpc && (!response.status().is_success() || response.body().is_end_stream()) {
-        on_end.end(crate::http::error::code_of(response.status()));
+        on_end.end(super::protocol::code_of(response.status()));
         return Ok(response);
     }
     Ok(response.map(|inner| tonic::body::Body::new(WatchedBody { inner, on_end })))

@@ -8,18 +8,35 @@
 
 pub mod webhook;
 
+/// Where operation records are kept (the stores implement it); a record is
+/// opaque to the store.
+#[async_trait::async_trait]
+pub trait OperationStore: Send + Sync + 'static {
+    /// Stores a record, durably; while `pending` it is listed by
+    /// `pending_operations`.
+    async fn put_operation(&self, id: &str, record: &[u8], pending: bool)
+    -> Result<(), StoreError>;
+
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The records last put with `pending` (at start-up: work to resume).
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+}
+
 use crate::auth::{Principal, Role};
 use crate::dialogue::model::{Owner, Time};
+use crate::dialogue::ports::StoreError;
 use crate::dialogue::{Engine, EngineError};
+use crate::failure::Failure;
 use crate::grpc::convert;
 use crate::pb::dialogue::v1 as pb;
-use crate::store::StoreError;
 use pb::CallbackState;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 use tonic::Status;
 use webhook::Webhooks;
 
@@ -43,7 +60,10 @@ struct Record {
 
 pub struct Operations {
     engine: Arc<Engine>,
+    store: Arc<dyn OperationStore>,
     webhooks: Webhooks,
+    /// The server's tasks: shutdown waits for running turns.
+    tasks: TaskTracker,
 }
 
 fn stored(e: StoreError) -> Status {
@@ -63,8 +83,18 @@ fn operation_id(name: &str) -> Result<&str, Status> {
 }
 
 impl Operations {
-    pub fn new(engine: Arc<Engine>, webhooks: Webhooks) -> Arc<Operations> {
-        Arc::new(Operations { engine, webhooks })
+    pub fn new(
+        engine: Arc<Engine>,
+        store: Arc<dyn OperationStore>,
+        webhooks: Webhooks,
+        tasks: TaskTracker,
+    ) -> Arc<Operations> {
+        Arc::new(Operations {
+            engine,
+            store,
+            webhooks,
+            tasks,
+        })
     }
 
     /// Accepts a turn as a new operation and starts it.
@@ -131,28 +161,21 @@ impl Operations {
             operation: operation.encode_to_vec(),
         };
         self.save(&id, &record, true).await?;
-        self.engine.tasks().spawn(self.clone().run(id, record));
+        self.tasks.spawn(self.clone().run(id, record));
         Ok(operation)
     }
 
     async fn save(&self, id: &str, record: &Record, pending: bool) -> Result<(), Status> {
         let bytes = serde_json::to_vec(record)
             .map_err(|e| Status::internal(format!("cannot encode an operation: {e}")))?;
-        self.engine
-            .store()
+        self.store
             .put_operation(id, &bytes, pending)
             .await
             .map_err(stored)
     }
 
     async fn load(&self, id: &str) -> Result<Option<Record>, Status> {
-        let Some(bytes) = self
-            .engine
-            .store()
-            .get_operation(id)
-            .await
-            .map_err(stored)?
-        else {
+        let Some(bytes) = self.store.get_operation(id).await.map_err(stored)? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
@@ -204,7 +227,7 @@ impl Operations {
 
     /// At start-up: runs or delivers what a previous run left pending.
     pub async fn resume_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let pending = self.engine.store().pending_operations().await?;
+        let pending = self.store.pending_operations().await?;
         let mut resumed = 0;
         for bytes in pending {
             let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
@@ -218,7 +241,7 @@ impl Operations {
                 continue;
             };
             let operations = self.clone();
-            self.engine.tasks().spawn(operations.run(id, record));
+            self.tasks.spawn(operations.run(id, record));
             resumed += 1;
         }
         Ok(resumed)
@@ -262,7 +285,7 @@ impl Operations {
                 // Not the turn's outcome: it resumes after the restart.
                 Err(EngineError::ShuttingDown) => return Err(Status::unavailable("shutting down")),
                 Err(e) => {
-                    pb::operation::Result::Error(crate::grpc::status::turn_error(&Status::from(e)))
+                    pb::operation::Result::Error(crate::grpc::status::turn_error(&Failure::from(e)))
                 }
             };
             view.done = true;

@@ -195,7 +195,7 @@ impl Router {
                 crate::meter::circuit_state(
                     &route.name,
                     target.backend.name(),
-                    target.circuit_state(),
+                    target.circuit_state().gauge_value(),
                 );
             }
         }
@@ -415,7 +415,7 @@ impl Router {
                     crate::meter::circuit_state(
                         &route.name,
                         target.backend.name(),
-                        target.circuit_state(),
+                        target.circuit_state().gauge_value(),
                     );
                     return Ok(Routed {
                         value,
@@ -433,7 +433,7 @@ impl Router {
                     crate::meter::circuit_state(
                         &route.name,
                         target.backend.name(),
-                        target.circuit_state(),
+                        target.circuit_state().gauge_value(),
                     );
                     if let BackendError::RateLimited { retry_after, .. } = &error {
                         target.rest(Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)));

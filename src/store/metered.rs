@@ -1,11 +1,12 @@
 //! A store wrapper that times every operation for
 //! `dialogd_store_operation_duration_seconds`, whatever store is inside.
 
-use super::{
+use crate::audit::{AuditEvent, AuditFilter, AuditLog};
+use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
-use crate::audit::{AuditEvent, AuditFilter};
-use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::operations::OperationStore;
 use async_trait::async_trait;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ pub struct MeteredStore<S> {
     inner: S,
 }
 
-impl<S: DialogueStore> MeteredStore<S> {
+impl<S> MeteredStore<S> {
     pub fn new(inner: S) -> MeteredStore<S> {
         MeteredStore { inner }
     }
@@ -104,7 +105,10 @@ impl<S: DialogueStore> DialogueStore for MeteredStore<S> {
     fn size_on_disk(&self) -> Option<u64> {
         self.inner.size_on_disk()
     }
+}
 
+#[async_trait]
+impl<S: AuditLog> AuditLog for MeteredStore<S> {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         timed("append_audit", self.inner.append_audit(event)).await
     }
@@ -121,7 +125,10 @@ impl<S: DialogueStore> DialogueStore for MeteredStore<S> {
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
         timed("sweep_audit", self.inner.sweep_audit(before)).await
     }
+}
 
+#[async_trait]
+impl<S: OperationStore> OperationStore for MeteredStore<S> {
     async fn put_operation(
         &self,
         id: &str,

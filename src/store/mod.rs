@@ -1,11 +1,12 @@
-//! Durable storage of dialogues, their turns and idempotency records.
-//!
-//! The engine serializes all changes to one dialogue, so implementations need
-//! not lock per dialogue; they must make each call's writes atomic (all or
-//! nothing after a crash) and, under `Durability::Sync`, durable before the
-//! call returns.
+//! The stores: the embedded sled database (one replica) and Redis (several
+//! replicas), with wrappers that meter operations and keep busy dialogues'
+//! recent turns in memory, and an in-memory store for tests. Each
+//! implements the ports of its consumers: the engine's `DialogueStore`
+//! (and, on Redis, its shared locks, slots and token ledger), `AuditLog`,
+//! `OperationStore` and the shared request limiter.
 
 mod group_commit;
+pub mod memory;
 pub mod metered;
 pub mod redis;
 pub mod redis_leases;
@@ -17,154 +18,98 @@ pub mod tail_cache;
 
 pub use group_commit::GroupCommit;
 
-use crate::audit::{AuditEvent, AuditFilter};
-use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use crate::audit::AuditLog;
+use crate::config::{LimitSettings, StoreKind, StoreSettings};
+use crate::dialogue::ports::{DialogueStore, SharedLocks, SharedSlots, StoreError, TokenLedger};
+use crate::limits::SharedRequestLimiter;
+use crate::operations::OperationStore;
+use metered::MeteredStore;
+use redis::RedisConnection;
 use std::sync::Arc;
+use std::time::Duration;
+use tail_cache::TailCachedStore;
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0} already exists")]
-    AlreadyExists(String),
-    /// The stored state moved on since the caller read it.
-    #[error("{0} changed concurrently")]
-    Conflict(String),
-    /// A stored record could not be decoded.
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-    /// The storage engine or disk failed.
-    #[error("storage I/O failed: {0}")]
-    Io(String),
+/// Why the configured store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "data dir {0} is in use by another process (its lock is held); stop that process or choose another --data-dir"
+    )]
+    Locked(String),
+    #[error("data dir {dir} cannot be opened: {reason}")]
+    Unusable { dir: String, reason: String },
+    #[error("cannot reach the Redis store: {0}")]
+    Redis(StoreError),
 }
 
-/// The answer to a request with an idempotency key, kept for a day so a
-/// retried request returns its first result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IdempotencyRecord {
-    pub request_id: String,
-    /// Index of the user turn; the assistant turn follows it.
-    pub user_turn_index: u64,
-    pub backend: String,
-    pub expire_time: Time,
+/// Dialogue locks and stream slots held across replicas.
+pub trait SharedLeases: SharedLocks + SharedSlots {}
+
+impl<T: SharedLocks + SharedSlots> SharedLeases for T {}
+
+/// What replicas sharing a store also share: locks, slots and limits.
+pub struct Shared {
+    pub leases: Arc<dyn SharedLeases>,
+    pub tokens: Arc<dyn TokenLedger>,
+    pub requests: Arc<dyn SharedRequestLimiter>,
 }
 
-/// A completed exchange to store in one atomic write.
-#[derive(Debug, Clone)]
-pub struct ExchangeCommit<'a> {
-    /// Set when the exchange also creates the dialogue (create_if_missing).
-    pub create: Option<&'a Dialogue>,
-    pub dialogue_id: &'a DialogueId,
-    /// The dialogue's turn count the exchange was built on; a different
-    /// stored count fails with `Conflict`.
-    pub expected_turn_count: u64,
-    /// In index order, following the stored ones.
-    pub turns: &'a [&'a Turn],
-    pub idempotency: Option<&'a IdempotencyRecord>,
+/// The configured store, as each of its consumers sees it (metered).
+pub struct Stores {
+    pub dialogues: Arc<dyn DialogueStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub operations: Arc<dyn OperationStore>,
+    /// Set with the Redis store: replicas share callers' limits through it.
+    pub shared: Option<Shared>,
 }
 
-/// Where a ListDialogues page continues: after this dialogue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DialogueCursor {
-    pub create_time: Time,
-    pub id: DialogueId,
-}
-
-/// What an expiry sweep found and removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SweepReport {
-    /// Expired dialogues; the caller erases them under the dialogue's lock.
-    pub expired_dialogues: Vec<DialogueId>,
-    /// Idempotency records removed.
-    pub idempotency_records_removed: u64,
-}
-
-#[async_trait]
-pub trait DialogueStore: Send + Sync + 'static {
-    /// Stores a new dialogue; `AlreadyExists` if the ID is taken.
-    async fn create_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError>;
-
-    /// The dialogue with its current turn count, expired or not.
-    async fn get_dialogue(&self, id: &DialogueId) -> Result<Option<Dialogue>, StoreError>;
-
-    /// Replaces an existing dialogue's settings (not its turns).
-    async fn update_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError>;
-
-    /// Erases a dialogue, its turns and idempotency records; false if absent.
-    async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError>;
-
-    /// `owner`'s dialogues newest first, starting after `after`; at most
-    /// `limit`. Returns the cursor of the last one when more may follow.
-    async fn list_dialogues(
-        &self,
-        owner: &Owner,
-        after: Option<&DialogueCursor>,
-        limit: usize,
-    ) -> Result<(Vec<Dialogue>, Option<DialogueCursor>), StoreError>;
-
-    /// Turns with index >= `from`, oldest first, at most `limit`.
-    async fn list_turns(
-        &self,
-        id: &DialogueId,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<Turn>, StoreError>;
-
-    /// Turns with index < `before`, newest first, at most `limit`. Shared
-    /// (`Arc`): prompt building reads many and must not copy them.
-    async fn turns_before(
-        &self,
-        id: &DialogueId,
-        before: u64,
-        limit: usize,
-    ) -> Result<Vec<Arc<Turn>>, StoreError>;
-
-    /// Appends an exchange's turns atomically (see `ExchangeCommit`).
-    async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError>;
-
-    async fn get_idempotency(
-        &self,
-        id: &DialogueId,
-        request_id: &str,
-    ) -> Result<Option<IdempotencyRecord>, StoreError>;
-
-    /// Removes idempotency records that expired by `now` and reports expired
-    /// dialogues.
-    async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError>;
-
-    /// Makes every acknowledged write durable (for shutdown).
-    async fn flush(&self) -> Result<(), StoreError>;
-
-    /// Bytes the store takes on disk, when it knows (for metrics).
-    fn size_on_disk(&self) -> Option<u64> {
-        None
+/// Opens the configured store. sled gets the recent-turns cache; Redis
+/// does not: another replica may erase and recreate a dialogue, which a
+/// local cache could not see.
+pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<Stores, OpenError> {
+    match settings.kind {
+        StoreKind::Sled => {
+            let sled = sled::SledStore::open(settings)?;
+            let dialogues: Arc<dyn DialogueStore> = match settings.history_cache_mb {
+                0 => Arc::new(MeteredStore::new(sled.clone())),
+                mb => Arc::new(MeteredStore::new(TailCachedStore::new(
+                    sled.clone(),
+                    mb << 20,
+                ))),
+            };
+            let metered = Arc::new(MeteredStore::new(sled));
+            Ok(Stores {
+                dialogues,
+                audit: metered.clone(),
+                operations: metered,
+                shared: None,
+            })
+        }
+        StoreKind::Redis => {
+            let r = &settings.redis;
+            let redis = RedisConnection::connect(&r.url, &r.cluster_nodes, &r.key_prefix)
+                .await
+                .map_err(OpenError::Redis)?;
+            let store = Arc::new(MeteredStore::new(redis::RedisStore::new(redis.clone())));
+            let lease_time = Duration::from_secs(r.lease_secs);
+            let shared = Shared {
+                leases: Arc::new(redis_leases::RedisLeases::new(redis.clone(), lease_time)),
+                tokens: Arc::new(redis_limits::SharedTokenBudget::new(
+                    redis.clone(),
+                    limits.tokens_per_minute,
+                )),
+                requests: Arc::new(redis_limits::SharedLimiter::new(
+                    redis,
+                    limits.requests_per_second,
+                    limits.request_burst,
+                )),
+            };
+            Ok(Stores {
+                dialogues: store.clone(),
+                audit: store.clone(),
+                operations: store,
+                shared: Some(shared),
+            })
+        }
     }
-
-    /// Appends an audit event (not waited on for durability: the periodic
-    /// flush covers it).
-    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
-
-    /// Audit events oldest first from `after` (exclusive), within the
-    /// filter's time range, at most `limit`; a cursor when more may follow.
-    async fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError>;
-
-    /// Removes audit events older than `before`; returns how many.
-    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError>;
-
-    /// Stores an asynchronous turn's record (opaque here), durably; while
-    /// `pending` it is listed by `pending_operations`.
-    async fn put_operation(&self, id: &str, record: &[u8], pending: bool)
-    -> Result<(), StoreError>;
-
-    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// The records last put with `pending` (at start-up: work to resume).
-    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 }

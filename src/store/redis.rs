@@ -13,11 +13,12 @@
 //! database. Durability is Redis's: configure `appendonly yes` and
 //! `appendfsync` as needed.
 
-use super::{
+use crate::audit::{AuditEvent, AuditFilter, AuditLog};
+use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
-use crate::audit::{AuditEvent, AuditFilter};
-use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::operations::OperationStore;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -184,6 +185,8 @@ impl RedisConnection {
     }
 }
 
+/// Cheap to clone: clones share the connection.
+#[derive(Clone)]
 pub struct RedisStore {
     redis: RedisConnection,
     create: Arc<redis::Script>,
@@ -536,7 +539,10 @@ impl DialogueStore for RedisStore {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl AuditLog for RedisStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         let member = format!("{}|{}", sortable(event.time), encode(event)?);
         let _: () = self.con().zadd(self.audit(), member, 0).await?;
@@ -586,6 +592,17 @@ impl DialogueStore for RedisStore {
         }
     }
 
+    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
+        let removed: u64 = self
+            .con()
+            .zrembylex(self.audit(), "-", format!("({}", sortable(before)))
+            .await?;
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl OperationStore for RedisStore {
     /// The record and the pending set are written apart (they need not
     /// share a slot): the id joins the set before its record is written and
     /// leaves it after, so a crash leaves at worst an id without a record
@@ -624,14 +641,6 @@ impl DialogueStore for RedisStore {
             }
         }
         Ok(records)
-    }
-
-    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
-        let removed: u64 = self
-            .con()
-            .zrembylex(self.audit(), "-", format!("({}", sortable(before)))
-            .await?;
-        Ok(removed)
     }
 }
 

@@ -7,11 +7,9 @@
 //!
 //! Times are Redis's own clock (TIME inside the scripts).
 
-use super::StoreError;
 use super::redis::RedisConnection;
-use crate::dialogue::locks::SharedLocks;
 use crate::dialogue::model::DialogueId;
-use crate::dialogue::quota::SharedSlots;
+use crate::dialogue::ports::{SharedLocks, SharedSlots, StoreError};
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use std::sync::Arc;

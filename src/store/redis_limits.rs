@@ -5,8 +5,8 @@
 //! Lua scripts on Redis's own clock, so replicas' clocks do not matter.
 
 use super::redis::RedisConnection;
-use crate::dialogue::quota::TokenLedger;
-use crate::store::StoreError;
+use crate::dialogue::ports::{StoreError, TokenLedger};
+use crate::limits::{Admission, SharedRequestLimiter};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,14 +34,6 @@ pub struct SharedLimiter {
     script: Arc<redis::Script>,
 }
 
-/// A limiter's answer for one call.
-pub enum Admission {
-    /// Admitted; this many more calls fit the burst now.
-    Admitted { remaining: u32 },
-    /// Refused; retry after this long.
-    Refused { retry_after: Duration },
-}
-
 impl SharedLimiter {
     pub fn new(redis: RedisConnection, requests_per_second: u32, burst: u32) -> SharedLimiter {
         SharedLimiter {
@@ -56,8 +48,11 @@ impl SharedLimiter {
             script: Arc::new(redis::Script::new(GCRA)),
         }
     }
+}
 
-    pub async fn check(&self, key: &str) -> Result<Admission, StoreError> {
+#[async_trait]
+impl SharedRequestLimiter for SharedLimiter {
+    async fn check(&self, key: &str) -> Result<Admission, StoreError> {
         let (admitted, value): (i64, i64) = self
             .script
             .key(self.redis.key(&format!("rate:{key}")))

@@ -1,11 +1,14 @@
 //! One behaviour suite for every store: the same checks run against sled
 //! and against a real Redis, so both keep the same guarantees.
 
-use super::{DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError};
-use crate::audit::{AuditEvent, AuditFilter};
+use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::{
     ContentPart, Dialogue, DialogueId, Owner, Role, SummaryRange, Time, Turn,
 };
+use crate::dialogue::ports::{
+    DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError,
+};
+use crate::operations::OperationStore;
 
 pub(crate) fn owner(principal: &str) -> Owner {
     Owner {
@@ -246,7 +249,7 @@ pub async fn listing_by_owner(store: &dyn DialogueStore) {
         .unwrap();
 }
 
-pub async fn audit_events(store: &dyn DialogueStore) {
+pub async fn audit_events(store: &dyn AuditLog) {
     let event = |secs: i64, who: &str, action: &str| AuditEvent {
         time: Time(secs * 1_000_000_000),
         request_id: format!("r{secs}"),
@@ -297,7 +300,7 @@ pub async fn audit_events(store: &dyn DialogueStore) {
     assert_eq!(left.len(), 2);
 }
 
-pub async fn operations(store: &dyn DialogueStore) {
+pub async fn operations(store: &dyn OperationStore) {
     assert_eq!(store.get_operation("op-1").await.unwrap(), None);
     store
         .put_operation("op-1", b"one running", true)
@@ -327,11 +330,18 @@ pub async fn operations(store: &dyn DialogueStore) {
     );
 }
 
-pub async fn everything(store: &dyn DialogueStore) {
+pub async fn everything<S: DialogueStore + AuditLog + OperationStore>(store: &S) {
     dialogues_and_turns(store).await;
     listing_by_owner(store).await;
     audit_events(store).await;
     operations(store).await;
+}
+
+mod memory_store {
+    #[tokio::test]
+    async fn memory_keeps_the_store_contract() {
+        super::everything(&crate::store::memory::MemoryStore::new()).await;
+    }
 }
 
 #[path = "../../tests/support/redis_cluster.rs"]
@@ -355,7 +365,7 @@ mod sled_store {
 }
 
 mod redis_store {
-    use crate::store::DialogueStore;
+    use crate::dialogue::ports::DialogueStore;
     use crate::store::redis::{RedisConnection, RedisStore};
 
     /// A real redis-server (`.ci/run` makes sure one runs), each test

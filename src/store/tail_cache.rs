@@ -12,11 +12,10 @@
 //! this is exact; several processes sharing a store must validate tails
 //! against the stored turn count (see the Redis store).
 
-use super::{
+use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
-use crate::audit::{AuditEvent, AuditFilter};
-use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -280,40 +279,6 @@ impl<S: DialogueStore> DialogueStore for TailCachedStore<S> {
 
     fn size_on_disk(&self) -> Option<u64> {
         self.inner.size_on_disk()
-    }
-
-    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        self.inner.append_audit(event).await
-    }
-
-    async fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
-        self.inner.list_audit(filter, after, limit).await
-    }
-
-    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
-        self.inner.sweep_audit(before).await
-    }
-
-    async fn put_operation(
-        &self,
-        id: &str,
-        record: &[u8],
-        pending: bool,
-    ) -> Result<(), StoreError> {
-        self.inner.put_operation(id, record, pending).await
-    }
-
-    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_operation(id).await
-    }
-
-    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.inner.pending_operations().await
     }
 }
 

@@ -99,7 +99,7 @@ async fn start(settings: Settings, data_dir: std::sync::Arc<TempDir>) -> TestApp
     let mut tries = 0;
     let app = loop {
         match Application::build(settings.clone()).await {
-            Err(StartupError::Store(dialogd::store::sled::OpenError::Locked(_))) if tries < 100 => {
+            Err(StartupError::Store(dialogd::store::OpenError::Locked(_))) if tries < 100 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -810,11 +810,10 @@ mod abuse_limits {
 mod audit {
     use super::{secured_app, with_auth};
     use crate::helpers::*;
-    use dialogd::audit::{AuditEvent, AuditFilter};
+    use dialogd::audit::{AuditEvent, AuditFilter, AuditLog};
     use dialogd::dialogue::model::Time;
     use dialogd::pb::dialogue::v1 as pb;
     use dialogd::pb::dialogue::v1::admin_service_client::AdminServiceClient;
-    use dialogd::store::DialogueStore;
     use std::time::Duration;
     use tonic::Code;
 

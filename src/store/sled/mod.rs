@@ -7,34 +7,26 @@
 
 mod keys;
 
-use super::{
-    DialogueCursor, DialogueStore, ExchangeCommit, GroupCommit, IdempotencyRecord, StoreError,
-    SweepReport,
-};
-use crate::audit::{AuditEvent, AuditFilter};
+use super::{GroupCommit, OpenError};
+use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::config::{Durability, StoreSettings};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::dialogue::ports::{
+    DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
+};
+use crate::operations::OperationStore;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
-/// Why the data directory could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(
-        "data dir {0} is in use by another process (its lock is held); stop that process or choose another --data-dir"
-    )]
-    Locked(String),
-    #[error("data dir {dir} cannot be opened: {reason}")]
-    Unusable { dir: String, reason: String },
-}
-
+/// Cheap to clone: clones share the database.
+#[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
     /// Present in `Durability::Sync`: acknowledges writes once flushed.
-    group_commit: Option<GroupCommit>,
+    group_commit: Option<Arc<GroupCommit>>,
 }
 
 impl From<sled::Error> for StoreError {
@@ -89,7 +81,7 @@ impl SledStore {
                     flusher.flush().map(|_| ()).map_err(|e| e.to_string())
                 }))
                 .map_err(|e| unusable(format!("cannot start the flusher thread: {e}")))?;
-                Some(gc)
+                Some(Arc::new(gc))
             }
         };
         Ok(SledStore {
@@ -432,38 +424,21 @@ impl DialogueStore for SledStore {
             .await
     }
 
-    async fn put_operation(
-        &self,
-        id: &str,
-        record: &[u8],
-        pending: bool,
-    ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(keys::operation(id), record);
-        if pending {
-            batch.insert(keys::pending(id), &[] as &[u8]);
-        } else {
-            batch.remove(keys::pending(id));
-        }
-        self.write(batch).await
+    async fn flush(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush().map(|_| ()))
+            .await
+            .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
+        Ok(())
     }
 
-    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(keys::operation(id))?.map(|v| v.to_vec()))
+    fn size_on_disk(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
     }
+}
 
-    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut records = Vec::new();
-        for entry in self.tree.scan_prefix(keys::PENDING) {
-            let (key, _) = entry?;
-            let id = String::from_utf8_lossy(&key[keys::PENDING.len()..]).into_owned();
-            if let Some(record) = self.tree.get(keys::operation(&id))? {
-                records.push(record.to_vec());
-            }
-        }
-        Ok(records)
-    }
-
+#[async_trait]
+impl AuditLog for SledStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         self.tree.insert(keys::audit(event.time), encode(event)?)?;
         Ok(())
@@ -520,16 +495,39 @@ impl DialogueStore for SledStore {
         })
         .await
     }
+}
 
-    async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush().map(|_| ()))
-            .await
-            .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
-        Ok(())
+#[async_trait]
+impl OperationStore for SledStore {
+    async fn put_operation(
+        &self,
+        id: &str,
+        record: &[u8],
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::operation(id), record);
+        if pending {
+            batch.insert(keys::pending(id), &[] as &[u8]);
+        } else {
+            batch.remove(keys::pending(id));
+        }
+        self.write(batch).await
     }
 
-    fn size_on_disk(&self) -> Option<u64> {
-        self.db.size_on_disk().ok()
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(keys::operation(id))?.map(|v| v.to_vec()))
+    }
+
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut records = Vec::new();
+        for entry in self.tree.scan_prefix(keys::PENDING) {
+            let (key, _) = entry?;
+            let id = String::from_utf8_lossy(&key[keys::PENDING.len()..]).into_owned();
+            if let Some(record) = self.tree.get(keys::operation(&id))? {
+                records.push(record.to_vec());
+            }
+        }
+        Ok(records)
     }
 }
