@@ -5,8 +5,8 @@
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, Settings};
-use crate::dialogue::Engine;
 use crate::dialogue::content_filter::ContentFilter;
+use crate::dialogue::engine::Engine;
 use crate::dialogue::model::Time;
 use crate::dialogue::ports::{DialogueStore, StoreError};
 use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
@@ -115,7 +115,7 @@ impl Application {
             settings.content_filter.check_output,
         )
         .map_err(StartupError::ContentFilter)?;
-        let cache = crate::dialogue::reply_cache::ReplyCache::new(&settings.cache);
+        let cache = crate::dialogue::engine::reply_cache::ReplyCache::new(&settings.cache);
         let tasks = TaskTracker::new();
         let mut engine = Engine::new(
             dialogue_store.clone(),

@@ -1,20 +1,12 @@
-//! The dialogue engine: conversation rules, independent of transport,
-//! storage engine and model protocol.
+//! Dialogues: the domain model every front and backend translates to and
+//! from, the rules a request must pass, the ports the engine needs from a
+//! store, and (in `engine/`) the engine that runs turns.
 
 pub mod content_filter;
 pub mod context;
 pub mod engine;
-pub mod error;
-pub mod locks;
 pub mod model;
 pub mod page_token;
 pub mod ports;
-pub mod prompt;
-pub mod quota;
-pub mod reply_cache;
-pub mod resumable;
 pub mod tokenizer;
 pub mod validate;
-
-pub use engine::Engine;
-pub use error::EngineError;

@@ -4,7 +4,7 @@
 
 use crate::audit::AuditNotes;
 use crate::auth::Principal;
-use crate::dialogue::EngineError;
+use crate::dialogue::engine::EngineError;
 use crate::dialogue::model::{
     CachePolicy, ContentPart, Dialogue, DialogueId, DialogueSpec, Expiration, FinishReason,
     GenerationParams, Owner, ReplyMetadata, Role, StreamEvent, Time, Turn, TurnOutcome,

@@ -1,7 +1,7 @@
 //! `dialogue.v1.DialogueService` handlers.
 
 use super::convert;
-use crate::dialogue::{Engine, EngineError};
+use crate::dialogue::engine::{Engine, EngineError};
 use crate::failure::{Failure, Violations};
 use crate::operations::Operations;
 use crate::pb::dialogue::v1 as pb;
@@ -56,7 +56,7 @@ impl DialogueService for DialogueGrpc {
             .ok()
             .filter(|&n| n <= 1000)
             .ok_or_else(|| {
-                crate::dialogue::EngineError::invalid("last_turns", "must be 0 to 1000")
+                crate::dialogue::engine::EngineError::invalid("last_turns", "must be 0 to 1000")
             })?;
         let owner = req.owner.map(convert::owner_from_pb);
         let (dialogue, turns) = self

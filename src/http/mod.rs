@@ -10,7 +10,7 @@ pub mod grpc_web;
 pub mod openai;
 pub mod rest;
 
-use crate::dialogue::Engine;
+use crate::dialogue::engine::Engine;
 use crate::middleware::protocol::is_grpc;
 use crate::router::Router;
 use axum::routing::{get, post};

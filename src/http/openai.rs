@@ -11,7 +11,7 @@
 
 use super::error::{self, ErrorShape};
 use crate::auth::Principal;
-use crate::dialogue::Engine;
+use crate::dialogue::engine::Engine;
 use crate::dialogue::model::PromptMessage;
 use crate::dialogue::model::{
     CachePolicy, CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration,
@@ -90,7 +90,7 @@ struct Part {
 }
 
 fn invalid(field: &str, description: impl Into<String>) -> Status {
-    crate::dialogue::EngineError::invalid(field, description).into()
+    crate::dialogue::engine::EngineError::invalid(field, description).into()
 }
 
 fn openai_error(status: &Status) -> Response {
@@ -304,7 +304,9 @@ fn completion(outcome: &TurnOutcome) -> Value {
 /// finish reason, usage if asked for, then `[DONE]`. An error ends the
 /// stream as an `error` object (what OpenAI's SDKs raise from).
 fn sse_chunks(
-    events: impl Stream<Item = Result<StreamEvent, crate::dialogue::EngineError>> + Send + 'static,
+    events: impl Stream<Item = Result<StreamEvent, crate::dialogue::engine::EngineError>>
+    + Send
+    + 'static,
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     struct Chunking {

@@ -24,9 +24,9 @@ pub trait OperationStore: Send + Sync + 'static {
 }
 
 use crate::auth::{Principal, Role};
+use crate::dialogue::engine::{Engine, EngineError};
 use crate::dialogue::model::{Owner, Time};
 use crate::dialogue::ports::StoreError;
-use crate::dialogue::{Engine, EngineError};
 use crate::failure::Failure;
 use crate::grpc::convert;
 use crate::pb::dialogue::v1 as pb;

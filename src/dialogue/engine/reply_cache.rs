@@ -6,9 +6,9 @@
 //! (least recently used first out), and deleting a dialogue erases the
 //! replies it produced.
 
-use super::model::{CachePolicy, DialogueId, GenerationParams};
 use crate::backend::{ModelReply, ModelRequest};
 use crate::config::CacheSettings;
+use crate::dialogue::model::{CachePolicy, DialogueId, GenerationParams};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -9,13 +9,14 @@
 //! exchange, and stands in for everything up to that range from then on.
 //! A failed summary call does not fail the turn: it goes on without one.
 
-use super::context::{ContextFit, Counted, MESSAGE_OVERHEAD};
 use super::error::EngineError;
-use super::model::{ContentPart, Dialogue, GenerationParams, Role, SummaryRange, Time, Turn};
-use super::ports::DialogueStore;
-use super::tokenizer::{count_tokens, truncate_to_tokens};
 use crate::backend::ModelRequest;
-use crate::dialogue::model::PromptMessage;
+use crate::dialogue::context::{ContextFit, Counted, MESSAGE_OVERHEAD};
+use crate::dialogue::model::{
+    ContentPart, Dialogue, GenerationParams, PromptMessage, Role, SummaryRange, Time, Turn,
+};
+use crate::dialogue::ports::DialogueStore;
+use crate::dialogue::tokenizer::{count_tokens, truncate_to_tokens};
 use crate::router::{ModelRoute, Router, SummaryPolicy};
 use tokio::time::Instant;
 

@@ -6,7 +6,7 @@
 //! store (see `Engine::resume_stream`).
 
 use super::error::EngineError;
-use super::model::{DialogueId, StreamEvent};
+use crate::dialogue::model::{DialogueId, StreamEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -7,8 +7,8 @@
 //! they hold the local one, so a turn waits for another replica's turn on
 //! the same dialogue instead of failing when it commits.
 
-use super::model::DialogueId;
-use super::ports::{SharedLocks, StoreError};
+use crate::dialogue::model::DialogueId;
+use crate::dialogue::ports::{SharedLocks, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};

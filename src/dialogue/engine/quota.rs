@@ -3,7 +3,7 @@
 //! (a bucket refilled continuously; a turn is admitted while the bucket is
 //! above zero and charged its real usage afterwards, so it may go below).
 
-use super::ports::{SharedSlots, TokenLedger};
+use crate::dialogue::ports::{SharedSlots, TokenLedger};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,0 +1,224 @@
+//! Where a planned turn's reply comes from — the response cache, else the
+//! model through the router — and storing the exchange: the user turn and
+//! the reply (after a new summary, if any) in one durable write, the
+//! caller charged the model tokens spent.
+
+use super::plan::PlannedTurn;
+use super::{Engine, EngineError};
+use crate::backend::{ModelReply, ReplyChunk, ReplyStream};
+use crate::dialogue::model::{
+    ContentPart, FinishReason, ReplyMetadata, Role, Time, Turn, TurnOutcome, Usage,
+};
+use crate::dialogue::ports::{ExchangeCommit, IdempotencyRecord};
+use crate::dialogue::tokenizer::count_tokens;
+use crate::meter::TurnKind;
+use crate::router::Routed;
+use std::time::{Duration, Instant};
+
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
+
+/// Where a reply came from.
+pub(super) struct Served {
+    pub backend: String,
+    pub attempts: u32,
+    /// The target's configured upstream model (used when the backend does
+    /// not name the model that answered).
+    pub upstream_model: String,
+    pub kind: TurnKind,
+    /// Time the turn spent waiting on models (and, streaming, on the
+    /// client taking deltas): the rest of its time is dialogd's overhead.
+    pub waited: Duration,
+    /// From the response cache: no model was called.
+    pub cached: bool,
+}
+
+impl Engine {
+    /// The cached reply to `planned`, when there is one: no model is called.
+    fn cached(&self, planned: &PlannedTurn, kind: TurnKind) -> Option<(ModelReply, Served)> {
+        let hit = self.cache.as_ref()?.get(planned.cache_key?)?;
+        let served = Served {
+            backend: hit.backend.clone(),
+            attempts: 0,
+            upstream_model: String::new(),
+            kind,
+            waited: Duration::ZERO,
+            cached: true,
+        };
+        Some((hit.reply.clone(), served))
+    }
+
+    /// The whole reply to `planned`: cached, or from the model with the
+    /// output filter applied.
+    pub(super) async fn reply_to(
+        &self,
+        planned: &PlannedTurn,
+    ) -> Result<(ModelReply, Served), EngineError> {
+        if let Some(cached) = self.cached(planned, TurnKind::Unary) {
+            return Ok(cached);
+        }
+        let deadline = planned.deadline.map(tokio::time::Instant::from_std);
+        let upstream_started = Instant::now();
+        let routed = self
+            .router
+            .complete(&planned.route, &planned.request, deadline)
+            .await?;
+        let mut reply = routed.value;
+        if let Some(cut) = self
+            .output_filter()
+            .and_then(|f| f.first_match(&reply.text))
+        {
+            reply.text.truncate(cut);
+            reply.finish_reason = FinishReason::ContentFilter;
+        }
+        let served = Served {
+            backend: routed.backend,
+            attempts: routed.attempts,
+            upstream_model: routed.model,
+            kind: TurnKind::Unary,
+            waited: planned.waited + upstream_started.elapsed(),
+            cached: false,
+        };
+        Ok((reply, served))
+    }
+
+    /// The reply to `planned` as chunks: a cached reply as one, else the
+    /// model's stream (retried by the router until its first chunk).
+    pub(super) async fn reply_stream_to(
+        &self,
+        planned: &PlannedTurn,
+    ) -> Result<(ReplyStream, Served), EngineError> {
+        if let Some((reply, served)) = self.cached(planned, TurnKind::Stream) {
+            let chunks = [
+                Ok(ReplyChunk::Text(reply.text)),
+                Ok(ReplyChunk::Finished {
+                    finish_reason: reply.finish_reason,
+                    usage: reply.usage,
+                    model: reply.model,
+                }),
+            ];
+            return Ok((Box::pin(futures_util::stream::iter(chunks)), served));
+        }
+        let deadline = planned.deadline.map(tokio::time::Instant::from_std);
+        let upstream_started = Instant::now();
+        let Routed {
+            value,
+            backend,
+            attempts,
+            model,
+        } = self
+            .router
+            .stream(&planned.route, &planned.request, deadline)
+            .await?;
+        let served = Served {
+            backend,
+            attempts,
+            upstream_model: model,
+            kind: TurnKind::Stream,
+            waited: planned.waited + upstream_started.elapsed(),
+            cached: false,
+        };
+        Ok((value, served))
+    }
+
+    /// Keeps a model's complete, unfiltered reply for identical requests,
+    /// then stores the exchange (user turn and reply) in one durable write.
+    pub(super) async fn commit(
+        &self,
+        planned: PlannedTurn,
+        reply: ModelReply,
+        served: Served,
+    ) -> Result<TurnOutcome, EngineError> {
+        if let (Some(cache), Some(key), false) = (&self.cache, planned.cache_key, served.cached)
+            && reply.finish_reason != FinishReason::ContentFilter
+        {
+            let backend = served.backend.clone();
+            cache.insert(key, &planned.dialogue_id, reply.clone(), backend);
+        }
+        let ModelReply {
+            text: reply,
+            finish_reason,
+            usage,
+            model: reported_model,
+        } = reply;
+        let reply_tokens = count_tokens(&reply);
+        // Backends that report no usage get our tokenizer's counts.
+        let usage = usage.unwrap_or(Usage {
+            prompt_tokens: planned.prompt_tokens,
+            completion_tokens: reply_tokens,
+        });
+        let now = Time::now();
+        let backend = served.backend;
+        let assistant_turn = Turn {
+            index: planned.user_turn.index + 1,
+            role: Role::Assistant,
+            content: vec![ContentPart::Text(reply)],
+            create_time: now.max(planned.user_turn.create_time),
+            finish_reason: Some(finish_reason),
+            model: planned.route.name.clone(),
+            usage: Some(usage),
+            request_id: planned.user_turn.request_id.clone(),
+            tokens: u32::try_from(reply_tokens).unwrap_or(u32::MAX),
+            summary: None,
+        };
+        let idempotency = planned
+            .user_turn
+            .request_id
+            .as_ref()
+            .map(|rid| IdempotencyRecord {
+                request_id: rid.clone(),
+                user_turn_index: planned.user_turn.index,
+                backend: backend.clone(),
+                expire_time: now.saturating_add_secs(IDEMPOTENCY_TTL_SECS),
+            });
+        let user_turn = planned.user_turn;
+        let turns: Vec<&Turn> = planned
+            .summary
+            .iter()
+            .chain([&user_turn, &assistant_turn])
+            .collect();
+        if !planned.stateless {
+            self.store
+                .commit_exchange(ExchangeCommit {
+                    create: planned.create.as_ref(),
+                    dialogue_id: &planned.dialogue_id,
+                    expected_turn_count: planned.expected_turn_count,
+                    turns: &turns,
+                    idempotency: idempotency.as_ref(),
+                })
+                .await?;
+        }
+        // A cached reply spent no model tokens.
+        if !served.cached {
+            if let Some(budget) = &self.token_budget {
+                let spent = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+                budget.charge(&planned.quota_key, spent).await;
+            }
+            crate::meter::tokens(
+                &planned.route.name,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            );
+        }
+        crate::meter::gateway_overhead(
+            served.kind,
+            planned.started.elapsed().saturating_sub(served.waited),
+        );
+        Ok(TurnOutcome {
+            dialogue_id: planned.dialogue_id,
+            user_turn,
+            assistant_turn,
+            finish_reason,
+            usage,
+            metadata: ReplyMetadata {
+                latency_ms: planned.started.elapsed().as_secs_f64() * 1000.0,
+                model: planned.route.name,
+                backend,
+                cached: served.cached,
+                replayed: false,
+                attempts: served.attempts,
+                upstream_model: reported_model.unwrap_or(served.upstream_model),
+            },
+        })
+    }
+}

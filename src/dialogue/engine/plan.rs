@@ -1,0 +1,338 @@
+//! Everything before the model call: the checks a request passes before
+//! anything runs, the caller's token budget, and the plan of the call —
+//! the dialogue it belongs to (created if asked), the prompt fitted into
+//! the model's context window, the turns to store and where the reply sits
+//! in the response cache. A repeated request is planned as a replay.
+
+use super::prompt::PromptBuilder;
+use super::reply_cache::{CacheKey, ReplyCache};
+use super::{Engine, EngineError, quota_key};
+use crate::auth::Principal;
+use crate::backend::ModelRequest;
+use crate::dialogue::context::Counted;
+use crate::dialogue::model::{
+    CompletionRequest, ContentPart, Dialogue, DialogueId, Owner, Role, Time, Turn, TurnOutcome,
+    TurnRequest, join_text,
+};
+use crate::dialogue::tokenizer::count_tokens;
+use crate::dialogue::validate;
+use crate::failure::Violations;
+use crate::router::ModelRoute;
+use std::time::{Duration, Instant};
+
+/// A turn that passed every check and is ready for the model call.
+pub(super) struct PlannedTurn {
+    pub dialogue_id: DialogueId,
+    /// Whose token budget the turn is charged to.
+    pub quota_key: String,
+    /// The dialogue to create with the turn (create_if_missing).
+    pub create: Option<Dialogue>,
+    pub expected_turn_count: u64,
+    pub route: ModelRoute,
+    pub request: ModelRequest,
+    /// A summary of older history to store ahead of the exchange.
+    pub summary: Option<Turn>,
+    /// Tokens of `request.messages`.
+    pub prompt_tokens: u64,
+    pub user_turn: Turn,
+    pub started: Instant,
+    /// Time planning spent waiting on a model (summarizing old history).
+    pub waited: Duration,
+    /// Where the reply is (or goes) in the response cache, if it may.
+    pub cache_key: Option<CacheKey>,
+    /// When the caller stops waiting.
+    pub deadline: Option<Instant>,
+    /// A stateless completion: nothing is stored.
+    pub stateless: bool,
+}
+
+pub(super) enum Plan {
+    /// The request repeats a stored one: answer with its result.
+    Replay(Box<TurnOutcome>),
+    Run(Box<PlannedTurn>),
+}
+
+impl Engine {
+    /// The checks a turn passes before anything runs (sizes, settings,
+    /// content filter, models); they need no stored state.
+    pub fn check_turn_request(&self, request: &TurnRequest) -> Result<(), EngineError> {
+        let mut v = Violations::default();
+        validate::check_message(&self.limits, &request.content, &mut v);
+        validate::check_params(&request.params, &mut v);
+        if let Some(rid) = &request.request_id {
+            validate::check_request_id(rid, &mut v);
+        }
+        if self.blocks(request.content.iter().map(|ContentPart::Text(t)| t)) {
+            return Err(EngineError::ContentBlocked);
+        }
+        if let Some(model) = &request.params.model {
+            self.check_model(model, "generation.model", &mut v);
+        }
+        if let Some(spec) = &request.create_if_missing {
+            let now = Time::now();
+            validate::check_spec(&self.limits, spec, None, "dialogue_defaults", now, &mut v);
+            self.check_model(&spec.model, "dialogue_defaults.model", &mut v);
+        }
+        Ok(v.into_result(())?)
+    }
+
+    /// Whether the content filter blocks one of `texts`.
+    fn blocks<'a>(&self, mut texts: impl Iterator<Item = &'a String>) -> bool {
+        self.filter
+            .as_ref()
+            .is_some_and(|f| texts.any(|t| f.first_match(t).is_some()))
+    }
+
+    /// Refuses a call while the caller's token budget is spent.
+    pub(super) async fn admit_tokens(&self, caller: &Principal) -> Result<(), EngineError> {
+        let Some(budget) = &self.token_budget else {
+            return Ok(());
+        };
+        budget
+            .admit(&quota_key(caller))
+            .await
+            .inspect_err(|_| crate::meter::rate_limited("tokens"))
+            .map_err(|retry_after| EngineError::RateLimited {
+                reason: "TOKEN_RATE_LIMITED",
+                message: format!(
+                    "token budget of {} per minute spent for this caller",
+                    self.limits.tokens_per_minute
+                ),
+                retry_after,
+            })
+    }
+
+    /// Checks a turn, admits it, takes its dialogue's lock (held while the
+    /// returned guard lives) and plans it.
+    pub(super) async fn prepare_turn(
+        &self,
+        request: &TurnRequest,
+    ) -> Result<(Plan, super::locks::DialogueGuard), EngineError> {
+        let started = Instant::now();
+        self.check_turn_request(request)?;
+        self.admit_tokens(&request.caller).await?;
+        let guard = self.locks.lock(&request.dialogue_id).await?;
+        Ok((self.plan_turn(request, started).await?, guard))
+    }
+
+    /// The dialogue a turn goes to, and the dialogue to create with it
+    /// when it is missing and may be created.
+    async fn dialogue_of(
+        &self,
+        request: &TurnRequest,
+        now: Time,
+    ) -> Result<(Dialogue, Option<Dialogue>), EngineError> {
+        let id = &request.dialogue_id;
+        let stored = self
+            .store
+            .get_dialogue(id)
+            .await?
+            .filter(|d| !d.is_expired(now));
+        let owner = Owner::of(&request.caller);
+        match (stored, &request.create_if_missing) {
+            (Some(d), _) if d.owner == owner => Ok((d, None)),
+            // Someone else's: not found, and not creatable under that ID.
+            (Some(_), _) | (None, None) => Err(EngineError::NotFound(id.resource_name())),
+            (None, Some(spec)) => {
+                self.erase_if_expired(id, now).await?;
+                let d = self.new_dialogue(owner, id.clone(), spec, now, "dialogue_defaults")?;
+                Ok((d.clone(), Some(d)))
+            }
+        }
+    }
+
+    /// Everything before the model call; runs under the dialogue's lock.
+    async fn plan_turn(
+        &self,
+        request: &TurnRequest,
+        started: Instant,
+    ) -> Result<Plan, EngineError> {
+        let id = &request.dialogue_id;
+        let now = Time::now();
+        let (dialogue, create) = self.dialogue_of(request, now).await?;
+        if let (Some(rid), None) = (&request.request_id, &create)
+            && let Some(record) = self.store.get_idempotency(id, rid).await?
+        {
+            let outcome = self.replay(request, record, started).await?;
+            return Ok(Plan::Replay(Box::new(outcome)));
+        }
+        if dialogue.turn_count + 2 > self.limits.max_turns_per_dialogue {
+            return Err(EngineError::FailedPrecondition {
+                reason: "DIALOGUE_TURN_LIMIT",
+                message: format!(
+                    "{} holds {} turns; at most {} are allowed per dialogue",
+                    id.resource_name(),
+                    dialogue.turn_count,
+                    self.limits.max_turns_per_dialogue
+                ),
+            });
+        }
+        let model = request.params.model.as_deref().unwrap_or(&dialogue.model);
+        let route = self.router.route(model).cloned().ok_or_else(|| EngineError::FailedPrecondition {
+            reason: "MODEL_NOT_SERVED",
+            message: format!(
+                "the dialogue's model {model:?} is no longer served; pass generation.model or update the dialogue's model (known: {})",
+                self.router.model_names().join(", ")
+            ),
+        })?;
+        let user_text = join_text(&request.content);
+        let user_tokens = count_tokens(&user_text);
+        let building = Instant::now();
+        let prompt = PromptBuilder {
+            store: self.store.as_ref(),
+            router: &self.router,
+            route: &route,
+            deadline: request.deadline.map(tokio::time::Instant::from_std),
+        }
+        .build(
+            &dialogue,
+            Counted {
+                text: &user_text,
+                tokens: user_tokens,
+            },
+            request.params.max_tokens,
+        )
+        .await?;
+        // Building reads the store, but with a new summary it mostly waited
+        // on the model writing it.
+        let waited = match prompt.new_summary {
+            Some(_) => building.elapsed(),
+            None => Duration::ZERO,
+        };
+        // A new summary takes the next index, before the exchange; it is
+        // skipped when the dialogue has no room left for it.
+        let summary = prompt
+            .new_summary
+            .filter(|_| dialogue.turn_count + 3 <= self.limits.max_turns_per_dialogue)
+            .map(|mut s| {
+                s.index = dialogue.turn_count;
+                s
+            });
+        let user_turn = Turn {
+            request_id: request.request_id.clone(),
+            ..user_turn(
+                dialogue.turn_count + u64::from(summary.is_some()),
+                request.content.clone(),
+                user_tokens,
+                now,
+            )
+        };
+        let model_request = ModelRequest {
+            messages: prompt.messages,
+            params: request.params.clone(),
+        };
+        Ok(Plan::Run(Box::new(PlannedTurn {
+            cache_key: self.cache_key(&request.caller, &route, &model_request),
+            dialogue_id: id.clone(),
+            quota_key: quota_key(&request.caller),
+            create,
+            expected_turn_count: dialogue.turn_count,
+            request: model_request,
+            route,
+            summary,
+            prompt_tokens: prompt.tokens,
+            user_turn,
+            started,
+            waited,
+            deadline: request.deadline,
+            stateless: false,
+        })))
+    }
+
+    /// Checks a stateless completion and fits nothing: the caller's
+    /// messages are the prompt and must fit the model's context window.
+    pub(super) async fn plan_completion(
+        &self,
+        request: &CompletionRequest,
+    ) -> Result<PlannedTurn, EngineError> {
+        let started = Instant::now();
+        let mut v = Violations::default();
+        validate::check_prompt(&self.limits, &request.messages, &mut v);
+        validate::check_params(&request.params, &mut v);
+        let model = request
+            .params
+            .model
+            .clone()
+            .unwrap_or_else(|| self.model_or_default(""));
+        self.check_model(&model, "model", &mut v);
+        v.into_result(())?;
+        let user_texts = request.messages.iter().filter(|m| m.role == Role::User);
+        if self.blocks(user_texts.map(|m| &m.text)) {
+            return Err(EngineError::ContentBlocked);
+        }
+        self.admit_tokens(&request.caller).await?;
+        let route = self
+            .router
+            .route(&model)
+            .cloned()
+            .ok_or_else(|| EngineError::invalid("model", format!("unknown model {model:?}")))?;
+        let prompt_tokens: u64 = request.messages.iter().map(|m| count_tokens(&m.text)).sum();
+        let room = u64::from(route.context_tokens)
+            .saturating_sub(u64::from(request.params.max_tokens.unwrap_or(0)));
+        if prompt_tokens > room {
+            return Err(EngineError::invalid(
+                "messages",
+                format!(
+                    "take {prompt_tokens} tokens; {model} fits {room} with the requested max_tokens (context window {})",
+                    route.context_tokens
+                ),
+            ));
+        }
+        let last = request
+            .messages
+            .last()
+            .map(|m| m.text.clone())
+            .unwrap_or_default();
+        let last_tokens = count_tokens(&last);
+        let model_request = ModelRequest {
+            messages: request.messages.clone(),
+            params: request.params.clone(),
+        };
+        Ok(PlannedTurn {
+            cache_key: self.cache_key(&request.caller, &route, &model_request),
+            dialogue_id: DialogueId::generate(),
+            quota_key: quota_key(&request.caller),
+            create: None,
+            expected_turn_count: 0,
+            request: model_request,
+            route,
+            summary: None,
+            prompt_tokens,
+            user_turn: user_turn(0, vec![ContentPart::Text(last)], last_tokens, Time::now()),
+            started,
+            waited: Duration::ZERO,
+            deadline: request.deadline,
+            stateless: true,
+        })
+    }
+
+    /// Where this model call's reply is (or goes) in the response cache,
+    /// when the cache is on and the call's parameters allow it.
+    fn cache_key(
+        &self,
+        caller: &Principal,
+        route: &ModelRoute,
+        request: &ModelRequest,
+    ) -> Option<CacheKey> {
+        self.cache
+            .as_ref()
+            .filter(|_| ReplyCache::applies_to(&request.params))
+            .map(|_| ReplyCache::key(&caller.tenant, &route.name, request))
+    }
+}
+
+/// The user's turn of an exchange, at `index`.
+fn user_turn(index: u64, content: Vec<ContentPart>, tokens: u64, now: Time) -> Turn {
+    Turn {
+        index,
+        role: Role::User,
+        content,
+        create_time: now,
+        finish_reason: None,
+        model: String::new(),
+        usage: None,
+        request_id: None,
+        tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+        summary: None,
+    }
+}
