@@ -5,7 +5,7 @@
 
 use super::plan::PlannedTurn;
 use super::{Engine, EngineError};
-use crate::backend::{ModelReply, ReplyChunk, ReplyStream};
+use crate::backend::{BackendError, ModelReply, ReplyChunk, ReplyStream};
 use crate::dialogue::model::{
     ContentPart, FinishReason, ReplyMetadata, Role, Time, Turn, TurnOutcome, Usage,
 };
@@ -13,6 +13,7 @@ use crate::dialogue::ports::{ExchangeCommit, IdempotencyRecord};
 use crate::dialogue::tokenizer::count_tokens;
 use crate::meter::TurnKind;
 use crate::router::Routed;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// How long an idempotency key is remembered.
@@ -31,6 +32,29 @@ pub(super) struct Served {
     pub waited: Duration,
     /// From the response cache: no model was called.
     pub cached: bool,
+}
+
+/// Calls the model through the router (`call` gets the turn's deadline)
+/// and tells where the answer came from.
+async fn call_model<T, Fut>(
+    planned: &PlannedTurn,
+    kind: TurnKind,
+    call: impl FnOnce(Option<tokio::time::Instant>) -> Fut,
+) -> Result<(T, Served), EngineError>
+where
+    Fut: Future<Output = Result<Routed<T>, BackendError>>,
+{
+    let started = Instant::now();
+    let routed = call(planned.deadline.map(tokio::time::Instant::from_std)).await?;
+    let served = Served {
+        backend: routed.backend,
+        attempts: routed.attempts,
+        upstream_model: routed.model,
+        kind,
+        waited: planned.waited + started.elapsed(),
+        cached: false,
+    };
+    Ok((routed.value, served))
 }
 
 impl Engine {
@@ -57,13 +81,11 @@ impl Engine {
         if let Some(cached) = self.cached(planned, TurnKind::Unary) {
             return Ok(cached);
         }
-        let deadline = planned.deadline.map(tokio::time::Instant::from_std);
-        let upstream_started = Instant::now();
-        let routed = self
-            .router
-            .complete(&planned.route, &planned.request, deadline)
-            .await?;
-        let mut reply = routed.value;
+        let (mut reply, served) = call_model(planned, TurnKind::Unary, |deadline| {
+            self.router
+                .complete(&planned.route, &planned.request, deadline)
+        })
+        .await?;
         if let Some(cut) = self
             .output_filter()
             .and_then(|f| f.first_match(&reply.text))
@@ -71,14 +93,6 @@ impl Engine {
             reply.text.truncate(cut);
             reply.finish_reason = FinishReason::ContentFilter;
         }
-        let served = Served {
-            backend: routed.backend,
-            attempts: routed.attempts,
-            upstream_model: routed.model,
-            kind: TurnKind::Unary,
-            waited: planned.waited + upstream_started.elapsed(),
-            cached: false,
-        };
         Ok((reply, served))
     }
 
@@ -99,26 +113,11 @@ impl Engine {
             ];
             return Ok((Box::pin(futures_util::stream::iter(chunks)), served));
         }
-        let deadline = planned.deadline.map(tokio::time::Instant::from_std);
-        let upstream_started = Instant::now();
-        let Routed {
-            value,
-            backend,
-            attempts,
-            model,
-        } = self
-            .router
-            .stream(&planned.route, &planned.request, deadline)
-            .await?;
-        let served = Served {
-            backend,
-            attempts,
-            upstream_model: model,
-            kind: TurnKind::Stream,
-            waited: planned.waited + upstream_started.elapsed(),
-            cached: false,
-        };
-        Ok((value, served))
+        call_model(planned, TurnKind::Stream, |deadline| {
+            self.router
+                .stream(&planned.route, &planned.request, deadline)
+        })
+        .await
     }
 
     /// Keeps a model's complete, unfiltered reply for identical requests,
