@@ -236,8 +236,13 @@ impl Application {
         let max_request = settings.server.max_request_bytes;
         let webhooks = crate::operations::webhook::Webhooks::from_settings(&settings.webhooks)
             .map_err(StartupError::Webhooks)?;
-        let operations =
-            crate::operations::Operations::new(engine.clone(), operations, webhooks, tasks.clone());
+        let operations = crate::operations::Operations::new(
+            engine.clone(),
+            operations,
+            webhooks,
+            crate::grpc::convert::callback_body(),
+            tasks.clone(),
+        );
         let dialogue_grpc = DialogueGrpc::new(engine.clone(), operations.clone());
         let dialogues = DialogueServiceServer::new(dialogue_grpc.clone())
             .max_decoding_message_size(max_request);

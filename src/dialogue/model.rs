@@ -317,7 +317,7 @@ pub struct PromptMessage {
 }
 
 /// Sampling settings of one turn, already range-checked.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationParams {
     pub model: Option<String>,
     pub temperature: Option<f32>,
@@ -331,7 +331,7 @@ pub struct GenerationParams {
 }
 
 /// Whether a turn may be answered from the response cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CachePolicy {
     /// Only deterministic requests: temperature 0 or a seed.
     #[default]
@@ -343,7 +343,7 @@ pub enum CachePolicy {
 }
 
 /// When a dialogue expires, as a caller states it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Expiration {
     Never,
     /// Seconds from now.
@@ -352,7 +352,7 @@ pub enum Expiration {
 }
 
 /// The caller-settable part of a dialogue, for create and update.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DialogueSpec {
     pub model: String,
     pub system_prompt: String,
@@ -399,7 +399,7 @@ pub struct CompletionRequest {
 }
 
 /// How a reply was produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplyMetadata {
     pub latency_ms: f64,
     pub model: String,
@@ -413,7 +413,7 @@ pub struct ReplyMetadata {
 }
 
 /// The stored result of one turn.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TurnOutcome {
     pub dialogue_id: DialogueId,
     pub user_turn: Turn,

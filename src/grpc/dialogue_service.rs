@@ -193,11 +193,16 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::SubmitTurnRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let caller = convert::caller(&request)?;
-        if let Some(turn) = &request.get_ref().turn {
-            convert::audit_notes(&request).set_resource(&turn.name);
-        }
-        let operation = self.operations.submit(caller, request.into_inner()).await?;
-        Ok(Response::new(operation))
+        let notes = convert::audit_notes(&request);
+        let req = request.into_inner();
+        let turn = req
+            .turn
+            .ok_or_else(|| EngineError::invalid("turn", "is required"))?;
+        notes.set_resource(&turn.name);
+        let turn = convert::turn_request(turn, caller, None)?;
+        let callback_url = Some(req.callback_url).filter(|url| !url.is_empty());
+        let operation = self.operations.submit(turn, callback_url).await?;
+        Ok(Response::new(convert::operation_to_pb(&operation)))
     }
 
     async fn get_operation(
@@ -205,11 +210,9 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::GetOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let caller = convert::caller(&request)?;
-        let operation = self
-            .operations
-            .get(&caller, &request.get_ref().name)
-            .await?;
-        Ok(Response::new(operation))
+        let id = convert::operation_id(&request.get_ref().name)?;
+        let operation = self.operations.get(&caller, id).await?;
+        Ok(Response::new(convert::operation_to_pb(&operation)))
     }
 
     type WatchOperationStream = Pin<Box<dyn Stream<Item = Result<pb::Operation, Status>> + Send>>;
@@ -219,11 +222,14 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::GetOperationRequest>,
     ) -> Result<Response<Self::WatchOperationStream>, Status> {
         let caller = convert::caller(&request)?;
-        let changes = self
-            .operations
-            .watch(&caller, &request.get_ref().name)
-            .await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(changes))))
+        let id = convert::operation_id(&request.get_ref().name)?;
+        let changes = self.operations.watch(&caller, id).await?;
+        let changes = ReceiverStream::new(changes).map(|change| {
+            change
+                .map(|op| convert::operation_to_pb(&op))
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(changes)))
     }
 
     type ResumeStreamStream = EventStream;

@@ -1,12 +1,30 @@
 //! Asynchronous turns (SubmitTurn, GetOperation, WatchOperation): a turn
 //! is accepted at once as an operation, runs through the engine like any
 //! Converse, and its outcome is kept with the operation and POSTed to the
-//! callback URL if one was given. Operations are stored (opaque records in
-//! the dialogue store), so a restart resumes the pending ones: their turn
+//! callback URL if one was given. Operations are stored (serde records in
+//! the operation store), so a restart resumes the pending ones: their turn
 //! carries the operation ID as its idempotency key, so one that was stored
 //! before the restart is replayed, never run twice.
 
+mod record;
 pub mod webhook;
+
+use crate::auth::Principal;
+use crate::dialogue::engine::{Engine, EngineError};
+use crate::dialogue::model::{Owner, Time, TurnOutcome, TurnRequest};
+use crate::dialogue::ports::StoreError;
+use crate::failure::Failure;
+use record::Record;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use webhook::Webhooks;
+
+/// How often WatchOperation looks for a change (the record may be changed
+/// by another replica, so it reads the store).
+const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// Where operation records are kept (the stores implement it); a record is
 /// opaque to the store.
@@ -23,63 +41,65 @@ pub trait OperationStore: Send + Sync + 'static {
     async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
-use crate::auth::{Principal, Role};
-use crate::dialogue::engine::{Engine, EngineError};
-use crate::dialogue::model::{Owner, Time};
-use crate::dialogue::ports::StoreError;
-use crate::failure::Failure;
-use crate::grpc::convert;
-use crate::pb::dialogue::v1 as pb;
-use pb::CallbackState;
-use prost::Message;
-use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
-use tonic::Status;
-use webhook::Webhooks;
-
-/// How often WatchOperation looks for a change (the record may be changed
-/// by another replica, so it reads the store).
-const WATCH_EVERY: Duration = Duration::from_millis(100);
-
-/// What is stored per operation.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    /// `Owner::key()` of the submitter: only it reads the operation.
-    owner_key: String,
-    principal: String,
-    tenant: String,
-    roles: Vec<Role>,
-    /// The turn, as submitted (protobuf).
-    turn: Vec<u8>,
-    /// The public view (protobuf `Operation`).
-    operation: Vec<u8>,
+/// Where the callback of an operation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackState {
+    /// No callback URL was given.
+    None,
+    /// To be delivered once the turn is done.
+    Pending,
+    Delivered,
+    /// Given up after the configured attempts.
+    Failed,
 }
+
+/// How the turn of an operation ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationResult {
+    Outcome(Box<TurnOutcome>),
+    Failed(Failure),
+}
+
+/// An asynchronous turn: the public view, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    /// `op-` and 32 hex digits.
+    pub id: String,
+    pub done: bool,
+    pub result: Option<OperationResult>,
+    pub create_time: Time,
+    pub update_time: Time,
+    /// Empty without a callback.
+    pub callback_url: String,
+    pub callback_state: CallbackState,
+    pub callback_attempts: u32,
+}
+
+impl Operation {
+    /// The resource name, `operations/{id}`.
+    pub fn name(&self) -> String {
+        format!("operations/{}", self.id)
+    }
+
+    /// Done, and its callback (if any) delivered or given up.
+    pub fn settled(&self) -> bool {
+        self.done && self.callback_state != CallbackState::Pending
+    }
+}
+
+/// The body POSTed to a callback URL for a settled operation: the API's
+/// JSON form of the operation, which the transport renders.
+pub type CallbackBody = Arc<dyn Fn(&Operation) -> Result<Vec<u8>, String> + Send + Sync>;
 
 pub struct Operations {
     engine: Arc<Engine>,
     store: Arc<dyn OperationStore>,
     webhooks: Webhooks,
+    callback_body: CallbackBody,
     /// The server's tasks: shutdown waits for running turns.
     tasks: TaskTracker,
-}
-
-fn stored(e: StoreError) -> Status {
-    Status::from(EngineError::from(e))
-}
-
-fn operation_id(name: &str) -> Result<&str, Status> {
-    name.strip_prefix("operations/")
-        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .ok_or_else(|| {
-            EngineError::invalid(
-                "name",
-                format!("must look like operations/{{id}}, got {name:?}"),
-            )
-            .into()
-        })
 }
 
 impl Operations {
@@ -87,108 +107,76 @@ impl Operations {
         engine: Arc<Engine>,
         store: Arc<dyn OperationStore>,
         webhooks: Webhooks,
+        callback_body: CallbackBody,
         tasks: TaskTracker,
     ) -> Arc<Operations> {
         Arc::new(Operations {
             engine,
             store,
             webhooks,
+            callback_body,
             tasks,
         })
     }
 
-    /// Accepts a turn as a new operation and starts it.
+    /// Accepts a turn as a new operation and starts it; a bad turn or
+    /// callback URL is refused now, not in the operation.
     pub async fn submit(
         self: &Arc<Self>,
-        caller: Principal,
-        request: pb::SubmitTurnRequest,
-    ) -> Result<pb::Operation, Status> {
-        let mut turn = request
-            .turn
-            .ok_or_else(|| Status::from(EngineError::invalid("turn", "is required")))?;
-        let callback_url = request.callback_url;
-        if !callback_url.is_empty() {
-            let url = reqwest::Url::parse(&callback_url).map_err(|e| {
-                Status::from(EngineError::invalid(
-                    "callback_url",
-                    format!("is not a URL: {e}"),
-                ))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(EngineError::invalid("callback_url", "must be http or https").into());
-            }
-            if !self.webhooks.allows(url.host_str().unwrap_or("")) {
-                return Err(EngineError::invalid(
-                    "callback_url",
-                    "names a host outside webhooks.allowed_hosts",
-                )
-                .into());
-            }
-            if !self.webhooks.enabled() {
-                return Err(Status::failed_precondition(
-                    "callbacks need a signing secret: set webhooks.secret_env",
-                ));
-            }
+        mut turn: TurnRequest,
+        callback_url: Option<String>,
+    ) -> Result<Operation, EngineError> {
+        if let Some(url) = &callback_url {
+            self.webhooks.check_url(url)?;
         }
         let id = format!("op-{:032x}", rand::random::<u128>());
-        if turn.request_id.is_empty() {
-            turn.request_id = id.clone();
+        if turn.request_id.is_none() {
+            turn.request_id = Some(id.clone());
         }
-        // Refuse a bad turn now, not in the operation.
-        let checked = convert::turn_request(turn.clone(), caller.clone(), None)?;
-        self.engine.check_turn_request(&checked)?;
-        let now = convert::time_to_pb(Time::now());
-        let operation = pb::Operation {
-            name: format!("operations/{id}"),
+        self.engine.check_turn_request(&turn)?;
+        let now = Time::now();
+        let operation = Operation {
+            id: id.clone(),
             done: false,
             result: None,
-            create_time: Some(now),
-            update_time: Some(now),
-            callback_state: if callback_url.is_empty() {
-                CallbackState::None
-            } else {
-                CallbackState::Pending
-            } as i32,
-            callback_url,
+            create_time: now,
+            update_time: now,
+            callback_state: match callback_url {
+                None => CallbackState::None,
+                Some(_) => CallbackState::Pending,
+            },
+            callback_url: callback_url.unwrap_or_default(),
             callback_attempts: 0,
         };
-        let record = Record {
-            owner_key: Owner::of(&caller).key(),
-            principal: caller.id.clone(),
-            tenant: caller.tenant.clone(),
-            roles: caller.roles.iter().copied().collect(),
-            turn: turn.encode_to_vec(),
-            operation: operation.encode_to_vec(),
-        };
-        self.save(&id, &record, true).await?;
-        self.tasks.spawn(self.clone().run(id, record));
+        let record = Record::new(&turn, operation.clone());
+        self.save(&record).await?;
+        self.tasks.spawn(self.clone().run(record));
         Ok(operation)
     }
 
-    async fn save(&self, id: &str, record: &Record, pending: bool) -> Result<(), Status> {
+    async fn save(&self, record: &Record) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record)
-            .map_err(|e| Status::internal(format!("cannot encode an operation: {e}")))?;
+            .map_err(|e| StoreError::Io(format!("cannot encode an operation: {e}")))?;
+        let pending = !record.operation.settled();
         self.store
-            .put_operation(id, &bytes, pending)
+            .put_operation(&record.operation.id, &bytes, pending)
             .await
-            .map_err(stored)
     }
 
-    async fn load(&self, id: &str) -> Result<Option<Record>, Status> {
-        let Some(bytes) = self.store.get_operation(id).await.map_err(stored)? else {
+    async fn load(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        let Some(bytes) = self.store.get_operation(id).await? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| stored(StoreError::Corrupt(format!("operation {id}: {e}"))))
+            .map_err(|e| StoreError::Corrupt(format!("operation {id}: {e}")))
     }
 
-    /// The caller's operation `name`; someone else's is NOT_FOUND.
-    pub async fn get(&self, caller: &Principal, name: &str) -> Result<pb::Operation, Status> {
-        let id = operation_id(name)?;
+    /// The caller's operation `id`; someone else's is NOT_FOUND.
+    pub async fn get(&self, caller: &Principal, id: &str) -> Result<Operation, EngineError> {
         match self.load(id).await? {
-            Some(record) if record.owner_key == Owner::of(caller).key() => decode_view(&record),
-            _ => Err(Status::not_found(format!("{name} not found"))),
+            Some(record) if record.owner_key == Owner::of(caller).key() => Ok(record.operation),
+            _ => Err(EngineError::NotFound(format!("operations/{id}"))),
         }
     }
 
@@ -196,22 +184,22 @@ impl Operations {
     pub async fn watch(
         self: &Arc<Self>,
         caller: &Principal,
-        name: &str,
-    ) -> Result<mpsc::Receiver<Result<pb::Operation, Status>>, Status> {
-        let first = self.get(caller, name).await?;
+        id: &str,
+    ) -> Result<mpsc::Receiver<Result<Operation, EngineError>>, EngineError> {
+        let first = self.get(caller, id).await?;
         let (tx, rx) = mpsc::channel(8);
-        let (operations, caller, name) = (self.clone(), caller.clone(), name.to_owned());
+        let (operations, caller, id) = (self.clone(), caller.clone(), id.to_owned());
         tokio::spawn(async move {
             let mut last = first;
             if tx.send(Ok(last.clone())).await.is_err() {
                 return;
             }
-            while !settled(&last) {
+            while !last.settled() {
                 tokio::select! {
                     _ = tx.closed() => return,
                     _ = tokio::time::sleep(WATCH_EVERY) => {}
                 }
-                let now = operations.get(&caller, &name).await;
+                let now = operations.get(&caller, &id).await;
                 let changed = now.as_ref().map_or(true, |op| *op != last);
                 if changed && tx.send(now.clone()).await.is_err() {
                     return;
@@ -234,14 +222,7 @@ impl Operations {
                 tracing::error!("a pending operation's record is unreadable; skipped");
                 continue;
             };
-            let Ok(view) = decode_view(&record) else {
-                continue;
-            };
-            let Some(id) = view.name.strip_prefix("operations/").map(str::to_owned) else {
-                continue;
-            };
-            let operations = self.clone();
-            self.tasks.spawn(operations.run(id, record));
+            self.tasks.spawn(self.clone().run(record));
             resumed += 1;
         }
         Ok(resumed)
@@ -249,89 +230,69 @@ impl Operations {
 
     /// Runs the turn unless it is done, then delivers the callback unless
     /// settled, saving the record after each step. The delivery runs apart
-    /// from the engine's tasks, so its retries never hold up a shutdown
+    /// from the server's tasks, so its retries never hold up a shutdown
     /// (an undelivered callback stays pending and resumes at the next start).
-    async fn run(self: Arc<Self>, id: String, mut record: Record) {
-        match self.finish_turn(&id, &mut record).await {
-            Ok(view) if !settled(&view) => {
+    async fn run(self: Arc<Self>, mut record: Record) {
+        match self.finish_turn(&mut record).await {
+            Ok(()) if !record.operation.settled() => {
                 tokio::spawn(async move {
-                    if let Err(e) = self.deliver(&id, &mut record, view).await {
-                        tracing::warn!(operation = %id, error = %e.message(), "callback state not saved");
+                    if let Err(e) = self.deliver(&mut record).await {
+                        let id = &record.operation.id;
+                        tracing::warn!(operation = %id, error = %e, "callback state not saved");
                     }
                 });
             }
-            Ok(_) => {}
+            Ok(()) => {}
             // Left pending: the next start resumes it.
             Err(e) => {
-                tracing::warn!(operation = %id, error = %e.message(), "operation interrupted")
+                let id = &record.operation.id;
+                tracing::warn!(operation = %id, error = %e, "operation interrupted");
             }
         }
     }
 
-    async fn finish_turn(&self, id: &str, record: &mut Record) -> Result<pb::Operation, Status> {
-        let mut view = decode_view(record)?;
-        if !view.done {
-            let turn = pb::ConverseRequest::decode(record.turn.as_slice())
-                .map_err(|e| stored(StoreError::Corrupt(format!("operation {id}: {e}"))))?;
-            let caller = Principal::new(
-                record.principal.clone(),
-                record.tenant.clone(),
-                record.roles.iter().copied().collect(),
-                None,
-            );
-            let turn = convert::turn_request(turn, caller, None)?;
-            let result = match self.engine.converse(turn).await {
-                Ok(outcome) => pb::operation::Result::Response(convert::outcome_to_pb(outcome)),
-                // Not the turn's outcome: it resumes after the restart.
-                Err(EngineError::ShuttingDown) => return Err(Status::unavailable("shutting down")),
-                Err(e) => {
-                    pb::operation::Result::Error(crate::grpc::status::turn_error(&Failure::from(e)))
-                }
-            };
-            view.done = true;
-            view.result = Some(result);
-            view.update_time = Some(convert::time_to_pb(Time::now()));
-            record.operation = view.encode_to_vec();
-            self.save(id, record, !settled(&view)).await?;
+    async fn finish_turn(&self, record: &mut Record) -> Result<(), EngineError> {
+        if record.operation.done {
+            return Ok(());
         }
-        Ok(view)
+        let result = match self.engine.converse(record.turn_request()).await {
+            Ok(outcome) => OperationResult::Outcome(Box::new(outcome)),
+            // Not the turn's outcome: it resumes after the restart.
+            Err(EngineError::ShuttingDown) => return Err(EngineError::ShuttingDown),
+            Err(e) => OperationResult::Failed(Failure::from(e)),
+        };
+        let operation = &mut record.operation;
+        operation.done = true;
+        operation.result = Some(result);
+        operation.update_time = Time::now();
+        Ok(self.save(record).await?)
     }
 
-    async fn deliver(
-        &self,
-        id: &str,
-        record: &mut Record,
-        mut view: pb::Operation,
-    ) -> Result<(), Status> {
-        let body = serde_json::to_vec(&view)
-            .map_err(|e| Status::internal(format!("cannot encode an operation: {e}")))?;
-        let delivery = self
-            .webhooks
-            .deliver(
-                &view.callback_url,
-                &view.name,
-                &body,
-                u32::try_from(view.callback_attempts).unwrap_or(0),
-            )
-            .await;
-        view.callback_attempts = i32::try_from(delivery.attempts).unwrap_or(i32::MAX);
-        view.callback_state = if delivery.delivered {
+    async fn deliver(&self, record: &mut Record) -> Result<(), StoreError> {
+        let operation = &mut record.operation;
+        let delivery = match (self.callback_body)(operation) {
+            Ok(body) => {
+                let url = &operation.callback_url;
+                let attempts = operation.callback_attempts;
+                self.webhooks
+                    .deliver(url, &operation.name(), &body, attempts)
+                    .await
+            }
+            Err(e) => {
+                tracing::error!(operation = %operation.id, error = %e, "cannot render a callback");
+                webhook::Delivery {
+                    delivered: false,
+                    attempts: operation.callback_attempts,
+                }
+            }
+        };
+        operation.callback_attempts = delivery.attempts;
+        operation.callback_state = if delivery.delivered {
             CallbackState::Delivered
         } else {
             CallbackState::Failed
-        } as i32;
-        view.update_time = Some(convert::time_to_pb(Time::now()));
-        record.operation = view.encode_to_vec();
-        self.save(id, record, false).await
+        };
+        operation.update_time = Time::now();
+        self.save(record).await
     }
-}
-
-fn decode_view(record: &Record) -> Result<pb::Operation, Status> {
-    pb::Operation::decode(record.operation.as_slice())
-        .map_err(|e| stored(StoreError::Corrupt(format!("an operation: {e}"))))
-}
-
-/// Done, and its callback (if any) delivered or given up.
-fn settled(op: &pb::Operation) -> bool {
-    op.done && op.callback_state() != CallbackState::Pending
 }

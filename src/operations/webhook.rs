@@ -3,6 +3,7 @@
 //! 2xx answer or the attempts run out.
 
 use crate::config::WebhookSettings;
+use crate::dialogue::engine::EngineError;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -56,14 +57,29 @@ impl Webhooks {
         })
     }
 
-    /// Whether callbacks may go to `host` (`webhooks.allowed_hosts`).
-    pub fn allows(&self, host: &str) -> bool {
-        self.allowed_hosts.is_empty() || self.allowed_hosts.contains(&host.to_ascii_lowercase())
-    }
-
-    /// Whether callbacks can be signed (a secret is configured).
-    pub fn enabled(&self) -> bool {
-        self.secret.is_some()
+    /// Whether callbacks may go to `url`: an http(s) URL of an allowed
+    /// host (`webhooks.allowed_hosts`), with a secret to sign them.
+    pub fn check_url(&self, url: &str) -> Result<(), EngineError> {
+        const FIELD: &str = "callback_url";
+        let url = url::Url::parse(url)
+            .map_err(|e| EngineError::invalid(FIELD, format!("is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(EngineError::invalid(FIELD, "must be http or https"));
+        }
+        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.contains(&host) {
+            return Err(EngineError::invalid(
+                FIELD,
+                "names a host outside webhooks.allowed_hosts",
+            ));
+        }
+        if self.secret.is_none() {
+            return Err(EngineError::FailedPrecondition {
+                reason: "CALLBACKS_NOT_CONFIGURED",
+                message: "callbacks need a signing secret: set webhooks.secret_env".into(),
+            });
+        }
+        Ok(())
     }
 
     /// `sha256=<hex>` of `body`.

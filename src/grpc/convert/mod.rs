@@ -1,0 +1,167 @@
+//! Conversions between protobuf messages and engine types, one file per
+//! resource: shape errors (a malformed name, an unknown mask path, a NaN in
+//! `state`) are reported here with the field's path; the engine checks the
+//! rules. This file: names, times, deadlines and what the layers put in a
+//! request's extensions.
+
+mod dialogue;
+mod operation;
+mod turn;
+
+pub use dialogue::{
+    dialogue_spec, dialogue_to_pb, optional_dialogue_id, owner_from_pb, update_mask,
+};
+pub use operation::{callback_body, operation_id, operation_to_pb};
+pub use turn::{event_to_pb, outcome_to_pb, turn_request, turn_to_pb};
+
+use crate::audit::AuditNotes;
+use crate::auth::{AuthError, Principal};
+use crate::dialogue::engine::EngineError;
+use crate::dialogue::model::{DialogueId, Time};
+use crate::pb::dialogue::v1 as pb;
+
+/// Parses `dialogues/{dialogue_id}`.
+pub fn dialogue_id_from_name(name: &str, field: &str) -> Result<DialogueId, EngineError> {
+    let raw = name.strip_prefix("dialogues/").ok_or_else(|| {
+        EngineError::invalid(
+            field,
+            format!("must look like dialogues/{{dialogue_id}}, got {name:?}"),
+        )
+    })?;
+    DialogueId::parse(raw).map_err(|why| EngineError::invalid(field, format!("dialogue ID {why}")))
+}
+
+/// `dialogues/{dialogue_id}/turns/{turn_id}`: the dialogue and the turn's index.
+pub fn turn_name(name: &str, field: &str) -> Result<(DialogueId, u64), EngineError> {
+    let bad = || {
+        EngineError::invalid(
+            field,
+            format!("must look like dialogues/{{dialogue_id}}/turns/{{turn_id}}, got {name:?}"),
+        )
+    };
+    let (dialogue, turn) = name.rsplit_once("/turns/").ok_or_else(bad)?;
+    let index = turn.parse::<u64>().map_err(|_| bad())?;
+    Ok((dialogue_id_from_name(dialogue, field)?, index))
+}
+
+pub fn time_to_pb(t: Time) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: t.0.div_euclid(1_000_000_000),
+        nanos: t.0.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+pub fn time_from_pb(ts: &pbjson_types::Timestamp) -> Option<Time> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return None;
+    }
+    let nanos = ts
+        .seconds
+        .checked_mul(1_000_000_000)?
+        .checked_add(i64::from(ts.nanos))?;
+    Some(Time(nanos))
+}
+
+/// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2:
+/// up to 8 digits and a unit H, M, S, m, u or n), moved a little earlier:
+/// tonic runs its own timer on the same header and answers CANCELLED, so
+/// the engine must answer DEADLINE_EXCEEDED first.
+pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at_checked(raw.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(value * 3600),
+        "M" => std::time::Duration::from_secs(value * 60),
+        "S" => std::time::Duration::from_secs(value),
+        "m" => std::time::Duration::from_millis(value),
+        "u" => std::time::Duration::from_micros(value),
+        "n" => std::time::Duration::from_nanos(value),
+        _ => return None,
+    };
+    let margin = (timeout / 20).min(std::time::Duration::from_millis(25));
+    std::time::Instant::now().checked_add(timeout - margin)
+}
+
+/// The caller the auth layer admitted (it runs before every handler of a
+/// protected method).
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<Principal, AuthError> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or(AuthError::Missing)
+}
+
+/// Where a handler tells the audit layer which resource the call is on.
+pub fn audit_notes<T>(request: &tonic::Request<T>) -> AuditNotes {
+    request
+        .extensions()
+        .get::<AuditNotes>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A page size field: negative is an error, 0 means the default.
+pub fn page_size(raw: i32) -> Result<usize, EngineError> {
+    usize::try_from(raw).map_err(|_| EngineError::invalid("page_size", "must not be negative"))
+}
+
+pub fn audit_event_to_pb(e: crate::audit::AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        time: Some(time_to_pb(e.time)),
+        request_id: e.request_id,
+        principal: e.principal,
+        tenant: e.tenant,
+        client_ip: e.client_ip,
+        action: e.action,
+        resource: e.resource,
+        status: e.status,
+        duration_ms: e.duration_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_be_dialogue_resource_names() {
+        assert_eq!(
+            dialogue_id_from_name("dialogues/abc_1", "name")
+                .unwrap()
+                .as_str(),
+            "abc_1"
+        );
+        for bad in ["abc", "dialogues/", "dialogues/a/b", "models/x"] {
+            assert!(dialogue_id_from_name(bad, "name").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_round_trip_including_before_the_epoch() {
+        for t in [Time(0), Time(1_700_000_000_123_456_789), Time(-1)] {
+            assert_eq!(time_from_pb(&time_to_pb(t)), Some(t));
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_become_deadlines() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert!(deadline(&md).is_none());
+        md.insert("grpc-timeout", "1500m".parse().unwrap());
+        let d = deadline(&md).unwrap();
+        let left = d - std::time::Instant::now();
+        assert!(
+            left <= std::time::Duration::from_millis(1500)
+                && left > std::time::Duration::from_millis(1000)
+        );
+        for bad in ["", "m", "123456789S", "10x", "-1S"] {
+            md.insert("grpc-timeout", bad.parse().unwrap());
+            assert!(deadline(&md).is_none(), "{bad}");
+        }
+    }
+}
