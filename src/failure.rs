@@ -26,6 +26,8 @@ pub enum ErrorKind {
     DeadlineExceeded,
     DataLoss,
     Internal,
+    /// No such method.
+    Unimplemented,
 }
 
 /// One bad field of a request: its path in the request and what is wrong.

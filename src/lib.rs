@@ -14,7 +14,6 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod meter;
-pub mod metrics_endpoint;
 pub mod middleware;
 pub mod operations;
 pub mod router;

@@ -95,50 +95,6 @@ pub fn describe() {
     describe_gauge!(STORE_SIZE, "Bytes the store takes on disk.");
 }
 
-/// The `grpc_service` and `grpc_method` labels of a request path; paths
-/// outside the proto collapse into one value so labels stay bounded.
-pub fn rpc_labels(path: &str) -> (&'static str, &'static str) {
-    const KNOWN: &[(&str, &str)] = &[
-        ("dialogue.v1.DialogueService", "CreateDialogue"),
-        ("dialogue.v1.DialogueService", "GetDialogue"),
-        ("dialogue.v1.DialogueService", "ListDialogues"),
-        ("dialogue.v1.DialogueService", "UpdateDialogue"),
-        ("dialogue.v1.DialogueService", "DeleteDialogue"),
-        ("dialogue.v1.DialogueService", "ListTurns"),
-        ("dialogue.v1.DialogueService", "Converse"),
-        ("dialogue.v1.DialogueService", "ConverseStream"),
-        ("dialogue.v1.DialogueService", "BatchConverse"),
-        ("dialogue.v1.DialogueService", "ResumeStream"),
-        ("dialogue.v1.DialogueService", "SubmitTurn"),
-        ("dialogue.v1.DialogueService", "GetOperation"),
-        ("dialogue.v1.DialogueService", "WatchOperation"),
-        ("dialogue.v1.ModelService", "ListModels"),
-        ("dialogue.v1.AuthService", "IssueToken"),
-        ("dialogue.v1.AdminService", "ListAuditEvents"),
-        ("http.OpenAi", "ChatCompletions"),
-        ("http.OpenAi", "ListModels"),
-        ("grpc.health.v1.Health", "Check"),
-        ("grpc.health.v1.Health", "Watch"),
-        (
-            "grpc.reflection.v1.ServerReflection",
-            "ServerReflectionInfo",
-        ),
-        (
-            "grpc.reflection.v1alpha.ServerReflection",
-            "ServerReflectionInfo",
-        ),
-    ];
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", ""));
-    KNOWN
-        .iter()
-        .find(|(s, m)| *s == service && *m == method)
-        .copied()
-        .unwrap_or(("unknown", "unknown"))
-}
-
 /// Counts an RPC as started and in flight until the returned guard drops:
 /// whatever ends the call (answer, error, cancellation) releases it once.
 pub fn rpc_started(service: &'static str, method: &'static str) -> InFlight {
@@ -254,20 +210,4 @@ pub fn store_operation(operation: &'static str, took: Duration) {
 
 pub fn store_size(bytes: u64) {
     gauge!(STORE_SIZE).set(bytes as f64);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_paths_collapse_into_one_label() {
-        assert_eq!(
-            rpc_labels("/dialogue.v1.DialogueService/Converse"),
-            ("dialogue.v1.DialogueService", "Converse")
-        );
-        for odd in ["/x.Y/Z", "", "/dialogue.v1.DialogueService/Nope", "/a/b/c"] {
-            assert_eq!(rpc_labels(odd), ("unknown", "unknown"), "{odd}");
-        }
-    }
 }

@@ -9,14 +9,15 @@ use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::engine::Engine;
 use crate::dialogue::model::Time;
 use crate::dialogue::ports::{DialogueStore, StoreError};
+use crate::grpc::dialogue_calls::DialogueCalls;
 use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
 use crate::limits::RateLimits;
-use crate::middleware::AroundLayer;
 use crate::middleware::audit::Audit;
 use crate::middleware::auth::Authentication;
 use crate::middleware::metrics::RpcMetrics;
 use crate::middleware::rate_limit::RateLimiting;
 use crate::middleware::request_id::RequestIds;
+use crate::middleware::{AroundLayer, Refuse};
 use crate::operations::OperationStore;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::admin_service_server::AdminServiceServer;
@@ -152,7 +153,7 @@ impl Application {
             true => {
                 let addr = settings.metrics.listen;
                 Some(
-                    crate::metrics_endpoint::bind(addr)
+                    crate::http::metrics_endpoint::bind(addr)
                         .await
                         .map_err(|source| StartupError::Bind { addr, source })?,
                 )
@@ -222,10 +223,17 @@ impl Application {
             .set_serving::<DialogueServiceServer<DialogueGrpc>>()
             .await;
         health.set_serving::<ModelServiceServer<ModelGrpc>>().await;
+        // Both reflection versions describe every service served, each
+        // other included.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+                .include_reflection_service(false)
         };
         let reflection_v1 = reflection()
             .build_v1()
@@ -243,8 +251,8 @@ impl Application {
             crate::grpc::convert::callback_body(),
             tasks.clone(),
         );
-        let dialogue_grpc = DialogueGrpc::new(engine.clone(), operations.clone());
-        let dialogues = DialogueServiceServer::new(dialogue_grpc.clone())
+        let dialogue_calls = DialogueCalls::new(engine.clone(), operations.clone());
+        let dialogues = DialogueServiceServer::new(DialogueGrpc::new(dialogue_calls.clone()))
             .max_decoding_message_size(max_request);
         let models = ModelServiceServer::new(ModelGrpc::new(router.clone()))
             .max_decoding_message_size(max_request);
@@ -282,13 +290,13 @@ impl Application {
         let metrics_stop = CancellationToken::new();
         let metrics_server = metrics.map(|(listener, _)| {
             let (store, router) = (dialogue_store.clone(), router.clone());
-            let refresh: crate::metrics_endpoint::Refresh = Arc::new(move || {
+            let refresh: crate::http::metrics_endpoint::Refresh = Arc::new(move || {
                 if let Some(bytes) = store.size_on_disk() {
                     crate::meter::store_size(bytes);
                 }
                 router.report_circuits();
             });
-            tokio::spawn(crate::metrics_endpoint::serve(
+            tokio::spawn(crate::http::metrics_endpoint::serve(
                 listener,
                 refresh,
                 metrics_stop.clone(),
@@ -304,11 +312,14 @@ impl Application {
             .add_service(admin_service);
         let routes = crate::http::router(
             grpc.routes(),
-            engine.clone(),
-            router.clone(),
-            dialogue_grpc,
-            max_request,
+            crate::http::Front {
+                engine: engine.clone(),
+                models: router.clone(),
+                dialogues: dialogue_calls,
+                max_body: max_request,
+            },
         );
+        let refuse: Refuse = Arc::new(crate::http::refusal);
         // What a previous run left pending goes on (turns run, callbacks sent).
         match operations.resume_pending().await {
             Ok(0) => {}
@@ -336,8 +347,9 @@ impl Application {
                 .layer(AroundLayer(Authentication::new(
                     authenticator,
                     client_cert_roles,
+                    refuse.clone(),
                 )))
-                .layer(AroundLayer(RateLimiting::new(rate_limits.clone())))
+                .layer(AroundLayer(RateLimiting::new(rate_limits.clone(), refuse)))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, stop_serving.cancelled_owned()),
         );

@@ -1,12 +1,12 @@
 //! Who is calling and what they may do: principals, roles and scopes,
 //! hashed API keys and JWTs. The transport's auth layer (middleware/auth.rs)
-//! authenticates each call with `Authenticator` and checks the method's
-//! scope from `policy`; the engine checks ownership of dialogues.
+//! authenticates each call with `Authenticator` and checks the scope the
+//! method's entry in the table of methods names; the engine checks
+//! ownership of dialogues.
 
 mod authenticator;
 pub mod jwt;
 pub mod keys;
-pub mod policy;
 
 pub use authenticator::{AuthError, Authenticator, IssuedToken};
 

@@ -1,6 +1,7 @@
 //! `dialogue.v1.AuthService` handlers.
 
 use crate::auth::{AuthError, Authenticator};
+use crate::failure::Failure;
 use crate::pb::dialogue::v1 as pb;
 use crate::pb::dialogue::v1::auth_service_server::AuthService;
 use std::sync::Arc;
@@ -23,13 +24,12 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::IssueTokenRequest>,
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
-        super::convert::audit_notes(&request)
-            .set_resource(&format!("clients/{}", request.get_ref().client_id));
+        if let Some(notes) = request.extensions().get::<crate::audit::AuditNotes>() {
+            notes.set_resource(&format!("clients/{}", request.get_ref().client_id));
+        }
         let req = request.into_inner();
         if !matches!(req.grant_type.as_str(), "" | "client_credentials") {
-            return Err(Status::invalid_argument(
-                "grant_type must be client_credentials",
-            ));
+            return Err(Failure::invalid("grant_type", "must be client_credentials").into());
         }
         let authenticator = self
             .authenticator

@@ -32,6 +32,7 @@ fn code(kind: ErrorKind) -> Code {
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::DataLoss => Code::DataLoss,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Unimplemented => Code::Unimplemented,
     }
 }
 

@@ -1,99 +1,113 @@
-//! The HTTP front, served on the gRPC port (HTTP/1.1 and HTTP/2): the
-//! OpenAI-compatible routes, gRPC-Web (translated to gRPC before our
-//! layers) and, for every HTTP call, the same middleware as gRPC —
-//! authentication, rate limits, audit, metrics, request IDs — which knows
-//! each route by a method name of its own (`call_name`).
+//! The HTTP front, served on the gRPC port (HTTP/1.1 and HTTP/2): the REST
+//! routes of the dialogue resources, the OpenAI-compatible routes, gRPC-Web
+//! (translated to gRPC before our layers) and CORS. The same layers as gRPC
+//! run around every HTTP call (authentication, rate limits, audit, metrics,
+//! request IDs); routing reads the one table of methods
+//! (`middleware::rpc_table`), so a route is served only as a method the
+//! layers know. Errors answer in the route's JSON shape (`error`).
 
 pub mod cors;
 pub mod error;
 pub mod grpc_web;
+pub mod metrics_endpoint;
 pub mod openai;
 pub mod rest;
 
 use crate::dialogue::engine::Engine;
-use crate::middleware::protocol::is_grpc;
+use crate::failure::{ErrorKind, Failure};
+use crate::grpc::dialogue_calls::DialogueCalls;
+use crate::middleware::protocol::has_grpc_content;
+use crate::middleware::rpc_table::{Resolved, Rpc};
 use crate::router::Router;
-use axum::routing::{get, post};
+use axum::extract::Request;
 use std::sync::Arc;
+use tonic::Status;
 
-/// The method name an HTTP route goes by in access rules, metrics, audit
-/// and logs: the REST routes are the RPCs they mirror, the OpenAI routes
-/// have names of their own.
-pub fn call_name(method: &http::Method, path: &str) -> &'static str {
-    const UNKNOWN: &str = "/http.Unknown/Route";
-    let method = method.as_str();
-    match (method, path) {
-        ("POST", "/v1/chat/completions") => return "/http.OpenAi/ChatCompletions",
-        ("GET", "/v1/models") => return "/http.OpenAi/ListModels",
-        ("POST", "/v1/dialogues") => return "/dialogue.v1.DialogueService/CreateDialogue",
-        ("GET", "/v1/dialogues") => return "/dialogue.v1.DialogueService/ListDialogues",
-        ("POST", "/v1/dialogues:batchConverse") => {
-            return "/dialogue.v1.DialogueService/BatchConverse";
-        }
-        _ => {}
-    }
-    let Some(rest) = path.strip_prefix("/v1/dialogues/") else {
-        return UNKNOWN;
-    };
-    match (method, rest.split_once('/')) {
-        ("GET", Some((_, "turns"))) => "/dialogue.v1.DialogueService/ListTurns",
-        (_, Some(_)) => UNKNOWN,
-        ("GET", None) => "/dialogue.v1.DialogueService/GetDialogue",
-        ("PATCH", None) => "/dialogue.v1.DialogueService/UpdateDialogue",
-        ("DELETE", None) => "/dialogue.v1.DialogueService/DeleteDialogue",
-        ("POST", None) if rest.ends_with(":converse") => "/dialogue.v1.DialogueService/Converse",
-        ("POST", None) if rest.ends_with(":converseStream") => {
-            "/dialogue.v1.DialogueService/ConverseStream"
-        }
-        _ => UNKNOWN,
-    }
+type Response = axum::response::Response;
+
+/// What the HTTP routes call.
+#[derive(Clone)]
+pub struct Front {
+    pub engine: Arc<Engine>,
+    pub models: Arc<Router>,
+    pub dialogues: DialogueCalls,
+    /// The largest body accepted (`server.max_request_bytes`, as for gRPC).
+    pub max_body: usize,
 }
 
-/// The HTTP routes merged with the gRPC services' router; what neither
+/// The gRPC services' router with the HTTP routes behind it: what neither
 /// serves answers UNIMPLEMENTED to gRPC callers and 404 to HTTP ones.
-pub fn router(
-    grpc: tonic::service::Routes,
-    engine: Arc<Engine>,
-    models: Arc<Router>,
-    dialogues: crate::grpc::DialogueGrpc,
-    max_body: usize,
-) -> tonic::service::Routes {
-    let openai = axum::Router::new()
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/models", get(openai::list_models).with_state(models))
-        // Bodies as large as gRPC messages may be, not axum's 2 MB.
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(engine);
-    let rest = axum::Router::new()
-        .route("/v1/dialogues", get(rest::list).post(rest::create))
-        .route(
-            "/v1/dialogues/{id}",
-            get(rest::get)
-                .patch(rest::update)
-                .delete(rest::delete)
-                .post(rest::custom_method),
-        )
-        .route("/v1/dialogues/{id}/turns", get(rest::list_turns))
-        .route("/v1/dialogues:batchConverse", post(rest::batch_converse))
-        .with_state(rest::Rest {
-            service: dialogues,
-            max_body,
-        });
+pub fn router(grpc: tonic::service::Routes, front: Front) -> tonic::service::Routes {
     grpc.into_axum_router()
-        .merge(openai)
-        .merge(rest)
-        .fallback(unknown_route)
+        .fallback(move |request: Request| dispatch(front.clone(), request))
         .into()
 }
 
-async fn unknown_route(request: axum::extract::Request) -> http::Response<tonic::body::Body> {
-    if is_grpc(&request) {
-        return tonic::Status::unimplemented("").into_http();
+/// Runs the method an HTTP request names.
+async fn dispatch(front: Front, request: Request) -> Response {
+    let call = Resolved::of(&request);
+    match call.rpc.filter(|_| !has_grpc_content(request.headers())) {
+        Some(rpc) => match serve(&front, rpc, call.id.unwrap_or_default(), request).await {
+            Ok(response) => response,
+            Err(request) => unknown_route(&request),
+        },
+        None => unknown_route(&request),
     }
-    let status = tonic::Status::not_found(format!(
-        "no route {} {}",
-        request.method(),
-        request.uri().path()
-    ));
-    error::response(error::ErrorShape::for_path(request.uri().path()), &status)
+}
+
+/// The HTTP handler of `rpc`; the request back for a method served over
+/// gRPC only.
+async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<Response, Request> {
+    Ok(match rpc {
+        Rpc::ChatCompletions => openai::chat_completions(front, request).await,
+        Rpc::OpenAiListModels => openai::list_models(&front.models),
+        Rpc::CreateDialogue => rest::create(front, request).await,
+        Rpc::ListDialogues => rest::list(front, request).await,
+        Rpc::GetDialogue => rest::get(front, &id, request).await,
+        Rpc::UpdateDialogue => rest::update(front, &id, request).await,
+        Rpc::DeleteDialogue => rest::delete(front, &id, request).await,
+        Rpc::ListTurns => rest::list_turns(front, &id, request).await,
+        Rpc::Converse => rest::converse(front, &id, request).await,
+        Rpc::ConverseStream => rest::converse_stream(front, &id, request).await,
+        Rpc::BatchConverse => rest::batch_converse(front, request).await,
+        Rpc::ResumeStream
+        | Rpc::SubmitTurn
+        | Rpc::GetOperation
+        | Rpc::WatchOperation
+        | Rpc::ListModels
+        | Rpc::IssueToken
+        | Rpc::ListAuditEvents
+        | Rpc::HealthCheck
+        | Rpc::HealthWatch
+        | Rpc::Reflection
+        | Rpc::ReflectionV1Alpha => return Err(request),
+    })
+}
+
+/// What no route serves: UNIMPLEMENTED for gRPC, NOT_FOUND for HTTP.
+fn unknown_route<B>(request: &http::Request<B>) -> Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    let failure = if has_grpc_content(request.headers()) {
+        Failure::new(ErrorKind::Unimplemented, "UNIMPLEMENTED", "")
+    } else {
+        let message = format!("no route {} {path}", request.method());
+        Failure::new(ErrorKind::NotFound, "NOT_FOUND", message)
+    };
+    refusal(request.headers(), path, failure).into_response()
+}
+
+/// An answer of the layers or the front in the caller's protocol: a gRPC
+/// status, or the route's error JSON (see `middleware::Refuse`).
+pub fn refusal(
+    headers: &http::HeaderMap,
+    path: &str,
+    failure: Failure,
+) -> http::Response<tonic::body::Body> {
+    let status = Status::from(failure);
+    if has_grpc_content(headers) {
+        status.into_http()
+    } else {
+        error::response(error::ErrorShape::for_path(path), &status)
+    }
 }

@@ -9,26 +9,23 @@
 //! history comes from the store, and a missing dialogue is created with the
 //! request's system message as its system prompt.
 
+use super::Front;
 use super::error::{self, ErrorShape};
-use crate::auth::Principal;
-use crate::dialogue::engine::Engine;
+use crate::auth::{AuthError, Principal};
 use crate::dialogue::model::PromptMessage;
 use crate::dialogue::model::{
     CachePolicy, CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration,
     FinishReason, GenerationParams, Role, StreamEvent, TurnOutcome, TurnRequest,
 };
 use crate::router::Router;
-use axum::Extension;
-use axum::extract::State;
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -90,7 +87,7 @@ struct Part {
 }
 
 fn invalid(field: &str, description: impl Into<String>) -> Status {
-    crate::dialogue::engine::EngineError::invalid(field, description).into()
+    crate::failure::Failure::invalid(field, description).into()
 }
 
 fn openai_error(status: &Status) -> Response {
@@ -213,20 +210,40 @@ fn plan(caller: Principal, headers: &HeaderMap, request: &ChatRequest) -> Result
     }))
 }
 
-pub async fn chat_completions(
-    State(engine): State<Arc<Engine>>,
-    Extension(caller): Extension<Principal>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request: ChatRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return openai_error(&invalid("body", format!("is not a valid request: {e}"))),
+/// The caller, the headers and the request of a chat completion.
+async fn read(
+    front: &Front,
+    request: Request,
+) -> Result<(Principal, HeaderMap, ChatRequest), Status> {
+    let (parts, body) = request.into_parts();
+    let caller = parts
+        .extensions
+        .get::<Principal>()
+        .cloned()
+        .ok_or(AuthError::Missing)?;
+    let body = axum::body::to_bytes(body, front.max_body)
+        .await
+        .map_err(|_| {
+            invalid(
+                "body",
+                format!("is unreadable or larger than {} bytes", front.max_body),
+            )
+        })?;
+    let request = serde_json::from_slice(&body)
+        .map_err(|e| invalid("body", format!("is not a valid request: {e}")))?;
+    Ok((caller, parts.headers, request))
+}
+
+pub async fn chat_completions(front: &Front, request: Request) -> Response {
+    let (caller, headers, request) = match read(front, request).await {
+        Ok(read) => read,
+        Err(status) => return openai_error(&status),
     };
     let call = match plan(caller, &headers, &request) {
         Ok(c) => c,
         Err(status) => return openai_error(&status),
     };
+    let engine = &front.engine;
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
     if request.stream {
         let events = match call {
@@ -377,7 +394,7 @@ fn sse_chunks(
         .flat_map(|events| futures_util::stream::iter(events.into_iter().map(Ok)))
 }
 
-pub async fn list_models(State(router): State<Arc<Router>>) -> Response {
+pub fn list_models(router: &Router) -> Response {
     let data: Vec<Value> = router
         .models()
         .iter()

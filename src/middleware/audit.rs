@@ -5,8 +5,8 @@
 
 use super::outcome::{self, OnEnd};
 use super::request_id::RequestId;
+use super::rpc_table::Resolved;
 use crate::audit::{AuditEvent, AuditLog, AuditNotes, redact};
-use crate::auth::policy;
 use crate::dialogue::model::Time;
 use std::future::Future;
 use std::sync::Arc;
@@ -77,12 +77,12 @@ impl super::Around for Audit {
     {
         let notes = AuditNotes::default();
         request.extensions_mut().insert(notes.clone());
-        let path = super::call_path(&request);
+        let call = Resolved::of(&request);
         let recorder = Recorder {
             log: self.log.clone(),
             notes,
-            action: path.trim_start_matches('/').to_owned(),
-            mutating: policy::is_mutating(path),
+            action: call.name.to_string(),
+            mutating: call.mutating(),
             request_id: request
                 .extensions()
                 .get::<RequestId>()

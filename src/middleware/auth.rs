@@ -1,21 +1,22 @@
 //! Authentication and scope checks for every call, in one place: the
-//! method's rule comes from `auth::policy`, the caller from the
+//! method's rule comes from the table of methods, the caller from the
 //! `authorization` metadata, and the `Principal` is handed to the handler in
 //! the request's extensions. Ownership of dialogues is the engine's check.
 
+use super::Refuse;
+use super::rpc_table::{Access, Resolved};
 use crate::audit::AuditNotes;
-use crate::auth::policy::{self, Access};
 use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::tls::{PeerInfo, certificate_subject};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use tonic::Status;
 
 /// `None` authenticator: `auth.mode = "none"`, every caller is local.
 #[derive(Clone)]
 pub struct Authentication {
     authenticator: Option<Arc<Authenticator>>,
+    refuse: Refuse,
     /// Set with mTLS: callers without a bearer credential are the subject
     /// of their client certificate, with these roles.
     client_cert_roles: Option<BTreeSet<Role>>,
@@ -25,9 +26,11 @@ impl Authentication {
     pub fn new(
         authenticator: Option<Arc<Authenticator>>,
         client_cert_roles: Option<BTreeSet<Role>>,
+        refuse: Refuse,
     ) -> Authentication {
         Authentication {
             authenticator,
+            refuse,
             client_cert_roles,
         }
     }
@@ -76,7 +79,7 @@ impl super::Around for Authentication {
         Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
-        let access = policy::required(super::call_path(&request));
+        let access = Resolved::of(&request).access();
         let authorization = request
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -97,7 +100,7 @@ impl super::Around for Authentication {
             }
             Err(e) => {
                 tracing::debug!(path = request.uri().path(), error = %e, "call refused");
-                super::refuse(&request, Status::from(e))
+                super::refuse_now(&self.refuse, &request, e.into())
             }
         }
     }

@@ -4,6 +4,7 @@
 //! in-flight gauge is released exactly once, by a guard.
 
 use super::outcome::{self, OnEnd};
+use super::rpc_table::Resolved;
 use crate::meter;
 use std::future::Future;
 use std::time::Instant;
@@ -24,7 +25,7 @@ impl super::Around for RpcMetrics {
         Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
-        let (service, method) = meter::rpc_labels(super::call_path(&request));
+        let (service, method) = Resolved::of(&request).labels();
         let in_flight = meter::rpc_started(service, method);
         let started = Instant::now();
         let response = next(request);

@@ -1,5 +1,7 @@
-//! Tower layers around every gRPC service, outermost first: request ID,
-//! metrics, audit, auth, rate limits.
+//! Tower layers around every call (gRPC and HTTP alike), outermost first:
+//! request ID, metrics, audit, auth, rate limits. Each knows the call's
+//! method from the one table of methods (`rpc_table`); none depends on the
+//! fronts, which depend on it.
 
 pub mod audit;
 pub mod auth;
@@ -8,9 +10,12 @@ pub mod outcome;
 pub mod protocol;
 pub mod rate_limit;
 pub mod request_id;
+pub mod rpc_table;
 
+use crate::failure::Failure;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
@@ -81,30 +86,18 @@ fn take_ready<S: Clone>(slot: &mut S) -> S {
     std::mem::replace(slot, fresh)
 }
 
-/// The method a call goes by: its gRPC path, or the name the HTTP front
-/// gives an HTTP route.
-pub fn call_path<B>(request: &http::Request<B>) -> &str {
-    if protocol::is_grpc(request) {
-        request.uri().path()
-    } else {
-        crate::http::call_name(request.method(), request.uri().path())
-    }
-}
+/// Answers a refused call in the caller's protocol (a gRPC status, or the
+/// HTTP front's error JSON for the route): the fronts know how, and the
+/// start-up hands their answer to the layers that refuse.
+pub type Refuse = Arc<dyn Fn(&http::HeaderMap, &str, Failure) -> Response + Send + Sync>;
 
-/// An error answer in the caller's protocol.
-fn refusal<B>(request: &http::Request<B>, status: tonic::Status) -> Response {
-    if protocol::is_grpc(request) {
-        status.into_http()
-    } else {
-        let shape = crate::http::error::ErrorShape::for_path(request.uri().path());
-        crate::http::error::response(shape, &status)
-    }
-}
-
-/// Answers at once with `refusal`, without calling the inner service.
-fn refuse<B, E: Send + 'static>(
+/// Answers at once with `refuse`'s answer, without calling the inner
+/// service.
+fn refuse_now<B, E: Send + 'static>(
+    refuse: &Refuse,
     request: &http::Request<B>,
-    status: tonic::Status,
+    failure: Failure,
 ) -> LayerFuture<E> {
-    Box::pin(std::future::ready(Ok(refusal(request, status))))
+    let answer = refuse(request.headers(), request.uri().path(), failure);
+    Box::pin(std::future::ready(Ok(answer)))
 }

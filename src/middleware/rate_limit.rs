@@ -4,9 +4,9 @@
 //! `x-ratelimit-remaining`. Health checks and reflection are never shed: an
 //! overloaded server must still answer its probes while it drains.
 
+use super::Refuse;
+use super::rpc_table::{Access, Resolved};
 use crate::auth::Principal;
-use crate::auth::policy::{self, Access};
-use crate::failure::Failure;
 use crate::limits::RateLimits;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,11 +15,12 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct RateLimiting {
     limits: Arc<RateLimits>,
+    refuse: Refuse,
 }
 
 impl RateLimiting {
-    pub fn new(limits: Arc<RateLimits>) -> RateLimiting {
-        RateLimiting { limits }
+    pub fn new(limits: Arc<RateLimits>, refuse: Refuse) -> RateLimiting {
+        RateLimiting { limits, refuse }
     }
 }
 
@@ -35,12 +36,12 @@ impl super::Around for RateLimiting {
         Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
-        if policy::required(super::call_path(&request)) == Access::Public {
+        if Resolved::of(&request).access() == Access::Public {
             return Box::pin(next(request));
         }
         let permit = match self.limits.enter() {
             Ok(permit) => permit,
-            Err(refusal) => return refuse(&request, refusal),
+            Err(refusal) => return super::refuse_now(&self.refuse, &request, refusal),
         };
         let key = request
             .extensions()
@@ -54,11 +55,13 @@ impl super::Around for RateLimiting {
             });
         };
         if self.limits.is_shared() {
-            let limits = self.limits.clone();
+            let (limits, refuse) = (self.limits.clone(), self.refuse.clone());
             return Box::pin(async move {
                 let remaining = match limits.check_shared(&key).await {
                     Ok(remaining) => remaining,
-                    Err(refusal) => return Ok(super::refusal(&request, refusal.into())),
+                    Err(refusal) => {
+                        return Ok(refuse(request.headers(), request.uri().path(), refusal));
+                    }
                 };
                 let response = next(request).await?;
                 drop(permit);
@@ -67,7 +70,7 @@ impl super::Around for RateLimiting {
         }
         let remaining = match self.limits.check_here(&key) {
             Ok(remaining) => remaining,
-            Err(refusal) => return refuse(&request, refusal),
+            Err(refusal) => return super::refuse_now(&self.refuse, &request, refusal),
         };
         let response = next(request);
         Box::pin(async move {
@@ -76,13 +79,6 @@ impl super::Around for RateLimiting {
             Ok(with_remaining(response, remaining))
         })
     }
-}
-
-fn refuse<B, E: Send + 'static>(
-    request: &http::Request<B>,
-    refusal: Failure,
-) -> super::LayerFuture<E> {
-    super::refuse(request, refusal.into())
 }
 
 /// Tells the caller how many more calls its burst holds now.

@@ -1,8 +1,10 @@
 //! Gives every call a request ID — the caller's `x-request-id` when it is
 //! sane, else a fresh one — runs the call inside a tracing span carrying
 //! it, and echoes it in the response headers, so a caller can quote it and
-//! an operator find its log lines and audit event.
+//! an operator find its log lines and audit event. Being outermost, it also
+//! looks the call's method up once (`Resolved`) for the layers inside.
 
+use super::rpc_table::Resolved;
 use std::future::Future;
 use tracing::Instrument;
 
@@ -40,15 +42,17 @@ impl super::Around for RequestIds {
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
         let id = RequestId::from_headers(request.headers());
+        let call = Resolved::of(&request);
         // At error level so that the span is on whenever any logging is:
         // a warning logged at level "warn" still names its request.
         let span = tracing::error_span!(
             "rpc",
             request_id = %id.0,
-            method = super::call_path(&request).trim_start_matches('/')
+            method = &*call.name
         );
         let header = http::HeaderValue::from_str(&id.0).ok();
         request.extensions_mut().insert(id);
+        request.extensions_mut().insert(call);
         let response = next(request);
         Box::pin(
             async move {

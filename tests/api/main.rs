@@ -21,6 +21,7 @@ mod metrics;
 mod operations;
 mod replicas;
 mod replicas_on_a_cluster;
+mod rpc_table;
 mod security;
 mod service;
 mod streaming;

@@ -556,14 +556,46 @@ async fn issued_tokens_work_expire_and_carry_only_granted_scopes() {
 
 #[tokio::test]
 async fn health_and_reflection_need_no_credentials() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let (app, _) = secured_app().await;
+    // No authorization header on either call.
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
-    health
+    let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
         })
         .await
+        .expect("health answers without credentials")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let answer = ServerReflectionClient::new(app.channel.clone())
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection answers without credentials")
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
         .unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a list of services: {answer:?}")
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "dialogue.v1.DialogueService")
+    );
+    // While a protected method is refused without them.
+    let refused = app.get("anything", 0).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
 }
 
 #[tokio::test]

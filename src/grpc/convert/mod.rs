@@ -14,8 +14,6 @@ pub use dialogue::{
 pub use operation::{callback_body, operation_id, operation_to_pb};
 pub use turn::{event_to_pb, outcome_to_pb, turn_request, turn_to_pb};
 
-use crate::audit::AuditNotes;
-use crate::auth::{AuthError, Principal};
 use crate::dialogue::engine::EngineError;
 use crate::dialogue::model::{DialogueId, Time};
 use crate::pb::dialogue::v1 as pb;
@@ -66,8 +64,8 @@ pub fn time_from_pb(ts: &pbjson_types::Timestamp) -> Option<Time> {
 /// up to 8 digits and a unit H, M, S, m, u or n), moved a little earlier:
 /// tonic runs its own timer on the same header and answers CANCELLED, so
 /// the engine must answer DEADLINE_EXCEEDED first.
-pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
-    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+pub fn deadline(headers: &http::HeaderMap) -> Option<std::time::Instant> {
+    let raw = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = raw.split_at_checked(raw.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 {
         return None;
@@ -84,25 +82,6 @@ pub fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::In
     };
     let margin = (timeout / 20).min(std::time::Duration::from_millis(25));
     std::time::Instant::now().checked_add(timeout - margin)
-}
-
-/// The caller the auth layer admitted (it runs before every handler of a
-/// protected method).
-pub fn caller<T>(request: &tonic::Request<T>) -> Result<Principal, AuthError> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or(AuthError::Missing)
-}
-
-/// Where a handler tells the audit layer which resource the call is on.
-pub fn audit_notes<T>(request: &tonic::Request<T>) -> AuditNotes {
-    request
-        .extensions()
-        .get::<AuditNotes>()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// A page size field: negative is an error, 0 means the default.
@@ -150,7 +129,7 @@ mod tests {
 
     #[test]
     fn grpc_timeouts_become_deadlines() {
-        let mut md = tonic::metadata::MetadataMap::new();
+        let mut md = http::HeaderMap::new();
         assert!(deadline(&md).is_none());
         md.insert("grpc-timeout", "1500m".parse().unwrap());
         let d = deadline(&md).unwrap();

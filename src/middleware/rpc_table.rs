@@ -1,0 +1,479 @@
+//! The one table of methods: every method dialogd serves, gRPC and HTTP
+//! alike, is declared here once — its name (the metric labels and the audit
+//! action), what a caller needs to call it, whether it changes state (every
+//! call of those is audited) and the HTTP routes that reach it. The auth,
+//! audit, metrics and rate-limit layers and the HTTP front's routing all read
+//! it; a call that names no method here is refused UNIMPLEMENTED (gRPC) or
+//! NOT_FOUND (HTTP), counted under one `unknown` label and needs an
+//! authenticated caller.
+
+use crate::auth::Scope;
+use std::borrow::Cow;
+
+/// What a caller needs to call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials: health, reflection, and token issuance (which checks
+    /// the client's credentials itself).
+    Public,
+    /// An authenticated caller holding this scope.
+    Scope(Scope),
+    /// An authenticated caller, whatever its scopes.
+    Authenticated,
+}
+
+/// An HTTP route: a method and a path pattern, in which `{id}` stands for
+/// one path segment (percent-decoded), optionally followed by a literal
+/// suffix (`{id}:converse`, AIP-136 custom methods).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub pattern: &'static str,
+}
+
+/// How a method is called and what it needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// `/package.Service/Method`: the gRPC path, or for HTTP-only methods
+    /// a name of the same form (`/http.OpenAi/ChatCompletions`).
+    pub path: &'static str,
+    pub access: Access,
+    /// Changes state: every call is audited.
+    pub mutating: bool,
+    /// The HTTP routes that call it.
+    pub routes: &'static [Route],
+}
+
+macro_rules! methods {
+    ($($rpc:ident),* $(,)?) => {
+        /// Every method served.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Rpc {
+            $($rpc),*
+        }
+
+        impl Rpc {
+            pub const ALL: &'static [Rpc] = &[$(Rpc::$rpc),*];
+        }
+    };
+}
+
+methods!(
+    CreateDialogue,
+    GetDialogue,
+    ListDialogues,
+    UpdateDialogue,
+    DeleteDialogue,
+    ListTurns,
+    Converse,
+    ConverseStream,
+    BatchConverse,
+    ResumeStream,
+    SubmitTurn,
+    GetOperation,
+    WatchOperation,
+    ListModels,
+    IssueToken,
+    ListAuditEvents,
+    ChatCompletions,
+    OpenAiListModels,
+    HealthCheck,
+    HealthWatch,
+    Reflection,
+    ReflectionV1Alpha,
+);
+
+const READ: Access = Access::Scope(Scope::DialogueRead);
+const WRITE: Access = Access::Scope(Scope::DialogueWrite);
+const MODELS: Access = Access::Scope(Scope::ModelsRead);
+const MUTATES: bool = true;
+const READS: bool = false;
+
+const fn spec(
+    path: &'static str,
+    access: Access,
+    mutating: bool,
+    routes: &'static [Route],
+) -> Spec {
+    Spec {
+        path,
+        access,
+        mutating,
+        routes,
+    }
+}
+
+impl Rpc {
+    /// The method's entry in the table.
+    pub const fn spec(self) -> Spec {
+        use Rpc::*;
+        match self {
+            CreateDialogue => spec(
+                "/dialogue.v1.DialogueService/CreateDialogue",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/dialogues",
+                }],
+            ),
+            GetDialogue => spec(
+                "/dialogue.v1.DialogueService/GetDialogue",
+                READ,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/dialogues/{id}",
+                }],
+            ),
+            ListDialogues => spec(
+                "/dialogue.v1.DialogueService/ListDialogues",
+                READ,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/dialogues",
+                }],
+            ),
+            UpdateDialogue => spec(
+                "/dialogue.v1.DialogueService/UpdateDialogue",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "PATCH",
+                    pattern: "/v1/dialogues/{id}",
+                }],
+            ),
+            DeleteDialogue => spec(
+                "/dialogue.v1.DialogueService/DeleteDialogue",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "DELETE",
+                    pattern: "/v1/dialogues/{id}",
+                }],
+            ),
+            ListTurns => spec(
+                "/dialogue.v1.DialogueService/ListTurns",
+                READ,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/dialogues/{id}/turns",
+                }],
+            ),
+            Converse => spec(
+                "/dialogue.v1.DialogueService/Converse",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/dialogues/{id}:converse",
+                }],
+            ),
+            ConverseStream => spec(
+                "/dialogue.v1.DialogueService/ConverseStream",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/dialogues/{id}:converseStream",
+                }],
+            ),
+            BatchConverse => spec(
+                "/dialogue.v1.DialogueService/BatchConverse",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/dialogues:batchConverse",
+                }],
+            ),
+            ResumeStream => spec(
+                "/dialogue.v1.DialogueService/ResumeStream",
+                READ,
+                READS,
+                &[],
+            ),
+            SubmitTurn => spec(
+                "/dialogue.v1.DialogueService/SubmitTurn",
+                WRITE,
+                MUTATES,
+                &[],
+            ),
+            GetOperation => spec(
+                "/dialogue.v1.DialogueService/GetOperation",
+                READ,
+                READS,
+                &[],
+            ),
+            WatchOperation => spec(
+                "/dialogue.v1.DialogueService/WatchOperation",
+                READ,
+                READS,
+                &[],
+            ),
+            ListModels => spec("/dialogue.v1.ModelService/ListModels", MODELS, READS, &[]),
+            IssueToken => spec(
+                "/dialogue.v1.AuthService/IssueToken",
+                Access::Public,
+                MUTATES,
+                &[],
+            ),
+            ListAuditEvents => spec(
+                "/dialogue.v1.AdminService/ListAuditEvents",
+                Access::Scope(Scope::AuditRead),
+                READS,
+                &[],
+            ),
+            ChatCompletions => spec(
+                "/http.OpenAi/ChatCompletions",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/chat/completions",
+                }],
+            ),
+            OpenAiListModels => spec(
+                "/http.OpenAi/ListModels",
+                MODELS,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/models",
+                }],
+            ),
+            HealthCheck => spec("/grpc.health.v1.Health/Check", Access::Public, READS, &[]),
+            HealthWatch => spec("/grpc.health.v1.Health/Watch", Access::Public, READS, &[]),
+            Reflection => spec(
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                Access::Public,
+                READS,
+                &[],
+            ),
+            ReflectionV1Alpha => spec(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                Access::Public,
+                READS,
+                &[],
+            ),
+        }
+    }
+
+    /// The method a gRPC path names.
+    pub fn for_grpc_path(path: &str) -> Option<Rpc> {
+        Rpc::ALL.iter().copied().find(|rpc| rpc.spec().path == path)
+    }
+
+    /// The method an HTTP request names, and the `{id}` of its route.
+    pub fn for_http(method: &str, path: &str) -> Option<(Rpc, Option<String>)> {
+        Rpc::ALL.iter().find_map(|&rpc| {
+            rpc.spec()
+                .routes
+                .iter()
+                .filter(|r| r.method == method)
+                .find_map(|r| match_route(r.pattern, path))
+                .map(|id| (rpc, id))
+        })
+    }
+
+    /// The `grpc_service` and `grpc_method` metric labels.
+    pub fn labels(self) -> (&'static str, &'static str) {
+        let path = self.spec().path;
+        path.trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((path, ""))
+    }
+}
+
+/// A call as the layers and the HTTP front know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// `None`: a call of no method in the table.
+    pub rpc: Option<Rpc>,
+    /// The method's path without the leading `/`, for audit and logs: the
+    /// table's, or what an unknown call asked for.
+    pub name: Cow<'static, str>,
+    /// The `{id}` of an HTTP route.
+    pub id: Option<String>,
+}
+
+impl Resolved {
+    /// The method of a request: by its gRPC path, or its HTTP route.
+    pub fn of<B>(request: &http::Request<B>) -> Resolved {
+        if let Some(known) = request.extensions().get::<Resolved>() {
+            return known.clone();
+        }
+        let path = request.uri().path();
+        if super::protocol::is_grpc(request) {
+            let rpc = Rpc::for_grpc_path(path);
+            return Resolved {
+                rpc,
+                name: match rpc {
+                    Some(rpc) => Cow::Borrowed(&rpc.spec().path[1..]),
+                    None => Cow::Owned(path.trim_start_matches('/').to_owned()),
+                },
+                id: None,
+            };
+        }
+        match Rpc::for_http(request.method().as_str(), path) {
+            Some((rpc, id)) => Resolved {
+                rpc: Some(rpc),
+                name: Cow::Borrowed(&rpc.spec().path[1..]),
+                id,
+            },
+            None => Resolved {
+                rpc: None,
+                name: Cow::Borrowed("http.Unknown/Route"),
+                id: None,
+            },
+        }
+    }
+
+    /// What the caller needs: unknown calls are never public.
+    pub fn access(&self) -> Access {
+        self.rpc
+            .map_or(Access::Authenticated, |rpc| rpc.spec().access)
+    }
+
+    pub fn mutating(&self) -> bool {
+        self.rpc.is_some_and(|rpc| rpc.spec().mutating)
+    }
+
+    /// Metric labels; unknown calls collapse into one, so labels stay bounded.
+    pub fn labels(&self) -> (&'static str, &'static str) {
+        self.rpc.map_or(("unknown", "unknown"), Rpc::labels)
+    }
+}
+
+/// The `{id}` of `path` when it matches `pattern` (`Some(None)` for a
+/// pattern without one).
+fn match_route(pattern: &str, path: &str) -> Option<Option<String>> {
+    let mut id = None;
+    let (mut wanted, mut given) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return Some(id),
+            (Some(w), Some(g)) => match w.strip_prefix("{id}") {
+                Some(suffix) => {
+                    let raw = g.strip_suffix(suffix)?;
+                    if raw.is_empty() {
+                        return None;
+                    }
+                    id = Some(percent_decode(raw)?);
+                }
+                None if w == g => {}
+                None => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+/// `raw` with `%XX` escapes decoded; `None` if that is not UTF-8.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| raw.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_has_the_documented_rule() {
+        let access = |path| Rpc::for_grpc_path(path).map(|r| r.spec().access);
+        assert_eq!(access("/grpc.health.v1.Health/Check"), Some(Access::Public));
+        assert_eq!(
+            access("/dialogue.v1.AuthService/IssueToken"),
+            Some(Access::Public)
+        );
+        assert_eq!(
+            access("/dialogue.v1.DialogueService/ConverseStream"),
+            Some(Access::Scope(Scope::DialogueWrite))
+        );
+        assert_eq!(
+            access("/dialogue.v1.DialogueService/ListTurns"),
+            Some(Access::Scope(Scope::DialogueRead))
+        );
+        assert_eq!(
+            access("/dialogue.v1.ModelService/ListModels"),
+            Some(Access::Scope(Scope::ModelsRead))
+        );
+    }
+
+    #[test]
+    fn unknown_calls_are_never_public_and_share_one_label() {
+        for (method, path, grpc) in [
+            ("POST", "/dialogue.v1.DialogueService/DropAll", true),
+            ("POST", "garbage", true),
+            ("GET", "/v1/nothing-here", false),
+            ("POST", "/v1/dialogues/abc", false),
+        ] {
+            let mut request = http::Request::builder().method(method).uri(path);
+            if grpc {
+                request = request.header("content-type", "application/grpc");
+            }
+            let resolved = Resolved::of(&request.body(()).unwrap());
+            assert_eq!(resolved.rpc, None, "{path}");
+            assert_eq!(resolved.access(), Access::Authenticated);
+            assert_eq!(resolved.labels(), ("unknown", "unknown"));
+        }
+    }
+
+    #[test]
+    fn http_routes_name_their_method_and_dialogue() {
+        let cases = [
+            ("POST", "/v1/dialogues", Rpc::CreateDialogue, None),
+            ("GET", "/v1/dialogues/a%20b", Rpc::GetDialogue, Some("a b")),
+            ("GET", "/v1/dialogues/x/turns", Rpc::ListTurns, Some("x")),
+            ("POST", "/v1/dialogues/x:converse", Rpc::Converse, Some("x")),
+            (
+                "POST",
+                "/v1/dialogues/x:converseStream",
+                Rpc::ConverseStream,
+                Some("x"),
+            ),
+            (
+                "POST",
+                "/v1/dialogues:batchConverse",
+                Rpc::BatchConverse,
+                None,
+            ),
+            ("POST", "/v1/chat/completions", Rpc::ChatCompletions, None),
+        ];
+        for (method, path, rpc, id) in cases {
+            let found = Rpc::for_http(method, path);
+            assert_eq!(found, Some((rpc, id.map(str::to_owned))), "{method} {path}");
+        }
+        assert_eq!(Rpc::for_http("GET", "/v1/dialogues/x/other"), None);
+        assert_eq!(Rpc::for_http("POST", "/v1/dialogues/:converse"), None);
+    }
+
+    #[test]
+    fn each_method_is_declared_once() {
+        let mut paths: Vec<&str> = Rpc::ALL.iter().map(|r| r.spec().path).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), Rpc::ALL.len());
+    }
+}
