@@ -1,12 +1,15 @@
 //! dialogd: a gRPC dialogue service for LLM applications.
 //!
-//! Data flows one way: `grpc` (transport) -> `dialogue` (engine) -> `store`
-//! (durable history) and `router` -> `backend` (model calls).
+//! Data flows one way: the transport (`grpc`, `http`, with `middleware`
+//! around both) -> the dialogue engine (`dialogue::engine`) -> the store
+//! (`store`, behind the engine's ports) and the router (`router`) ->
+//! model backends (`backend`). `startup` wires them; `config` types the
+//! settings; `failure` is what every error becomes on its way out.
 
 pub mod audit;
 pub mod auth;
 pub mod backend;
-pub mod chat_client;
+pub mod cli;
 pub mod config;
 pub mod dialogue;
 pub mod failure;
@@ -23,19 +26,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 
-/// Code generated from `proto/` by build.rs.
-pub mod pb {
-    /// Package `dialogue.v1`.
-    pub mod dialogue {
-        #[allow(clippy::large_enum_variant)]
-        pub mod v1 {
-            tonic::include_proto!("dialogue.v1");
-            // serde per the protobuf JSON mapping, for the REST routes.
-            include!(concat!(env!("OUT_DIR"), "/dialogue.v1.serde.rs"));
-
-            /// Encoded descriptor set of the `dialogue.v1` protos, served by reflection.
-            pub const FILE_DESCRIPTOR_SET: &[u8] =
-                include_bytes!(concat!(env!("OUT_DIR"), "/dialogue_descriptor.bin"));
-        }
-    }
-}
+/// Code generated from `proto/` (see `grpc::pb`).
+pub use grpc::pb;

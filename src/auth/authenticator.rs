@@ -3,7 +3,6 @@
 
 use super::jwt::{JwtIssuer, JwtVerifier};
 use super::{Principal, Scope, keys};
-use crate::config::AuthSettings;
 use crate::failure::{ErrorKind, Failure};
 use std::collections::{BTreeSet, HashMap};
 
@@ -61,57 +60,26 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Builds from validated settings (key hashes parse, files exist).
-    pub fn from_settings(settings: &AuthSettings) -> Result<Authenticator, String> {
-        let mut keys = HashMap::new();
-        for k in &settings.api_keys {
-            let hash = keys::parse_hash(&k.hash)
-                .ok_or_else(|| format!("auth.api_keys {:?}: bad hash", k.id))?;
-            let principal = Principal::new(
-                k.principal.clone().unwrap_or_else(|| k.id.clone()),
-                k.tenant.clone(),
-                k.roles.iter().copied().collect(),
-                k.scopes.as_ref().map(|s| s.iter().copied().collect()),
-            );
-            keys.insert(k.id.clone(), KeyEntry { hash, principal });
+    /// An authenticator knowing no key yet; issued tokens live
+    /// `token_ttl_secs`.
+    pub fn new(token_ttl_secs: u64) -> Authenticator {
+        Authenticator {
+            keys: HashMap::new(),
+            verifier: None,
+            issuer: None,
+            token_ttl_secs,
         }
-        let jwt = &settings.jwt;
-        let secret = jwt
-            .hs256_secret_env
-            .as_deref()
-            .and_then(|var| std::env::var(var).ok())
-            .filter(|s| !s.is_empty());
-        let mut verifier = JwtVerifier::new(
-            &jwt.issuer,
-            &jwt.audience,
-            secret.as_deref().map(str::as_bytes),
-        );
-        let mut any_public_key = false;
-        if let Some(path) = &jwt.rs256_public_key_file {
-            verifier
-                .add_pem(path, jsonwebtoken::Algorithm::RS256)
-                .map_err(|e| e.to_string())?;
-            any_public_key = true;
-        }
-        if let Some(path) = &jwt.es256_public_key_file {
-            verifier
-                .add_pem(path, jsonwebtoken::Algorithm::ES256)
-                .map_err(|e| e.to_string())?;
-            any_public_key = true;
-        }
-        if let Some(path) = &jwt.jwks_file {
-            verifier.add_jwks(path).map_err(|e| e.to_string())?;
-            any_public_key = true;
-        }
-        let issuer = secret
-            .as_deref()
-            .map(|s| JwtIssuer::new(&jwt.issuer, &jwt.audience, s.as_bytes()));
-        Ok(Authenticator {
-            keys,
-            verifier: (secret.is_some() || any_public_key).then_some(verifier),
-            issuer,
-            token_ttl_secs: settings.token_ttl_secs,
-        })
+    }
+
+    /// Accepts the API key `id` whose secret hashes to `hash`, as `principal`.
+    pub fn add_key(&mut self, id: String, hash: [u8; 32], principal: Principal) {
+        self.keys.insert(id, KeyEntry { hash, principal });
+    }
+
+    /// Accepts JWTs `verifier` verifies, and issues tokens with `issuer`.
+    pub fn set_jwt(&mut self, verifier: Option<JwtVerifier>, issuer: Option<JwtIssuer>) {
+        self.verifier = verifier;
+        self.issuer = issuer;
     }
 
     /// The caller named by an `authorization` header value.

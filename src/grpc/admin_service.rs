@@ -2,8 +2,8 @@
 
 use super::convert;
 use crate::audit::{self, AuditFilter, AuditLog};
-use crate::pb::dialogue::v1 as pb;
-use crate::pb::dialogue::v1::admin_service_server::AdminService;
+use crate::grpc::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1::admin_service_server::AdminService;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

@@ -2,8 +2,8 @@
 
 use crate::auth::{AuthError, Authenticator};
 use crate::failure::Failure;
-use crate::pb::dialogue::v1 as pb;
-use crate::pb::dialogue::v1::auth_service_server::AuthService;
+use crate::grpc::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1::auth_service_server::AuthService;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

@@ -2,8 +2,8 @@
 //! from the gRPC request and runs the dialogue call (`dialogue_calls`).
 
 use super::dialogue_calls::{CallContext, DialogueCalls, Messages};
-use crate::pb::dialogue::v1 as pb;
-use crate::pb::dialogue::v1::dialogue_service_server::DialogueService;
+use crate::grpc::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1::dialogue_service_server::DialogueService;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]

@@ -3,10 +3,12 @@
 
 pub mod admin_service;
 pub mod auth_service;
+pub mod chat_client;
 pub mod convert;
 pub mod dialogue_calls;
 pub mod dialogue_service;
 pub mod model_service;
+pub mod pb;
 pub mod status;
 
 pub use admin_service::AdminGrpc;

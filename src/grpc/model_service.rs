@@ -1,7 +1,7 @@
 //! `dialogue.v1.ModelService` handlers.
 
-use crate::pb::dialogue::v1 as pb;
-use crate::pb::dialogue::v1::model_service_server::ModelService;
+use crate::grpc::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1::model_service_server::ModelService;
 use crate::router::{CircuitState, Router};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};

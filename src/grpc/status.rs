@@ -9,7 +9,7 @@
 use crate::auth::AuthError;
 use crate::dialogue::engine::EngineError;
 use crate::failure::{ErrorKind, Failure, Invalid};
-use crate::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1 as pb;
 use std::collections::HashMap;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};

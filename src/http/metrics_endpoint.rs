@@ -4,7 +4,6 @@
 //! or limits.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -81,11 +80,4 @@ pub async fn serve(listener: TcpListener, refresh: Refresh, stop: CancellationTo
         tracing::error!(error = %e, "the metrics endpoint failed");
     }
     let _ = upkeep.await;
-}
-
-/// Binds the metrics port; its real address when the config said port 0.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((listener, local))
 }

@@ -21,7 +21,7 @@ use super::error::{self, ErrorShape};
 use super::{Front, Response};
 use crate::failure::Failure;
 use crate::grpc::dialogue_calls::CallContext;
-use crate::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1 as pb;
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, Sse};

@@ -7,7 +7,7 @@ use crate::dialogue::model::{
     Dialogue, DialogueId, DialogueSpec, Expiration, Owner, Turn, UpdateMask,
 };
 use crate::failure::Violations;
-use crate::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1 as pb;
 use pbjson_types::value::Kind;
 use serde_json::{Map, Value};
 

@@ -16,7 +16,7 @@ pub use turn::{event_to_pb, outcome_to_pb, turn_request, turn_to_pb};
 
 use crate::dialogue::engine::EngineError;
 use crate::dialogue::model::{DialogueId, Time};
-use crate::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1 as pb;
 
 /// Parses `dialogues/{dialogue_id}`.
 pub fn dialogue_id_from_name(name: &str, field: &str) -> Result<DialogueId, EngineError> {

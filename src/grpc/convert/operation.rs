@@ -3,9 +3,9 @@
 
 use super::{outcome_to_pb, time_to_pb};
 use crate::dialogue::engine::EngineError;
+use crate::grpc::pb::dialogue::v1 as pb;
 use crate::grpc::status::turn_error;
 use crate::operations::{CallbackBody, CallbackState, Operation, OperationResult};
-use crate::pb::dialogue::v1 as pb;
 use std::sync::Arc;
 
 /// The ID in `operations/{id}`.

@@ -9,7 +9,7 @@ use crate::dialogue::model::{
     StreamEvent, Turn, TurnOutcome, TurnRequest, Usage,
 };
 use crate::failure::Violations;
-use crate::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1 as pb;
 
 fn content_from_pb(parts: Vec<pb::ContentPart>, v: &mut Violations) -> Vec<ContentPart> {
     parts

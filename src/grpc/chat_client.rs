@@ -2,11 +2,12 @@
 //! line typed (or piped) is a turn of one dialogue, created if missing;
 //! the reply is printed as it streams, then its finish reason and tokens.
 
-use crate::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1 as pb;
 use pb::converse_stream_response::Event;
 use pb::dialogue_service_client::DialogueServiceClient;
 use std::io::{IsTerminal, Write};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::metadata::{Ascii, MetadataValue};
 
 pub struct ChatOptions {
     /// `http://host:port` of the server.
@@ -20,6 +21,14 @@ pub struct ChatOptions {
 
 /// Chats until stdin ends; false if any turn failed.
 pub async fn run(options: ChatOptions) -> Result<bool, String> {
+    let authorization = match &options.key {
+        None => None,
+        Some(key) => Some(
+            format!("Bearer {key}")
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| "the key is not valid ASCII".to_string())?,
+        ),
+    };
     let mut client = DialogueServiceClient::connect(options.addr.clone())
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", options.addr))?;
@@ -42,7 +51,7 @@ pub async fn run(options: ChatOptions) -> Result<bool, String> {
     while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
         let text = line.trim();
         if !text.is_empty()
-            && let Err(status) = turn(&mut client, &options, text).await
+            && let Err(status) = turn(&mut client, &options, authorization.as_ref(), text).await
         {
             eprintln!("error: {:?}: {}", status.code(), status.message());
             all_ok = false;
@@ -55,6 +64,7 @@ pub async fn run(options: ChatOptions) -> Result<bool, String> {
 async fn turn(
     client: &mut DialogueServiceClient<tonic::transport::Channel>,
     options: &ChatOptions,
+    authorization: Option<&MetadataValue<Ascii>>,
     text: &str,
 ) -> Result<(), tonic::Status> {
     let mut request = tonic::Request::new(pb::ConverseRequest {
@@ -69,11 +79,10 @@ async fn turn(
         }),
         ..Default::default()
     });
-    if let Some(key) = &options.key {
-        let value = format!("Bearer {key}")
-            .parse()
-            .map_err(|_| tonic::Status::invalid_argument("the key is not valid ASCII"))?;
-        request.metadata_mut().insert("authorization", value);
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
     }
     let mut events = client.converse_stream(request).await?.into_inner();
     let mut stdout = std::io::stdout();

@@ -1,0 +1,162 @@
+//! The command line: serve (the default), `keygen` and `chat`. Flags that
+//! set configuration keys are declared once, in `config::Flags`.
+
+use crate::config::{Flags, Settings};
+use crate::startup::Application;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// dialogd: a gRPC dialogue service for LLM applications.
+///
+/// Settings come from built-in defaults, then the TOML file given with
+/// --config, then DIALOGD_* environment variables (nested keys joined by
+/// "__", e.g. DIALOGD_STORE__DURABILITY=relaxed), then these flags.
+/// README.md lists every key.
+#[derive(Parser, Debug)]
+#[command(name = "dialogd", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Creates an API key: prints the key once, and the [[auth.api_keys]]
+    /// entry (with only the key's hash) to paste into the config.
+    Keygen {
+        /// The key's public id: lowercase letters, digits and '-'.
+        #[arg(long)]
+        id: String,
+        /// The tenant whose dialogues the key reaches.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated roles: user, admin, auditor.
+        #[arg(long, default_value = "user")]
+        roles: String,
+    },
+    /// Chats with a running dialogd: each line is a turn of one dialogue
+    /// (created if missing), the reply streams back.
+    Chat {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// The dialogue's ID [default: a new one].
+        #[arg(long)]
+        dialogue: Option<String>,
+        /// API key or JWT [env: DIALOGD_API_KEY].
+        #[arg(long)]
+        key: Option<String>,
+        /// Model of a dialogue this creates [default: the server's].
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+/// Runs the command the arguments name.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Keygen { id, tenant, roles }) => keygen(&id, &tenant, &roles),
+        Some(Command::Chat {
+            addr,
+            dialogue,
+            key,
+            model,
+        }) => chat(crate::grpc::chat_client::ChatOptions {
+            addr,
+            dialogue: dialogue.unwrap_or_else(|| format!("chat-{:08x}", rand::random::<u32>())),
+            key: key.or_else(|| std::env::var("DIALOGD_API_KEY").ok()),
+            model,
+        }),
+        None => serve(cli.config, &cli.flags),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("dialogd: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains.
+fn serve(config: Option<PathBuf>, flags: &Flags) -> ExitCode {
+    let settings = match Settings::load(config.as_deref(), flags) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dialogd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&settings.log);
+    for key in crate::config::ignored_env_keys() {
+        tracing::warn!(%key, "environment variable ignored: it names no configuration key");
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let app = Application::build(settings).await?;
+        // Scripts and tests read this line to learn the port when --listen used port 0.
+        println!("dialogd listening on {}", app.local_addr());
+        if let Some(addr) = app.metrics_addr() {
+            println!("dialogd metrics on http://{addr}/metrics");
+        }
+        app.run_until_stopped(crate::shutdown::signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "dialogd stopped with an error");
+            eprintln!("dialogd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dialogd chat` (see `grpc::chat_client`).
+fn chat(options: crate::grpc::chat_client::ChatOptions) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::grpc::chat_client::run(options)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("dialogd chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a new key and its config entry; the key is not stored anywhere.
+fn keygen(id: &str, tenant: &str, roles: &str) -> ExitCode {
+    if !crate::auth::keys::valid_id(id) {
+        eprintln!("dialogd: --id must be 1 to 64 of a-z, 0-9 and '-'");
+        return ExitCode::from(2);
+    }
+    let roles: Vec<&str> = roles.split(',').map(str::trim).collect();
+    if let Some(bad) = roles.iter().find(|r| crate::auth::Role::parse(r).is_none()) {
+        eprintln!("dialogd: unknown role {bad:?} (user, admin, auditor)");
+        return ExitCode::from(2);
+    }
+    let (key, secret) = crate::auth::keys::generate(id);
+    let roles_toml: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+    println!("# API key for {id} (shown once; give it to the client, keep it secret):");
+    println!("# {key}");
+    println!();
+    println!("[[auth.api_keys]]");
+    println!("id = {id:?}");
+    println!("hash = {:?}", crate::auth::keys::hash_for_config(&secret));
+    println!("tenant = {tenant:?}");
+    println!("roles = [{}]", roles_toml.join(", "));
+    ExitCode::SUCCESS
+}

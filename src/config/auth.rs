@@ -1,0 +1,164 @@
+//! `[auth]`: who may call — API keys, JWTs, token issuance.
+
+use crate::auth::{Role, Scope, keys};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No credentials; every caller is the `local` principal with all
+    /// roles. Allowed only when listening on loopback.
+    None,
+    /// Every call (but health, reflection and IssueToken) needs a valid
+    /// API key or JWT.
+    Required,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// Lifetime of tokens from IssueToken, in seconds.
+    pub token_ttl_secs: u64,
+    pub jwt: JwtSettings,
+    /// API keys (also the client credentials of IssueToken).
+    pub api_keys: Vec<ApiKeySettings>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            mode: AuthMode::None,
+            token_ttl_secs: 900,
+            jwt: JwtSettings::default(),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Checks the keys and JWT settings, including that the secret's
+    /// variable is set and the key files exist.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        for key in &self.api_keys {
+            if !keys::valid_id(&key.id) || !ids.insert(key.id.as_str()) {
+                return Err(format!(
+                    "auth.api_keys: id {:?} is invalid or repeated",
+                    key.id
+                ));
+            }
+            if keys::parse_hash(&key.hash).is_none() {
+                return Err(format!(
+                    "auth.api_keys {:?}: hash must be sha256:<64 hex digits> (see `dialogd keygen`)",
+                    key.id
+                ));
+            }
+            if key.tenant.is_empty() {
+                return Err(format!(
+                    "auth.api_keys {:?}: tenant must not be empty",
+                    key.id
+                ));
+            }
+        }
+        self.jwt.validate()?;
+        if self.mode == AuthMode::Required && self.api_keys.is_empty() && !self.jwt.any_key() {
+            return Err("auth.mode = \"required\" needs auth.api_keys or an auth.jwt key".into());
+        }
+        if self.token_ttl_secs == 0 || self.token_ttl_secs > 24 * 3600 {
+            return Err("auth.token_ttl_secs must be 1 to 86400".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSettings {
+    /// Required `iss` of accepted tokens, and the `iss` of issued ones.
+    pub issuer: String,
+    /// Required `aud` of accepted tokens, and the `aud` of issued ones.
+    pub audience: String,
+    /// Environment variable with the HS256 secret (at least 32 bytes): verifies
+    /// HS256 tokens and signs IssueToken's tokens.
+    pub hs256_secret_env: Option<String>,
+    /// PEM file of an RSA public key for RS256 tokens.
+    pub rs256_public_key_file: Option<String>,
+    /// PEM file of a P-256 public key for ES256 tokens.
+    pub es256_public_key_file: Option<String>,
+    /// JWKS file (RS256 and ES256 keys, chosen by `kid`).
+    pub jwks_file: Option<String>,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        JwtSettings {
+            issuer: "dialogd".into(),
+            audience: "dialogd".into(),
+            hs256_secret_env: None,
+            rs256_public_key_file: None,
+            es256_public_key_file: None,
+            jwks_file: None,
+        }
+    }
+}
+
+impl JwtSettings {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(var) = &self.hs256_secret_env {
+            match std::env::var(var) {
+                Ok(secret) if secret.len() >= 32 => {}
+                _ => {
+                    return Err(format!(
+                        "auth.jwt.hs256_secret_env names {var}, which must hold a secret of at least 32 bytes"
+                    ));
+                }
+            }
+        }
+        for (key, path) in [
+            ("rs256_public_key_file", &self.rs256_public_key_file),
+            ("es256_public_key_file", &self.es256_public_key_file),
+            ("jwks_file", &self.jwks_file),
+        ] {
+            if let Some(p) = path
+                && !Path::new(p).is_file()
+            {
+                return Err(format!("auth.jwt.{key}: {p} is not a readable file"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any key verifies JWTs.
+    pub fn any_key(&self) -> bool {
+        self.hs256_secret_env.is_some()
+            || self.rs256_public_key_file.is_some()
+            || self.es256_public_key_file.is_some()
+            || self.jwks_file.is_some()
+    }
+}
+
+/// One API key: only its id and the hash of its secret are configured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// The key's public id (`dk_<id>_...`): `[a-z0-9-]`, 1 to 64.
+    pub id: String,
+    /// `sha256:<hex>` of the secret, as printed by `dialogd keygen`.
+    pub hash: String,
+    /// The principal the key acts as; defaults to `id`.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// The tenant whose data the key reaches.
+    pub tenant: String,
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
+    /// Narrower scopes than the roles grant, if set.
+    #[serde(default)]
+    pub scopes: Option<Vec<Scope>>,
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::User]
+}

@@ -1,0 +1,104 @@
+//! `[store]`: which store keeps dialogues, and how.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge a write only once it is flushed to disk (group commit).
+    Sync,
+    /// Acknowledge at once; a background flush runs every `flush_interval_ms`.
+    Relaxed,
+}
+
+/// Which store keeps dialogues.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded sled database in `data_dir` (one replica).
+    Sled,
+    /// A Redis server shared by several replicas (`store.redis`).
+    Redis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `sled` (embedded, default) or `redis`.
+    pub kind: StoreKind,
+    /// The Redis store's server and key prefix (with `kind = "redis"`).
+    pub redis: RedisSettings,
+    /// Directory of the embedded sled database (created if missing).
+    pub data_dir: PathBuf,
+    /// When a write is acknowledged: `sync` (durable) or `relaxed`.
+    pub durability: Durability,
+    /// Background flush period, in milliseconds (the loss window of `relaxed`).
+    pub flush_interval_ms: u64,
+    /// Size of sled's page cache, in MiB.
+    pub cache_capacity_mb: u64,
+    /// How often expired dialogues and idempotency keys are erased, in seconds.
+    pub sweep_interval_secs: u64,
+    /// Memory for recent turns of busy dialogues (prompts are built from
+    /// it instead of re-reading history), in MiB; 0 turns it off.
+    pub history_cache_mb: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            kind: StoreKind::Sled,
+            redis: RedisSettings::default(),
+            data_dir: PathBuf::from("./data"),
+            durability: Durability::Sync,
+            flush_interval_ms: 500,
+            cache_capacity_mb: 256,
+            sweep_interval_secs: 60,
+            history_cache_mb: 64,
+        }
+    }
+}
+
+impl StoreSettings {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("store.data_dir must not be empty".into());
+        }
+        if self.flush_interval_ms == 0 || self.flush_interval_ms > 60_000 {
+            return Err("store.flush_interval_ms must be 1 to 60000".into());
+        }
+        if self.sweep_interval_secs == 0 {
+            return Err("store.sweep_interval_secs must be at least 1".into());
+        }
+        if !(1..=3600).contains(&self.redis.lease_secs) {
+            return Err("store.redis.lease_secs must be 1 to 3600".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS).
+    pub url: String,
+    /// Prepended to every key, so deployments can share a database.
+    pub key_prefix: String,
+    /// Redis Cluster: the nodes to discover it from (`redis://host:port`
+    /// each). When set, `url` is not used.
+    pub cluster_nodes: Vec<String>,
+    /// How long the dialogue locks and stream slots of a replica that died
+    /// outlive it; held ones are renewed three times per period.
+    pub lease_secs: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "dialogd:".into(),
+            cluster_nodes: Vec::new(),
+            lease_secs: 10,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Wires everything together: opens the store, builds the engine, binds the
+//! listener (port 0 works, see `local_addr`), serves until told to stop, then
+//! drains and flushes. `parts` builds the domain parts from settings,
+//! `services` what the port serves, `background` the work beside it.
+
+mod background;
+mod parts;
+mod services;
+
+use crate::audit::AuditLog;
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::dialogue::engine::Engine;
+use crate::dialogue::ports::{DialogueStore, StoreError};
+use crate::limits::RateLimits;
+use crate::operations::{OperationStore, Operations};
+use crate::router::Router;
+use crate::store::{OpenError, Stores};
+use crate::tls::{self, ReloadingCert};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BuildError),
+    #[error("cannot set up authentication: {0}")]
+    Auth(String),
+    #[error("cannot build the content filter: {0}")]
+    ContentFilter(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build server reflection: {0}")]
+    Reflection(String),
+    #[error("cannot set up webhooks: {0}")]
+    Webhooks(String),
+    #[error("cannot set up CORS: {0}")]
+    Cors(String),
+    #[error("the gRPC server failed: {0}")]
+    Serve(String),
+    #[error("flushing the store at shutdown failed: {0}")]
+    Flush(StoreError),
+}
+
+pub struct Application {
+    settings: Settings,
+    /// The served certificate and the TLS acceptor, when TLS is on.
+    tls: Option<(Arc<ReloadingCert>, TlsAcceptor)>,
+    /// `None` when auth.mode = "none".
+    authenticator: Option<Arc<Authenticator>>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    /// The `/metrics` listener, when metrics are on.
+    metrics: Option<(TcpListener, SocketAddr)>,
+    engine: Arc<Engine>,
+    router: Arc<Router>,
+    /// Streamed turns and operations; shutdown waits for them.
+    tasks: TaskTracker,
+    /// What the engine keeps dialogues in (flushed at shutdown).
+    dialogue_store: Arc<dyn DialogueStore>,
+    audit: Arc<dyn AuditLog>,
+    operations: Arc<dyn OperationStore>,
+    rate_limits: Arc<RateLimits>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let bound = async {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
+impl Application {
+    /// Opens the store and binds the listeners; nothing is served yet.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let Stores {
+            dialogues: dialogue_store,
+            audit,
+            operations,
+            shared,
+        } = crate::store::open(&settings.store, &settings.limits).await?;
+        let authenticator = parts::authenticator(&settings)?;
+        let router = Arc::new(Router::from_settings(&settings)?);
+        tokio::task::spawn_blocking(crate::dialogue::tokenizer::warm_up);
+        let tasks = TaskTracker::new();
+        let (engine, rate_limits) = parts::engine(
+            &settings,
+            dialogue_store.clone(),
+            router.clone(),
+            shared,
+            tasks.clone(),
+        )?;
+        let (listener, local_addr) = bind(settings.server.listen).await?;
+        let metrics = match settings.metrics.enabled {
+            false => None,
+            true => Some(bind(settings.metrics.listen).await?),
+        };
+        let tls = match &settings.server.tls {
+            None => None,
+            Some(t) => {
+                let cert = Arc::new(
+                    ReloadingCert::load(&t.cert_file, &t.key_file).map_err(StartupError::Tls)?,
+                );
+                let config = tls::server_config(t, cert.clone()).map_err(StartupError::Tls)?;
+                Some((cert, TlsAcceptor::from(config)))
+            }
+        };
+        Ok(Application {
+            tls,
+            settings,
+            authenticator,
+            listener,
+            local_addr,
+            metrics,
+            engine: Arc::new(engine),
+            router,
+            tasks,
+            dialogue_store,
+            audit,
+            operations,
+            rate_limits: Arc::new(rate_limits),
+        })
+    }
+
+    /// Where `/metrics` is served, when metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The bound address (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then: health NOT_SERVING, stop
+    /// accepting, let in-flight calls and streams finish (bounded by
+    /// `server.drain_timeout_secs`), flush the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartupError> {
+        let Application {
+            tls,
+            settings,
+            authenticator,
+            listener,
+            local_addr,
+            metrics,
+            engine,
+            router,
+            tasks,
+            dialogue_store,
+            audit,
+            operations,
+            rate_limits,
+        } = self;
+        let webhooks = crate::operations::webhook::Webhooks::from_settings(&settings.webhooks)
+            .map_err(StartupError::Webhooks)?;
+        let operations = Operations::new(
+            engine.clone(),
+            operations,
+            webhooks,
+            crate::grpc::convert::callback_body(),
+            tasks.clone(),
+        );
+        let (routes, health) = services::routes(
+            &settings,
+            engine.clone(),
+            router.clone(),
+            operations.clone(),
+            authenticator.clone(),
+            audit.clone(),
+        )?;
+        health.serving().await;
+        let stop = CancellationToken::new();
+        let sweeper = tokio::spawn(background::sweep_until_stopped(
+            engine.clone(),
+            audit.clone(),
+            rate_limits.clone(),
+            settings.audit.retention_days,
+            Duration::from_secs(settings.store.sweep_interval_secs),
+            stop.clone(),
+        ));
+        let reloader = tls
+            .as_ref()
+            .zip(settings.server.tls.as_ref())
+            .map(|((cert, _), t)| {
+                let every = Duration::from_secs(t.reload_check_secs);
+                tokio::spawn(tls::reload_until_stopped(cert.clone(), every, stop.clone()))
+            });
+        // Metrics outlive the drain, so a scrape can watch it.
+        let metrics_stop = CancellationToken::new();
+        let metrics_server = metrics.map(|(listener, _)| {
+            let (store, router) = (dialogue_store.clone(), router.clone());
+            background::serve_metrics(listener, store, router, metrics_stop.clone())
+        });
+        // What a previous run left pending goes on (turns run, callbacks sent).
+        match operations.resume_pending().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(operations = n, "resumed pending operations"),
+            Err(e) => tracing::error!(error = %e, "cannot read pending operations"),
+        }
+        let incoming = tls::incoming(listener, tls.map(|(_, acceptor)| acceptor));
+        let layers = services::Layers {
+            authenticator,
+            audit,
+            rate_limits,
+        };
+        let mut server = services::serve(&settings, routes, layers, incoming, stop.clone())?;
+        tracing::info!(%local_addr, "serving gRPC");
+
+        tokio::select! {
+            _ = shutdown => {}
+            result = &mut server => {
+                stop.cancel();
+                metrics_stop.cancel();
+                let detail = match result {
+                    Ok(Ok(())) => "stopped unexpectedly".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(StartupError::Serve(detail));
+            }
+        }
+
+        health.not_serving().await;
+        stop.cancel();
+        tasks.close();
+        let drain = Duration::from_secs(settings.server.drain_timeout_secs);
+        tracing::info!(
+            drain_timeout_secs = drain.as_secs(),
+            "draining in-flight calls"
+        );
+        let drained = tokio::time::timeout(drain, async {
+            let _ = (&mut server).await;
+            tasks.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                streams = tasks.len(),
+                "drain timeout passed; cutting the remaining turns (they end UNAVAILABLE and are not stored)"
+            );
+            engine.cut_running_turns();
+            let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
+            server.abort();
+            let _ = server.await;
+        }
+        let _ = sweeper.await;
+        if let Some(reloader) = reloader {
+            let _ = reloader.await;
+        }
+        metrics_stop.cancel();
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
+        dialogue_store.flush().await.map_err(StartupError::Flush)?;
+        tracing::info!("stopped; store flushed");
+        Ok(())
+    }
+}

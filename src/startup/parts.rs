@@ -1,0 +1,109 @@
+//! The domain parts a server is made of, built from validated settings:
+//! who may call, the engine over the opened stores, and the request limits.
+
+use super::StartupError;
+use crate::auth::jwt::{JwtIssuer, JwtVerifier};
+use crate::auth::{Authenticator, Principal, keys};
+use crate::config::{AuthMode, AuthSettings, Settings};
+use crate::dialogue::content_filter::ContentFilter;
+use crate::dialogue::engine::Engine;
+use crate::dialogue::engine::reply_cache::ReplyCache;
+use crate::dialogue::ports::DialogueStore;
+use crate::limits::RateLimits;
+use crate::router::Router;
+use crate::store::Shared;
+use std::sync::Arc;
+use tokio_util::task::TaskTracker;
+
+/// The authenticator of `auth.mode = "required"`; `None` when auth is off.
+pub fn authenticator(settings: &Settings) -> Result<Option<Arc<Authenticator>>, StartupError> {
+    match settings.auth.mode {
+        AuthMode::None => {
+            tracing::warn!(
+                listen = %settings.server.listen,
+                "AUTHENTICATION IS OFF (auth.mode = \"none\"): every caller acts as the local principal with all roles. For local development only."
+            );
+            Ok(None)
+        }
+        AuthMode::Required => {
+            let built = authenticator_of(&settings.auth).map_err(StartupError::Auth)?;
+            Ok(Some(Arc::new(built)))
+        }
+    }
+}
+
+/// Keys and JWT keys of validated settings (hashes parse, files exist).
+fn authenticator_of(settings: &AuthSettings) -> Result<Authenticator, String> {
+    let mut authenticator = Authenticator::new(settings.token_ttl_secs);
+    for k in &settings.api_keys {
+        let hash = keys::parse_hash(&k.hash)
+            .ok_or_else(|| format!("auth.api_keys {:?}: bad hash", k.id))?;
+        let principal = Principal::new(
+            k.principal.clone().unwrap_or_else(|| k.id.clone()),
+            k.tenant.clone(),
+            k.roles.iter().copied().collect(),
+            k.scopes.as_ref().map(|s| s.iter().copied().collect()),
+        );
+        authenticator.add_key(k.id.clone(), hash, principal);
+    }
+    let jwt = &settings.jwt;
+    let secret = jwt
+        .hs256_secret_env
+        .as_deref()
+        .and_then(|var| std::env::var(var).ok())
+        .filter(|s| !s.is_empty());
+    let mut verifier = JwtVerifier::new(
+        &jwt.issuer,
+        &jwt.audience,
+        secret.as_deref().map(str::as_bytes),
+    );
+    for (path, algorithm) in [
+        (&jwt.rs256_public_key_file, jsonwebtoken::Algorithm::RS256),
+        (&jwt.es256_public_key_file, jsonwebtoken::Algorithm::ES256),
+    ] {
+        if let Some(path) = path {
+            verifier
+                .add_pem(path, algorithm)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(path) = &jwt.jwks_file {
+        verifier.add_jwks(path).map_err(|e| e.to_string())?;
+    }
+    let issuer = secret
+        .as_deref()
+        .map(|s| JwtIssuer::new(&jwt.issuer, &jwt.audience, s.as_bytes()));
+    authenticator.set_jwt(jwt.any_key().then_some(verifier), issuer);
+    Ok(authenticator)
+}
+
+/// The engine over `store`, and the request limits; with `shared` (Redis),
+/// callers' limits and dialogue locks hold across replicas.
+pub fn engine(
+    settings: &Settings,
+    store: Arc<dyn DialogueStore>,
+    router: Arc<Router>,
+    shared: Option<Shared>,
+    tasks: TaskTracker,
+) -> Result<(Engine, RateLimits), StartupError> {
+    let filter = ContentFilter::new(
+        &settings.content_filter.blocked_terms,
+        settings.content_filter.check_output,
+    )
+    .map_err(StartupError::ContentFilter)?;
+    let cache = ReplyCache::new(&settings.cache);
+    let limits = &settings.limits;
+    let mut engine = Engine::new(store, router, limits.clone(), filter, cache, tasks);
+    let mut rate_limits = RateLimits::new(
+        limits.requests_per_second,
+        limits.request_burst,
+        limits.max_in_flight,
+    );
+    if let Some(shared) = shared {
+        engine = engine
+            .with_token_ledger(shared.tokens)
+            .with_shared_leases(shared.leases.clone(), shared.leases);
+        rate_limits = rate_limits.shared_through(shared.requests);
+    }
+    Ok((engine, rate_limits))
+}

@@ -1,0 +1,154 @@
+//! What the port serves: the gRPC services (with health and reflection),
+//! the HTTP front behind them, and the layers every call passes.
+
+use super::StartupError;
+use crate::audit::AuditLog;
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::dialogue::engine::Engine;
+use crate::grpc::dialogue_calls::DialogueCalls;
+use crate::grpc::pb::dialogue::v1 as pb;
+use crate::grpc::pb::dialogue::v1::admin_service_server::AdminServiceServer;
+use crate::grpc::pb::dialogue::v1::auth_service_server::AuthServiceServer;
+use crate::grpc::pb::dialogue::v1::dialogue_service_server::DialogueServiceServer;
+use crate::grpc::pb::dialogue::v1::model_service_server::ModelServiceServer;
+use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
+use crate::limits::RateLimits;
+use crate::middleware::audit::Audit;
+use crate::middleware::auth::Authentication;
+use crate::middleware::metrics::RpcMetrics;
+use crate::middleware::rate_limit::RateLimiting;
+use crate::middleware::request_id::RequestIds;
+use crate::middleware::{AroundLayer, Refuse};
+use crate::operations::Operations;
+use crate::router::Router;
+use crate::tls::Conn;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+
+/// The services' health, reported SERVING now and NOT_SERVING at shutdown.
+pub struct Health(HealthReporter);
+
+impl Health {
+    pub async fn serving(&self) {
+        self.0
+            .set_serving::<DialogueServiceServer<DialogueGrpc>>()
+            .await;
+        self.0.set_serving::<ModelServiceServer<ModelGrpc>>().await;
+    }
+
+    pub async fn not_serving(&self) {
+        self.0
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        self.0
+            .set_not_serving::<DialogueServiceServer<DialogueGrpc>>()
+            .await;
+        self.0
+            .set_not_serving::<ModelServiceServer<ModelGrpc>>()
+            .await;
+    }
+}
+
+/// Every gRPC service, and the HTTP front behind them for what they do
+/// not serve.
+pub fn routes(
+    settings: &Settings,
+    engine: Arc<Engine>,
+    router: Arc<Router>,
+    operations: Arc<Operations>,
+    authenticator: Option<Arc<Authenticator>>,
+    audit: Arc<dyn AuditLog>,
+) -> Result<(tonic::service::Routes, Health), StartupError> {
+    let max_request = settings.server.max_request_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // Both reflection versions describe every service served, each other
+    // included.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .include_reflection_service(false)
+    };
+    let reflection_error =
+        |e: tonic_reflection::server::Error| StartupError::Reflection(e.to_string());
+    let dialogue_calls = DialogueCalls::new(engine.clone(), operations);
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(health_service)
+        .add_service(reflection().build_v1().map_err(reflection_error)?)
+        .add_service(reflection().build_v1alpha().map_err(reflection_error)?)
+        .add_service(
+            DialogueServiceServer::new(DialogueGrpc::new(dialogue_calls.clone()))
+                .max_decoding_message_size(max_request),
+        )
+        .add_service(
+            ModelServiceServer::new(ModelGrpc::new(router.clone()))
+                .max_decoding_message_size(max_request),
+        )
+        .add_service(AuthServiceServer::new(AuthGrpc::new(authenticator)))
+        .add_service(AdminServiceServer::new(AdminGrpc::new(audit)));
+    let front = crate::http::Front {
+        engine,
+        models: router,
+        dialogues: dialogue_calls,
+        max_body: max_request,
+    };
+    Ok((crate::http::router(grpc.routes(), front), Health(health)))
+}
+
+/// Serves `routes` on `incoming` behind the layers, outermost first,
+/// until `stop` is cancelled.
+pub fn serve(
+    settings: &Settings,
+    routes: tonic::service::Routes,
+    layers: Layers,
+    incoming: ReceiverStream<std::io::Result<Conn>>,
+    stop: CancellationToken,
+) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, StartupError> {
+    let cors = crate::http::cors::layer(&settings.server.cors_allowed_origins)
+        .map_err(StartupError::Cors)?;
+    let client_cert_roles = settings
+        .server
+        .tls
+        .as_ref()
+        .filter(|t| t.client_ca_file.is_some())
+        .map(|t| t.client_cert_roles.iter().copied().collect());
+    let refuse: Refuse = Arc::new(crate::http::refusal);
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // HTTP/1.1 too: gRPC-Web and the HTTP front's callers.
+        .accept_http1(true)
+        // Outermost: CORS preflights are answered before anything (they
+        // carry no credentials), and gRPC-Web becomes gRPC before our layers.
+        .layer(tower::util::option_layer(cors))
+        .layer(crate::http::grpc_web::GrpcWebOnly)
+        .layer(AroundLayer(RequestIds))
+        .layer(AroundLayer(RpcMetrics))
+        .layer(AroundLayer(Audit::new(layers.audit)))
+        .layer(AroundLayer(Authentication::new(
+            layers.authenticator,
+            client_cert_roles,
+            refuse.clone(),
+        )))
+        .layer(AroundLayer(RateLimiting::new(layers.rate_limits, refuse)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+    Ok(tokio::spawn(server))
+}
+
+/// What the layers around every call need.
+pub struct Layers {
+    pub authenticator: Option<Arc<Authenticator>>,
+    pub audit: Arc<dyn AuditLog>,
+    pub rate_limits: Arc<RateLimits>,
+}
