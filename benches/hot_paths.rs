@@ -8,11 +8,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use dialogd::backend::{ChunkDecoder, SseDecoder};
 use dialogd::config::{Durability, Settings, StoreSettings};
 use dialogd::dialogue::context::Counted;
-use dialogd::dialogue::engine::prompt::PromptBuilder;
 use dialogd::dialogue::model::{
     ContentPart, Dialogue, DialogueId, FinishReason, Owner, Role, Time, Turn,
 };
 use dialogd::dialogue::ports::{DialogueStore, ExchangeCommit};
+use dialogd::engine::prompt::PromptBuilder;
 use dialogd::router::Router;
 use dialogd::store::sled::SledStore;
 use dialogd::store::tail_cache::TailCachedStore;

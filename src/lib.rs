@@ -1,10 +1,11 @@
 //! dialogd: a gRPC dialogue service for LLM applications.
 //!
 //! Data flows one way: the transport (`grpc`, `http`, with `middleware`
-//! around both) -> the dialogue engine (`dialogue::engine`) -> the store
-//! (`store`, behind the engine's ports) and the router (`router`) ->
-//! model backends (`backend`). `startup` wires them; `config` types the
-//! settings; `failure` is what every error becomes on its way out.
+//! around both) -> the engine (`engine`, over the domain model and ports
+//! of `dialogue`) -> the store (`store`, behind those ports) and the router
+//! (`router`) -> model backends (`backend`). `startup` wires them, `config`
+//! types the settings, and `failure` is what every error becomes on its
+//! way out.
 
 pub mod audit;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod dialogue;
+pub mod engine;
 pub mod failure;
 pub mod grpc;
 pub mod http;

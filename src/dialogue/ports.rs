@@ -1,6 +1,7 @@
 //! The ports the engine owns: what it needs from a store, from locks and
-//! stream slots shared by replicas, and from a token ledger. Stores
-//! implement them (`store/`); the engine names only these traits.
+//! stream slots shared by replicas, and from a token ledger — and the store
+//! of asynchronous turns' records. Stores implement them (`store/`); the
+//! engine names only these traits.
 //!
 //! A store: the engine serializes all changes to one dialogue, so
 //! implementations need not lock per dialogue; they must make each call's
@@ -161,4 +162,19 @@ pub trait TokenLedger: Send + Sync {
     async fn admit(&self, key: &str) -> Result<(), Duration>;
     /// Charges a finished turn's real usage (it may go below zero).
     async fn charge(&self, key: &str, tokens: u64);
+}
+
+/// Where asynchronous turns (`crate::operations`) keep their records; a
+/// record is opaque to the store.
+#[async_trait]
+pub trait OperationStore: Send + Sync + 'static {
+    /// Stores a record, durably; while `pending` it is listed by
+    /// `pending_operations`.
+    async fn put_operation(&self, id: &str, record: &[u8], pending: bool)
+    -> Result<(), StoreError>;
+
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The records last put with `pending` (at start-up: work to resume).
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 }

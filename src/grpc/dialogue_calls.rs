@@ -6,7 +6,7 @@
 use super::convert;
 use crate::audit::AuditNotes;
 use crate::auth::{AuthError, Principal};
-use crate::dialogue::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError};
 use crate::failure::{Failure, Violations};
 use crate::grpc::pb::dialogue::v1 as pb;
 use crate::operations::Operations;

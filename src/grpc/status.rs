@@ -7,7 +7,7 @@
 //! `Failure` (see `failure`).
 
 use crate::auth::AuthError;
-use crate::dialogue::engine::EngineError;
+use crate::engine::EngineError;
 use crate::failure::{ErrorKind, Failure, Invalid};
 use crate::grpc::pb::dialogue::v1 as pb;
 use std::collections::HashMap;

@@ -13,7 +13,7 @@ pub mod metrics_endpoint;
 pub mod openai;
 pub mod rest;
 
-use crate::dialogue::engine::Engine;
+use crate::engine::Engine;
 use crate::failure::{ErrorKind, Failure};
 use crate::grpc::dialogue_calls::DialogueCalls;
 use crate::middleware::protocol::has_grpc_content;

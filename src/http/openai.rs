@@ -321,9 +321,7 @@ fn completion(outcome: &TurnOutcome) -> Value {
 /// finish reason, usage if asked for, then `[DONE]`. An error ends the
 /// stream as an `error` object (what OpenAI's SDKs raise from).
 fn sse_chunks(
-    events: impl Stream<Item = Result<StreamEvent, crate::dialogue::engine::EngineError>>
-    + Send
-    + 'static,
+    events: impl Stream<Item = Result<StreamEvent, crate::engine::EngineError>> + Send + 'static,
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     struct Chunking {

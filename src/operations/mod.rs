@@ -10,9 +10,9 @@ mod record;
 pub mod webhook;
 
 use crate::auth::Principal;
-use crate::dialogue::engine::{Engine, EngineError};
 use crate::dialogue::model::{Owner, Time, TurnOutcome, TurnRequest};
-use crate::dialogue::ports::StoreError;
+use crate::dialogue::ports::{OperationStore, StoreError};
+use crate::engine::{Engine, EngineError};
 use crate::failure::Failure;
 use record::Record;
 use serde::{Deserialize, Serialize};
@@ -25,21 +25,6 @@ use webhook::Webhooks;
 /// How often WatchOperation looks for a change (the record may be changed
 /// by another replica, so it reads the store).
 const WATCH_EVERY: Duration = Duration::from_millis(100);
-
-/// Where operation records are kept (the stores implement it); a record is
-/// opaque to the store.
-#[async_trait::async_trait]
-pub trait OperationStore: Send + Sync + 'static {
-    /// Stores a record, durably; while `pending` it is listed by
-    /// `pending_operations`.
-    async fn put_operation(&self, id: &str, record: &[u8], pending: bool)
-    -> Result<(), StoreError>;
-
-    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// The records last put with `pending` (at start-up: work to resume).
-    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError>;
-}
 
 /// Where the callback of an operation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

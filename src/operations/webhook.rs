@@ -3,7 +3,7 @@
 //! 2xx answer or the attempts run out.
 
 use crate::config::WebhookSettings;
-use crate::dialogue::engine::EngineError;
+use crate::engine::EngineError;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;

@@ -2,9 +2,9 @@
 //! sweeps, the TLS certificate reloads, and the `/metrics` endpoint.
 
 use crate::audit::AuditLog;
-use crate::dialogue::engine::Engine;
 use crate::dialogue::model::Time;
 use crate::dialogue::ports::DialogueStore;
+use crate::engine::Engine;
 use crate::limits::RateLimits;
 use crate::router::Router;
 use std::sync::Arc;

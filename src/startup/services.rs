@@ -5,7 +5,7 @@ use super::StartupError;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::Settings;
-use crate::dialogue::engine::Engine;
+use crate::engine::Engine;
 use crate::grpc::dialogue_calls::DialogueCalls;
 use crate::grpc::pb::dialogue::v1 as pb;
 use crate::grpc::pb::dialogue::v1::admin_service_server::AdminServiceServer;

@@ -4,10 +4,10 @@
 
 use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
-use crate::operations::OperationStore;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

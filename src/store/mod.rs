@@ -20,9 +20,9 @@ pub use group_commit::GroupCommit;
 
 use crate::audit::AuditLog;
 use crate::config::{LimitSettings, StoreKind, StoreSettings};
+use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{DialogueStore, SharedLocks, SharedSlots, StoreError, TokenLedger};
 use crate::limits::SharedRequestLimiter;
-use crate::operations::OperationStore;
 use metered::MeteredStore;
 use redis::RedisConnection;
 use std::sync::Arc;

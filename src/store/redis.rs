@@ -15,10 +15,10 @@
 
 use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
-use crate::operations::OperationStore;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;

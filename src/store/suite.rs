@@ -5,10 +5,10 @@ use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::{
     ContentPart, Dialogue, DialogueId, Owner, Role, SummaryRange, Time, Turn,
 };
+use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError,
 };
-use crate::operations::OperationStore;
 
 pub(crate) fn owner(principal: &str) -> Owner {
     Owner {

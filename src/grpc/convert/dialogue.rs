@@ -2,10 +2,10 @@
 //! update masks, and the resource as callers read it.
 
 use super::{time_from_pb, time_to_pb, turn_to_pb};
-use crate::dialogue::engine::EngineError;
 use crate::dialogue::model::{
     Dialogue, DialogueId, DialogueSpec, Expiration, Owner, Turn, UpdateMask,
 };
+use crate::engine::EngineError;
 use crate::failure::Violations;
 use crate::grpc::pb::dialogue::v1 as pb;
 use pbjson_types::value::Kind;

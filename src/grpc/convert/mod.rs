@@ -14,8 +14,8 @@ pub use dialogue::{
 pub use operation::{callback_body, operation_id, operation_to_pb};
 pub use turn::{event_to_pb, outcome_to_pb, turn_request, turn_to_pb};
 
-use crate::dialogue::engine::EngineError;
 use crate::dialogue::model::{DialogueId, Time};
+use crate::engine::EngineError;
 use crate::grpc::pb::dialogue::v1 as pb;
 
 /// Parses `dialogues/{dialogue_id}`.

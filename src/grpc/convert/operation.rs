@@ -2,7 +2,7 @@
 //! (that message in the protobuf JSON mapping).
 
 use super::{outcome_to_pb, time_to_pb};
-use crate::dialogue::engine::EngineError;
+use crate::engine::EngineError;
 use crate::grpc::pb::dialogue::v1 as pb;
 use crate::grpc::status::turn_error;
 use crate::operations::{CallbackBody, CallbackState, Operation, OperationResult};

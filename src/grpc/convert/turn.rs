@@ -3,11 +3,11 @@
 
 use super::{dialogue_id_from_name, dialogue_spec, time_to_pb};
 use crate::auth::Principal;
-use crate::dialogue::engine::EngineError;
 use crate::dialogue::model::{
     CachePolicy, ContentPart, DialogueId, FinishReason, GenerationParams, ReplyMetadata, Role,
     StreamEvent, Turn, TurnOutcome, TurnRequest, Usage,
 };
+use crate::engine::EngineError;
 use crate::failure::Violations;
 use crate::grpc::pb::dialogue::v1 as pb;
 

@@ -11,10 +11,10 @@ use super::{GroupCommit, OpenError};
 use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::config::{Durability, StoreSettings};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
+use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
-use crate::operations::OperationStore;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -5,7 +5,7 @@
 
 use super::commit::Served;
 use super::plan::{Plan, PlannedTurn};
-use super::{Engine, EngineError, quota_key};
+use super::{Engine, EngineError, Events, quota_key};
 use crate::auth::Principal;
 use crate::backend::{BackendError, ModelReply, ReplyChunk, ReplyStream};
 use crate::dialogue::content_filter::{ContentFilter, StreamFilter};
@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// What a streamed turn sends its client.
-pub type Events = mpsc::Receiver<Result<StreamEvent, EngineError>>;
 type EventSender = mpsc::Sender<Result<StreamEvent, EngineError>>;
 
 impl Engine {

@@ -3,8 +3,7 @@
 //! re-attached to — live while it is still being generated, else replayed
 //! from the store.
 
-use super::stream::Events;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, Events};
 use crate::auth::Principal;
 use crate::dialogue::model::{
     DialogueId, FinishReason, Owner, ReplyMetadata, Role, StreamEvent, Time, Turn, TurnOutcome,

@@ -30,7 +30,7 @@ pub use error::EngineError;
 use crate::auth::Principal;
 use crate::config::LimitSettings;
 use crate::dialogue::content_filter::ContentFilter;
-use crate::dialogue::model::{Dialogue, DialogueId, DialogueSpec, Owner, Time};
+use crate::dialogue::model::{Dialogue, DialogueId, DialogueSpec, Owner, StreamEvent, Time};
 use crate::dialogue::ports::{DialogueStore, SharedLocks, SharedSlots, TokenLedger};
 use crate::dialogue::tokenizer::count_tokens;
 use crate::dialogue::validate;
@@ -45,6 +45,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// What a streamed turn sends its client.
+pub type Events = tokio::sync::mpsc::Receiver<Result<StreamEvent, EngineError>>;
 
 /// Turns in one BatchConverse.
 pub const MAX_BATCH: usize = 32;
