@@ -4,6 +4,7 @@
 
 pub mod content_filter;
 pub mod context;
+mod id;
 pub mod model;
 pub mod page_token;
 pub mod ports;

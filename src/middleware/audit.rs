@@ -3,9 +3,9 @@
 //! final status (learnt by `outcome::watch`; a call dropped before its end
 //! records CANCELLED).
 
+use super::call::Resolved;
 use super::outcome::{self, OnEnd};
 use super::request_id::RequestId;
-use super::rpc_table::Resolved;
 use crate::audit::{AuditEvent, AuditLog, AuditNotes, redact};
 use crate::dialogue::model::Time;
 use std::future::Future;

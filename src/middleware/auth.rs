@@ -4,7 +4,8 @@
 //! the request's extensions. Ownership of dialogues is the engine's check.
 
 use super::Refuse;
-use super::rpc_table::{Access, Resolved};
+use super::call::Resolved;
+use super::rpc_table::Access;
 use crate::audit::AuditNotes;
 use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::tls::{PeerInfo, certificate_subject};

@@ -3,8 +3,8 @@
 //! `outcome::watch`) records its status code and handling time. The
 //! in-flight gauge is released exactly once, by a guard.
 
+use super::call::Resolved;
 use super::outcome::{self, OnEnd};
-use super::rpc_table::Resolved;
 use crate::meter;
 use std::future::Future;
 use std::time::Instant;

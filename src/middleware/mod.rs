@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod call;
 pub mod metrics;
 pub mod outcome;
 pub mod protocol;

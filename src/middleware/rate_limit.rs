@@ -5,7 +5,8 @@
 //! overloaded server must still answer its probes while it drains.
 
 use super::Refuse;
-use super::rpc_table::{Access, Resolved};
+use super::call::Resolved;
+use super::rpc_table::Access;
 use crate::auth::Principal;
 use crate::limits::RateLimits;
 use std::future::Future;

@@ -4,7 +4,7 @@
 //! an operator find its log lines and audit event. Being outermost, it also
 //! looks the call's method up once (`Resolved`) for the layers inside.
 
-use super::rpc_table::Resolved;
+use super::call::Resolved;
 use std::future::Future;
 use tracing::Instrument;
 

@@ -5,10 +5,9 @@
 //! audit, metrics and rate-limit layers and the HTTP front's routing all read
 //! it; a call that names no method here is refused UNIMPLEMENTED (gRPC) or
 //! NOT_FOUND (HTTP), counted under one `unknown` label and needs an
-//! authenticated caller.
+//! authenticated caller. Which method a call names is `call::Resolved`'s.
 
 use crate::auth::Scope;
-use std::borrow::Cow;
 
 /// What a caller needs to call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,18 +265,6 @@ impl Rpc {
         Rpc::ALL.iter().copied().find(|rpc| rpc.spec().path == path)
     }
 
-    /// The method an HTTP request names, and the `{id}` of its route.
-    pub fn for_http(method: &str, path: &str) -> Option<(Rpc, Option<String>)> {
-        Rpc::ALL.iter().find_map(|&rpc| {
-            rpc.spec()
-                .routes
-                .iter()
-                .filter(|r| r.method == method)
-                .find_map(|r| match_route(r.pattern, path))
-                .map(|id| (rpc, id))
-        })
-    }
-
     /// The `grpc_service` and `grpc_method` metric labels.
     pub fn labels(self) -> (&'static str, &'static str) {
         let path = self.spec().path;
@@ -285,114 +272,6 @@ impl Rpc {
             .split_once('/')
             .unwrap_or((path, ""))
     }
-}
-
-/// A call as the layers and the HTTP front know it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
-    /// `None`: a call of no method in the table.
-    pub rpc: Option<Rpc>,
-    /// The method's path without the leading `/`, for audit and logs: the
-    /// table's, or what an unknown call asked for.
-    pub name: Cow<'static, str>,
-    /// The `{id}` of an HTTP route.
-    pub id: Option<String>,
-}
-
-impl Resolved {
-    /// The method of a request: by its gRPC path, or its HTTP route.
-    pub fn of<B>(request: &http::Request<B>) -> Resolved {
-        if let Some(known) = request.extensions().get::<Resolved>() {
-            return known.clone();
-        }
-        let path = request.uri().path();
-        if super::protocol::is_grpc(request) {
-            let rpc = Rpc::for_grpc_path(path);
-            return Resolved {
-                rpc,
-                name: match rpc {
-                    Some(rpc) => Cow::Borrowed(&rpc.spec().path[1..]),
-                    None => Cow::Owned(path.trim_start_matches('/').to_owned()),
-                },
-                id: None,
-            };
-        }
-        match Rpc::for_http(request.method().as_str(), path) {
-            Some((rpc, id)) => Resolved {
-                rpc: Some(rpc),
-                name: Cow::Borrowed(&rpc.spec().path[1..]),
-                id,
-            },
-            None => Resolved {
-                rpc: None,
-                name: Cow::Borrowed("http.Unknown/Route"),
-                id: None,
-            },
-        }
-    }
-
-    /// What the caller needs: unknown calls are never public.
-    pub fn access(&self) -> Access {
-        self.rpc
-            .map_or(Access::Authenticated, |rpc| rpc.spec().access)
-    }
-
-    pub fn mutating(&self) -> bool {
-        self.rpc.is_some_and(|rpc| rpc.spec().mutating)
-    }
-
-    /// Metric labels; unknown calls collapse into one, so labels stay bounded.
-    pub fn labels(&self) -> (&'static str, &'static str) {
-        self.rpc.map_or(("unknown", "unknown"), Rpc::labels)
-    }
-}
-
-/// The `{id}` of `path` when it matches `pattern` (`Some(None)` for a
-/// pattern without one).
-fn match_route(pattern: &str, path: &str) -> Option<Option<String>> {
-    let mut id = None;
-    let (mut wanted, mut given) = (pattern.split('/'), path.split('/'));
-    loop {
-        match (wanted.next(), given.next()) {
-            (None, None) => return Some(id),
-            (Some(w), Some(g)) => match w.strip_prefix("{id}") {
-                Some(suffix) => {
-                    let raw = g.strip_suffix(suffix)?;
-                    if raw.is_empty() {
-                        return None;
-                    }
-                    id = Some(percent_decode(raw)?);
-                }
-                None if w == g => {}
-                None => return None,
-            },
-            _ => return None,
-        }
-    }
-}
-
-/// `raw` with `%XX` escapes decoded; `None` if that is not UTF-8.
-fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| raw.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -419,54 +298,6 @@ mod tests {
             access("/dialogue.v1.ModelService/ListModels"),
             Some(Access::Scope(Scope::ModelsRead))
         );
-    }
-
-    #[test]
-    fn unknown_calls_are_never_public_and_share_one_label() {
-        for (method, path, grpc) in [
-            ("POST", "/dialogue.v1.DialogueService/DropAll", true),
-            ("POST", "garbage", true),
-            ("GET", "/v1/nothing-here", false),
-            ("POST", "/v1/dialogues/abc", false),
-        ] {
-            let mut request = http::Request::builder().method(method).uri(path);
-            if grpc {
-                request = request.header("content-type", "application/grpc");
-            }
-            let resolved = Resolved::of(&request.body(()).unwrap());
-            assert_eq!(resolved.rpc, None, "{path}");
-            assert_eq!(resolved.access(), Access::Authenticated);
-            assert_eq!(resolved.labels(), ("unknown", "unknown"));
-        }
-    }
-
-    #[test]
-    fn http_routes_name_their_method_and_dialogue() {
-        let cases = [
-            ("POST", "/v1/dialogues", Rpc::CreateDialogue, None),
-            ("GET", "/v1/dialogues/a%20b", Rpc::GetDialogue, Some("a b")),
-            ("GET", "/v1/dialogues/x/turns", Rpc::ListTurns, Some("x")),
-            ("POST", "/v1/dialogues/x:converse", Rpc::Converse, Some("x")),
-            (
-                "POST",
-                "/v1/dialogues/x:converseStream",
-                Rpc::ConverseStream,
-                Some("x"),
-            ),
-            (
-                "POST",
-                "/v1/dialogues:batchConverse",
-                Rpc::BatchConverse,
-                None,
-            ),
-            ("POST", "/v1/chat/completions", Rpc::ChatCompletions, None),
-        ];
-        for (method, path, rpc, id) in cases {
-            let found = Rpc::for_http(method, path);
-            assert_eq!(found, Some((rpc, id.map(str::to_owned))), "{method} {path}");
-        }
-        assert_eq!(Rpc::for_http("GET", "/v1/dialogues/x/other"), None);
-        assert_eq!(Rpc::for_http("POST", "/v1/dialogues/:converse"), None);
     }
 
     #[test]

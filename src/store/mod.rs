@@ -9,8 +9,6 @@ mod group_commit;
 pub mod memory;
 pub mod metered;
 pub mod redis;
-pub mod redis_leases;
-pub mod redis_limits;
 pub mod sled;
 #[cfg(test)]
 mod suite;
@@ -93,12 +91,12 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
             let store = Arc::new(MeteredStore::new(redis::RedisStore::new(redis.clone())));
             let lease_time = Duration::from_secs(r.lease_secs);
             let shared = Shared {
-                leases: Arc::new(redis_leases::RedisLeases::new(redis.clone(), lease_time)),
-                tokens: Arc::new(redis_limits::SharedTokenBudget::new(
+                leases: Arc::new(redis::leases::RedisLeases::new(redis.clone(), lease_time)),
+                tokens: Arc::new(redis::limits::SharedTokenBudget::new(
                     redis.clone(),
                     limits.tokens_per_minute,
                 )),
-                requests: Arc::new(redis_limits::SharedLimiter::new(
+                requests: Arc::new(redis::limits::SharedLimiter::new(
                     redis,
                     limits.requests_per_second,
                     limits.request_burst,

@@ -6,12 +6,11 @@
 //! expiry sweep) on the blocking pool.
 
 mod keys;
+mod records;
 
 use super::{GroupCommit, OpenError};
-use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::config::{Durability, StoreSettings};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
-use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
@@ -434,100 +433,5 @@ impl DialogueStore for SledStore {
 
     fn size_on_disk(&self) -> Option<u64> {
         self.db.size_on_disk().ok()
-    }
-}
-
-#[async_trait]
-impl AuditLog for SledStore {
-    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        self.tree.insert(keys::audit(event.time), encode(event)?)?;
-        Ok(())
-    }
-
-    async fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
-        let start = match after {
-            Some(cursor) => {
-                let mut k = cursor.to_vec();
-                k.push(0);
-                k
-            }
-            None => keys::audit_from(filter.from.unwrap_or(Time(0))),
-        };
-        let end = match filter.to {
-            Some(to) => keys::audit_from(to),
-            None => keys::prefix_end(keys::AUDIT),
-        };
-        let mut events = Vec::new();
-        let mut last_key = None;
-        for entry in self.tree.range(start..end) {
-            let (key, value) = entry?;
-            let event: AuditEvent = decode(&value, "audit event")?;
-            if !filter.matches(&event) {
-                continue;
-            }
-            if events.len() == limit {
-                return Ok((events, last_key));
-            }
-            events.push(event);
-            last_key = Some(key.to_vec());
-        }
-        Ok((events, None))
-    }
-
-    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
-        self.blocking(move |tree| {
-            let mut batch = sled::Batch::default();
-            let mut removed = 0;
-            for key in tree
-                .range(keys::AUDIT.to_vec()..keys::audit_from(before))
-                .keys()
-            {
-                batch.remove(key?);
-                removed += 1;
-            }
-            tree.apply_batch(batch)?;
-            Ok(removed)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl OperationStore for SledStore {
-    async fn put_operation(
-        &self,
-        id: &str,
-        record: &[u8],
-        pending: bool,
-    ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(keys::operation(id), record);
-        if pending {
-            batch.insert(keys::pending(id), &[] as &[u8]);
-        } else {
-            batch.remove(keys::pending(id));
-        }
-        self.write(batch).await
-    }
-
-    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(keys::operation(id))?.map(|v| v.to_vec()))
-    }
-
-    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut records = Vec::new();
-        for entry in self.tree.scan_prefix(keys::PENDING) {
-            let (key, _) = entry?;
-            let id = String::from_utf8_lossy(&key[keys::PENDING.len()..]).into_owned();
-            if let Some(record) = self.tree.get(keys::operation(&id))? {
-                records.push(record.to_vec());
-            }
-        }
-        Ok(records)
     }
 }

@@ -13,23 +13,22 @@
 //! database. Durability is Redis's: configure `appendonly yes` and
 //! `appendfsync` as needed.
 
-use crate::audit::{AuditEvent, AuditFilter, AuditLog};
+mod connection;
+pub mod leases;
+pub mod limits;
+mod records;
+mod scripts;
+
+pub use connection::{Connection, RedisConnection};
+use scripts::{COMMIT, CREATE, ERASE};
+
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
-use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
-use redis::cluster_async::ClusterConnection;
 use std::sync::Arc;
-
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        StoreError::Io(format!("redis: {e}"))
-    }
-}
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
@@ -42,147 +41,6 @@ fn decode<T: serde::de::DeserializeOwned>(raw: &str, what: &str) -> Result<T, St
 /// Nanoseconds as a fixed-width decimal, so lexical order is time order.
 fn sortable(time: Time) -> String {
     format!("{:020}", u64::try_from(time.0).unwrap_or(0))
-}
-
-/// Creates a dialogue with its head and index entry, unless it exists.
-/// KEYS: meta, head, owner index. ARGV: meta JSON, create time, index
-/// member.
-const CREATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[2], 's', '')
-redis.call('ZADD', KEYS[3], 0, ARGV[3])
-return 1
-";
-
-/// An exchange: appended only on the expected turn count.
-/// KEYS: meta, head, turns, owner index, idempotency key, idempotency set.
-/// ARGV: meta JSON when creating (else ''), expected count, last turn time,
-/// latest summary index (''), idempotency JSON (''), its TTL in ms, request
-/// ID, index member, then the turns' JSON.
-const COMMIT: &str = r"
-if ARGV[1] ~= '' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[3], 's', '')
-  redis.call('ZADD', KEYS[4], 0, ARGV[8])
-elseif redis.call('EXISTS', KEYS[1]) == 0 then
-  return 'MISSING'
-end
-local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
-if n ~= tonumber(ARGV[2]) then return 'CONFLICT' end
-for i = 9, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-redis.call('HSET', KEYS[2], 'n', n + #ARGV - 8, 't', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 's', ARGV[4]) end
-if ARGV[5] ~= '' then
-  redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
-  redis.call('SADD', KEYS[6], ARGV[7])
-end
-return 'OK'
-";
-
-/// Erases a dialogue. KEYS: meta, head, turns, idempotency set, owner
-/// index. ARGV: index member, idempotency key prefix (the records share
-/// the dialogue's hash tag, so its slot).
-const ERASE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for _, rid in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('DEL', ARGV[2] .. rid)
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-redis.call('ZREM', KEYS[5], ARGV[1])
-return 1
-";
-
-/// A connection to one Redis server or to a Redis Cluster; both multiplex
-/// and reconnect by themselves, and clones share them.
-#[derive(Clone)]
-pub enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Connection {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// The connection and the deployment's key scheme; the store, the shared
-/// limits and the leases all use it.
-#[derive(Clone)]
-pub struct RedisConnection {
-    connection: Connection,
-    prefix: String,
-}
-
-impl RedisConnection {
-    /// Connects to the server at `url`, or to the cluster `cluster_nodes`
-    /// belong to when there are any, and checks it answers; `prefix`
-    /// namespaces keys.
-    pub async fn connect(
-        url: &str,
-        cluster_nodes: &[String],
-        prefix: &str,
-    ) -> Result<RedisConnection, StoreError> {
-        let mut connection = if cluster_nodes.is_empty() {
-            Connection::Single(ConnectionManager::new(redis::Client::open(url)?).await?)
-        } else {
-            let client =
-                redis::cluster::ClusterClient::new(cluster_nodes.iter().map(String::as_str))?;
-            Connection::Cluster(client.get_async_connection().await?)
-        };
-        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-        Ok(RedisConnection {
-            connection,
-            prefix: prefix.to_owned(),
-        })
-    }
-
-    /// A key of its own (its own slot in a cluster).
-    pub fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    /// A key of the owner with `owner_key`: all of them share its hash tag,
-    /// so one script may touch them together.
-    pub fn owner_key(&self, owner_key: &str, name: &str) -> String {
-        format!("{}{{{owner_key}}}:{name}", self.prefix)
-    }
-
-    /// A key of the dialogue `id` (in its owner's slot).
-    pub fn dialogue_key(&self, id: &DialogueId, part: &str) -> String {
-        self.owner_key(id.owner_key(), &format!("d:{}:{part}", id.public()))
-    }
-
-    pub fn get(&self) -> Connection {
-        self.connection.clone()
-    }
 }
 
 /// Cheap to clone: clones share the connection.
@@ -538,109 +396,6 @@ impl DialogueStore for RedisStore {
     /// when they reach disk.
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
-    }
-}
-
-#[async_trait]
-impl AuditLog for RedisStore {
-    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let member = format!("{}|{}", sortable(event.time), encode(event)?);
-        let _: () = self.con().zadd(self.audit(), member, 0).await?;
-        Ok(())
-    }
-
-    async fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
-        let mut min = match after {
-            Some(cursor) => format!("({}", String::from_utf8_lossy(cursor)),
-            None => format!("[{}", sortable(filter.from.unwrap_or(Time(0)))),
-        };
-        let max = match filter.to {
-            Some(to) => format!("({}", sortable(to)),
-            None => "+".to_owned(),
-        };
-        let mut events = Vec::new();
-        let mut last: Option<String> = None;
-        loop {
-            let members: Vec<String> = self
-                .con()
-                .zrangebylex_limit(self.audit(), &min, &max, 0, 500)
-                .await?;
-            let exhausted = members.len() < 500;
-            for member in members {
-                min = format!("({member}");
-                let Some((_, json)) = member.split_once('|') else {
-                    continue;
-                };
-                let event: AuditEvent = decode(json, "audit event")?;
-                if !filter.matches(&event) {
-                    continue;
-                }
-                if events.len() == limit {
-                    return Ok((events, last.map(String::into_bytes)));
-                }
-                events.push(event);
-                last = Some(member);
-            }
-            if exhausted {
-                return Ok((events, None));
-            }
-        }
-    }
-
-    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
-        let removed: u64 = self
-            .con()
-            .zrembylex(self.audit(), "-", format!("({}", sortable(before)))
-            .await?;
-        Ok(removed)
-    }
-}
-
-#[async_trait]
-impl OperationStore for RedisStore {
-    /// The record and the pending set are written apart (they need not
-    /// share a slot): the id joins the set before its record is written and
-    /// leaves it after, so a crash leaves at worst an id without a record
-    /// (skipped) or a finished record still listed (the caller skips it).
-    async fn put_operation(
-        &self,
-        id: &str,
-        record: &[u8],
-        pending: bool,
-    ) -> Result<(), StoreError> {
-        let mut con = self.con();
-        let (key, set) = (self.key(&format!("op:{id}")), self.key("ops:pending"));
-        if pending {
-            let _: () = con.sadd(&set, id).await?;
-        }
-        let _: () = con.set(&key, record).await?;
-        if !pending {
-            let _: () = con.srem(&set, id).await?;
-        }
-        Ok(())
-    }
-
-    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.con().get(self.key(&format!("op:{id}"))).await?)
-    }
-
-    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let ids: Vec<String> = self.con().smembers(self.key("ops:pending")).await?;
-        let mut records = Vec::new();
-        for id in ids {
-            match self.get_operation(&id).await? {
-                Some(record) => records.push(record),
-                None => {
-                    let _: () = self.con().srem(self.key("ops:pending"), &id).await?;
-                }
-            }
-        }
-        Ok(records)
     }
 }
 

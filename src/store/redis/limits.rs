@@ -4,7 +4,7 @@
 //! burst); the token budget the same bucket refilled per minute. Both run as
 //! Lua scripts on Redis's own clock, so replicas' clocks do not matter.
 
-use super::redis::RedisConnection;
+use super::RedisConnection;
 use crate::dialogue::ports::{StoreError, TokenLedger};
 use crate::limits::{Admission, SharedRequestLimiter};
 use async_trait::async_trait;

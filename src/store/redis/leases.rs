@@ -7,7 +7,7 @@
 //!
 //! Times are Redis's own clock (TIME inside the scripts).
 
-use super::redis::RedisConnection;
+use super::RedisConnection;
 use crate::dialogue::model::DialogueId;
 use crate::dialogue::ports::{SharedLocks, SharedSlots, StoreError};
 use async_trait::async_trait;

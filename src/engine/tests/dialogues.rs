@@ -1,0 +1,121 @@
+//! Dialogues as resources: CRUD and owners, paging, the expiry sweep.
+
+use super::*;
+
+#[tokio::test]
+async fn dialogues_are_created_read_updated_and_deleted_by_their_owner_only() {
+    let f = engine();
+    let alice = caller("alice");
+    let created = f
+        .engine
+        .create_dialogue(&alice, Some(id("chat")), spec())
+        .await
+        .unwrap();
+    assert_eq!((created.model.as_str(), created.turn_count), ("echo", 0));
+    let err = f
+        .engine
+        .create_dialogue(&alice, Some(id("chat")), spec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::AlreadyExists(_)), "{err:?}");
+
+    let mut changed = spec();
+    changed.system_prompt = "be kind".into();
+    let mask = UpdateMask {
+        system_prompt: true,
+        ..UpdateMask::default()
+    };
+    let updated = f
+        .engine
+        .update_dialogue(&alice, &id("chat"), changed, mask)
+        .await
+        .unwrap();
+    assert_eq!(updated.system_prompt, "be kind");
+
+    // Bob has a namespace of his own: alice's dialogue is not his.
+    let bob = caller("bob");
+    for result in [
+        f.engine
+            .get_dialogue(&bob, &id("chat"), None, 0)
+            .await
+            .map(|_| ()),
+        f.engine.delete_dialogue(&bob, &id("chat")).await,
+    ] {
+        assert!(
+            matches!(result, Err(EngineError::NotFound(_))),
+            "{result:?}"
+        );
+    }
+    let (read, _) = f
+        .engine
+        .get_dialogue(&alice, &id("chat"), None, 0)
+        .await
+        .unwrap();
+    assert_eq!(read.system_prompt, "be kind");
+    f.engine.delete_dialogue(&alice, &id("chat")).await.unwrap();
+    let gone = f.engine.get_dialogue(&alice, &id("chat"), None, 0).await;
+    assert!(matches!(gone, Err(EngineError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn lists_go_page_by_page_and_refuse_a_foreign_token() {
+    let f = engine();
+    let alice = caller("alice");
+    for n in 0..5 {
+        f.engine
+            .create_dialogue(&alice, Some(id(&format!("d{n}"))), spec())
+            .await
+            .unwrap();
+    }
+    let mut seen = 0;
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = f.engine.list_dialogues(&alice, 2, &token).await.unwrap();
+        seen += page.items.len();
+        pages += 1;
+        match page.next_page_token {
+            Some(next) => token = next,
+            None => break,
+        }
+    }
+    assert_eq!((seen, pages), (5, 3));
+    let turns_token = {
+        f.engine.converse(turn("alice", "d0", "one")).await.unwrap();
+        f.engine.converse(turn("alice", "d0", "two")).await.unwrap();
+        let page = f.engine.list_turns(&alice, &id("d0"), 1, "").await.unwrap();
+        page.next_page_token.unwrap()
+    };
+    let err = f
+        .engine
+        .list_dialogues(&alice, 2, &turns_token)
+        .await
+        .unwrap_err();
+    assert_eq!(bad_field(err), "page_token");
+}
+
+#[tokio::test]
+async fn the_sweep_erases_expired_dialogues_only() {
+    let f = engine();
+    let alice = caller("alice");
+    for name in ["old", "new"] {
+        f.engine
+            .create_dialogue(&alice, Some(id(name)), spec())
+            .await
+            .unwrap();
+    }
+    // "old" expired a moment ago.
+    let owner = crate::dialogue::model::Owner::of(&alice);
+    let mut old = f
+        .store
+        .get_dialogue(&id("old").scoped_to(&owner))
+        .await
+        .unwrap()
+        .unwrap();
+    old.expire_time = Some(crate::dialogue::model::Time(1));
+    f.store.update_dialogue(&old).await.unwrap();
+    assert_eq!(f.engine.sweep_expired().await.unwrap(), 1);
+    let page = f.engine.list_dialogues(&alice, 10, "").await.unwrap();
+    let ids: Vec<&str> = page.items.iter().map(|d| d.id.public()).collect();
+    assert_eq!(ids, ["new"]);
+}

@@ -1,0 +1,111 @@
+//! The audit log and the operation records in Redis.
+
+use super::{RedisStore, decode, encode, sortable};
+use crate::audit::{AuditEvent, AuditFilter, AuditLog};
+use crate::dialogue::model::Time;
+use crate::dialogue::ports::{OperationStore, StoreError};
+use async_trait::async_trait;
+use redis::AsyncCommands;
+
+#[async_trait]
+impl AuditLog for RedisStore {
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let member = format!("{}|{}", sortable(event.time), encode(event)?);
+        let _: () = self.con().zadd(self.audit(), member, 0).await?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
+        let mut min = match after {
+            Some(cursor) => format!("({}", String::from_utf8_lossy(cursor)),
+            None => format!("[{}", sortable(filter.from.unwrap_or(Time(0)))),
+        };
+        let max = match filter.to {
+            Some(to) => format!("({}", sortable(to)),
+            None => "+".to_owned(),
+        };
+        let mut events = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let members: Vec<String> = self
+                .con()
+                .zrangebylex_limit(self.audit(), &min, &max, 0, 500)
+                .await?;
+            let exhausted = members.len() < 500;
+            for member in members {
+                min = format!("({member}");
+                let Some((_, json)) = member.split_once('|') else {
+                    continue;
+                };
+                let event: AuditEvent = decode(json, "audit event")?;
+                if !filter.matches(&event) {
+                    continue;
+                }
+                if events.len() == limit {
+                    return Ok((events, last.map(String::into_bytes)));
+                }
+                events.push(event);
+                last = Some(member);
+            }
+            if exhausted {
+                return Ok((events, None));
+            }
+        }
+    }
+
+    async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
+        let removed: u64 = self
+            .con()
+            .zrembylex(self.audit(), "-", format!("({}", sortable(before)))
+            .await?;
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl OperationStore for RedisStore {
+    /// The record and the pending set are written apart (they need not
+    /// share a slot): the id joins the set before its record is written and
+    /// leaves it after, so a crash leaves at worst an id without a record
+    /// (skipped) or a finished record still listed (the caller skips it).
+    async fn put_operation(
+        &self,
+        id: &str,
+        record: &[u8],
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        let mut con = self.con();
+        let (key, set) = (self.key(&format!("op:{id}")), self.key("ops:pending"));
+        if pending {
+            let _: () = con.sadd(&set, id).await?;
+        }
+        let _: () = con.set(&key, record).await?;
+        if !pending {
+            let _: () = con.srem(&set, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.con().get(self.key(&format!("op:{id}"))).await?)
+    }
+
+    async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let ids: Vec<String> = self.con().smembers(self.key("ops:pending")).await?;
+        let mut records = Vec::new();
+        for id in ids {
+            match self.get_operation(&id).await? {
+                Some(record) => records.push(record),
+                None => {
+                    let _: () = self.con().srem(self.key("ops:pending"), &id).await?;
+                }
+            }
+        }
+        Ok(records)
+    }
+}

@@ -1,0 +1,52 @@
+//! The Lua scripts that make a dialogue's writes atomic on Redis: each
+//! touches the keys of one owner only (one hash tag, so one cluster slot).
+
+/// Creates a dialogue with its head and index entry, unless it exists.
+/// KEYS: meta, head, owner index. ARGV: meta JSON, create time, index
+/// member.
+pub const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[2], 's', '')
+redis.call('ZADD', KEYS[3], 0, ARGV[3])
+return 1
+";
+
+/// An exchange: appended only on the expected turn count.
+/// KEYS: meta, head, turns, owner index, idempotency key, idempotency set.
+/// ARGV: meta JSON when creating (else ''), expected count, last turn time,
+/// latest summary index (''), idempotency JSON (''), its TTL in ms, request
+/// ID, index member, then the turns' JSON.
+pub const COMMIT: &str = r"
+if ARGV[1] ~= '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[3], 's', '')
+  redis.call('ZADD', KEYS[4], 0, ARGV[8])
+elseif redis.call('EXISTS', KEYS[1]) == 0 then
+  return 'MISSING'
+end
+local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
+if n ~= tonumber(ARGV[2]) then return 'CONFLICT' end
+for i = 9, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+redis.call('HSET', KEYS[2], 'n', n + #ARGV - 8, 't', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 's', ARGV[4]) end
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
+  redis.call('SADD', KEYS[6], ARGV[7])
+end
+return 'OK'
+";
+
+/// Erases a dialogue. KEYS: meta, head, turns, idempotency set, owner
+/// index. ARGV: index member, idempotency key prefix (the records share
+/// the dialogue's hash tag, so its slot).
+pub const ERASE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, rid in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('DEL', ARGV[2] .. rid)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+return 1
+";
