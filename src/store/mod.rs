@@ -16,13 +16,13 @@ pub mod tail_cache;
 
 pub use group_commit::GroupCommit;
 
+use self::redis::RedisConnection;
 use crate::audit::AuditLog;
 use crate::config::{LimitSettings, StoreKind, StoreSettings};
 use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{DialogueStore, SharedLocks, SharedSlots, StoreError, TokenLedger};
 use crate::limits::SharedRequestLimiter;
 use metered::MeteredStore;
-use redis::RedisConnection;
 use std::sync::Arc;
 use std::time::Duration;
 use tail_cache::TailCachedStore;
@@ -67,7 +67,7 @@ pub struct Stores {
 pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<Stores, OpenError> {
     match settings.kind {
         StoreKind::Sled => {
-            let sled = sled::SledStore::open(settings)?;
+            let sled = self::sled::SledStore::open(settings)?;
             let dialogues: Arc<dyn DialogueStore> = match settings.history_cache_mb {
                 0 => Arc::new(MeteredStore::new(sled.clone())),
                 mb => Arc::new(MeteredStore::new(TailCachedStore::new(
@@ -88,15 +88,20 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
             let redis = RedisConnection::connect(&r.url, &r.cluster_nodes, &r.key_prefix)
                 .await
                 .map_err(OpenError::Redis)?;
-            let store = Arc::new(MeteredStore::new(redis::RedisStore::new(redis.clone())));
+            let store = Arc::new(MeteredStore::new(self::redis::RedisStore::new(
+                redis.clone(),
+            )));
             let lease_time = Duration::from_secs(r.lease_secs);
             let shared = Shared {
-                leases: Arc::new(redis::leases::RedisLeases::new(redis.clone(), lease_time)),
-                tokens: Arc::new(redis::limits::SharedTokenBudget::new(
+                leases: Arc::new(self::redis::leases::RedisLeases::new(
+                    redis.clone(),
+                    lease_time,
+                )),
+                tokens: Arc::new(self::redis::limits::SharedTokenBudget::new(
                     redis.clone(),
                     limits.tokens_per_minute,
                 )),
-                requests: Arc::new(redis::limits::SharedLimiter::new(
+                requests: Arc::new(self::redis::limits::SharedLimiter::new(
                     redis,
                     limits.requests_per_second,
                     limits.request_burst,
