@@ -77,13 +77,7 @@ pub(crate) fn with_model(
 }
 
 async fn circuit_states(app: &TestApp) -> Vec<(String, i32)> {
-    let models = app
-        .models
-        .clone()
-        .list_models(pb::ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let models = app.list_models(pb::ListModelsRequest {}).await.unwrap();
     let m = models
         .models
         .into_iter()
@@ -349,7 +343,12 @@ async fn a_failing_target_falls_back_then_its_circuit_opens() {
 
     // After the cool-down one probe goes through; success closes the circuit.
     primary.set_default(Fault::None);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    eventually(
+        "the primary's circuit half-opening",
+        Duration::from_secs(5),
+        async || circuit_states(&app).await[0].1 == pb::CircuitState::HalfOpen as i32,
+    )
+    .await;
     let reply = app.converse("fb", "probe").await.unwrap();
     assert_eq!(turn_text(reply.turn.as_ref().unwrap()), "primary: probe");
     assert_eq!(
@@ -511,12 +510,12 @@ async fn a_hung_server_is_bounded_by_the_clients_deadline() {
     let mut request = tonic::Request::new(converse_request("hang", "hello?"));
     request.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
-    let err = app.dialogues.clone().converse(request).await.unwrap_err();
+    let err = app.converse_with(request).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(fake.request_count(), 1, "no retry past the deadline");
-    // The dialogue is free again and nothing was stored.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The dialogue is free again and nothing was stored: the turn ended
+    // with the error the caller got.
     assert_eq!(app.get("hang", 0).await.unwrap().turn_count, 0);
 }
 
@@ -567,12 +566,9 @@ async fn a_client_leaving_a_stream_cancels_the_upstream_request() {
             .await;
     app.create("gone").await;
     let mut stream = app
-        .dialogues
-        .clone()
         .converse_stream(converse_request("gone", "a b c d e f g h"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(matches!(
         stream.message().await.unwrap().unwrap().event,
         Some(Event::Start(_))
@@ -645,13 +641,7 @@ async fn list_models_probes_each_backend() {
         )
     })
     .await;
-    let models = app
-        .models
-        .clone()
-        .list_models(pb::ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let models = app.list_models(pb::ListModelsRequest {}).await.unwrap();
     let m = models.models.iter().find(|m| m.model_id == "m").unwrap();
     let reach: Vec<(&str, bool)> = m
         .targets

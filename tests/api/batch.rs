@@ -18,11 +18,8 @@ async fn batch(
     requests: Vec<pb::ConverseRequest>,
 ) -> Result<Vec<Outcome>, tonic::Status> {
     let results = app
-        .dialogues
-        .clone()
         .batch_converse(pb::BatchConverseRequest { requests })
         .await?
-        .into_inner()
         .results;
     Ok(results.into_iter().map(|r| r.result.unwrap()).collect())
 }

@@ -63,13 +63,7 @@ fn temperature(t: f32) -> pb::GenerationConfig {
 
 /// (reply text, cached?) of a unary turn.
 async fn converse(app: &TestApp, request: tonic::Request<pb::ConverseRequest>) -> (String, bool) {
-    let reply = app
-        .dialogues
-        .clone()
-        .converse(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = app.converse_with(request).await.unwrap();
     (
         turn_text(&reply.turn.unwrap()),
         reply.metadata.unwrap().cached,
@@ -88,8 +82,6 @@ async fn identical_deterministic_turns_reach_the_model_once_per_tenant() {
     assert_eq!(fake.request_count(), 1);
     // The cached reply is stored in the dialogue like any other.
     let turns = app
-        .dialogues
-        .clone()
         .list_turns({
             let mut r = tonic::Request::new(pb::ListTurnsRequest {
                 parent: name("d2"),
@@ -103,7 +95,6 @@ async fn identical_deterministic_turns_reach_the_model_once_per_tenant() {
         })
         .await
         .unwrap()
-        .into_inner()
         .turns;
     assert_eq!(turns.len(), 2);
     // Another tenant never gets acme's reply.
@@ -224,7 +215,7 @@ async fn deleting_a_dialogue_erases_its_cached_replies() {
     delete
         .metadata_mut()
         .insert("authorization", format!("Bearer {alice}").parse().unwrap());
-    app.dialogues.clone().delete_dialogue(delete).await.unwrap();
+    app.delete_dialogue(delete).await.unwrap();
     // The same request again is not answered from the erased dialogue's reply.
     let (_, cached) = converse(&app, ask("other", "my secret", temperature(0.0), alice)).await;
     assert!(!cached);

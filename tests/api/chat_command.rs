@@ -3,7 +3,6 @@
 
 use crate::helpers::*;
 use dialogd::pb::dialogue::v1 as pb;
-use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
 use std::process::Stdio;
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
@@ -47,16 +46,15 @@ async fn dialogd_chat_streams_each_line_as_a_turn_of_one_dialogue() {
         stdout.contains("echo: second line\n[FINISH_REASON_STOP, "),
         "{stdout}"
     );
-    let turns = DialogueServiceClient::connect(addr.clone())
+    let turns = server
+        .api()
         .await
-        .unwrap()
         .list_turns(pb::ListTurnsRequest {
             parent: name("from-cli"),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
         .turns;
     assert_eq!(turns.len(), 4, "blank lines are not turns");
 

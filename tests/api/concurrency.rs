@@ -9,21 +9,18 @@ async fn concurrent_turns_on_one_dialogue_never_interleave() {
     app.create("busy").await;
     let calls: Vec<_> = (0..24)
         .map(|i| {
-            let client = app.dialogues.clone();
+            let client = app.api.clone();
             tokio::spawn(async move {
                 let message = format!("message {i}");
                 if i % 2 == 0 {
-                    let mut client = client;
                     client
-                        .converse(converse_request("busy", &message))
+                        .converse_with(converse_request("busy", &message))
                         .await
                         .map(|_| ())
                 } else {
                     let mut stream = client
-                        .clone()
                         .converse_stream(converse_request("busy", &message))
-                        .await?
-                        .into_inner();
+                        .await?;
                     while stream.message().await?.is_some() {}
                     Ok(())
                 }
@@ -59,10 +56,10 @@ async fn different_dialogues_proceed_in_parallel() {
     let started = std::time::Instant::now();
     let calls: Vec<_> = (0..8)
         .map(|i| {
-            let mut client = app.dialogues.clone();
+            let client = app.api.clone();
             tokio::spawn(async move {
                 client
-                    .converse(converse_request(&format!("p{i}"), "a b c d"))
+                    .converse_with(converse_request(&format!("p{i}"), "a b c d"))
                     .await
             })
         })

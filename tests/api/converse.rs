@@ -280,16 +280,13 @@ async fn list_turns_pages_through_long_histories() {
     let mut token = String::new();
     loop {
         let page = app
-            .dialogues
-            .clone()
             .list_turns(pb::ListTurnsRequest {
                 parent: name("long"),
                 page_size: 7,
                 page_token: token,
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(page.turns.len() <= 7);
         indexes.extend(page.turns.iter().map(|t| t.index));
         if page.next_page_token.is_empty() {
@@ -302,19 +299,14 @@ async fn list_turns_pages_through_long_histories() {
     // A token of one dialogue is refused for another.
     app.create("short").await;
     let first = app
-        .dialogues
-        .clone()
         .list_turns(pb::ListTurnsRequest {
             parent: name("long"),
             page_size: 7,
             page_token: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let err = app
-        .dialogues
-        .clone()
         .list_turns(pb::ListTurnsRequest {
             parent: name("short"),
             page_size: 7,
@@ -333,12 +325,9 @@ async fn list_turns_pages_through_long_histories() {
 async fn list_models_shows_the_configured_models() {
     let app = spawn_app().await;
     let models = app
-        .models
-        .clone()
         .list_models(pb::ListModelsRequest {})
         .await
         .unwrap()
-        .into_inner()
         .models;
     assert_eq!(models.len(), 1);
     let echo = &models[0];

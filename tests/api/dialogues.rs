@@ -138,8 +138,6 @@ async fn unknown_and_malformed_names() {
     );
 
     let err = app
-        .dialogues
-        .clone()
         .get_dialogue(pb::GetDialogueRequest {
             name: "conversations/x".into(),
             last_turns: 0,
@@ -164,15 +162,12 @@ async fn list_pages_newest_first_without_gaps_or_repeats() {
     let mut pages = 0;
     loop {
         let page = app
-            .dialogues
-            .clone()
             .list_dialogues(pb::ListDialoguesRequest {
                 page_size: 3,
                 page_token: token,
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         pages += 1;
         assert!(page.dialogues.len() <= 3);
         seen.extend(page.dialogues.into_iter().map(|d| d.dialogue_id));
@@ -185,8 +180,6 @@ async fn list_pages_newest_first_without_gaps_or_repeats() {
     assert_eq!(pages, 3);
 
     let err = app
-        .dialogues
-        .clone()
         .list_dialogues(pb::ListDialoguesRequest {
             page_size: 3,
             page_token: "not-a-token".into(),
@@ -196,8 +189,6 @@ async fn list_pages_newest_first_without_gaps_or_repeats() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&err), ["page_token"]);
     let err = app
-        .dialogues
-        .clone()
         .list_dialogues(pb::ListDialoguesRequest {
             page_size: -1,
             page_token: String::new(),
@@ -221,8 +212,6 @@ async fn update_replaces_only_masked_fields_and_keeps_history() {
     app.converse("u", "before update").await.unwrap();
 
     let updated = app
-        .dialogues
-        .clone()
         .update_dialogue(pb::UpdateDialogueRequest {
             dialogue: Some(pb::Dialogue {
                 name: name("u"),
@@ -235,8 +224,7 @@ async fn update_replaces_only_masked_fields_and_keeps_history() {
             }),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(updated.system_prompt, "old prompt");
     assert_eq!(updated.labels["a"], "1");
     assert_eq!(
@@ -253,8 +241,6 @@ async fn update_replaces_only_masked_fields_and_keeps_history() {
     assert_eq!(got.recent_turns.len(), 2);
 
     let no_mask = app
-        .dialogues
-        .clone()
         .update_dialogue(pb::UpdateDialogueRequest {
             dialogue: Some(pb::Dialogue {
                 name: name("u"),
@@ -266,8 +252,6 @@ async fn update_replaces_only_masked_fields_and_keeps_history() {
         .unwrap_err();
     assert_eq!(violated_fields(&no_mask), ["update_mask"]);
     let missing = app
-        .dialogues
-        .clone()
         .update_dialogue(pb::UpdateDialogueRequest {
             dialogue: Some(pb::Dialogue {
                 name: name("ghost"),
@@ -286,20 +270,18 @@ async fn update_replaces_only_masked_fields_and_keeps_history() {
 async fn system_prompt_injected_by_update_reaches_the_next_turn() {
     let app = spawn_app().await;
     app.create("inject").await;
-    app.dialogues
-        .clone()
-        .update_dialogue(pb::UpdateDialogueRequest {
-            dialogue: Some(pb::Dialogue {
-                name: name("inject"),
-                system_prompt: "one two three".into(),
-                ..Default::default()
-            }),
-            update_mask: Some(pbjson_types::FieldMask {
-                paths: vec!["system_prompt".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    app.update_dialogue(pb::UpdateDialogueRequest {
+        dialogue: Some(pb::Dialogue {
+            name: name("inject"),
+            system_prompt: "one two three".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(pbjson_types::FieldMask {
+            paths: vec!["system_prompt".into()],
+        }),
+    })
+    .await
+    .unwrap();
     let reply = app.converse("inject", "hi").await.unwrap();
     // The echo backend counts prompt words: 3 (system) + 1 (message).
     assert_eq!(reply.usage.unwrap().prompt_tokens, 4);
@@ -313,8 +295,6 @@ async fn delete_erases_the_dialogue_and_its_turns() {
     app.delete("gone").await.unwrap();
     assert_eq!(app.get("gone", 0).await.unwrap_err().code(), Code::NotFound);
     let err = app
-        .dialogues
-        .clone()
         .list_turns(pb::ListTurnsRequest {
             parent: name("gone"),
             ..Default::default()
@@ -361,12 +341,9 @@ async fn expired_dialogues_disappear_and_are_swept() {
         Code::NotFound
     );
     let listed = app
-        .dialogues
-        .clone()
         .list_dialogues(pb::ListDialoguesRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let ids: Vec<_> = listed
         .dialogues
         .iter()

@@ -2,7 +2,6 @@
 //! clear error, not a panic.
 
 use crate::helpers::*;
-use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +38,7 @@ async fn acknowledged_turns_survive_a_sigkill() {
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let workers: Vec<_> = (0..24)
         .map(|w| {
-            let mut client = DialogueServiceClient::new(channel.clone());
+            let client = Api::new(channel.clone());
             let acked = acked.clone();
             // Workers 0..16 have a dialogue each; 16..24 share one.
             let dialogue = if w < 16 {
@@ -52,7 +51,7 @@ async fn acknowledged_turns_survive_a_sigkill() {
                     let message = format!("w{w}-n{n}");
                     let mut request = converse_request(&dialogue, &message);
                     request.create_if_missing = true;
-                    match client.converse(request).await {
+                    match client.converse_with(request).await {
                         Ok(_) => acked.lock().unwrap().push((dialogue.clone(), message)),
                         Err(_) => return,
                     }
@@ -77,8 +76,7 @@ async fn acknowledged_turns_survive_a_sigkill() {
     );
 
     let server = ServerProcess::start(dir.path()).await;
-    let app_channel = connect(server.addr).await;
-    let mut client = DialogueServiceClient::new(app_channel);
+    let client = server.api().await;
     let mut stored: HashMap<String, Vec<String>> = HashMap::new();
     for dialogue in acked
         .iter()
@@ -95,8 +93,7 @@ async fn acknowledged_turns_survive_a_sigkill() {
                     page_token: token,
                 })
                 .await
-                .expect("acknowledged dialogue exists after the crash")
-                .into_inner();
+                .expect("acknowledged dialogue exists after the crash");
             for (i, turn) in page.turns.iter().enumerate() {
                 assert_eq!(
                     turn.index as usize,

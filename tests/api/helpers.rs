@@ -1,20 +1,22 @@
 //! `spawn_app()` and friends: a fresh server per test, clients, and one
-//! helper per RPC. Logs are silenced unless TEST_LOG is set.
+//! helper per RPC (`Api`). Logs are silenced unless TEST_LOG is set.
 
 #![allow(dead_code)]
 
+pub use crate::process::{ServerProcess, binary};
+
 use dialogd::config::{BackendSettings, Durability, LogFormat, LogSettings, Settings};
 use dialogd::pb::dialogue::v1 as pb;
+use dialogd::pb::dialogue::v1::admin_service_client::AdminServiceClient;
+use dialogd::pb::dialogue::v1::auth_service_client::AuthServiceClient;
 use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
 use dialogd::pb::dialogue::v1::model_service_client::ModelServiceClient;
 use dialogd::startup::{Application, StartupError};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Once;
 use std::time::Duration;
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -22,6 +24,8 @@ use tonic::transport::Channel;
 static TRACING: Once = Once::new();
 
 pub struct TestApp {
+    /// One helper per RPC, on this server.
+    pub api: Api,
     pub addr: SocketAddr,
     pub settings: Settings,
     pub dialogues: DialogueServiceClient<Channel>,
@@ -113,6 +117,7 @@ async fn start(settings: Settings, data_dir: std::sync::Arc<TempDir>) -> TestApp
     }));
     let channel = connect(addr).await;
     TestApp {
+        api: Api::new(channel.clone()),
         addr,
         settings,
         dialogues: DialogueServiceClient::new(channel.clone()),
@@ -160,6 +165,19 @@ pub fn converse_request(id: &str, message: &str) -> pb::ConverseRequest {
     }
 }
 
+/// Waits until `state` holds, checking every 20 ms; fails naming `what`
+/// after `within`. Tests wait on a state this way, never on a sleep.
+pub async fn eventually(what: &str, within: Duration, mut state: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !state().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Field paths of the BadRequest detail of an INVALID_ARGUMENT status.
 pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;
@@ -174,7 +192,83 @@ pub fn error_reason(status: &tonic::Status) -> Option<String> {
     status.get_details_error_info().map(|i| i.reason)
 }
 
-impl TestApp {
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// One helper per RPC of the server behind a channel: each takes the
+/// request message (or a `tonic::Request` with metadata, e.g. credentials)
+/// and returns the answer's message or the status. The conveniences below
+/// them build the usual requests.
+#[derive(Clone)]
+pub struct Api {
+    channel: Channel,
+}
+
+/// A unary RPC helper on the client `$client`.
+macro_rules! unary {
+    ($client:ident, $rpc:ident, $request:ty => $answer:ty) => {
+        unary!($client, $rpc as $rpc, $request => $answer);
+    };
+    ($client:ident, $rpc:ident as $helper:ident, $request:ty => $answer:ty) => {
+        pub async fn $helper(
+            &self,
+            request: impl tonic::IntoRequest<$request>,
+        ) -> Result<$answer, tonic::Status> {
+            $client::new(self.channel.clone())
+                .$rpc(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+}
+
+/// A server-streaming RPC helper on the client `$client`.
+macro_rules! streaming {
+    ($client:ident, $rpc:ident, $request:ty => $message:ty) => {
+        pub async fn $rpc(
+            &self,
+            request: impl tonic::IntoRequest<$request>,
+        ) -> Result<tonic::Streaming<$message>, tonic::Status> {
+            $client::new(self.channel.clone())
+                .$rpc(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+}
+
+impl Api {
+    pub fn new(channel: Channel) -> Api {
+        Api { channel }
+    }
+
+    /// The helpers of the server at `addr` (plain HTTP/2).
+    pub async fn connect(addr: SocketAddr) -> Api {
+        Api::new(connect(addr).await)
+    }
+
+    unary!(DialogueServiceClient, create_dialogue, pb::CreateDialogueRequest => pb::Dialogue);
+    unary!(DialogueServiceClient, get_dialogue, pb::GetDialogueRequest => pb::Dialogue);
+    unary!(DialogueServiceClient, list_dialogues, pb::ListDialoguesRequest => pb::ListDialoguesResponse);
+    unary!(DialogueServiceClient, update_dialogue, pb::UpdateDialogueRequest => pb::Dialogue);
+    unary!(DialogueServiceClient, delete_dialogue, pb::DeleteDialogueRequest => pbjson_types::Empty);
+    unary!(DialogueServiceClient, list_turns, pb::ListTurnsRequest => pb::ListTurnsResponse);
+    unary!(DialogueServiceClient, converse as converse_with, pb::ConverseRequest => pb::ConverseResponse);
+    streaming!(DialogueServiceClient, converse_stream, pb::ConverseRequest => pb::ConverseStreamResponse);
+    unary!(DialogueServiceClient, batch_converse, pb::BatchConverseRequest => pb::BatchConverseResponse);
+    streaming!(DialogueServiceClient, resume_stream, pb::ResumeStreamRequest => pb::ConverseStreamResponse);
+    unary!(DialogueServiceClient, submit_turn, pb::SubmitTurnRequest => pb::Operation);
+    unary!(DialogueServiceClient, get_operation, pb::GetOperationRequest => pb::Operation);
+    streaming!(DialogueServiceClient, watch_operation, pb::GetOperationRequest => pb::Operation);
+    unary!(ModelServiceClient, list_models, pb::ListModelsRequest => pb::ListModelsResponse);
+    unary!(AuthServiceClient, issue_token, pb::IssueTokenRequest => pb::IssueTokenResponse);
+    unary!(AdminServiceClient, list_audit_events, pb::ListAuditEventsRequest => pb::ListAuditEventsResponse);
+
     pub async fn create(&self, id: &str) -> pb::Dialogue {
         self.create_with(pb::Dialogue {
             dialogue_id: id.into(),
@@ -185,31 +279,23 @@ impl TestApp {
     }
 
     pub async fn create_with(&self, dialogue: pb::Dialogue) -> Result<pb::Dialogue, tonic::Status> {
-        self.dialogues
-            .clone()
-            .create_dialogue(pb::CreateDialogueRequest {
-                dialogue: Some(dialogue),
-            })
-            .await
-            .map(|r| r.into_inner())
+        self.create_dialogue(pb::CreateDialogueRequest {
+            dialogue: Some(dialogue),
+        })
+        .await
     }
 
     pub async fn get(&self, id: &str, last_turns: i32) -> Result<pb::Dialogue, tonic::Status> {
-        self.dialogues
-            .clone()
-            .get_dialogue(pb::GetDialogueRequest {
-                name: name(id),
-                last_turns,
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner())
+        self.get_dialogue(pb::GetDialogueRequest {
+            name: name(id),
+            last_turns,
+            ..Default::default()
+        })
+        .await
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), tonic::Status> {
-        self.dialogues
-            .clone()
-            .delete_dialogue(pb::DeleteDialogueRequest { name: name(id) })
+        self.delete_dialogue(pb::DeleteDialogueRequest { name: name(id) })
             .await
             .map(|_| ())
     }
@@ -222,33 +308,19 @@ impl TestApp {
         self.converse_with(converse_request(id, message)).await
     }
 
-    pub async fn converse_with(
-        &self,
-        request: pb::ConverseRequest,
-    ) -> Result<pb::ConverseResponse, tonic::Status> {
-        self.dialogues
-            .clone()
-            .converse(request)
-            .await
-            .map(|r| r.into_inner())
-    }
-
     /// Every turn of a dialogue, following page tokens.
     pub async fn all_turns(&self, id: &str) -> Vec<pb::Turn> {
         let mut turns = Vec::new();
         let mut token = String::new();
         loop {
             let page = self
-                .dialogues
-                .clone()
                 .list_turns(pb::ListTurnsRequest {
                     parent: name(id),
                     page_size: 1000,
                     page_token: token,
                 })
                 .await
-                .expect("list turns")
-                .into_inner();
+                .expect("list turns");
             turns.extend(page.turns);
             if page.next_page_token.is_empty() {
                 return turns;
@@ -260,14 +332,14 @@ impl TestApp {
     /// Collects a stream's events until it ends; the error if it failed.
     pub async fn stream(
         &self,
-        request: pb::ConverseRequest,
+        request: impl tonic::IntoRequest<pb::ConverseRequest>,
     ) -> (
         Vec<pb::converse_stream_response::Event>,
         Option<tonic::Status>,
     ) {
         let mut events = Vec::new();
-        let mut stream = match self.dialogues.clone().converse_stream(request).await {
-            Ok(r) => r.into_inner(),
+        let mut stream = match self.converse_stream(request).await {
+            Ok(stream) => stream,
             Err(status) => return (events, Some(status)),
         };
         loop {
@@ -278,7 +350,9 @@ impl TestApp {
             }
         }
     }
+}
 
+impl TestApp {
     /// Graceful stop: signals shutdown and waits for the drain to finish.
     pub async fn stop(&mut self) -> Result<(), StartupError> {
         if let Some(stop) = self.stop.take() {
@@ -305,76 +379,6 @@ impl TestApp {
 
     pub fn take_server(&mut self) -> JoinHandle<Result<(), StartupError>> {
         self.server.take().expect("server running")
-    }
-}
-
-/// The dialogd binary running as a child process, for crash and
-/// process-level tests.
-pub struct ServerProcess {
-    pub child: tokio::process::Child,
-    pub addr: SocketAddr,
-    /// Where it serves `/metrics`.
-    pub metrics_addr: SocketAddr,
-}
-
-pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_dialogd"))
-}
-
-impl ServerProcess {
-    /// Starts `dialogd` on a free port with `data_dir`; waits for its
-    /// "listening" line (no sleeps, no fixed ports).
-    pub async fn start(data_dir: &Path) -> ServerProcess {
-        Self::start_with(data_dir, &[]).await
-    }
-
-    /// Like `start`, with extra command-line arguments (e.g. `--config`).
-    pub async fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
-        let mut child = tokio::process::Command::new(binary())
-            .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("dialogd starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut line = async || {
-            tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("dialogd prints its addresses in time")
-                .expect("stdout readable")
-                .expect("an address line")
-        };
-        let first = line().await;
-        let addr = first
-            .strip_prefix("dialogd listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .expect("an address");
-        let second = line().await;
-        let metrics_addr = second
-            .strip_prefix("dialogd metrics on http://")
-            .and_then(|s| s.strip_suffix("/metrics"))
-            .unwrap_or_else(|| panic!("unexpected second line {second:?}"))
-            .parse()
-            .expect("a metrics address");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ServerProcess {
-            child,
-            addr,
-            metrics_addr,
-        }
-    }
-
-    pub async fn kill9(mut self) {
-        self.child.start_kill().expect("SIGKILL sent");
-        let _ = self.child.wait().await;
     }
 }
 

@@ -6,7 +6,6 @@
 use crate::helpers::*;
 use crate::security::{secured_app, with_auth};
 use dialogd::pb::dialogue::v1 as pb;
-use dialogd::pb::dialogue::v1::admin_service_client::AdminServiceClient;
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -62,12 +61,9 @@ async fn a_stateless_chat_completion_answers_like_openai_and_stores_nothing() {
     );
     // Nothing was stored.
     let listed = app
-        .dialogues
-        .clone()
         .list_dialogues(pb::ListDialoguesRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(listed.dialogues.is_empty());
 
     let models: Value = http1()
@@ -232,7 +228,7 @@ async fn http_errors_come_in_openai_shape_with_the_same_auth_and_audit_as_grpc()
     assert_eq!(body["error"]["status"], "NOT_FOUND");
 
     // Audited like gRPC calls: the turn and the refusals.
-    let events = AdminServiceClient::new(app.channel.clone())
+    let events = app
         .list_audit_events(with_auth(
             pb::ListAuditEventsRequest {
                 action: "http.OpenAi/ChatCompletions".into(),
@@ -242,7 +238,6 @@ async fn http_errors_come_in_openai_shape_with_the_same_auth_and_audit_as_grpc()
         ))
         .await
         .unwrap()
-        .into_inner()
         .events;
     let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
     for expected in [
@@ -264,11 +259,7 @@ async fn http_callers_share_the_rate_limits_and_get_retry_after() {
     .await;
     let ask = json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]});
     // One gRPC call and one HTTP call spend the burst of the same caller.
-    app.models
-        .clone()
-        .list_models(pb::ListModelsRequest {})
-        .await
-        .unwrap();
+    app.list_models(pb::ListModelsRequest {}).await.unwrap();
     assert_eq!(chat(&app, ask.clone(), None).await.status(), 200);
     let limited = chat(&app, ask, None).await;
     assert_eq!(limited.status(), 429);

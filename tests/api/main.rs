@@ -2,6 +2,7 @@
 //! its own data dir and drives it with generated tonic clients.
 
 mod helpers;
+mod process;
 // Shared with the store suite, which uses all of it.
 #[allow(dead_code)]
 #[path = "../support/redis_cluster.rs"]

@@ -108,9 +108,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
     let fake = FakeUpstream::start("gpt").await;
     let dir = TempDir::new().unwrap();
     let server = start(&fake, &dir).await;
-    let mut client = DialogueServiceClient::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let client = server.api().await;
     let before = Scrape::of(&server).await;
     assert_eq!(
         before.value("grpc_server_started_total", &method("Converse")),
@@ -122,7 +120,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
     for message in ["first", "second"] {
         let mut request = converse_request("secret-dialogue-id", message);
         request.create_if_missing = true;
-        client.converse(request).await.unwrap();
+        client.converse_with(request).await.unwrap();
     }
     // The same deterministic question in two new dialogues: a cache miss,
     // then a hit.
@@ -133,7 +131,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
             temperature: Some(0.0),
             ..Default::default()
         });
-        client.converse(request).await.unwrap();
+        client.converse_with(request).await.unwrap();
     }
     // A NOT_FOUND.
     let missing = client
@@ -148,8 +146,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
     let mut stream = client
         .converse_stream(converse_request("secret-dialogue-id", "stream"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     while stream.message().await.unwrap().is_some() {}
 
     // A slow stream the client abandons, and meanwhile a second stream
@@ -158,14 +155,12 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
     let mut abandoned = client
         .converse_stream(converse_request("secret-dialogue-id", "slow one"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     abandoned.message().await.unwrap().expect("a first event");
     let refused = client
         .converse_stream(converse_request("secret-dialogue-id", "second"))
         .await
         .unwrap()
-        .into_inner()
         .message()
         .await
         .unwrap_err();
@@ -298,9 +293,7 @@ async fn the_circuit_gauge_follows_the_breaker_open_half_open_closed() {
     let dir = TempDir::new().unwrap();
     let breaker = "[routing.breaker]\nconsecutive_failures = 2\ncooldown_secs = 1";
     let server = start_with(&fake, &dir, breaker).await;
-    let mut client = DialogueServiceClient::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let client = server.api().await;
     let circuit = |s: &Scrape| {
         s.value(
             "dialogd_backend_circuit_state",
@@ -311,16 +304,21 @@ async fn the_circuit_gauge_follows_the_breaker_open_half_open_closed() {
     for _ in 0..2 {
         let mut request = converse_request("c", "fail");
         request.create_if_missing = true;
-        assert!(client.converse(request).await.is_err());
+        assert!(client.converse_with(request).await.is_err());
     }
     assert_eq!(circuit(&Scrape::of(&server).await), 2.0, "open");
     // Time alone turns it half-open; the scrape sees it without a call.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    eventually(
+        "a half-open circuit on /metrics",
+        Duration::from_secs(5),
+        async || circuit(&Scrape::of(&server).await) == 1.0,
+    )
+    .await;
     assert_eq!(circuit(&Scrape::of(&server).await), 1.0, "half-open");
     fake.set_default(Fault::None);
     let mut request = converse_request("c", "works again");
     request.create_if_missing = true;
-    client.converse(request).await.unwrap();
+    client.converse_with(request).await.unwrap();
     assert_eq!(circuit(&Scrape::of(&server).await), 0.0, "closed");
 }
 
@@ -331,14 +329,14 @@ async fn answers_carry_a_request_id_the_caller_may_choose() {
     request
         .metadata_mut()
         .insert("x-request-id", "trace-me-42".parse().unwrap());
-    let answer = app.dialogues.clone().list_dialogues(request).await.unwrap();
+    // The answer's metadata is the point here: the raw client keeps it.
+    let mut client = DialogueServiceClient::new(app.channel.clone());
+    let answer = client.list_dialogues(request).await.unwrap();
     assert_eq!(
         answer.metadata().get("x-request-id").unwrap(),
         "trace-me-42"
     );
-    let fresh = app
-        .dialogues
-        .clone()
+    let fresh = client
         .list_dialogues(pb::ListDialoguesRequest::default())
         .await
         .unwrap();

@@ -4,7 +4,6 @@
 
 use crate::helpers::*;
 use dialogd::pb::dialogue::v1 as pb;
-use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
 use hmac::{Hmac, Mac};
 use pb::operation::Result as Outcome;
 use sha2::Sha256;
@@ -12,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const SECRET_ENV: &str = "DIALOGD_TEST_WEBHOOK_SECRET";
 const SECRET: &str = "webhook-secret-for-tests";
@@ -26,14 +24,13 @@ fn submit(id: &str, text: &str, callback_url: &str) -> pb::SubmitTurnRequest {
     }
 }
 
-async fn wait_done(client: &mut DialogueServiceClient<Channel>, name: &str) -> pb::Operation {
+async fn wait_done(client: &Api, name: &str) -> pb::Operation {
     let start = Instant::now();
     loop {
         let op = client
             .get_operation(pb::GetOperationRequest { name: name.into() })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         if op.done && op.callback_state() != pb::CallbackState::Pending {
             return op;
         }
@@ -56,12 +53,11 @@ fn reply_text(op: &pb::Operation) -> String {
 async fn a_submitted_turn_answers_at_once_and_can_be_polled_and_watched() {
     // 500 ms a word: the reply takes about 1.5 s.
     let app = spawn_app_with(|s| set_echo_delay(s, 500)).await;
-    let mut client = app.dialogues.clone();
+    let client = app.api.clone();
     let op = client
         .submit_turn(submit("async-1", "hello later", ""))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(!op.done);
     // Answered while the turn still runs (not after it).
     let running = client
@@ -69,8 +65,7 @@ async fn a_submitted_turn_answers_at_once_and_can_be_polled_and_watched() {
             name: op.name.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(!running.done, "submit did not wait for the turn");
     assert!(op.name.starts_with("operations/op-"));
     assert_eq!(op.callback_state(), pb::CallbackState::None);
@@ -80,8 +75,7 @@ async fn a_submitted_turn_answers_at_once_and_can_be_polled_and_watched() {
             name: op.name.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let mut states = Vec::new();
     while let Some(state) = watched.message().await.unwrap() {
         states.push(state.done);
@@ -93,7 +87,7 @@ async fn a_submitted_turn_answers_at_once_and_can_be_polled_and_watched() {
         "the watch ends with the done operation"
     );
 
-    let done = wait_done(&mut client, &op.name).await;
+    let done = wait_done(&client, &op.name).await;
     assert_eq!(reply_text(&done), "echo: hello later");
     assert_eq!(app.all_turns("async-1").await.len(), 2);
 
@@ -104,9 +98,8 @@ async fn a_submitted_turn_answers_at_once_and_can_be_polled_and_watched() {
             callback_url: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
-    let failed = wait_done(&mut client, &failed.name).await;
+        .unwrap();
+    let failed = wait_done(&client, &failed.name).await;
     let Some(Outcome::Error(error)) = failed.result else {
         panic!("{failed:?}")
     };
@@ -184,7 +177,7 @@ async fn the_callback_is_signed_and_retried_until_taken() {
     .await;
     let hook = Hook::default();
     let url = start_hook(hook.clone()).await;
-    let mut client = app.dialogues.clone();
+    let client = app.api.clone();
     // Only the allowed hosts.
     let elsewhere = client
         .submit_turn(submit("hooked", "x", "http://localhost:9/hook"))
@@ -197,10 +190,9 @@ async fn the_callback_is_signed_and_retried_until_taken() {
     let op = client
         .submit_turn(submit("hooked", "call me back", &url))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(op.callback_state(), pb::CallbackState::Pending);
-    let done = wait_done(&mut client, &op.name).await;
+    let done = wait_done(&client, &op.name).await;
     assert_eq!(done.callback_state(), pb::CallbackState::Delivered);
     assert_eq!(done.callback_attempts, 2, "refused once, then taken");
 
@@ -238,9 +230,7 @@ async fn a_pending_operation_survives_a_killed_server() {
     let data = dir.path().join("data");
     let args = ["--config", config.to_str().unwrap()];
     let server = ServerProcess::start_with(&data, &args).await;
-    let mut client = DialogueServiceClient::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let client = server.api().await;
     let words = (0..20)
         .map(|i| format!("w{i}"))
         .collect::<Vec<_>>()
@@ -248,16 +238,15 @@ async fn a_pending_operation_survives_a_killed_server() {
     let op = client
         .submit_turn(submit("survivor", &words, ""))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
+    // Not a wait for a state: the kill should land while the two-second
+    // turn runs, and no call tells that it has begun.
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill9().await;
 
     let server = ServerProcess::start_with(&data, &args).await;
-    let mut client = DialogueServiceClient::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
-    let done = wait_done(&mut client, &op.name).await;
+    let client = server.api().await;
+    let done = wait_done(&client, &op.name).await;
     assert_eq!(reply_text(&done), format!("echo: {words}"));
     let turns = client
         .list_turns(pb::ListTurnsRequest {
@@ -266,7 +255,6 @@ async fn a_pending_operation_survives_a_killed_server() {
         })
         .await
         .unwrap()
-        .into_inner()
         .turns;
     assert_eq!(turns.len(), 2, "run once, whatever the restart");
     server.kill9().await;

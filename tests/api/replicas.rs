@@ -58,7 +58,12 @@ pub async fn replica_with_echo_delay(
     .await
 }
 
-async fn client(server: &ServerProcess) -> DialogueServiceClient<Channel> {
+async fn client(server: &ServerProcess) -> Api {
+    server.api().await
+}
+
+/// A plain gRPC client, for answers whose metadata is the point.
+async fn raw_client(server: &ServerProcess) -> DialogueServiceClient<Channel> {
     DialogueServiceClient::connect(format!("http://{}", server.addr))
         .await
         .unwrap()
@@ -78,7 +83,7 @@ pub async fn two_replicas_share_a_dialogue(redis: &SharedRedis) {
         replica(&dir, "a", redis, "").await,
         replica(&dir, "b", redis, "").await,
     );
-    let (mut on_a, mut on_b) = (client(&a).await, client(&b).await);
+    let (on_a, on_b) = (client(&a).await, client(&b).await);
 
     // Started on one, continued on the other.
     on_a.create_dialogue(pb::CreateDialogueRequest {
@@ -89,27 +94,26 @@ pub async fn two_replicas_share_a_dialogue(redis: &SharedRedis) {
     })
     .await
     .unwrap();
-    on_a.converse(converse_request("shared", "hello from a"))
+    on_a.converse_with(converse_request("shared", "hello from a"))
         .await
         .unwrap();
     let reply = on_b
-        .converse(converse_request("shared", "hello from b"))
+        .converse_with(converse_request("shared", "hello from b"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(reply.turn.unwrap().index, 3);
 
     // Both replicas at once, several callers each.
     let mut calls = Vec::new();
     for i in 0..16 {
-        let mut client = if i % 2 == 0 {
+        let client = if i % 2 == 0 {
             on_a.clone()
         } else {
             on_b.clone()
         };
         calls.push(tokio::spawn(async move {
             client
-                .converse(converse_request("shared", &format!("message {i}")))
+                .converse_with(converse_request("shared", &format!("message {i}")))
                 .await
         }));
     }
@@ -127,7 +131,6 @@ pub async fn two_replicas_share_a_dialogue(redis: &SharedRedis) {
         })
         .await
         .unwrap()
-        .into_inner()
         .turns;
     assert_eq!(turns.len(), 4 + 32);
     let mut seen = HashSet::new();
@@ -141,14 +144,13 @@ pub async fn two_replicas_share_a_dialogue(redis: &SharedRedis) {
         assert!(seen.contains(&format!("message {i}")), "message {i} lost");
     }
     // Both see the same dialogue.
-    let count = |mut c: DialogueServiceClient<Channel>| async move {
+    let count = |c: Api| async move {
         c.get_dialogue(pb::GetDialogueRequest {
             name: name("shared"),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
         .turn_count
     };
     assert_eq!((count(on_a).await, count(on_b).await), (36, 36));
@@ -165,7 +167,7 @@ async fn replicas_share_each_callers_request_rate() {
         replica(&dir, "a", &redis, limits).await,
         replica(&dir, "b", &redis, limits).await,
     );
-    let (on_a, on_b) = (client(&a).await, client(&b).await);
+    let (on_a, on_b) = (raw_client(&a).await, raw_client(&b).await);
     let list = |mut c: DialogueServiceClient<Channel>| async move {
         c.list_dialogues(pb::ListDialoguesRequest::default()).await
     };
@@ -202,16 +204,16 @@ async fn replicas_share_each_callers_token_budget() {
         replica(&dir, "a", &redis, limits).await,
         replica(&dir, "b", &redis, limits).await,
     );
-    let (mut on_a, mut on_b) = (client(&a).await, client(&b).await);
+    let (on_a, on_b) = (client(&a).await, client(&b).await);
     let long = "one two three four five six seven eight nine ten eleven twelve";
     let mut first = converse_request("spend", long);
     first.create_if_missing = true;
     // Admitted with budget left; its real usage overdraws the minute.
-    let spent = on_a.converse(first).await.unwrap().into_inner();
+    let spent = on_a.converse_with(first).await.unwrap();
     assert!(spent.usage.unwrap().total_tokens > 10);
     // The other replica knows: the caller's budget is spent everywhere.
     let refused = on_b
-        .converse(converse_request("spend", "again"))
+        .converse_with(converse_request("spend", "again"))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
@@ -224,12 +226,12 @@ async fn replicas_share_each_callers_token_budget() {
 /// Opens a stream of a long reply and waits for its first event, so its
 /// slot is taken; the stream stays open while the caller keeps it.
 async fn open_stream(
-    client: &DialogueServiceClient<Channel>,
+    client: &Api,
     id: &str,
 ) -> Result<tonic::Streaming<pb::ConverseStreamResponse>, tonic::Status> {
     let mut request = converse_request(id, &"word ".repeat(200));
     request.create_if_missing = true;
-    let mut stream = client.clone().converse_stream(request).await?.into_inner();
+    let mut stream = client.converse_stream(request).await?;
     stream.message().await?;
     Ok(stream)
 }
@@ -274,7 +276,7 @@ async fn replicas_share_each_callers_stream_slots_and_a_dead_replicas_lapse() {
 /// Opens a stream, retrying while the caller's slots are all taken, for at
 /// most `within`.
 async fn wait_for_stream(
-    client: &DialogueServiceClient<Channel>,
+    client: &Api,
     id: &str,
     within: Duration,
 ) -> tonic::Streaming<pb::ConverseStreamResponse> {

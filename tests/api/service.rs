@@ -93,12 +93,9 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_store_its_turn() {
     let mut app = spawn_app_with(|s| set_echo_delay(s, 100)).await;
     app.create("drain").await;
     let mut stream = app
-        .dialogues
-        .clone()
         .converse_stream(converse_request("drain", "one two three four"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(matches!(
         stream.message().await.unwrap().unwrap().event,
         Some(Event::Start(_))
@@ -134,12 +131,9 @@ async fn shutdown_cuts_streams_after_the_drain_timeout() {
     .await;
     app.create("cut").await;
     let mut stream = app
-        .dialogues
-        .clone()
         .converse_stream(converse_request("cut", "a b c d e f g h i j"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(matches!(
         stream.message().await.unwrap().unwrap().event,
         Some(Event::Start(_))

@@ -67,15 +67,12 @@ async fn a_client_leaving_mid_stream_stores_nothing_and_frees_the_dialogue() {
     let app = spawn_app_with(|s| set_echo_delay(s, 200)).await;
     app.create("left").await;
     let mut stream = app
-        .dialogues
-        .clone()
         .converse_stream(converse_request(
             "left",
             "a long answer with many many words in it",
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     // Read the start and the first word, then hang up.
     assert!(matches!(
         stream.message().await.unwrap().unwrap().event,
@@ -118,24 +115,36 @@ async fn a_client_leaving_mid_stream_stores_nothing_and_frees_the_dialogue() {
 async fn a_stream_waiting_for_the_dialogue_can_be_abandoned_too() {
     let app = spawn_app_with(|s| set_echo_delay(s, 100)).await;
     app.create("queue").await;
-    // A slow turn holds the dialogue...
-    let slow = {
-        let app_dialogues = app.dialogues.clone();
-        tokio::spawn(async move {
-            app_dialogues
-                .clone()
-                .converse(converse_request("queue", "one two three four five"))
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A slow turn holds the dialogue (once it has started its reply)...
+    let mut holding = app
+        .converse_stream(converse_request("queue", "one two three four five"))
+        .await
+        .unwrap();
+    holding.message().await.unwrap();
+    let slow = tokio::spawn(async move {
+        while holding.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    });
     // ...a queued stream gives up while waiting...
-    let mut client = app.dialogues.clone();
+    let client = app.api.clone();
     let queued = client.converse_stream(converse_request("queue", "never stored"));
     let _ = tokio::time::timeout(Duration::from_millis(100), queued).await;
     // ...and only the slow turn is stored.
     slow.await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A change takes the dialogue's lock after every turn queued for it:
+    // had the abandoned one gone on, it would be stored by then.
+    let mask = pbjson_types::FieldMask {
+        paths: vec!["labels".into()],
+    };
+    app.update_dialogue(pb::UpdateDialogueRequest {
+        dialogue: Some(pb::Dialogue {
+            name: name("queue"),
+            ..Default::default()
+        }),
+        update_mask: Some(mask),
+    })
+    .await
+    .unwrap();
     let texts: Vec<String> = app.all_turns("queue").await.iter().map(turn_text).collect();
     assert!(!texts.contains(&"never stored".to_string()), "{texts:?}");
     assert_eq!(texts.len(), 2);
@@ -179,13 +188,7 @@ async fn a_resumable_stream_goes_on_without_its_client_and_resumes_from_its_offs
     let mut request = converse_request("r", &message);
     request.create_if_missing = true;
     request.resumable = true;
-    let mut first = app
-        .dialogues
-        .clone()
-        .converse_stream(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut first = app.converse_stream(request).await.unwrap();
     let Some(Event::Start(start)) = first.message().await.unwrap().unwrap().event else {
         panic!("start first")
     };
@@ -198,16 +201,12 @@ async fn a_resumable_stream_goes_on_without_its_client_and_resumes_from_its_offs
     }
     // The client is gone; the turn is not.
     drop(first);
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     let turn = format!("dialogues/r/turns/{}", start.turn_id);
     let mut resumed = app
-        .dialogues
-        .clone()
         .resume_stream(resume(turn.clone(), received.len()))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let Some(Event::Start(again)) = resumed.message().await.unwrap().unwrap().event else {
         panic!("a resumed stream starts with start")
     };
@@ -228,13 +227,7 @@ async fn a_resumable_stream_goes_on_without_its_client_and_resumes_from_its_offs
     );
 
     // Once over it replays, from any offset.
-    let mut again = app
-        .dialogues
-        .clone()
-        .resume_stream(resume(turn.clone(), 6))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut again = app.resume_stream(resume(turn.clone(), 6)).await.unwrap();
     again.message().await.unwrap();
     let (rest, end) = rest_of(&mut again, 6).await;
     assert_eq!(rest, full[6..]);
@@ -246,21 +239,18 @@ async fn any_stored_reply_can_be_replayed_and_bad_resumes_are_refused() {
     let app = spawn_app().await;
     let mut request = converse_request("stored", "just a unary turn");
     request.create_if_missing = true;
-    app.dialogues.clone().converse(request).await.unwrap();
+    app.converse_with(request).await.unwrap();
     let mut replay = app
-        .dialogues
-        .clone()
         .resume_stream(resume("dialogues/stored/turns/1".into(), 6))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     replay.message().await.unwrap();
     let (rest, end) = rest_of(&mut replay, 6).await;
     assert_eq!(rest, "just a unary turn");
     assert!(end.unwrap().metadata.unwrap().replayed);
 
     let refused = |name: &str, offset: usize| {
-        let mut client = app.dialogues.clone();
+        let client = app.api.clone();
         let request = resume(name.into(), offset);
         async move { client.resume_stream(request).await.unwrap_err().code() }
     };

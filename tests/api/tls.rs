@@ -5,8 +5,6 @@
 use crate::helpers::*;
 use dialogd::config::{Settings, TlsSettings};
 use dialogd::pb::dialogue::v1 as pb;
-use dialogd::pb::dialogue::v1::dialogue_service_client::DialogueServiceClient;
-use dialogd::pb::dialogue::v1::model_service_client::ModelServiceClient;
 use dialogd::startup::Application;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -58,7 +56,7 @@ async fn channel(
 }
 
 async fn list_models(channel: Channel) -> Result<(), tonic::Status> {
-    ModelServiceClient::new(channel)
+    Api::new(channel)
         .list_models(pb::ListModelsRequest {})
         .await
         .map(|_| ())
@@ -149,8 +147,7 @@ async fn with_mtls_the_client_certificate_is_the_caller() {
         Ok(ch) => assert!(list_models(ch).await.is_err()),
     }
 
-    let mut alice =
-        DialogueServiceClient::new(channel(addr, "ca.pem", Some("alice")).await.unwrap());
+    let alice = Api::new(channel(addr, "ca.pem", Some("alice")).await.unwrap());
     alice
         .create_dialogue(pb::CreateDialogueRequest {
             dialogue: Some(pb::Dialogue {
@@ -160,7 +157,7 @@ async fn with_mtls_the_client_certificate_is_the_caller() {
         })
         .await
         .unwrap();
-    let mut bob = DialogueServiceClient::new(channel(addr, "ca.pem", Some("bob")).await.unwrap());
+    let bob = Api::new(channel(addr, "ca.pem", Some("bob")).await.unwrap());
     let err = bob
         .get_dialogue(pb::GetDialogueRequest {
             name: name("alices"),
