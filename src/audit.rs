@@ -97,9 +97,8 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError>;
 }
 
-/// Default and maximum page sizes of ListAuditEvents.
+/// Page size of ListAuditEvents when the caller names none.
 const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: usize = 1000;
 
 /// A page of the events matching `filter`, oldest first; `page_size` 0
 /// means the default.
@@ -110,14 +109,8 @@ pub async fn list_events(
     page_token: &str,
 ) -> Result<Page<AuditEvent>, Failure> {
     const SCOPE: &str = "audit";
-    let after = match page_token {
-        "" => None,
-        token => Some(page_token::decode(token, SCOPE)?),
-    };
-    let size = match page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n => n.min(MAX_PAGE_SIZE),
-    };
+    let after = page_token::position(page_token, SCOPE)?;
+    let size = page_token::page_size(page_size, DEFAULT_PAGE_SIZE);
     let (items, next) = log.list_audit(filter, after.as_deref(), size).await?;
     Ok(Page {
         items,

@@ -18,6 +18,26 @@ pub fn encode(scope: &str, position: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(raw)
 }
 
+/// Most items of one page (AIP-158).
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// The page size a caller asked for: 0 means `default`, more than
+/// `MAX_PAGE_SIZE` means that.
+pub fn page_size(requested: usize, default: usize) -> usize {
+    match requested {
+        0 => default,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// Where a list continues: `None` for the first page (no token).
+pub fn position(token: &str, scope: &str) -> Result<Option<Vec<u8>>, Invalid> {
+    match token {
+        "" => Ok(None),
+        token => decode(token, scope).map(Some),
+    }
+}
+
 /// The position in `token`, which must have been made for `scope`.
 pub fn decode(token: &str, scope: &str) -> Result<Vec<u8>, Invalid> {
     let bad = || {

@@ -14,9 +14,8 @@ use crate::dialogue::validate;
 use crate::failure::{Invalid, Violations};
 use std::sync::Arc;
 
-/// Default and maximum page sizes of list calls (AIP-158).
+/// Page size of list calls when the caller names none.
 const DEFAULT_PAGE_SIZE: usize = 50;
-pub(super) const MAX_PAGE_SIZE: usize = 1000;
 /// Text bytes of turns in one response: well under the 4 MiB that gRPC
 /// clients accept by default. A page that would exceed it ends early.
 const MAX_RESPONSE_TEXT_BYTES: usize = 3 * 1024 * 1024;
@@ -64,7 +63,11 @@ impl Engine {
         if last_turns > 0 {
             turns = self
                 .store
-                .turns_before(id, dialogue.turn_count, last_turns.min(MAX_PAGE_SIZE))
+                .turns_before(
+                    id,
+                    dialogue.turn_count,
+                    last_turns.min(page_token::MAX_PAGE_SIZE),
+                )
                 .await?
                 .into_iter()
                 .map(Arc::unwrap_or_clone)
@@ -82,13 +85,14 @@ impl Engine {
         page_token: &str,
     ) -> Result<Page<Dialogue>, EngineError> {
         const SCOPE: &str = "dialogues";
-        let after = match page_token {
-            "" => None,
-            token => Some(dialogue_cursor(&page_token::decode(token, SCOPE)?)?),
+        let after = match page_token::position(page_token, SCOPE)? {
+            None => None,
+            Some(position) => Some(dialogue_cursor(&position)?),
         };
+        let size = page_token::page_size(page_size_req, DEFAULT_PAGE_SIZE);
         let (items, next) = self
             .store
-            .list_dialogues(&Owner::of(caller), after.as_ref(), page_size(page_size_req))
+            .list_dialogues(&Owner::of(caller), after.as_ref(), size)
             .await?;
         let next_page_token = next.map(|c| {
             let mut position = c.create_time.0.to_be_bytes().to_vec();
@@ -160,10 +164,9 @@ impl Engine {
     ) -> Result<Page<Turn>, EngineError> {
         let id = &id.scoped_to(&Owner::of(caller));
         let scope = format!("{}/turns", id.resource_name());
-        let from = match page_token {
-            "" => 0,
-            token => {
-                let raw = page_token::decode(token, &scope)?;
+        let from = match page_token::position(page_token, &scope)? {
+            None => 0,
+            Some(raw) => {
                 let bytes: [u8; 8] = raw.try_into().map_err(|_| damaged())?;
                 u64::from_be_bytes(bytes)
             }
@@ -171,7 +174,11 @@ impl Engine {
         let dialogue = self.load(caller, id, Time::now()).await?;
         let mut items = self
             .store
-            .list_turns(id, from, page_size(page_size_req))
+            .list_turns(
+                id,
+                from,
+                page_token::page_size(page_size_req, DEFAULT_PAGE_SIZE),
+            )
             .await?;
         keep_within_response_budget(&mut items);
         let next = items
@@ -216,13 +223,6 @@ fn dialogue_cursor(raw: &[u8]) -> Result<DialogueCursor, Invalid> {
         create_time: Time(time),
         id: DialogueId::from_stored(id).map_err(|_| damaged())?,
     })
-}
-
-fn page_size(requested: usize) -> usize {
-    match requested {
-        0 => DEFAULT_PAGE_SIZE,
-        n => n.min(MAX_PAGE_SIZE),
-    }
 }
 
 /// Keeps the leading turns whose text fits `MAX_RESPONSE_TEXT_BYTES`

@@ -6,7 +6,7 @@
 use super::convert;
 use crate::audit::AuditNotes;
 use crate::auth::{AuthError, Principal};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Events};
 use crate::failure::{Failure, Violations};
 use crate::grpc::pb::dialogue::v1 as pb;
 use crate::operations::Operations;
@@ -180,9 +180,7 @@ impl DialogueCalls {
     ) -> Result<Messages<pb::ConverseStreamResponse>, Status> {
         cx.notes.set_resource(&req.name);
         let turn = convert::turn_request(req, cx.caller.clone(), cx.deadline)?;
-        let events = ReceiverStream::new(self.engine.converse_stream(turn))
-            .map(|event| event.map(convert::event_to_pb).map_err(Status::from));
-        Ok(Box::pin(events))
+        Ok(event_messages(self.engine.converse_stream(turn)))
     }
 
     pub async fn batch_converse(
@@ -224,9 +222,7 @@ impl DialogueCalls {
             .engine
             .resume_stream(&cx.caller, &id, index, offset)
             .await?;
-        let events = ReceiverStream::new(events)
-            .map(|event| event.map(convert::event_to_pb).map_err(Status::from));
-        Ok(Box::pin(events))
+        Ok(event_messages(events))
     }
 
     pub async fn submit_turn(
@@ -268,4 +264,11 @@ impl DialogueCalls {
         });
         Ok(Box::pin(changes))
     }
+}
+
+/// A streamed turn's events as the messages of a stream.
+fn event_messages(events: Events) -> Messages<pb::ConverseStreamResponse> {
+    let messages = ReceiverStream::new(events)
+        .map(|event| event.map(convert::event_to_pb).map_err(Status::from));
+    Box::pin(messages)
 }
