@@ -113,16 +113,12 @@ async fn a_stateless_completion_stores_nothing() {
     let alice = caller("alice");
     let request = CompletionRequest {
         caller: alice.clone(),
-        messages: vec![
-            PromptMessage {
-                role: Role::System,
-                text: "be brief".into(),
-            },
-            PromptMessage {
-                role: Role::User,
-                text: "hi".into(),
-            },
-        ],
+        messages: [(Role::System, "be brief"), (Role::User, "hi")]
+            .map(|(role, text)| PromptMessage {
+                role,
+                text: text.into(),
+            })
+            .to_vec(),
         params: GenerationParams::default(),
         deadline: None,
     };
