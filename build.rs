@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
+        // Image bytes as `Bytes`: shared with the stored turn, not copied.
+        .bytes(".dialogue.v1.InlineImage.data")
         .compile_fds(fds)?;
     // serde for our messages, per the same mapping (dialogue.v1.serde.rs).
     pbjson_build::Builder::new()

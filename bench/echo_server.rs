@@ -58,6 +58,7 @@ impl DialogueService for BareEcho {
                 backend: "echo".into(),
                 ..Default::default()
             }),
+            logprobs: Vec::new(),
         }))
     }
 

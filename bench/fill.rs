@@ -65,6 +65,7 @@ pub async fn fill_store(data: &Path, turns: u64) -> Result<u64, String> {
                     update_time: now,
                     turn_count: 0,
                     latest_summary: None,
+                    media_bytes: 0,
                     system_prompt_tokens: 0,
                 };
                 for i in (0..TURNS_PER_DIALOGUE).step_by(2) {

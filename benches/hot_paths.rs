@@ -7,11 +7,11 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dialogd::backend::{ChunkDecoder, SseDecoder};
 use dialogd::config::{Durability, Settings, StoreSettings};
-use dialogd::dialogue::context::Counted;
 use dialogd::dialogue::model::{
-    ContentPart, Dialogue, DialogueId, FinishReason, Owner, Role, Time, Turn,
+    ContentPart, Dialogue, DialogueId, FinishReason, Owner, PromptMessage, Role, Time, Turn,
 };
 use dialogd::dialogue::ports::{DialogueStore, ExchangeCommit};
+use dialogd::dialogue::tokenizer::count_tokens;
 use dialogd::engine::prompt::PromptBuilder;
 use dialogd::router::Router;
 use dialogd::store::sled::SledStore;
@@ -53,6 +53,7 @@ fn dialogue(name: &str) -> Dialogue {
         update_time: now,
         turn_count: 0,
         latest_summary: None,
+        media_bytes: 0,
         system_prompt_tokens: 4,
     }
 }
@@ -110,7 +111,8 @@ fn prompt_assembly(c: &mut Criterion) {
         };
         group.bench_with_input(BenchmarkId::new(name, turns), &d, |b, d| {
             b.iter(|| {
-                rt.block_on(builder.build(d, Counted::new(TEXT), None))
+                let message = PromptMessage::text(Role::User, TEXT);
+                rt.block_on(builder.build(d, message, count_tokens(TEXT), None))
                     .unwrap()
                     .tokens
             })

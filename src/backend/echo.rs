@@ -1,11 +1,31 @@
-//! The built-in `echo` backend: replies `echo: <last user message>`,
-//! deterministic, streamed word by word with an optional delay per word.
-//! It makes the service runnable and testable with no model server.
+//! The built-in `echo` backend: deterministic, streamed word by word with
+//! an optional delay per word. It makes the service runnable and testable
+//! with no model server, rich turns included:
+//!
+//! - it replies `echo: <last user message>`, noting each image of it as
+//!   `[image <mime type>, <n> bytes]` or `[image <url>]`;
+//! - with tools declared, `call <tool> {json}` in the last user message
+//!   calls that tool with those arguments (`{}` when none follow); several
+//!   such phrases make parallel calls (one unless `parallel_tool_calls`
+//!   allows more); `tool_choice = required` or naming a tool calls it even
+//!   unasked, `none` never calls;
+//! - after tool results it replies `echo: ` and what the tools returned;
+//! - a JSON response format gets `{"echo": <reply>}`, a JSON Schema one an
+//!   object with every declared property (strings hold the reply, numbers
+//!   0, booleans false, lists and objects empty);
+//! - log probabilities are 0 for every word (each word its own alternative).
 
-use super::{BackendError, ModelBackend, ModelReply, ModelRequest, ReplyChunk, ReplyStream};
-use crate::dialogue::model::{FinishReason, GenerationParams, Role, Usage};
+use super::{
+    BackendError, ModelBackend, ModelReply, ModelRequest, ReplyChunk, ReplyStream, ToolCallChunk,
+};
+use crate::dialogue::content::{images, tool_results, transcript};
+use crate::dialogue::model::{
+    FinishReason, ImageSource, PromptMessage, ResponseFormat, Role, TokenLogprob, ToolCall,
+    ToolChoice, TopLogprob, Usage,
+};
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 pub struct EchoBackend {
@@ -22,48 +42,210 @@ impl EchoBackend {
     }
 }
 
-/// The reply's pieces (words with their trailing whitespace, so they
-/// concatenate to the reply) and why it ended. `max_tokens` counts words;
-/// a stop sequence cuts the reply before it.
-fn echo_pieces(request: &ModelRequest) -> (Vec<String>, FinishReason) {
-    let last_user = request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == Role::User)
-        .map(|m| m.text.as_str())
-        .unwrap_or("");
-    let mut reply = format!("echo: {last_user}");
+/// What echo answers: text pieces (words with their trailing whitespace,
+/// so they concatenate to the reply) or tool calls, and why it ended.
+/// `max_tokens` counts words; a stop sequence cuts the reply before it.
+struct Echo {
+    pieces: Vec<String>,
+    calls: Vec<ToolCall>,
+    finish: FinishReason,
+}
+
+fn echo(request: &ModelRequest) -> Echo {
+    let last = request.messages.last();
+    let calls = last
+        .map(|m| tool_calls_asked(request, m))
+        .unwrap_or_default();
+    if !calls.is_empty() {
+        return Echo {
+            pieces: Vec::new(),
+            calls,
+            finish: FinishReason::ToolCalls,
+        };
+    }
+    let said = match last {
+        Some(m) if m.role == Role::Tool || tool_results(&m.content).next().is_some() => {
+            transcript(&m.content)
+        }
+        _ => last_user_words(&request.messages),
+    };
+    let mut reply = match &request.params.response_format {
+        ResponseFormat::Text => format!("echo: {said}"),
+        ResponseFormat::JsonObject => json_reply(&said, None),
+        ResponseFormat::JsonSchema { schema, .. } => json_reply(&said, Some(schema)),
+    };
     let mut finish = FinishReason::Stop;
-    let GenerationParams {
-        stop, max_tokens, ..
-    } = &request.params;
-    if let Some(cut) = stop.iter().filter_map(|s| reply.find(s.as_str())).min() {
+    let params = &request.params;
+    if let Some(cut) = params
+        .stop
+        .iter()
+        .filter_map(|s| reply.find(s.as_str()))
+        .min()
+    {
         reply.truncate(cut);
     }
     let mut pieces: Vec<String> = reply
         .split_inclusive(char::is_whitespace)
         .map(str::to_owned)
         .collect();
-    if let Some(max) = max_tokens.map(|m| m as usize)
+    if let Some(max) = params.max_tokens.map(|m| m as usize)
         && pieces.len() > max
     {
         pieces.truncate(max);
         finish = FinishReason::Length;
     }
-    (pieces, finish)
+    Echo {
+        pieces,
+        calls: Vec::new(),
+        finish,
+    }
+}
+
+/// The last user message's words, with a note per image.
+fn last_user_words(messages: &[PromptMessage]) -> String {
+    let Some(user) = messages.iter().rev().find(|m| m.role == Role::User) else {
+        return String::new();
+    };
+    let mut words = user.joined_text();
+    for image in images(&user.content) {
+        let note = match &image.source {
+            ImageSource::Url(url) => format!(" [image {url}]"),
+            ImageSource::Inline(i) => format!(" [image {}, {} bytes]", i.mime_type, i.data.len()),
+        };
+        words.push_str(&note);
+    }
+    words
+}
+
+/// The tool calls `message` asks for (see the module).
+fn tool_calls_asked(request: &ModelRequest, message: &PromptMessage) -> Vec<ToolCall> {
+    let params = &request.params;
+    if params.tools.is_empty()
+        || message.role != Role::User
+        || params.tool_choice == Some(ToolChoice::None)
+    {
+        return Vec::new();
+    }
+    let text = message.joined_text();
+    let mut asked: Vec<(String, String)> = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("call ") {
+        rest = &rest[at + 5..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        if !params.tools.iter().any(|t| t.name == name) {
+            continue;
+        }
+        rest = &rest[name.len()..];
+        let arguments = json_object_at(rest.trim_start()).unwrap_or("{}");
+        asked.push((name, arguments.to_owned()));
+    }
+    let forced = match &params.tool_choice {
+        Some(ToolChoice::Function(name)) => Some(name.clone()),
+        Some(ToolChoice::Required) => params.tools.first().map(|t| t.name.clone()),
+        _ => None,
+    };
+    if let Some(name) = forced
+        && !asked.iter().any(|(n, _)| *n == name)
+    {
+        asked.insert(0, (name, "{}".into()));
+    }
+    if params.parallel_tool_calls == Some(false) {
+        asked.truncate(1);
+    }
+    asked
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, arguments))| ToolCall {
+            id: format!("call_{i}_{name}"),
+            name,
+            arguments,
+        })
+        .collect()
+}
+
+/// The JSON object text `text` starts with (balanced braces), if any.
+fn json_object_at(text: &str) -> Option<&str> {
+    if !text.starts_with('{') {
+        return None;
+    }
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    let candidate = &text[..=i];
+                    return serde_json::from_str::<Value>(candidate)
+                        .is_ok()
+                        .then_some(candidate);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `{"echo": said}`, or an object with every property of `schema`.
+fn json_reply(said: &str, schema: Option<&Map<String, Value>>) -> String {
+    let properties = schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object);
+    let object: Map<String, Value> = match properties {
+        None => Map::from_iter([("echo".to_owned(), Value::from(said))]),
+        Some(properties) => properties
+            .iter()
+            .map(|(name, spec)| {
+                let value = match spec.get("type").and_then(Value::as_str) {
+                    Some("number" | "integer") => Value::from(0),
+                    Some("boolean") => Value::Bool(false),
+                    Some("array") => Value::Array(Vec::new()),
+                    Some("object") => Value::Object(Map::new()),
+                    _ => Value::from(said),
+                };
+                (name.clone(), value)
+            })
+            .collect(),
+    };
+    Value::Object(object).to_string()
 }
 
 fn usage(request: &ModelRequest, completion_words: usize) -> Usage {
     let prompt_words: usize = request
         .messages
         .iter()
-        .map(|m| m.text.split_whitespace().count())
+        .map(|m| m.joined_text().split_whitespace().count())
         .sum();
     Usage {
         prompt_tokens: prompt_words as u64,
         completion_tokens: completion_words as u64,
     }
+}
+
+/// Each piece's log probability (0: echo is sure), when asked for.
+fn logprobs(request: &ModelRequest, pieces: &[String]) -> Vec<TokenLogprob> {
+    if !request.params.logprobs {
+        return Vec::new();
+    }
+    let alternatives = request.params.top_logprobs.unwrap_or(0).min(1) as usize;
+    pieces
+        .iter()
+        .map(|piece| TokenLogprob {
+            token: piece.clone(),
+            logprob: 0.0,
+            top: vec![
+                TopLogprob {
+                    token: piece.clone(),
+                    logprob: 0.0,
+                };
+                alternatives
+            ],
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -81,15 +263,21 @@ impl ModelBackend for EchoBackend {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ModelReply, BackendError> {
-        let (pieces, finish_reason) = echo_pieces(request);
+        let Echo {
+            pieces,
+            calls,
+            finish,
+        } = echo(request);
         if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay * pieces.len() as u32).await;
+            tokio::time::sleep(self.delay * pieces.len().max(calls.len()) as u32).await;
         }
         Ok(ModelReply {
             model: Some(model.to_owned()),
-            usage: Some(usage(request, pieces.len())),
+            usage: Some(usage(request, pieces.len() + calls.len())),
+            logprobs: logprobs(request, &pieces),
             text: pieces.concat(),
-            finish_reason,
+            tool_calls: calls,
+            finish_reason: finish,
         })
     }
 
@@ -98,21 +286,56 @@ impl ModelBackend for EchoBackend {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ReplyStream, BackendError> {
-        let (pieces, finish_reason) = echo_pieces(request);
+        let Echo {
+            pieces,
+            calls,
+            finish,
+        } = echo(request);
         let finished = ReplyChunk::Finished {
-            finish_reason,
+            finish_reason: finish,
             model: Some(model.to_owned()),
-            usage: Some(usage(request, pieces.len())),
+            usage: Some(usage(request, pieces.len() + calls.len())),
         };
+        let logprobs = logprobs(request, &pieces);
+        let mut chunks = Vec::new();
+        for (i, piece) in pieces.into_iter().enumerate() {
+            // As OpenAI-shaped backends decode them: a piece's log
+            // probabilities ahead of its text.
+            if let Some(logprob) = logprobs.get(i) {
+                chunks.push(ReplyChunk::Logprobs(vec![logprob.clone()]));
+            }
+            chunks.push(ReplyChunk::Text(piece));
+        }
+        // A call's ID and name first, then its arguments in two pieces, as
+        // models stream them.
+        for (index, call) in (0u32..).zip(calls) {
+            let mut middle = call.arguments.len() / 2;
+            while !call.arguments.is_char_boundary(middle) {
+                middle -= 1;
+            }
+            let (head, tail) = call.arguments.split_at(middle);
+            chunks.push(ReplyChunk::ToolCall(ToolCallChunk {
+                index,
+                id: Some(call.id.clone()),
+                name: Some(call.name.clone()),
+                arguments: head.to_owned(),
+            }));
+            chunks.push(ReplyChunk::ToolCall(ToolCallChunk {
+                index,
+                id: None,
+                name: None,
+                arguments: tail.to_owned(),
+            }));
+        }
         let delay = self.delay;
-        let words = futures_util::stream::iter(pieces).then(move |piece| async move {
-            if !delay.is_zero() {
+        let paced = futures_util::stream::iter(chunks).then(move |chunk| async move {
+            if !delay.is_zero() && !matches!(chunk, ReplyChunk::Logprobs(_)) {
                 tokio::time::sleep(delay).await;
             }
-            Ok(ReplyChunk::Text(piece))
+            Ok(chunk)
         });
         Ok(Box::pin(
-            words.chain(futures_util::stream::once(async { Ok(finished) })),
+            paced.chain(futures_util::stream::once(async { Ok(finished) })),
         ))
     }
 
@@ -124,21 +347,24 @@ impl ModelBackend for EchoBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::model::PromptMessage;
+    use crate::dialogue::model::{GenerationParams, ToolSpec};
 
     fn request(text: &str, params: GenerationParams) -> ModelRequest {
         ModelRequest {
             messages: vec![
-                PromptMessage {
-                    role: Role::System,
-                    text: "be brief".into(),
-                },
-                PromptMessage {
-                    role: Role::User,
-                    text: text.into(),
-                },
+                PromptMessage::text(Role::System, "be brief"),
+                PromptMessage::text(Role::User, text),
             ],
             params,
+        }
+    }
+
+    fn tool(name: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: String::new(),
+            parameters: None,
+            strict: false,
         }
     }
 
@@ -177,9 +403,9 @@ mod tests {
             max_tokens: Some(2),
             ..Default::default()
         };
-        let (pieces, finish) = echo_pieces(&request("one two three", params));
+        let reply = echo(&request("one two three", params));
         assert_eq!(
-            (pieces.concat().as_str(), finish),
+            (reply.pieces.concat().as_str(), reply.finish),
             ("echo: one ", FinishReason::Length)
         );
 
@@ -187,10 +413,64 @@ mod tests {
             stop: vec!["three".into()],
             ..Default::default()
         };
-        let (pieces, finish) = echo_pieces(&request("one two three", params));
+        let reply = echo(&request("one two three", params));
         assert_eq!(
-            (pieces.concat().as_str(), finish),
+            (reply.pieces.concat().as_str(), reply.finish),
             ("echo: one two ", FinishReason::Stop)
         );
+    }
+
+    #[test]
+    fn naming_a_declared_tool_calls_it_with_the_arguments_that_follow() {
+        let params = GenerationParams {
+            tools: vec![tool("weather"), tool("time")],
+            ..Default::default()
+        };
+        let reply = echo(&request(
+            r#"please call weather {"city": "Paris"} and call time, not call nothing"#,
+            params.clone(),
+        ));
+        assert_eq!(reply.finish, FinishReason::ToolCalls);
+        let calls: Vec<(&str, &str)> = reply
+            .calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(calls, [("weather", r#"{"city": "Paris"}"#), ("time", "{}")]);
+        let single = GenerationParams {
+            parallel_tool_calls: Some(false),
+            ..params.clone()
+        };
+        assert_eq!(
+            echo(&request("call weather and call time", single))
+                .calls
+                .len(),
+            1
+        );
+        let never = GenerationParams {
+            tool_choice: Some(ToolChoice::None),
+            ..params
+        };
+        assert!(echo(&request("call weather", never)).calls.is_empty());
+    }
+
+    #[test]
+    fn a_json_schema_gets_an_object_with_each_property() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"answer": {"type": "string"}, "score": {"type": "number"}}
+        });
+        let params = GenerationParams {
+            response_format: ResponseFormat::JsonSchema {
+                name: "out".into(),
+                description: String::new(),
+                schema: schema.as_object().unwrap().clone(),
+                strict: true,
+            },
+            ..Default::default()
+        };
+        let reply = echo(&request("hi", params)).pieces.concat();
+        let value: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(value, serde_json::json!({"answer": "hi", "score": 0}));
     }
 }

@@ -2,6 +2,7 @@
 //! The router picks a target per call; the engine only sees this trait.
 
 mod anthropic;
+mod call;
 mod echo;
 mod http;
 mod openai;
@@ -12,48 +13,17 @@ pub use http::SseDecoder;
 pub use openai::ChunkDecoder;
 
 pub use anthropic::AnthropicBackend;
+pub use call::{ModelReply, ModelRequest, ReplyChunk, ToolCallChunk, ToolCalls};
 pub use echo::EchoBackend;
 pub use openai::OpenAiBackend;
 pub use timeouts::with_stream_timeouts;
 
 use crate::config::BackendSettings;
-use crate::dialogue::model::{FinishReason, GenerationParams, PromptMessage, Usage};
 use async_trait::async_trait;
 use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A model call: the prompt, already fitted to the context window. The
-/// upstream model name is chosen per target and passed beside it.
-#[derive(Debug, Clone)]
-pub struct ModelRequest {
-    pub messages: Vec<PromptMessage>,
-    pub params: GenerationParams,
-}
-
-/// A complete reply.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelReply {
-    pub text: String,
-    pub finish_reason: FinishReason,
-    /// Token counts, when the backend reports them.
-    pub usage: Option<Usage>,
-    /// The model (and version) the backend says answered, when it says.
-    pub model: Option<String>,
-}
-
-/// A piece of a streamed reply; `Finished` comes last.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReplyChunk {
-    Text(String),
-    Finished {
-        finish_reason: FinishReason,
-        usage: Option<Usage>,
-        /// The model (and version) the backend says answered, when it says.
-        model: Option<String>,
-    },
-}
 
 pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<ReplyChunk, BackendError>> + Send>>;
 

@@ -1,5 +1,6 @@
 //! `[backends.NAME]`: the model servers dialogd calls, by protocol.
 
+use super::Capability;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -101,6 +102,20 @@ impl BackendSettings {
             ));
         }
         Ok(())
+    }
+
+    /// What a target on this backend can do unless configured otherwise:
+    /// OpenAI-compatible servers everything dialogd carries, Anthropic
+    /// images and tools (it has no JSON response format nor log
+    /// probabilities), echo everything (deterministically, for tests).
+    pub fn capabilities(&self) -> Vec<Capability> {
+        use Capability::*;
+        match self {
+            BackendSettings::Echo { .. } | BackendSettings::Openai { .. } => {
+                vec![Vision, Tools, JsonSchema, Logprobs]
+            }
+            BackendSettings::Anthropic { .. } => vec![Vision, Tools],
+        }
     }
 
     pub fn kind(&self) -> &'static str {

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 pub struct LimitSettings {
     /// Upper bound of a user message's text, in bytes.
     pub max_message_bytes: usize,
+    /// Upper bound of the inline image bytes of one request.
+    pub max_request_media_bytes: u64,
+    /// Upper bound of the inline image bytes a dialogue keeps (every turn).
+    pub max_dialogue_media_bytes: u64,
     /// Upper bound of a dialogue's system prompt, in bytes.
     pub max_system_prompt_bytes: usize,
     /// Upper bound of a dialogue's state, JSON-encoded, in bytes.
@@ -33,6 +37,8 @@ impl Default for LimitSettings {
     fn default() -> Self {
         LimitSettings {
             max_message_bytes: 64 * 1024,
+            max_request_media_bytes: 10 << 20,
+            max_dialogue_media_bytes: 256 << 20,
             max_system_prompt_bytes: 32 * 1024,
             max_state_bytes: 64 * 1024,
             max_labels: 64,
@@ -60,6 +66,12 @@ impl LimitSettings {
             if value == 0 {
                 return Err(format!("{key} must be at least 1"));
             }
+        }
+        if self.max_request_media_bytes > self.max_dialogue_media_bytes {
+            return Err(
+                "limits.max_request_media_bytes must be at most limits.max_dialogue_media_bytes"
+                    .into(),
+            );
         }
         if self.max_turns_per_dialogue < 2 {
             return Err("limits.max_turns_per_dialogue must be at least 2".into());

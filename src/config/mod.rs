@@ -21,7 +21,7 @@ pub use auth::{ApiKeySettings, AuthMode, AuthSettings, JwtSettings};
 pub use backends::{BackendSettings, TimeoutSettings};
 pub use engine::{CacheSettings, ContentFilterSettings, LimitSettings};
 pub use flags::Flags;
-pub use models::{BreakerSettings, ModelSettings, RoutingSettings, TargetSettings};
+pub use models::{BreakerSettings, Capability, ModelSettings, RoutingSettings, TargetSettings};
 pub use observability::{AuditSettings, LogFormat, LogSettings, MetricsSettings};
 pub use server::{ServerSettings, TlsSettings};
 pub use store::{Durability, RedisSettings, StoreKind, StoreSettings};

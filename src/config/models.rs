@@ -35,6 +35,36 @@ pub struct ModelSettings {
     /// prompt when summarizing is on).
     #[serde(default = "default_summary_max_tokens")]
     pub summary_max_tokens: u32,
+    /// What every target of the model can do; unset: what its backend's
+    /// kind can do (see `BackendSettings::capabilities`). A request needing
+    /// more is refused, and fallback skips targets that cannot take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<Capability>>,
+}
+
+/// Something a request may need of a model beyond plain text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Images in the prompt.
+    Vision,
+    /// Tool definitions, tool calls and tool results.
+    Tools,
+    /// A JSON object or JSON Schema response format.
+    JsonSchema,
+    /// Token log probabilities.
+    Logprobs,
+}
+
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Vision => "vision",
+            Capability::Tools => "tools",
+            Capability::JsonSchema => "json_schema",
+            Capability::Logprobs => "logprobs",
+        }
+    }
 }
 
 impl ModelSettings {
@@ -45,8 +75,16 @@ impl ModelSettings {
                 backend: backend.clone(),
                 upstream_model: self.upstream_model.clone(),
                 weight: 1,
+                capabilities: self.capabilities.clone(),
             }],
-            None => self.targets.clone(),
+            None => self
+                .targets
+                .iter()
+                .map(|t| TargetSettings {
+                    capabilities: t.capabilities.clone().or(self.capabilities.clone()),
+                    ..t.clone()
+                })
+                .collect(),
         }
     }
 }
@@ -63,6 +101,7 @@ pub(super) fn echo_model() -> ModelSettings {
         max_history_turns: default_max_history_turns(),
         summarize_after_tokens: None,
         summary_max_tokens: default_summary_max_tokens(),
+        capabilities: None,
     }
 }
 
@@ -148,6 +187,10 @@ pub struct TargetSettings {
     /// Share of first attempts this target gets; 0 makes it fallback only.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// What this target can do; unset: the model's `capabilities`, else
+    /// what its backend's kind can do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<Capability>>,
 }
 
 /// Retries, fallback and circuit breaking of model calls.

@@ -26,7 +26,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            max_request_bytes: 4 * 1024 * 1024,
+            max_request_bytes: 16 * 1024 * 1024,
             drain_timeout_secs: 30,
             cors_allowed_origins: Vec::new(),
             tls: None,

@@ -2,8 +2,10 @@
 //! from, the rules a request must pass, and the ports the engine needs from
 //! a store. The engine that runs turns is `crate::engine`.
 
+pub mod content;
 pub mod content_filter;
 pub mod context;
+pub mod generation;
 mod id;
 pub mod model;
 pub mod page_token;

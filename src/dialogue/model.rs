@@ -1,6 +1,12 @@
 //! Domain types of the dialogue engine: what a dialogue and a turn are,
 //! independent of gRPC and of the store's encoding.
 
+pub use super::content::{
+    ContentPart, Image, ImageDetail, ImageSource, InlineImage, ToolCall, ToolResult, join_text,
+};
+pub use super::generation::{
+    CachePolicy, GenerationParams, ResponseFormat, TokenLogprob, ToolChoice, ToolSpec, TopLogprob,
+};
 pub use super::id::{DialogueId, Owner};
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +51,10 @@ pub struct Dialogue {
     /// turn count, not with the settings).
     #[serde(default, skip_serializing)]
     pub latest_summary: Option<u64>,
+    /// Bytes of the inline images of its turns (kept by the store beside
+    /// the turn count).
+    #[serde(default, skip_serializing)]
+    pub media_bytes: u64,
     /// Token count of `system_prompt`, kept so turns need not recount it;
     /// 0 when unknown (records written before it existed).
     #[serde(default)]
@@ -73,12 +83,8 @@ pub enum Role {
     User,
     Assistant,
     System,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentPart {
-    Text(String),
+    /// Results of the model's tool calls, from the caller.
+    Tool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,53 +137,32 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Turn {
-    /// The turn's text parts joined, as a model sees them.
+    /// The turn's text parts joined: what it says in words.
     pub fn text(&self) -> String {
         join_text(&self.content)
     }
-}
-
-pub fn join_text(parts: &[ContentPart]) -> String {
-    let mut out = String::new();
-    for part in parts {
-        match part {
-            ContentPart::Text(t) => out.push_str(t),
-        }
-    }
-    out
 }
 
 /// One message of the prompt sent to a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptMessage {
     pub role: Role,
-    pub text: String,
+    pub content: Vec<ContentPart>,
 }
 
-/// Sampling settings of one turn, already range-checked.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct GenerationParams {
-    pub model: Option<String>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub max_tokens: Option<u32>,
-    pub stop: Vec<String>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub seed: Option<i64>,
-    pub cache: CachePolicy,
-}
+impl PromptMessage {
+    /// A message of text alone.
+    pub fn text(role: Role, text: impl Into<String>) -> PromptMessage {
+        PromptMessage {
+            role,
+            content: vec![ContentPart::Text(text.into())],
+        }
+    }
 
-/// Whether a turn may be answered from the response cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CachePolicy {
-    /// Only deterministic requests: temperature 0 or a seed.
-    #[default]
-    Deterministic,
-    /// This request accepts a cached reply whatever its parameters.
-    Use,
-    /// Never from (nor into) the cache.
-    Bypass,
+    /// Its text parts joined.
+    pub fn joined_text(&self) -> String {
+        join_text(&self.content)
+    }
 }
 
 /// When a dialogue expires, as a caller states it.
@@ -259,6 +244,10 @@ pub struct TurnOutcome {
     pub finish_reason: FinishReason,
     pub usage: Usage,
     pub metadata: ReplyMetadata,
+    /// Log probabilities of the reply's tokens, when asked for (not stored:
+    /// a replay has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 /// An event of a streamed turn.
@@ -269,11 +258,31 @@ pub enum StreamEvent {
         turn_index: u64,
         model: String,
     },
+    /// A piece of the reply's text (with its tokens' log probabilities,
+    /// when asked for).
     Delta {
         text: String,
         offset: u64,
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// A piece of tool call `index` of the reply: its ID and name on the
+    /// first piece, then fragments of its arguments.
+    ToolCallDelta {
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
     },
     End(Box<TurnOutcome>),
+}
+
+/// How much of a turn a read returns (AIP-157): `Basic` leaves inline
+/// image bytes out (their type, size and digest stay), `Full` has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TurnView {
+    #[default]
+    Basic,
+    Full,
 }
 
 /// A page of results and where the next one starts.

@@ -56,6 +56,16 @@ pub struct ExchangeCommit<'a> {
     pub idempotency: Option<&'a IdempotencyRecord>,
 }
 
+impl ExchangeCommit<'_> {
+    /// Bytes of the inline images the exchange adds to its dialogue.
+    pub fn media_bytes(&self) -> u64 {
+        self.turns
+            .iter()
+            .map(|t| super::content::media_bytes(&t.content))
+            .sum()
+    }
+}
+
 /// Where a ListDialogues page continues: after this dialogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialogueCursor {

@@ -5,12 +5,12 @@
 
 use super::plan::PlannedTurn;
 use super::{Engine, EngineError};
+use crate::backend::ToolCallChunk;
 use crate::backend::{BackendError, ModelReply, ReplyChunk, ReplyStream};
-use crate::dialogue::model::{
-    ContentPart, FinishReason, ReplyMetadata, Role, Time, Turn, TurnOutcome, Usage,
-};
+use crate::dialogue::content::estimate_tokens;
+use crate::dialogue::content_filter::ContentFilter;
+use crate::dialogue::model::{FinishReason, ReplyMetadata, Role, Time, Turn, TurnOutcome, Usage};
 use crate::dialogue::ports::{ExchangeCommit, IdempotencyRecord};
-use crate::dialogue::tokenizer::count_tokens;
 use crate::meter::TurnKind;
 use crate::router::Routed;
 use std::future::Future;
@@ -86,12 +86,8 @@ impl Engine {
                 .complete(&planned.route, &planned.request, deadline)
         })
         .await?;
-        if let Some(cut) = self
-            .output_filter()
-            .and_then(|f| f.first_match(&reply.text))
-        {
-            reply.text.truncate(cut);
-            reply.finish_reason = FinishReason::ContentFilter;
+        if let Some(filter) = self.output_filter() {
+            filter_reply(filter, &mut reply);
         }
         Ok((reply, served))
     }
@@ -103,14 +99,7 @@ impl Engine {
         planned: &PlannedTurn,
     ) -> Result<(ReplyStream, Served), EngineError> {
         if let Some((reply, served)) = self.cached(planned, TurnKind::Stream) {
-            let chunks = [
-                Ok(ReplyChunk::Text(reply.text)),
-                Ok(ReplyChunk::Finished {
-                    finish_reason: reply.finish_reason,
-                    usage: reply.usage,
-                    model: reply.model,
-                }),
-            ];
+            let chunks = as_chunks(reply).into_iter().map(Ok);
             return Ok((Box::pin(futures_util::stream::iter(chunks)), served));
         }
         call_model(planned, TurnKind::Stream, |deadline| {
@@ -134,13 +123,15 @@ impl Engine {
             let backend = served.backend.clone();
             cache.insert(key, &planned.dialogue_id, reply.clone(), backend);
         }
+        let content = reply.content();
         let ModelReply {
-            text: reply,
             finish_reason,
             usage,
             model: reported_model,
+            logprobs,
+            ..
         } = reply;
-        let reply_tokens = count_tokens(&reply);
+        let reply_tokens = estimate_tokens(&content);
         // Backends that report no usage get our tokenizer's counts.
         let usage = usage.unwrap_or(Usage {
             prompt_tokens: planned.prompt_tokens,
@@ -151,7 +142,7 @@ impl Engine {
         let assistant_turn = Turn {
             index: planned.user_turn.index + 1,
             role: Role::Assistant,
-            content: vec![ContentPart::Text(reply)],
+            content,
             create_time: now.max(planned.user_turn.create_time),
             finish_reason: Some(finish_reason),
             model: planned.route.name.clone(),
@@ -218,6 +209,53 @@ impl Engine {
                 attempts: served.attempts,
                 upstream_model: reported_model.unwrap_or(served.upstream_model),
             },
+            logprobs,
         })
     }
+}
+
+/// Applies the output filter to a whole reply: text cut before a blocked
+/// term (with the log probabilities past the cut), and no tool calls when
+/// the arguments of one hold a blocked term.
+fn filter_reply(filter: &ContentFilter, reply: &mut ModelReply) {
+    if let Some(cut) = filter.first_match(&reply.text) {
+        reply.text.truncate(cut);
+        let mut covered = 0;
+        reply.logprobs.retain(|l| {
+            covered += l.token.len();
+            covered <= cut
+        });
+        reply.finish_reason = FinishReason::ContentFilter;
+    }
+    let blocked =
+        |call: &crate::dialogue::model::ToolCall| filter.first_match(&call.arguments).is_some();
+    if reply.finish_reason == FinishReason::ContentFilter || reply.tool_calls.iter().any(blocked) {
+        reply.tool_calls.clear();
+        reply.finish_reason = FinishReason::ContentFilter;
+    }
+}
+
+/// A whole (cached) reply as the chunks a backend would stream.
+fn as_chunks(reply: ModelReply) -> Vec<ReplyChunk> {
+    let mut chunks = Vec::new();
+    if !reply.logprobs.is_empty() {
+        chunks.push(ReplyChunk::Logprobs(reply.logprobs));
+    }
+    if !reply.text.is_empty() {
+        chunks.push(ReplyChunk::Text(reply.text));
+    }
+    for (index, call) in reply.tool_calls.into_iter().enumerate() {
+        chunks.push(ReplyChunk::ToolCall(ToolCallChunk {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            id: Some(call.id),
+            name: Some(call.name),
+            arguments: call.arguments,
+        }));
+    }
+    chunks.push(ReplyChunk::Finished {
+        finish_reason: reply.finish_reason,
+        usage: reply.usage,
+        model: reply.model,
+    });
+    chunks
 }

@@ -4,9 +4,9 @@
 
 use super::{Engine, EngineError, token_count_u32};
 use crate::auth::Principal;
+use crate::dialogue::content::answer_bytes;
 use crate::dialogue::model::{
-    ContentPart, Dialogue, DialogueId, DialogueSpec, Expiration, Owner, Page, Time, Turn,
-    UpdateMask,
+    Dialogue, DialogueId, DialogueSpec, Expiration, Owner, Page, Time, Turn, TurnView, UpdateMask,
 };
 use crate::dialogue::page_token;
 use crate::dialogue::ports::DialogueCursor;
@@ -46,6 +46,7 @@ impl Engine {
         id: &DialogueId,
         owner: Option<&Owner>,
         last_turns: usize,
+        view: TurnView,
     ) -> Result<(Dialogue, Vec<Turn>), EngineError> {
         let now = Time::now();
         if let Some(owner) = owner.filter(|&o| *o != Owner::of(caller)) {
@@ -72,7 +73,7 @@ impl Engine {
                 .into_iter()
                 .map(Arc::unwrap_or_clone)
                 .collect();
-            keep_within_response_budget(&mut turns);
+            keep_within_response_budget(&mut turns, view);
             turns.reverse();
         }
         Ok((dialogue, turns))
@@ -161,6 +162,7 @@ impl Engine {
         id: &DialogueId,
         page_size_req: usize,
         page_token: &str,
+        view: TurnView,
     ) -> Result<Page<Turn>, EngineError> {
         let id = &id.scoped_to(&Owner::of(caller));
         let scope = format!("{}/turns", id.resource_name());
@@ -180,7 +182,7 @@ impl Engine {
                 page_token::page_size(page_size_req, DEFAULT_PAGE_SIZE),
             )
             .await?;
-        keep_within_response_budget(&mut items);
+        keep_within_response_budget(&mut items, view);
         let next = items
             .last()
             .map(|t| t.index + 1)
@@ -225,18 +227,15 @@ fn dialogue_cursor(raw: &[u8]) -> Result<DialogueCursor, Invalid> {
     })
 }
 
-/// Keeps the leading turns whose text fits `MAX_RESPONSE_TEXT_BYTES`
-/// (always at least one, since a single turn is bounded by the limits).
-fn keep_within_response_budget(turns: &mut Vec<Turn>) {
+/// Keeps the leading turns that fit `MAX_RESPONSE_TEXT_BYTES` (inline
+/// image bytes counted in the full view); always at least one, since a
+/// single turn is bounded by the limits.
+fn keep_within_response_budget(turns: &mut Vec<Turn>, view: TurnView) {
     let mut total = 0;
     let keep = turns
         .iter()
         .position(|t| {
-            total += t
-                .content
-                .iter()
-                .map(|ContentPart::Text(s)| s.len())
-                .sum::<usize>();
+            total += answer_bytes(&t.content, view == TurnView::Full);
             total > MAX_RESPONSE_TEXT_BYTES
         })
         .unwrap_or(turns.len());

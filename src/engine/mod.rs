@@ -17,6 +17,7 @@ pub mod locks;
 mod plan;
 pub mod prompt;
 pub mod quota;
+mod relay;
 mod replay;
 pub mod reply_cache;
 pub mod resumable;
@@ -48,6 +49,25 @@ use tokio_util::task::TaskTracker;
 
 /// What a streamed turn sends its client.
 pub type Events = tokio::sync::mpsc::Receiver<Result<StreamEvent, EngineError>>;
+
+/// Waits for a streamed turn's first event: a refusal (a bad field, an
+/// unknown model, a limit, a failed model call) comes before the turn
+/// starts and is returned as the error, so fronts answer it as an error
+/// instead of starting a stream.
+pub async fn started(
+    mut events: Events,
+) -> Result<impl futures_util::Stream<Item = Result<StreamEvent, EngineError>> + Send, EngineError>
+{
+    let first = events
+        .recv()
+        .await
+        .ok_or_else(|| EngineError::Aborted("the turn ended before it started".into()))??;
+    let rest = tokio_stream::wrappers::ReceiverStream::new(events);
+    Ok(futures_util::StreamExt::chain(
+        futures_util::stream::iter([Ok(first)]),
+        rest,
+    ))
+}
 
 /// Turns in one BatchConverse.
 pub const MAX_BATCH: usize = 32;
@@ -213,6 +233,7 @@ impl Engine {
             update_time: now,
             turn_count: 0,
             latest_summary: None,
+            media_bytes: 0,
             system_prompt_tokens: token_count_u32(&spec.system_prompt),
         })
     }

@@ -9,12 +9,12 @@ use super::reply_cache::{CacheKey, ReplyCache};
 use super::{Engine, EngineError, quota_key};
 use crate::auth::Principal;
 use crate::backend::ModelRequest;
-use crate::dialogue::context::Counted;
+use crate::dialogue::content::{estimate_tokens, filtered_texts, media_bytes, tool_calls};
+use crate::dialogue::context::MESSAGE_OVERHEAD;
 use crate::dialogue::model::{
-    CompletionRequest, ContentPart, Dialogue, DialogueId, Owner, Role, Time, Turn, TurnOutcome,
-    TurnRequest, join_text,
+    CompletionRequest, ContentPart, Dialogue, DialogueId, Owner, PromptMessage, Role, Time, Turn,
+    TurnOutcome, TurnRequest,
 };
-use crate::dialogue::tokenizer::count_tokens;
 use crate::dialogue::validate;
 use crate::failure::Violations;
 use crate::router::ModelRoute;
@@ -62,7 +62,7 @@ impl Engine {
         if let Some(rid) = &request.request_id {
             validate::check_request_id(rid, &mut v);
         }
-        if self.blocks(request.content.iter().map(|ContentPart::Text(t)| t)) {
+        if self.blocks(filtered_texts(&request.content)) {
             return Err(EngineError::ContentBlocked);
         }
         if let Some(model) = &request.params.model {
@@ -77,10 +77,67 @@ impl Engine {
     }
 
     /// Whether the content filter blocks one of `texts`.
-    fn blocks<'a>(&self, mut texts: impl Iterator<Item = &'a String>) -> bool {
+    fn blocks(&self, texts: Vec<&str>) -> bool {
         self.filter
             .as_ref()
-            .is_some_and(|f| texts.any(|t| f.first_match(t).is_some()))
+            .is_some_and(|f| texts.into_iter().any(|t| f.first_match(t).is_some()))
+    }
+
+    /// Refuses a model call the routed model cannot take (images without
+    /// `vision`, tools without `tools`, ...), naming what it lacks.
+    fn check_capabilities(
+        &self,
+        route: &ModelRoute,
+        request: &ModelRequest,
+    ) -> Result<(), EngineError> {
+        match route.lacks(&request.needs()) {
+            None => Ok(()),
+            Some(lacking) => {
+                let names: Vec<&str> = lacking.iter().map(|c| c.as_str()).collect();
+                Err(EngineError::FailedPrecondition {
+                    reason: "MODEL_LACKS_CAPABILITY",
+                    message: format!(
+                        "model {} lacks the capability {} this request needs (models[].capabilities)",
+                        route.name,
+                        names.join(", ")
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Checks a turn against its dialogue's stored state: its tool results
+    /// answer the previous turn's calls, and its images fit the dialogue's
+    /// media limit.
+    async fn check_against_history(
+        &self,
+        dialogue: &Dialogue,
+        request: &TurnRequest,
+    ) -> Result<(), EngineError> {
+        let previous = match dialogue.turn_count {
+            0 => Vec::new(),
+            n => self.store.turns_before(&dialogue.id, n, 1).await?,
+        };
+        let pending: Vec<&str> = previous
+            .iter()
+            .flat_map(|turn| tool_calls(&turn.content))
+            .map(|call| call.id.as_str())
+            .collect();
+        let mut v = Violations::default();
+        validate::check_answers(&request.content, &pending, &mut v);
+        v.into_result(())?;
+        let media = dialogue.media_bytes + media_bytes(&request.content);
+        if media > self.limits.max_dialogue_media_bytes {
+            return Err(EngineError::FailedPrecondition {
+                reason: "DIALOGUE_MEDIA_LIMIT",
+                message: format!(
+                    "{} would hold {media} bytes of inline images; at most {} are allowed per dialogue",
+                    dialogue.id.resource_name(),
+                    self.limits.max_dialogue_media_bytes
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Refuses a call while the caller's token budget is spent.
@@ -175,8 +232,27 @@ impl Engine {
                 self.router.model_names().join(", ")
             ),
         })?;
-        let user_text = join_text(&request.content);
-        let user_tokens = count_tokens(&user_text);
+        self.check_against_history(&dialogue, request).await?;
+        // A turn of tool results (with or without text) is the tools' turn.
+        let role = match request
+            .content
+            .iter()
+            .any(|p| matches!(p, ContentPart::ToolResult(_)))
+        {
+            true => Role::Tool,
+            false => Role::User,
+        };
+        let user_tokens = estimate_tokens(&request.content);
+        // Images are reference-counted: the copies share their bytes.
+        let message = PromptMessage {
+            role,
+            content: request.content.clone(),
+        };
+        let this_turn = ModelRequest {
+            messages: vec![message.clone()],
+            params: request.params.clone(),
+        };
+        self.check_capabilities(&route, &this_turn)?;
         let building = Instant::now();
         let prompt = PromptBuilder {
             store: self.store.as_ref(),
@@ -186,10 +262,8 @@ impl Engine {
         }
         .build(
             &dialogue,
-            Counted {
-                text: &user_text,
-                tokens: user_tokens,
-            },
+            message,
+            user_tokens + request.params.schema_tokens(),
             request.params.max_tokens,
         )
         .await?;
@@ -212,6 +286,7 @@ impl Engine {
             request_id: request.request_id.clone(),
             ..user_turn(
                 dialogue.turn_count + u64::from(summary.is_some()),
+                role,
                 request.content.clone(),
                 user_tokens,
                 now,
@@ -256,8 +331,13 @@ impl Engine {
             .unwrap_or_else(|| self.model_or_default(""));
         self.check_model(&model, "model", &mut v);
         v.into_result(())?;
-        let user_texts = request.messages.iter().filter(|m| m.role == Role::User);
-        if self.blocks(user_texts.map(|m| &m.text)) {
+        let callers_texts = request
+            .messages
+            .iter()
+            .filter(|m| matches!(m.role, Role::User | Role::Tool))
+            .flat_map(|m| filtered_texts(&m.content))
+            .collect();
+        if self.blocks(callers_texts) {
             return Err(EngineError::ContentBlocked);
         }
         self.admit_tokens(&request.caller).await?;
@@ -266,7 +346,17 @@ impl Engine {
             .route(&model)
             .cloned()
             .ok_or_else(|| EngineError::invalid("model", format!("unknown model {model:?}")))?;
-        let prompt_tokens: u64 = request.messages.iter().map(|m| count_tokens(&m.text)).sum();
+        let model_request = ModelRequest {
+            messages: request.messages.clone(),
+            params: request.params.clone(),
+        };
+        self.check_capabilities(&route, &model_request)?;
+        let prompt_tokens: u64 = request
+            .messages
+            .iter()
+            .map(|m| estimate_tokens(&m.content) + MESSAGE_OVERHEAD)
+            .sum::<u64>()
+            + request.params.schema_tokens();
         let room = u64::from(route.context_tokens)
             .saturating_sub(u64::from(request.params.max_tokens.unwrap_or(0)));
         if prompt_tokens > room {
@@ -281,13 +371,9 @@ impl Engine {
         let last = request
             .messages
             .last()
-            .map(|m| m.text.clone())
-            .unwrap_or_default();
-        let last_tokens = count_tokens(&last);
-        let model_request = ModelRequest {
-            messages: request.messages.clone(),
-            params: request.params.clone(),
-        };
+            .cloned()
+            .unwrap_or_else(|| PromptMessage::text(Role::User, ""));
+        let last_tokens = estimate_tokens(&last.content);
         Ok(PlannedTurn {
             cache_key: self.cache_key(&request.caller, &route, &model_request),
             dialogue_id: DialogueId::generate(),
@@ -298,7 +384,7 @@ impl Engine {
             route,
             summary: None,
             prompt_tokens,
-            user_turn: user_turn(0, vec![ContentPart::Text(last)], last_tokens, Time::now()),
+            user_turn: user_turn(0, last.role, last.content, last_tokens, Time::now()),
             started,
             waited: Duration::ZERO,
             deadline: request.deadline,
@@ -321,11 +407,11 @@ impl Engine {
     }
 }
 
-/// The user's turn of an exchange, at `index`.
-fn user_turn(index: u64, content: Vec<ContentPart>, tokens: u64, now: Time) -> Turn {
+/// The caller's turn of an exchange (user text, tool results), at `index`.
+fn user_turn(index: u64, role: Role, content: Vec<ContentPart>, tokens: u64, now: Time) -> Turn {
     Turn {
         index,
-        role: Role::User,
+        role,
         content,
         create_time: now,
         finish_reason: None,

@@ -11,13 +11,17 @@
 
 use super::error::EngineError;
 use crate::backend::ModelRequest;
-use crate::dialogue::context::{ContextFit, Counted, MESSAGE_OVERHEAD};
+use crate::dialogue::content::transcript;
+use crate::dialogue::context::{
+    ContextFit, Counted, MESSAGE_OVERHEAD, answers_calls as answers_calls_of, turn_tokens,
+};
 use crate::dialogue::model::{
     ContentPart, Dialogue, GenerationParams, PromptMessage, Role, SummaryRange, Time, Turn,
 };
 use crate::dialogue::ports::DialogueStore;
 use crate::dialogue::tokenizer::{count_tokens, truncate_to_tokens};
 use crate::router::{ModelRoute, Router, SummaryPolicy};
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Turns read from the store per step while walking back through history:
@@ -48,20 +52,21 @@ pub struct PromptBuilder<'a> {
     pub deadline: Option<Instant>,
 }
 
-fn turn_tokens(turn: &Turn) -> u64 {
-    match turn.tokens {
-        0 => count_tokens(&turn.text()),
-        n => u64::from(n),
-    }
-}
-
 impl PromptBuilder<'_> {
+    /// The prompt of a turn of `dialogue` ending with `message` (which
+    /// takes `message_tokens`). When the message answers tool calls, the
+    /// turn of those calls (the newest stored one) must fit with it.
     pub async fn build(
         &self,
         dialogue: &Dialogue,
-        user: Counted<'_>,
+        message: PromptMessage,
+        message_tokens: u64,
         max_tokens: Option<u32>,
     ) -> Result<Prompt, EngineError> {
+        let answers_calls = message
+            .content
+            .iter()
+            .any(|p| matches!(p, ContentPart::ToolResult(_)));
         let route = self.route;
         let policy = route.summary;
         // Leave room for the reply when the caller bounds it, and for a
@@ -74,16 +79,22 @@ impl PromptBuilder<'_> {
             text: &dialogue.system_prompt,
             tokens: dialogue.system_prompt_tokens(),
         };
-        let mut fit = ContextFit::new(system, user, budget, route.max_history_turns)
-            .ok_or_else(|| EngineError::FailedPrecondition {
-                reason: "CONTEXT_TOO_LONG",
-                message: format!(
-                    "the system prompt and message (about {} tokens) plus max_tokens do not fit model {}'s context window of {} tokens",
-                    system.tokens + user.tokens,
-                    route.name,
-                    route.context_tokens
-                ),
-            })?;
+        let too_long = |what: &str, tokens: u64| EngineError::FailedPrecondition {
+            reason: "CONTEXT_TOO_LONG",
+            message: format!(
+                "{what} (about {tokens} tokens) plus max_tokens do not fit model {}'s context window of {} tokens",
+                route.name, route.context_tokens
+            ),
+        };
+        let total = system.tokens + message_tokens;
+        let mut fit = ContextFit::new(
+            system,
+            message,
+            message_tokens,
+            budget,
+            route.max_history_turns,
+        )
+        .ok_or_else(|| too_long("the system prompt and message", total))?;
         let previous = match (policy, dialogue.latest_summary) {
             (Some(_), Some(index)) => self
                 .store
@@ -108,6 +119,10 @@ impl PromptBuilder<'_> {
         // Read a few turns first and more as they keep fitting, so a window
         // holding a few large turns does not decode dozens.
         let mut chunk_size = FIRST_HISTORY_CHUNK;
+        // A turn of tool results waits for the (older) turn of its calls:
+        // the two are offered, kept and dropped together.
+        let mut results: Option<Arc<Turn>> = None;
+        let mut newest = true;
         'walk: while before > covered_to {
             let chunk = self
                 .store
@@ -124,15 +139,32 @@ impl PromptBuilder<'_> {
                 if turn.summary.is_some() {
                     continue;
                 }
-                if dropped.is_empty() && fit.offer(&turn) {
-                    first_kept = turn.index;
+                if results.is_none() && answers_calls_of(&turn) {
+                    results = Some(turn);
                     continue;
+                }
+                let unit: Vec<&Turn> = results.iter().map(|t| &**t).chain([&*turn]).collect();
+                let must_fit = std::mem::take(&mut newest) && answers_calls;
+                if dropped.is_empty() && fit.offer(&unit) {
+                    first_kept = turn.index;
+                    results = None;
+                    continue;
+                }
+                if must_fit {
+                    let tokens = unit.iter().map(|t| turn_tokens(t)).sum::<u64>() + total;
+                    return Err(too_long(
+                        "the message with the tool calls it answers",
+                        tokens,
+                    ));
                 }
                 if policy.is_none() {
                     break 'walk;
                 }
-                dropped_tokens += turn_tokens(&turn);
-                dropped.push(Turn::clone(&turn));
+                for t in unit {
+                    dropped_tokens += turn_tokens(t);
+                    dropped.push(Turn::clone(t));
+                }
+                results = None;
                 if dropped_tokens >= u64::from(route.context_tokens) {
                     break 'walk;
                 }
@@ -172,10 +204,7 @@ impl PromptBuilder<'_> {
             let at = usize::from(!dialogue.system_prompt.is_empty());
             messages.insert(
                 at,
-                PromptMessage {
-                    role: Role::System,
-                    text: format!("{SUMMARY_HEADING}\n{text}"),
-                },
+                PromptMessage::text(Role::System, format!("{SUMMARY_HEADING}\n{text}")),
             );
         }
         Ok(Prompt {
@@ -205,12 +234,13 @@ impl PromptBuilder<'_> {
                 break;
             }
             used += cost;
-            let speaker = if turn.role == Role::Assistant {
-                "Assistant"
-            } else {
-                "User"
+            let speaker = match turn.role {
+                Role::Assistant => "Assistant",
+                Role::Tool => "Tools",
+                Role::User | Role::System => "User",
             };
-            lines.push(format!("{speaker}: {}", turn.text()));
+            // Tool activity is kept as text: calls, results, image notes.
+            lines.push(format!("{speaker}: {}", transcript(&turn.content)));
         }
         if lines.is_empty() {
             return Err(EngineError::FailedPrecondition {
@@ -219,21 +249,15 @@ impl PromptBuilder<'_> {
             });
         }
         lines.reverse();
-        let mut transcript = String::new();
+        let mut conversation = String::new();
         if let Some(p) = previous {
-            transcript.push_str(&format!("Earlier summary: {p}\n\n"));
+            conversation.push_str(&format!("Earlier summary: {p}\n\n"));
         }
-        transcript.push_str(&lines.join("\n"));
+        conversation.push_str(&lines.join("\n"));
         let request = ModelRequest {
             messages: vec![
-                PromptMessage {
-                    role: Role::System,
-                    text: SUMMARY_INSTRUCTION.to_owned(),
-                },
-                PromptMessage {
-                    role: Role::User,
-                    text: transcript,
-                },
+                PromptMessage::text(Role::System, SUMMARY_INSTRUCTION),
+                PromptMessage::text(Role::User, conversation),
             ],
             params: GenerationParams {
                 temperature: Some(0.0),

@@ -5,6 +5,7 @@
 
 use super::{Engine, EngineError, Events};
 use crate::auth::Principal;
+use crate::dialogue::content::tool_calls;
 use crate::dialogue::model::{
     DialogueId, FinishReason, Owner, ReplyMetadata, Role, StreamEvent, Time, Turn, TurnOutcome,
     TurnRequest,
@@ -86,22 +87,14 @@ impl Engine {
         }
         let missed = rest_of(&assistant_turn.text())?;
         let outcome = stored_outcome(&id, user_turn, assistant_turn, String::new(), 0.0);
-        let mut events = vec![StreamEvent::Start {
-            dialogue_id: id,
-            turn_index: index,
-            model: outcome.metadata.model.clone(),
-        }];
-        if !missed.is_empty() {
-            events.push(StreamEvent::Delta {
-                text: missed,
-                offset: offset as u64,
-            });
-        }
-        events.push(StreamEvent::End(Box::new(outcome)));
-        for event in events {
-            // The channel holds 32: these few never wait.
-            let _ = tx.try_send(Ok(event));
-        }
+        let events = stored_events(outcome, missed, offset as u64);
+        self.tasks.spawn(async move {
+            for event in events {
+                if tx.send(Ok(event)).await.is_err() {
+                    break;
+                }
+            }
+        });
         Ok(rx)
     }
 }
@@ -129,6 +122,7 @@ fn stored_outcome(
         },
         user_turn,
         assistant_turn,
+        logprobs: Vec::new(),
     }
 }
 
@@ -139,18 +133,37 @@ fn not_a_turn(id: &DialogueId, index: u64) -> EngineError {
     ))
 }
 
-/// A replayed turn as a stream: start, the whole reply as one delta, end.
-pub(super) fn replay_events(outcome: TurnOutcome) -> [StreamEvent; 3] {
-    [
-        StreamEvent::Start {
-            dialogue_id: outcome.dialogue_id.clone(),
-            turn_index: outcome.assistant_turn.index,
-            model: outcome.metadata.model.clone(),
-        },
-        StreamEvent::Delta {
-            text: outcome.assistant_turn.text(),
-            offset: 0,
-        },
-        StreamEvent::End(Box::new(outcome)),
-    ]
+/// A replayed turn as a stream: start, the whole reply as one delta, its
+/// tool calls whole, end.
+pub(super) fn replay_events(outcome: TurnOutcome) -> Vec<StreamEvent> {
+    let text = outcome.assistant_turn.text();
+    stored_events(outcome, text, 0)
+}
+
+/// A stored turn as a stream: start, `text` (its reply from `offset`) as
+/// one delta, one delta per tool call, end.
+fn stored_events(outcome: TurnOutcome, text: String, offset: u64) -> Vec<StreamEvent> {
+    let mut events = vec![StreamEvent::Start {
+        dialogue_id: outcome.dialogue_id.clone(),
+        turn_index: outcome.assistant_turn.index,
+        model: outcome.metadata.model.clone(),
+    }];
+    if !text.is_empty() {
+        events.push(StreamEvent::Delta {
+            text,
+            offset,
+            logprobs: Vec::new(),
+        });
+    }
+    let calls = tool_calls(&outcome.assistant_turn.content);
+    for (index, call) in calls.enumerate() {
+        events.push(StreamEvent::ToolCallDelta {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            id: Some(call.id.clone()),
+            name: Some(call.name.clone()),
+            arguments: call.arguments.clone(),
+        });
+    }
+    events.push(StreamEvent::End(Box::new(outcome)));
+    events
 }

@@ -77,22 +77,20 @@ impl ReplyCache {
         };
         field(tenant.as_bytes());
         field(model.as_bytes());
-        let p = &request.params;
-        // Every parameter but the cache policy itself (the model is above).
-        let params = format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            p.temperature.map(f32::to_bits),
-            p.top_p.map(f32::to_bits),
-            p.max_tokens,
-            p.stop,
-            p.presence_penalty.map(f32::to_bits),
-            p.frequency_penalty.map(f32::to_bits),
-            p.seed
-        );
-        field(params.as_bytes());
+        // Every parameter but the cache policy itself (the model is above):
+        // tools, tool choice and response format included, as their stored
+        // form (JSON) says them.
+        let params = GenerationParams {
+            cache: CachePolicy::Deterministic,
+            model: None,
+            ..request.params.clone()
+        };
+        field(&serde_json::to_vec(&params).unwrap_or_default());
         for m in &request.messages {
             field(&[m.role as u8]);
-            field(m.text.as_bytes());
+            // Every part: text, tool calls and results, images (by URL or
+            // their bytes).
+            field(&serde_json::to_vec(&m.content).unwrap_or_default());
         }
         let digest = h.finalize();
         let mut bits = [0u8; 16];
@@ -165,10 +163,7 @@ mod tests {
 
     fn request(text: &str, temperature: Option<f32>) -> ModelRequest {
         ModelRequest {
-            messages: vec![PromptMessage {
-                role: Role::User,
-                text: text.into(),
-            }],
+            messages: vec![PromptMessage::text(Role::User, text)],
             params: GenerationParams {
                 temperature,
                 ..Default::default()
@@ -177,12 +172,7 @@ mod tests {
     }
 
     fn reply(text: &str) -> ModelReply {
-        ModelReply {
-            text: text.into(),
-            finish_reason: FinishReason::Stop,
-            usage: None,
-            model: None,
-        }
+        ModelReply::text(text.into(), FinishReason::Stop)
     }
 
     #[test]
@@ -193,6 +183,21 @@ mod tests {
         assert_ne!(base, ReplyCache::key("t", "n", &request("hi", Some(0.0))));
         assert_ne!(base, ReplyCache::key("t", "m", &request("hi!", Some(0.0))));
         assert_ne!(base, ReplyCache::key("t", "m", &request("hi", Some(0.5))));
+        // Tools and response formats are part of the request.
+        let mut with_tools = request("hi", Some(0.0));
+        with_tools
+            .params
+            .tools
+            .push(crate::dialogue::model::ToolSpec {
+                name: "lookup".into(),
+                description: String::new(),
+                parameters: None,
+                strict: false,
+            });
+        assert_ne!(base, ReplyCache::key("t", "m", &with_tools));
+        let mut json = request("hi", Some(0.0));
+        json.params.response_format = crate::dialogue::model::ResponseFormat::JsonObject;
+        assert_ne!(base, ReplyCache::key("t", "m", &json));
         // Fields cannot run together.
         assert_ne!(
             ReplyCache::key("ab", "c", &request("x", None)),

@@ -35,30 +35,36 @@ struct LiveTurn {
 struct LiveState {
     start: StreamEvent,
     text: String,
+    /// The tool-call pieces so far.
+    calls: Vec<StreamEvent>,
     /// The last event (end or error) once the turn is over, and when.
     end: Option<(Event, Instant)>,
 }
 
-/// What a re-attaching client gets: the start, the text so far, the end if
-/// the turn is over, else a subscription to what follows.
+/// What a re-attaching client gets: the start, the text and tool-call
+/// pieces so far, the end if the turn is over, else a subscription to what
+/// follows.
 pub struct Attached {
     pub start: StreamEvent,
     pub text: String,
+    pub calls: Vec<StreamEvent>,
     pub end: Option<Event>,
     pub rest: broadcast::Receiver<Event>,
 }
 
 impl Attached {
-    /// Sends the start, `missed` (the text from byte `offset` on), then
-    /// what follows until the end, to `tx`.
+    /// Sends the start, `missed` (the text from byte `offset` on), the
+    /// tool-call pieces so far, then what follows until the end, to `tx`.
     pub async fn forward(mut self, missed: String, offset: u64, tx: mpsc::Sender<Event>) {
         let mut first = vec![Ok(self.start)];
         if !missed.is_empty() {
             first.push(Ok(StreamEvent::Delta {
                 text: missed,
                 offset,
+                logprobs: Vec::new(),
             }));
         }
+        first.extend(self.calls.into_iter().map(Ok));
         let over = self.end.is_some();
         first.extend(self.end);
         for event in first {
@@ -126,6 +132,7 @@ impl LiveTurns {
             state: Mutex::new(LiveState {
                 start,
                 text: String::new(),
+                calls: Vec::new(),
                 end: None,
             }),
             events: broadcast::channel(LAG).0,
@@ -155,6 +162,7 @@ impl LiveTurns {
         Some(Attached {
             start: state.start.clone(),
             text: state.text.clone(),
+            calls: state.calls.clone(),
             end: state.end.as_ref().map(|(e, _)| e.clone()),
             rest: turn.events.subscribe(),
         })
@@ -175,7 +183,9 @@ impl LiveTurn {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             Ok(StreamEvent::Delta { text, .. }) => state.text.push_str(text),
+            Ok(call @ StreamEvent::ToolCallDelta { .. }) => state.calls.push(call.clone()),
             Ok(StreamEvent::End(_)) | Err(_) => state.end = Some((event.clone(), Instant::now())),
+            // Log probabilities are not sent again to re-attaching clients.
             Ok(StreamEvent::Start { .. }) => {}
         }
         // No subscriber is fine: nobody re-attached.

@@ -5,18 +5,16 @@
 
 use super::commit::Served;
 use super::plan::{Plan, PlannedTurn};
+use super::relay::{EventSender, Relay};
 use super::{Engine, EngineError, Events, quota_key};
 use crate::auth::Principal;
 use crate::backend::{BackendError, ModelReply, ReplyChunk, ReplyStream};
-use crate::dialogue::content_filter::{ContentFilter, StreamFilter};
 use crate::dialogue::model::{CompletionRequest, FinishReason, Owner, StreamEvent, TurnRequest};
 use futures_util::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-type EventSender = mpsc::Sender<Result<StreamEvent, EngineError>>;
 
 impl Engine {
     /// Runs one turn as a stream of events. The turn runs in its own task
@@ -136,67 +134,52 @@ impl Engine {
         Ok(())
     }
 
-    /// Sends the text of `chunks` to the client as deltas and returns the
-    /// whole reply; `None` once the client is gone. With an output filter,
-    /// text is released only once it cannot be the start of a blocked term,
-    /// and a blocked term ends the reply (dropping `chunks` cancels the
-    /// call). Time spent waiting on the model or the client is added to
-    /// `served.waited`.
+    /// Relays `chunks` to the client (see `relay.rs`) and returns the
+    /// whole reply; `None` once the client is gone. A blocked term ends the
+    /// reply (dropping `chunks` cancels the call). Time spent waiting on
+    /// the model or the client is added to `served.waited`.
     async fn relay(
         &self,
         mut chunks: ReplyStream,
         tx: &EventSender,
         served: &mut Served,
     ) -> Result<Option<ModelReply>, EngineError> {
-        let mut output = self.output_filter().map(ContentFilter::stream);
-        let mut text = String::new();
-        let mut sent = 0u64;
+        let mut relay = Relay::new(tx, self.output_filter());
         let mut finished = None;
         loop {
             let wait_started = Instant::now();
             let next = chunks.next().await;
             served.waited += wait_started.elapsed();
-            match next.transpose()? {
-                None => break,
-                Some(ReplyChunk::Text(piece)) => {
-                    let safe = match output.as_mut() {
-                        Some(filter) => filter.push(&piece),
-                        None => {
-                            text.push_str(&piece);
-                            piece
-                        }
-                    };
-                    let wait_started = Instant::now();
-                    if !send_delta(tx, safe, &mut sent).await {
-                        return Ok(None);
-                    }
-                    served.waited += wait_started.elapsed();
-                    if output.as_ref().is_some_and(StreamFilter::is_blocked) {
-                        finished = Some((FinishReason::ContentFilter, None, None));
-                        break;
-                    }
+            let Some(chunk) = next.transpose()? else {
+                break;
+            };
+            let wait_started = Instant::now();
+            let client_open = match chunk {
+                ReplyChunk::Text(piece) => relay.text(piece).await,
+                ReplyChunk::Logprobs(logprobs) => {
+                    relay.logprobs(logprobs);
+                    true
                 }
-                Some(ReplyChunk::Finished {
+                ReplyChunk::ToolCall(piece) => relay.tool_call(piece).await,
+                ReplyChunk::Finished {
                     finish_reason,
                     usage,
                     model,
-                }) => {
+                } => {
                     finished = Some((finish_reason, usage, model));
                     break;
                 }
+            };
+            served.waited += wait_started.elapsed();
+            if !client_open {
+                return Ok(None);
+            }
+            if relay.is_blocked() {
+                finished = Some((FinishReason::ContentFilter, None, None));
+                break;
             }
         }
         drop(chunks);
-        if let Some(filter) = output.as_mut() {
-            let (rest, cut) = filter.finish();
-            if !send_delta(tx, rest, &mut sent).await {
-                return Ok(None);
-            }
-            if cut && let Some(done) = finished.as_mut() {
-                done.0 = FinishReason::ContentFilter;
-            }
-            text = filter.text().to_owned();
-        }
         let Some((finish_reason, usage, model)) = finished else {
             return Err(BackendError::InvalidReply {
                 backend: served.backend.clone(),
@@ -204,23 +187,13 @@ impl Engine {
             }
             .into());
         };
-        Ok(Some(ModelReply {
-            text,
-            finish_reason,
+        let wait_started = Instant::now();
+        let reply = relay.finish(finish_reason).await;
+        served.waited += wait_started.elapsed();
+        Ok(reply.map(|reply| ModelReply {
             usage,
             model,
+            ..reply
         }))
     }
-}
-
-/// Sends a non-empty delta; false once the client is gone.
-async fn send_delta(tx: &EventSender, text: String, sent: &mut u64) -> bool {
-    if text.is_empty() {
-        return true;
-    }
-    let offset = *sent;
-    *sent += text.len() as u64;
-    tx.send(Ok(StreamEvent::Delta { text, offset }))
-        .await
-        .is_ok()
 }

@@ -103,6 +103,13 @@ async fn turn(
                     usage.prompt_tokens, usage.completion_tokens
                 );
             }
+            // The chat client declares no tools; a model calling one is shown.
+            Some(Event::ToolCallDelta(call)) => {
+                if !call.name.is_empty() {
+                    let _ = write!(stdout, "\n[tool call {} {}] ", call.id, call.name);
+                }
+                let _ = write!(stdout, "{}", call.arguments);
+            }
             Some(Event::Start(_)) | None => {}
         }
     }

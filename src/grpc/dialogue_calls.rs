@@ -6,6 +6,7 @@
 use super::convert;
 use crate::audit::AuditNotes;
 use crate::auth::{AuthError, Principal};
+use crate::dialogue::model::TurnView;
 use crate::engine::{Engine, EngineError, Events};
 use crate::failure::{Failure, Violations};
 use crate::grpc::pb::dialogue::v1 as pb;
@@ -70,7 +71,7 @@ impl DialogueCalls {
         let spec = v.into_result(spec)?;
         let created = self.engine.create_dialogue(&cx.caller, id, spec).await?;
         cx.notes.set_resource(&created.id.resource_name());
-        Ok(convert::dialogue_to_pb(&created, &[]))
+        Ok(convert::dialogue_to_pb(&created, &[], TurnView::Basic))
     }
 
     pub async fn get_dialogue(
@@ -83,12 +84,13 @@ impl DialogueCalls {
             .ok()
             .filter(|&n| n <= 1000)
             .ok_or_else(|| EngineError::invalid("last_turns", "must be 0 to 1000"))?;
+        let view = convert::turn_view(req.view, "view")?;
         let owner = req.owner.map(convert::owner_from_pb);
         let (dialogue, turns) = self
             .engine
-            .get_dialogue(&cx.caller, &id, owner.as_ref(), last_turns)
+            .get_dialogue(&cx.caller, &id, owner.as_ref(), last_turns, view)
             .await?;
-        Ok(convert::dialogue_to_pb(&dialogue, &turns))
+        Ok(convert::dialogue_to_pb(&dialogue, &turns, view))
     }
 
     pub async fn list_dialogues(
@@ -105,7 +107,7 @@ impl DialogueCalls {
             dialogues: page
                 .items
                 .iter()
-                .map(|d| convert::dialogue_to_pb(d, &[]))
+                .map(|d| convert::dialogue_to_pb(d, &[], TurnView::Basic))
                 .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         })
@@ -127,7 +129,7 @@ impl DialogueCalls {
             .engine
             .update_dialogue(&cx.caller, &id, spec, mask)
             .await?;
-        Ok(convert::dialogue_to_pb(&updated, &[]))
+        Ok(convert::dialogue_to_pb(&updated, &[], TurnView::Basic))
     }
 
     pub async fn delete_dialogue(
@@ -148,15 +150,16 @@ impl DialogueCalls {
     ) -> Result<pb::ListTurnsResponse, Status> {
         let id = convert::dialogue_id_from_name(&req.parent, "parent")?;
         let page_size = convert::page_size(req.page_size)?;
+        let view = convert::turn_view(req.view, "view")?;
         let page = self
             .engine
-            .list_turns(&cx.caller, &id, page_size, &req.page_token)
+            .list_turns(&cx.caller, &id, page_size, &req.page_token, view)
             .await?;
         Ok(pb::ListTurnsResponse {
             turns: page
                 .items
                 .iter()
-                .map(|t| convert::turn_to_pb(&id, t))
+                .map(|t| convert::turn_to_pb(&id, t, view))
                 .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         })
@@ -173,14 +176,14 @@ impl DialogueCalls {
         Ok(convert::outcome_to_pb(outcome))
     }
 
-    pub fn converse_stream(
+    pub async fn converse_stream(
         &self,
         cx: &CallContext,
         req: pb::ConverseRequest,
     ) -> Result<Messages<pb::ConverseStreamResponse>, Status> {
         cx.notes.set_resource(&req.name);
         let turn = convert::turn_request(req, cx.caller.clone(), cx.deadline)?;
-        Ok(event_messages(self.engine.converse_stream(turn)))
+        event_messages(self.engine.converse_stream(turn)).await
     }
 
     pub async fn batch_converse(
@@ -222,7 +225,7 @@ impl DialogueCalls {
             .engine
             .resume_stream(&cx.caller, &id, index, offset)
             .await?;
-        Ok(event_messages(events))
+        event_messages(events).await
     }
 
     pub async fn submit_turn(
@@ -267,8 +270,11 @@ impl DialogueCalls {
 }
 
 /// A streamed turn's events as the messages of a stream.
-fn event_messages(events: Events) -> Messages<pb::ConverseStreamResponse> {
-    let messages = ReceiverStream::new(events)
+/// A turn's events as messages, once it started (a refusal before that is
+/// the call's error, not a stream).
+async fn event_messages(events: Events) -> Result<Messages<pb::ConverseStreamResponse>, Status> {
+    let messages = crate::engine::started(events)
+        .await?
         .map(|event| event.map(convert::event_to_pb).map_err(Status::from));
-    Box::pin(messages)
+    Ok(Box::pin(messages))
 }

@@ -90,7 +90,7 @@ impl DialogueService for DialogueGrpc {
         request: Request<pb::ConverseRequest>,
     ) -> Result<Response<Events>, Status> {
         let (cx, req) = parts(request)?;
-        Ok(Response::new(self.calls.converse_stream(&cx, req)?))
+        Ok(Response::new(self.calls.converse_stream(&cx, req).await?))
     }
 
     async fn batch_converse(

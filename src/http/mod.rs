@@ -62,6 +62,7 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
     Ok(match rpc {
         Rpc::ChatCompletions => openai::chat_completions(front, request).await,
         Rpc::OpenAiListModels => openai::list_models(&front.models),
+        Rpc::OpenAiGetModel => openai::get_model(&front.models, &id),
         Rpc::CreateDialogue => rest::create(front, request).await,
         Rpc::ListDialogues => rest::list(front, request).await,
         Rpc::GetDialogue => rest::get(front, &id, request).await,

@@ -200,9 +200,10 @@ pub async fn update(front: &Front, id: &str, request: Request) -> Response {
 /// google.rpc's JSON shape.
 pub async fn converse_stream(front: &Front, id: &str, request: Request) -> Response {
     let fields = [("name", name(id))];
-    let stream = call::<pb::ConverseRequest>(front, request, None, &fields)
-        .await
-        .and_then(|(cx, message)| front.dialogues.converse_stream(&cx, message));
+    let stream = match call::<pb::ConverseRequest>(front, request, None, &fields).await {
+        Ok((cx, message)) => front.dialogues.converse_stream(&cx, message).await,
+        Err(status) => Err(status),
+    };
     let stream = match stream {
         Ok(stream) => stream,
         Err(status) => return error_response(&status),

@@ -76,6 +76,7 @@ methods!(
     ListAuditEvents,
     ChatCompletions,
     OpenAiListModels,
+    OpenAiGetModel,
     HealthCheck,
     HealthWatch,
     Reflection,
@@ -241,6 +242,15 @@ impl Rpc {
                 &[Route {
                     method: "GET",
                     pattern: "/v1/models",
+                }],
+            ),
+            OpenAiGetModel => spec(
+                "/http.OpenAi/GetModel",
+                MODELS,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/models/{id}",
                 }],
             ),
             HealthCheck => spec("/grpc.health.v1.Health/Check", Access::Public, READS, &[]),

@@ -20,11 +20,11 @@ pub use breaker::CircuitState;
 use crate::backend::{
     self, BackendError, ModelBackend, ModelReply, ModelRequest, ReplyChunk, ReplyStream,
 };
-use crate::config::{RoutingSettings, Settings};
+use crate::config::{Capability, RoutingSettings, Settings};
 use breaker::CircuitBreaker;
 use futures_util::StreamExt;
 use retry::{RetryBudget, backoff};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +39,8 @@ pub struct Target {
     pub backend: Arc<dyn ModelBackend>,
     pub upstream_model: String,
     pub weight: u32,
+    /// What the target can do (config, or its backend kind's defaults).
+    pub capabilities: BTreeSet<Capability>,
     breaker: CircuitBreaker,
     /// Set by a 429: skip this target until then.
     resting_until: Mutex<Option<Instant>>,
@@ -76,6 +78,28 @@ pub struct ModelRoute {
     /// History summarizing, when on.
     pub summary: Option<SummaryPolicy>,
     pub targets: Vec<Arc<Target>>,
+}
+
+impl ModelRoute {
+    /// What `needs` asks that no target of the model can do all of, as
+    /// its first target lacks it; `None` when some target can take it.
+    pub fn lacks(&self, needs: &BTreeSet<Capability>) -> Option<Vec<Capability>> {
+        if self
+            .targets
+            .iter()
+            .any(|t| t.capabilities.is_superset(needs))
+        {
+            return None;
+        }
+        let first = self.targets.first().map(|t| &t.capabilities);
+        Some(
+            needs
+                .iter()
+                .filter(|n| first.is_none_or(|c| !c.contains(n)))
+                .copied()
+                .collect(),
+        )
+    }
 }
 
 /// When to summarize dropped history, and how long a summary may be.
@@ -120,8 +144,14 @@ impl Router {
                 .into_iter()
                 .filter_map(|t| {
                     let backend = backends.get(t.backend.as_str())?.clone();
+                    let capabilities = t
+                        .capabilities
+                        .clone()
+                        .or_else(|| Some(settings.backends.get(&t.backend)?.capabilities()))
+                        .unwrap_or_default();
                     Some(Arc::new(Target {
                         backend,
+                        capabilities: capabilities.into_iter().collect(),
                         upstream_model: t.upstream_model.unwrap_or_else(|| model.name.clone()),
                         weight: t.weight,
                         breaker: CircuitBreaker::new(routing.breaker.clone()),
@@ -212,7 +242,7 @@ impl Router {
         request: &ModelRequest,
         deadline: Option<Instant>,
     ) -> Result<Routed<ModelReply>, BackendError> {
-        self.run(route, deadline, |target| async move {
+        self.run(route, request, deadline, |target| async move {
             target
                 .backend
                 .complete(&target.upstream_model, request)
@@ -232,7 +262,7 @@ impl Router {
     ) -> Result<Routed<ReplyStream>, BackendError> {
         let started = Instant::now();
         let routed = self
-            .run(route, deadline, |target| async move {
+            .run(route, request, deadline, |target| async move {
                 let mut stream = target
                     .backend
                     .stream(&target.upstream_model, request)
@@ -280,17 +310,21 @@ impl Router {
         })
     }
 
-    /// Target order of one call: a weighted pick first, then the others in
-    /// configured order.
-    fn attempt_order(route: &ModelRoute) -> Vec<Arc<Target>> {
-        let total: u64 = route.targets.iter().map(|t| u64::from(t.weight)).sum();
+    /// Target order of one call among the targets that can take it: a
+    /// weighted pick first, then the others in configured order.
+    fn attempt_order(route: &ModelRoute, needs: &BTreeSet<Capability>) -> Vec<Arc<Target>> {
+        let able: Vec<&Arc<Target>> = route
+            .targets
+            .iter()
+            .filter(|t| t.capabilities.is_superset(needs))
+            .collect();
+        let total: u64 = able.iter().map(|t| u64::from(t.weight)).sum();
         let mut pick = if total == 0 {
             0
         } else {
             rand::random::<u64>() % total
         };
-        let first = route
-            .targets
+        let first = able
             .iter()
             .position(|t| {
                 let w = u64::from(t.weight);
@@ -302,15 +336,13 @@ impl Router {
                 }
             })
             .unwrap_or(0);
-        let mut order = Vec::with_capacity(route.targets.len());
-        order.extend(route.targets.get(first).cloned());
+        let mut order = Vec::with_capacity(able.len());
+        order.extend(able.get(first).map(|t| Arc::clone(t)));
         order.extend(
-            route
-                .targets
-                .iter()
+            able.iter()
                 .enumerate()
                 .filter(|(i, _)| *i != first)
-                .map(|(_, t)| t.clone()),
+                .map(|(_, t)| Arc::clone(t)),
         );
         order
     }
@@ -318,6 +350,7 @@ impl Router {
     async fn run<T, F, Fut>(
         &self,
         route: &ModelRoute,
+        request: &ModelRequest,
         deadline: Option<Instant>,
         mut call: F,
     ) -> Result<Routed<T>, BackendError>
@@ -326,7 +359,7 @@ impl Router {
         Fut: Future<Output = Result<T, BackendError>>,
     {
         self.budget.on_call();
-        let order = Self::attempt_order(route);
+        let order = Self::attempt_order(route, &request.needs());
         let deadline_error = || BackendError::Deadline {
             model: route.name.clone(),
         };

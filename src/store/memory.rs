@@ -25,6 +25,7 @@ impl Stored {
             dialogue: Dialogue {
                 turn_count: 0,
                 latest_summary: None,
+                media_bytes: 0,
                 ..dialogue.clone()
             },
             turns: Vec::new(),
@@ -86,11 +87,11 @@ impl DialogueStore for MemoryStore {
             .dialogues
             .get_mut(&dialogue.id)
             .ok_or_else(|| StoreError::NotFound(dialogue.id.resource_name()))?;
-        let (turn_count, latest_summary) =
-            (stored.dialogue.turn_count, stored.dialogue.latest_summary);
+        let previous = &stored.dialogue;
         stored.dialogue = Dialogue {
-            turn_count,
-            latest_summary,
+            turn_count: previous.turn_count,
+            latest_summary: previous.latest_summary,
+            media_bytes: previous.media_bytes,
             ..dialogue.clone()
         };
         Ok(())
@@ -191,6 +192,7 @@ impl DialogueStore for MemoryStore {
             stored.turns.push(Arc::new(Turn::clone(turn)));
         }
         stored.dialogue.turn_count = stored.turns.len() as u64;
+        stored.dialogue.media_bytes += commit.media_bytes();
         if let Some(last) = commit.turns.last() {
             stored.dialogue.update_time = last.create_time;
         }

@@ -13,6 +13,7 @@ pub mod sled;
 #[cfg(test)]
 mod suite;
 pub mod tail_cache;
+pub mod turn_codec;
 
 pub use group_commit::GroupCommit;
 

@@ -30,6 +30,7 @@ pub(crate) fn dialogue(id: &str, who: &Owner, created: i64) -> Dialogue {
         update_time: Time(created),
         turn_count: 0,
         latest_summary: None,
+        media_bytes: 0,
         system_prompt_tokens: 2,
     }
 }

@@ -31,15 +31,9 @@ struct Tail {
     bytes: u64,
 }
 
+/// Bytes a turn holds: its text, calls, results and inline images.
 fn turn_bytes(turn: &Turn) -> u64 {
-    let text: usize = turn
-        .content
-        .iter()
-        .map(|c| match c {
-            crate::dialogue::model::ContentPart::Text(t) => t.len(),
-        })
-        .sum();
-    (text + 160) as u64
+    crate::dialogue::content::answer_bytes(&turn.content, true) as u64 + 160
 }
 
 impl Tail {
@@ -321,6 +315,7 @@ mod tests {
             update_time: Time(1),
             turn_count: 0,
             latest_summary: None,
+            media_bytes: 0,
             system_prompt_tokens: 0,
         }
     }

@@ -62,12 +62,14 @@ pub(crate) fn with_model(
                 backend: backend.to_string(),
                 upstream_model: Some(format!("{backend}-upstream")),
                 weight: *weight,
+                capabilities: None,
             })
             .collect(),
         context_tokens: 8192,
         max_history_turns: 1000,
         summarize_after_tokens: None,
         summary_max_tokens: 512,
+        capabilities: None,
     });
     s.default_model = "m".into();
     s.routing.backoff_base_ms = 10;

@@ -284,6 +284,7 @@ async fn list_turns_pages_through_long_histories() {
                 parent: name("long"),
                 page_size: 7,
                 page_token: token,
+                view: 0,
             })
             .await
             .unwrap();
@@ -303,6 +304,7 @@ async fn list_turns_pages_through_long_histories() {
             parent: name("long"),
             page_size: 7,
             page_token: String::new(),
+            view: 0,
         })
         .await
         .unwrap();
@@ -311,6 +313,7 @@ async fn list_turns_pages_through_long_histories() {
             parent: name("short"),
             page_size: 7,
             page_token: first.next_page_token,
+            view: 0,
         })
         .await
         .unwrap_err();

@@ -91,6 +91,7 @@ async fn acknowledged_turns_survive_a_sigkill() {
                     parent: name(&dialogue),
                     page_size: 1000,
                     page_token: token,
+                    view: 0,
                 })
                 .await
                 .expect("acknowledged dialogue exists after the crash");

@@ -148,7 +148,7 @@ pub fn turn_text(turn: &pb::Turn) -> String {
         .iter()
         .map(|p| match &p.kind {
             Some(pb::content_part::Kind::Text(t)) => t.as_str(),
-            None => "",
+            _ => "",
         })
         .collect()
 }
@@ -318,6 +318,7 @@ impl Api {
                     parent: name(id),
                     page_size: 1000,
                     page_token: token,
+                    view: 0,
                 })
                 .await
                 .expect("list turns");

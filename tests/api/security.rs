@@ -368,6 +368,7 @@ async fn admins_see_any_dialogues_metadata_but_not_its_content() {
                 name: name("secret-plans"),
                 last_turns: 10,
                 owner,
+                view: 0,
             },
             Some(&key[caller]),
         );

@@ -165,6 +165,7 @@ async fn rest_of(
             }
             Event::End(end) => return (text, Some(end)),
             Event::Start(_) => panic!("one start per stream"),
+            Event::ToolCallDelta(_) => panic!("no tools were declared"),
         }
     }
     (text, None)

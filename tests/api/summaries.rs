@@ -31,6 +31,7 @@ async fn app_with_summaries(fake: &FakeUpstream) -> TestApp {
             max_history_turns: 1000,
             summarize_after_tokens: Some(40),
             summary_max_tokens: 150,
+            capabilities: None,
         });
         s.default_model = "m".into();
     })

@@ -36,7 +36,7 @@ async fn dialogues_are_created_read_updated_and_deleted_by_their_owner_only() {
     let bob = caller("bob");
     for result in [
         f.engine
-            .get_dialogue(&bob, &id("chat"), None, 0)
+            .get_dialogue(&bob, &id("chat"), None, 0, TurnView::Basic)
             .await
             .map(|_| ()),
         f.engine.delete_dialogue(&bob, &id("chat")).await,
@@ -48,12 +48,15 @@ async fn dialogues_are_created_read_updated_and_deleted_by_their_owner_only() {
     }
     let (read, _) = f
         .engine
-        .get_dialogue(&alice, &id("chat"), None, 0)
+        .get_dialogue(&alice, &id("chat"), None, 0, TurnView::Basic)
         .await
         .unwrap();
     assert_eq!(read.system_prompt, "be kind");
     f.engine.delete_dialogue(&alice, &id("chat")).await.unwrap();
-    let gone = f.engine.get_dialogue(&alice, &id("chat"), None, 0).await;
+    let gone = f
+        .engine
+        .get_dialogue(&alice, &id("chat"), None, 0, TurnView::Basic)
+        .await;
     assert!(matches!(gone, Err(EngineError::NotFound(_))));
 }
 
@@ -83,7 +86,11 @@ async fn lists_go_page_by_page_and_refuse_a_foreign_token() {
     let turns_token = {
         f.engine.converse(turn("alice", "d0", "one")).await.unwrap();
         f.engine.converse(turn("alice", "d0", "two")).await.unwrap();
-        let page = f.engine.list_turns(&alice, &id("d0"), 1, "").await.unwrap();
+        let page = f
+            .engine
+            .list_turns(&alice, &id("d0"), 1, "", TurnView::Basic)
+            .await
+            .unwrap();
         page.next_page_token.unwrap()
     };
     let err = f

@@ -11,7 +11,8 @@ use crate::config::{BackendSettings, Settings};
 use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::model::{
     CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration, FinishReason,
-    GenerationParams, PromptMessage, Role, StreamEvent, TurnOutcome, TurnRequest, UpdateMask,
+    GenerationParams, PromptMessage, Role, StreamEvent, TurnOutcome, TurnRequest, TurnView,
+    UpdateMask,
 };
 use crate::dialogue::ports::DialogueStore;
 use crate::router::Router;

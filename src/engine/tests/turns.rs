@@ -114,10 +114,7 @@ async fn a_stateless_completion_stores_nothing() {
     let request = CompletionRequest {
         caller: alice.clone(),
         messages: [(Role::System, "be brief"), (Role::User, "hi")]
-            .map(|(role, text)| PromptMessage {
-                role,
-                text: text.into(),
-            })
+            .map(|(role, text)| PromptMessage::text(role, text))
             .to_vec(),
         params: GenerationParams::default(),
         deadline: None,

@@ -4,7 +4,10 @@
 //! rules. This file: names, times, deadlines and what the layers put in a
 //! request's extensions.
 
+mod content;
 mod dialogue;
+mod generation;
+mod json;
 mod operation;
 mod turn;
 
@@ -14,9 +17,21 @@ pub use dialogue::{
 pub use operation::{callback_body, operation_id, operation_to_pb};
 pub use turn::{event_to_pb, outcome_to_pb, turn_request, turn_to_pb};
 
-use crate::dialogue::model::{DialogueId, Time};
+use crate::dialogue::model::{DialogueId, Time, TurnView};
 use crate::engine::EngineError;
 use crate::grpc::pb::dialogue::v1 as pb;
+
+/// A read's `view` (AIP-157): BASIC unless FULL is asked for.
+pub fn turn_view(raw: i32, field: &str) -> Result<TurnView, EngineError> {
+    match pb::TurnView::try_from(raw) {
+        Ok(pb::TurnView::Unspecified | pb::TurnView::Basic) => Ok(TurnView::Basic),
+        Ok(pb::TurnView::Full) => Ok(TurnView::Full),
+        Err(_) => Err(EngineError::invalid(
+            field,
+            format!("{raw} is not a TurnView"),
+        )),
+    }
+}
 
 /// Parses `dialogues/{dialogue_id}`.
 pub fn dialogue_id_from_name(name: &str, field: &str) -> Result<DialogueId, EngineError> {

@@ -1,50 +1,17 @@
 //! Turns: a ConverseRequest into a `TurnRequest`, and turns, outcomes and
 //! stream events back into messages.
 
+use super::content::{content_from_pb, content_to_pb};
+use super::generation::params_from_pb;
 use super::{dialogue_id_from_name, dialogue_spec, time_to_pb};
 use crate::auth::Principal;
 use crate::dialogue::model::{
-    CachePolicy, ContentPart, DialogueId, FinishReason, GenerationParams, ReplyMetadata, Role,
-    StreamEvent, Turn, TurnOutcome, TurnRequest, Usage,
+    DialogueId, FinishReason, ReplyMetadata, Role, StreamEvent, TokenLogprob, Turn, TurnOutcome,
+    TurnRequest, TurnView, Usage,
 };
 use crate::engine::EngineError;
 use crate::failure::Violations;
 use crate::grpc::pb::dialogue::v1 as pb;
-
-fn content_from_pb(parts: Vec<pb::ContentPart>, v: &mut Violations) -> Vec<ContentPart> {
-    parts
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, part)| match part.kind {
-            Some(pb::content_part::Kind::Text(text)) => Some(ContentPart::Text(text)),
-            None => {
-                v.add(format!("content[{i}]"), "has no content set");
-                None
-            }
-        })
-        .collect()
-}
-
-fn params_from_pb(g: Option<pb::GenerationConfig>) -> GenerationParams {
-    let g = g.unwrap_or_default();
-    let cache = match g.cache() {
-        pb::CachePolicy::Unspecified => CachePolicy::Deterministic,
-        pb::CachePolicy::Use => CachePolicy::Use,
-        pb::CachePolicy::Bypass => CachePolicy::Bypass,
-    };
-    GenerationParams {
-        model: g.model.filter(|m| !m.is_empty()),
-        temperature: g.temperature,
-        top_p: g.top_p,
-        // Negative values become 0, which the engine rejects with the field.
-        max_tokens: g.max_tokens.map(|m| u32::try_from(m).unwrap_or(0)),
-        stop: g.stop,
-        presence_penalty: g.presence_penalty,
-        frequency_penalty: g.frequency_penalty,
-        seed: g.seed,
-        cache,
-    }
-}
 
 pub fn turn_request(
     req: pb::ConverseRequest,
@@ -60,7 +27,8 @@ pub fn turn_request(
         }
         Err(e) => return Err(e),
     };
-    let content = content_from_pb(req.content, &mut v);
+    let content = content_from_pb(req.content, "content", &mut v);
+    let params = params_from_pb(req.generation, &mut v);
     let create_if_missing = req.create_if_missing.then(|| {
         dialogue_spec(
             req.dialogue_defaults.unwrap_or_default(),
@@ -72,7 +40,7 @@ pub fn turn_request(
         caller,
         dialogue_id,
         content,
-        params: params_from_pb(req.generation),
+        params,
         request_id: Some(req.request_id).filter(|r| !r.is_empty()),
         create_if_missing,
         deadline,
@@ -87,6 +55,7 @@ fn role_to_pb(role: Role) -> pb::Role {
         Role::User => pb::Role::User,
         Role::Assistant => pb::Role::Assistant,
         Role::System => pb::Role::System,
+        Role::Tool => pb::Role::Tool,
     }
 }
 
@@ -109,21 +78,15 @@ fn usage_to_pb(u: Usage) -> pb::Usage {
     }
 }
 
-pub fn turn_to_pb(dialogue: &DialogueId, t: &Turn) -> pb::Turn {
+/// A turn as callers read it; `view` says whether inline image bytes come
+/// with it.
+pub fn turn_to_pb(dialogue: &DialogueId, t: &Turn, view: TurnView) -> pb::Turn {
     pb::Turn {
         name: format!("dialogues/{dialogue}/turns/{}", t.index),
         turn_id: t.index.to_string(),
         index: i64::try_from(t.index).unwrap_or(i64::MAX),
         role: role_to_pb(t.role) as i32,
-        content: t
-            .content
-            .iter()
-            .map(|p| match p {
-                ContentPart::Text(text) => pb::ContentPart {
-                    kind: Some(pb::content_part::Kind::Text(text.clone())),
-                },
-            })
-            .collect(),
+        content: content_to_pb(&t.content, view),
         create_time: Some(time_to_pb(t.create_time)),
         finish_reason: t
             .finish_reason
@@ -151,15 +114,40 @@ fn metadata_to_pb(m: ReplyMetadata) -> pb::ResponseMetadata {
     }
 }
 
+fn logprobs_to_pb(logprobs: Vec<TokenLogprob>) -> Vec<pb::TokenLogprob> {
+    logprobs
+        .into_iter()
+        .map(|l| pb::TokenLogprob {
+            token: l.token,
+            logprob: l.logprob,
+            top_logprobs: l
+                .top
+                .into_iter()
+                .map(|t| pb::TopLogprob {
+                    token: t.token,
+                    logprob: t.logprob,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A turn's outcome; its turns without inline image bytes (the caller sent
+/// them, and reads them with the FULL view).
 pub fn outcome_to_pb(o: TurnOutcome) -> pb::ConverseResponse {
     pb::ConverseResponse {
         name: o.dialogue_id.resource_name(),
         dialogue_id: o.dialogue_id.to_string(),
-        user_turn: Some(turn_to_pb(&o.dialogue_id, &o.user_turn)),
-        turn: Some(turn_to_pb(&o.dialogue_id, &o.assistant_turn)),
+        user_turn: Some(turn_to_pb(&o.dialogue_id, &o.user_turn, TurnView::Basic)),
+        turn: Some(turn_to_pb(
+            &o.dialogue_id,
+            &o.assistant_turn,
+            TurnView::Basic,
+        )),
         finish_reason: finish_to_pb(o.finish_reason) as i32,
         usage: Some(usage_to_pb(o.usage)),
         metadata: Some(metadata_to_pb(o.metadata)),
+        logprobs: logprobs_to_pb(o.logprobs),
     }
 }
 
@@ -177,15 +165,35 @@ pub fn event_to_pb(event: StreamEvent) -> pb::ConverseStreamResponse {
             turn_index: i64::try_from(turn_index).unwrap_or(i64::MAX),
             model,
         }),
-        StreamEvent::Delta { text, offset } => Event::Delta(pb::TextDelta {
+        StreamEvent::Delta {
+            text,
+            offset,
+            logprobs,
+        } => Event::Delta(pb::TextDelta {
             text,
             offset: i64::try_from(offset).unwrap_or(i64::MAX),
+            logprobs: logprobs_to_pb(logprobs),
+        }),
+        StreamEvent::ToolCallDelta {
+            index,
+            id,
+            name,
+            arguments,
+        } => Event::ToolCallDelta(pb::ToolCallDelta {
+            index: i32::try_from(index).unwrap_or(i32::MAX),
+            id: id.unwrap_or_default(),
+            name: name.unwrap_or_default(),
+            arguments,
         }),
         StreamEvent::End(outcome) => {
             let o = *outcome;
             Event::End(pb::StreamEnd {
-                user_turn: Some(turn_to_pb(&o.dialogue_id, &o.user_turn)),
-                turn: Some(turn_to_pb(&o.dialogue_id, &o.assistant_turn)),
+                user_turn: Some(turn_to_pb(&o.dialogue_id, &o.user_turn, TurnView::Basic)),
+                turn: Some(turn_to_pb(
+                    &o.dialogue_id,
+                    &o.assistant_turn,
+                    TurnView::Basic,
+                )),
                 finish_reason: finish_to_pb(o.finish_reason) as i32,
                 usage: Some(usage_to_pb(o.usage)),
                 metadata: Some(metadata_to_pb(o.metadata)),

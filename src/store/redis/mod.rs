@@ -22,6 +22,7 @@ mod scripts;
 pub use connection::{Connection, RedisConnection};
 use scripts::{COMMIT, CREATE, ERASE};
 
+use super::turn_codec::{decode_turn, encode_turn_text};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
@@ -125,7 +126,9 @@ impl RedisStore {
             .con()
             .lrange(self.dialogue_key(id, "turns"), from, to)
             .await?;
-        raw.iter().map(|r| decode(r, "turn")).collect()
+        raw.iter()
+            .map(|r| decode_turn(r.as_bytes(), "turn"))
+            .collect()
     }
 }
 
@@ -168,6 +171,7 @@ impl DialogueStore for RedisStore {
             dialogue.update_time = dialogue.update_time.max(Time(t));
         }
         dialogue.latest_summary = number("s").and_then(|s| u64::try_from(s).ok());
+        dialogue.media_bytes = number("b").and_then(|b| u64::try_from(b).ok()).unwrap_or(0);
         Ok(Some(dialogue))
     }
 
@@ -334,9 +338,10 @@ impl DialogueStore for RedisStore {
             .arg(idem_json)
             .arg(idem_ttl_ms)
             .arg(request_id)
-            .arg(member);
+            .arg(member)
+            .arg(commit.media_bytes());
         for turn in commit.turns {
-            call.arg(encode(turn)?);
+            call.arg(encode_turn_text(turn)?);
         }
         let outcome: String = call.invoke_async(&mut self.con()).await?;
         match outcome.as_str() {

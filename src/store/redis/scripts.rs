@@ -16,7 +16,8 @@ return 1
 /// KEYS: meta, head, turns, owner index, idempotency key, idempotency set.
 /// ARGV: meta JSON when creating (else ''), expected count, last turn time,
 /// latest summary index (''), idempotency JSON (''), its TTL in ms, request
-/// ID, index member, then the turns' JSON.
+/// ID, index member, inline image bytes of the turns, then the turns' JSON.
+/// The head's `b` counts the dialogue's image bytes.
 pub const COMMIT: &str = r"
 if ARGV[1] ~= '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
@@ -28,8 +29,9 @@ elseif redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 if n ~= tonumber(ARGV[2]) then return 'CONFLICT' end
-for i = 9, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-redis.call('HSET', KEYS[2], 'n', n + #ARGV - 8, 't', ARGV[3])
+for i = 10, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+redis.call('HSET', KEYS[2], 'n', n + #ARGV - 9, 't', ARGV[3])
+if ARGV[9] ~= '0' then redis.call('HINCRBY', KEYS[2], 'b', ARGV[9]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 's', ARGV[4]) end
 if ARGV[5] ~= '' then
   redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])

@@ -138,31 +138,38 @@ pub struct Head {
     pub last_turn_time: Time,
     /// Index of the newest summary turn.
     pub latest_summary: Option<u64>,
+    /// Bytes of the inline images of its turns.
+    pub media_bytes: u64,
 }
 
-/// Head value: turn count, last turn time, latest summary index + 1 (0: none).
-pub fn encode_head(head: &Head) -> [u8; 24] {
-    let mut value = [0u8; 24];
+/// Head value: turn count, last turn time, latest summary index + 1 (0:
+/// none), inline image bytes.
+pub fn encode_head(head: &Head) -> [u8; 32] {
+    let mut value = [0u8; 32];
     value[..8].copy_from_slice(&head.turn_count.to_be_bytes());
     value[8..16].copy_from_slice(&head.last_turn_time.0.to_be_bytes());
     let summary = head.latest_summary.map_or(0, |i| i + 1);
-    value[16..].copy_from_slice(&summary.to_be_bytes());
+    value[16..24].copy_from_slice(&summary.to_be_bytes());
+    value[24..].copy_from_slice(&head.media_bytes.to_be_bytes());
     value
 }
 
-/// Reads a head; 16-byte heads (written before summaries existed) have none.
+/// Reads a head. Shorter heads were written by earlier releases: 16 bytes
+/// (before summaries) have no summary, 24 (before images) no image bytes.
 pub fn decode_head(value: &[u8]) -> Option<Head> {
-    let turn_count = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
-    let time = i64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
-    let latest_summary = match value.get(16..24) {
-        Some(raw) => u64::from_be_bytes(raw.try_into().ok()?).checked_sub(1),
-        None if value.len() == 16 => None,
-        None => return None,
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(value.get(at..at + 8)?.try_into().ok()?))
     };
+    if !matches!(value.len(), 16 | 24 | 32) {
+        return None;
+    }
+    let turn_count = word(0)?;
+    let time = i64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
     Some(Head {
         turn_count,
         last_turn_time: Time(time),
-        latest_summary,
+        latest_summary: word(16).and_then(|s| s.checked_sub(1)),
+        media_bytes: word(24).unwrap_or(0),
     })
 }
 
@@ -239,10 +246,16 @@ mod tests {
             turn_count: 42,
             last_turn_time: Time(7),
             latest_summary: Some(0),
+            media_bytes: 1 << 20,
         };
         assert_eq!(decode_head(&encode_head(&head)), Some(head));
-        let short = &encode_head(&head)[..16];
-        assert_eq!(decode_head(short).unwrap().latest_summary, None);
+        let before_images = decode_head(&encode_head(&head)[..24]).unwrap();
+        assert_eq!(
+            (before_images.latest_summary, before_images.media_bytes),
+            (Some(0), 0)
+        );
+        let before_summaries = &encode_head(&head)[..16];
+        assert_eq!(decode_head(before_summaries).unwrap().latest_summary, None);
         assert_eq!(decode_head(&encode_head(&head)[..10]), None);
     }
 

@@ -8,6 +8,7 @@
 mod keys;
 mod records;
 
+use super::turn_codec::{decode_turn, encode_turn};
 use super::{GroupCommit, OpenError};
 use crate::config::{Durability, StoreSettings};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
@@ -117,6 +118,7 @@ impl SledStore {
             dialogue.turn_count = head.turn_count;
             dialogue.update_time = dialogue.update_time.max(head.last_turn_time);
             dialogue.latest_summary = head.latest_summary;
+            dialogue.media_bytes = head.media_bytes;
         }
         Ok(Some(dialogue))
     }
@@ -130,6 +132,7 @@ impl SledStore {
                 turn_count: 0,
                 last_turn_time: dialogue.create_time,
                 latest_summary: None,
+                media_bytes: 0,
             })[..],
         );
         batch.insert(
@@ -214,18 +217,14 @@ impl SledStore {
         Ok(report)
     }
 
-    fn collect<T>(
+    fn collect_turns(
         iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
         limit: usize,
-        what: &str,
-    ) -> Result<Vec<T>, StoreError>
-    where
-        T: DeserializeOwned,
-    {
+    ) -> Result<Vec<Turn>, StoreError> {
         iter.take(limit)
             .map(|entry| {
                 let (_, value) = entry?;
-                decode(&value, what)
+                decode_turn(&value, "turn")
             })
             .collect()
     }
@@ -345,7 +344,7 @@ impl DialogueStore for SledStore {
         limit: usize,
     ) -> Result<Vec<Turn>, StoreError> {
         let range = keys::turn(id, from)..keys::prefix_end(&keys::turn_prefix(id));
-        Self::collect(self.tree.range(range), limit, "turn")
+        Self::collect_turns(self.tree.range(range), limit)
     }
 
     async fn turns_before(
@@ -355,7 +354,7 @@ impl DialogueStore for SledStore {
         limit: usize,
     ) -> Result<Vec<Arc<Turn>>, StoreError> {
         let range = keys::turn_prefix(id)..keys::turn(id, before);
-        let turns: Vec<Turn> = Self::collect(self.tree.range(range).rev(), limit, "turn")?;
+        let turns = Self::collect_turns(self.tree.range(range).rev(), limit)?;
         Ok(turns.into_iter().map(Arc::new).collect())
     }
 
@@ -371,6 +370,7 @@ impl DialogueStore for SledStore {
                     turn_count: 0,
                     last_turn_time: dialogue.create_time,
                     latest_summary: None,
+                    media_bytes: 0,
                 }
             }
             (None, Some(head)) => head,
@@ -381,7 +381,7 @@ impl DialogueStore for SledStore {
         }
         let mut last_time = Time(0);
         for turn in commit.turns {
-            batch.insert(keys::turn(id, turn.index), encode(turn)?);
+            batch.insert(keys::turn(id, turn.index), encode_turn(turn)?);
             last_time = last_time.max(turn.create_time);
         }
         let new_head = keys::Head {
@@ -394,6 +394,7 @@ impl DialogueStore for SledStore {
                 .find(|t| t.summary.is_some())
                 .map(|t| t.index)
                 .or(head.latest_summary),
+            media_bytes: head.media_bytes + commit.media_bytes(),
         };
         batch.insert(keys::head(id).as_slice(), &keys::encode_head(&new_head)[..]);
         if let Some(record) = commit.idempotency {

@@ -1,13 +1,17 @@
 //! A fake model server for tests: OpenAI-shaped (`/v1/chat/completions`,
-//! `/v1/models`) and Anthropic-shaped (`/v1/messages`), unary and SSE, with
-//! scripted faults. It replies `<name>: <last user message>` word by word,
+//! `/v1/models`, see `openai.rs`) and Anthropic-shaped (`/v1/messages`,
+//! `anthropic.rs`), unary and SSE, with scripted faults. It replies
+//! `<name>: <last user message>` word by word (or `<name>: tool said
+//! <result>` after tool results), or a planned reply with tool calls;
 //! records every request, and counts streams whose client went away.
 
 #![allow(dead_code)]
 
+mod anthropic;
+mod openai;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,9 +46,42 @@ pub enum Fault {
     Hang,
 }
 
+/// A reply the fake gives instead of its echo: text (may be empty) and
+/// tool calls `(id, name, arguments)`.
+#[derive(Debug, Clone, Default)]
+pub struct Planned {
+    pub text: String,
+    pub calls: Vec<(String, String, String)>,
+}
+
+impl Planned {
+    pub fn calls(calls: &[(&str, &str, &str)]) -> Planned {
+        Planned {
+            text: String::new(),
+            calls: calls
+                .iter()
+                .map(|(id, name, args)| (id.to_string(), name.to_string(), args.to_string()))
+                .collect(),
+        }
+    }
+
+    pub fn text(text: &str) -> Planned {
+        Planned {
+            text: text.into(),
+            calls: Vec::new(),
+        }
+    }
+
+    /// The text as streamed pieces: a word each.
+    fn words(&self) -> Vec<String> {
+        self.text.split_inclusive(' ').map(str::to_owned).collect()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Fault>,
+    replies: VecDeque<Planned>,
     requests: Vec<Value>,
     headers: Vec<HeaderMap>,
 }
@@ -74,9 +111,9 @@ impl FakeUpstream {
             fail_summaries: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
-            .route("/v1/chat/completions", post(openai))
+            .route("/v1/chat/completions", post(openai::chat))
             .route("/v1/models", get(models))
-            .route("/v1/messages", post(anthropic))
+            .route("/v1/messages", post(anthropic::messages))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         fake
@@ -95,6 +132,11 @@ impl FakeUpstream {
     /// Faults for the next requests, in order; then `default` applies.
     pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
         self.inner.lock().unwrap().script.extend(faults);
+    }
+
+    /// Replies for the next answered requests, in order; then the echo.
+    pub fn plan_replies(&self, replies: impl IntoIterator<Item = Planned>) {
+        self.inner.lock().unwrap().replies.extend(replies);
     }
 
     pub fn set_default(&self, fault: Fault) {
@@ -141,21 +183,50 @@ impl FakeUpstream {
             .unwrap_or_else(|| self.default.lock().unwrap().clone())
     }
 
-    fn reply_words(&self, last_user: &str) -> Vec<String> {
-        format!("{}: {last_user}", self.name)
-            .split_inclusive(' ')
-            .map(str::to_owned)
-            .collect()
+    /// The planned reply, else the echo of the last user message (or of
+    /// the tool results it carries).
+    fn next_reply(&self, body: &Value) -> Planned {
+        if let Some(planned) = self.inner.lock().unwrap().replies.pop_front() {
+            return planned;
+        }
+        Planned::text(&format!("{}: {}", self.name, last_user_text(body)))
     }
 }
 
+/// The text of the last user or tool message: a string, or its text
+/// parts; tool results (OpenAI `tool` messages, Anthropic `tool_result`
+/// blocks) as `tool said <text>`.
 fn last_user_text(body: &Value) -> String {
-    body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned()
+    let Some(messages) = body["messages"].as_array() else {
+        return String::new();
+    };
+    let Some(last) = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user" || m["role"] == "tool")
+    else {
+        return String::new();
+    };
+    let said = content_text(&last["content"]);
+    if last["role"] == "tool" {
+        return format!("tool said {said}");
+    }
+    said
+}
+
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p["type"].as_str() {
+                Some("text") => p["text"].as_str().unwrap_or("").to_owned(),
+                Some("tool_result") => format!("tool said {}", content_text(&p["content"])),
+                _ => String::new(),
+            })
+            .collect(),
+        _ => String::new(),
+    }
 }
 
 async fn models() -> impl IntoResponse {
@@ -261,102 +332,3 @@ fn sse_body(fake: Arc<FakeUpstream>, events: Vec<String>, fault: Fault) -> Respo
         .unwrap()
 }
 
-async fn openai(
-    State(fake): State<Arc<FakeUpstream>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let fault = fake.next_fault(body.clone(), headers);
-    if let Some(response) = early_fault(&fault).await {
-        return response;
-    }
-    let mut words = fake.reply_words(&last_user_text(&body));
-    // Like a real server: a word per token, at most max_tokens.
-    if let Some(max) = body["max_tokens"].as_u64() {
-        words.truncate(max as usize);
-    }
-    // Servers name the exact version that answered.
-    let model = format!("{}-v2", body["model"].as_str().unwrap_or(""));
-    let usage = json!({"prompt_tokens": 11, "completion_tokens": words.len()});
-    if body["stream"] != true {
-        return axum::Json(json!({
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat()}, "finish_reason": "stop"}],
-            "usage": usage,
-        }))
-        .into_response();
-    }
-    let chunk = |delta: Value, finish: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-        )
-    };
-    let mut events = vec![chunk(json!({"role": "assistant"}), Value::Null)];
-    events.extend(
-        words
-            .iter()
-            .map(|w| chunk(json!({"content": w}), Value::Null)),
-    );
-    events.push(chunk(json!({}), json!("stop")));
-    events.push(format!(
-        "data: {}\n\n",
-        json!({"id": "c", "choices": [], "usage": usage})
-    ));
-    events.push("data: [DONE]\n\n".into());
-    sse_body(fake, events, fault)
-}
-
-async fn anthropic(
-    State(fake): State<Arc<FakeUpstream>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let fault = fake.next_fault(body.clone(), headers);
-    if let Some(response) = early_fault(&fault).await {
-        return response;
-    }
-    let words = fake.reply_words(&last_user_text(&body));
-    if body["stream"] != true {
-        return axum::Json(json!({
-            "id": "msg_1", "type": "message", "role": "assistant",
-            "model": format!("{}-v2", body["model"].as_str().unwrap_or("")),
-            "content": [{"type": "text", "text": words.concat()}],
-            "stop_reason": "end_turn",
-            "usage": {"input_tokens": 13, "output_tokens": words.len()},
-        }))
-        .into_response();
-    }
-    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut events = vec![
-        event(
-            "message_start",
-            json!({"type": "message_start", "message": {"model": format!("{}-v2", body["model"].as_str().unwrap_or("")), "usage": {"input_tokens": 13, "output_tokens": 1}}}),
-        ),
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ),
-        event("ping", json!({"type": "ping"})),
-    ];
-    events.extend(words.iter().map(|w| {
-        event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}),
-        )
-    }));
-    events.push(event(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
-    events.push(event(
-        "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": words.len()}}),
-    ));
-    events.push(event("message_stop", json!({"type": "message_stop"})));
-    sse_body(fake, events, fault)
-}

@@ -1,12 +1,15 @@
 //! The engine's request rules: sizes from `[limits]` and fixed ranges of
 //! generation settings. Every violation names its field so a client can fix
-//! all of them at once.
+//! all of them at once. Content (text, images, tool results) is checked in
+//! `content`, tools and response formats in `tools`.
 
-use super::model::{
-    ContentPart, DialogueSpec, Expiration, GenerationParams, Role, Time, UpdateMask,
-};
+mod content;
+mod tools;
+
+pub use content::{MAX_PROMPT_MESSAGES, check_answers, check_message, check_prompt};
+
+use super::model::{DialogueSpec, Expiration, GenerationParams, Time, UpdateMask};
 use crate::config::LimitSettings;
-use crate::dialogue::model::PromptMessage;
 use crate::failure::Violations;
 
 const MAX_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
@@ -102,63 +105,6 @@ pub fn check_spec(
     }
 }
 
-/// Checks a user message.
-pub fn check_message(limits: &LimitSettings, content: &[ContentPart], v: &mut Violations) {
-    if content.is_empty() {
-        v.add("content", "must have at least one part");
-        return;
-    }
-    let mut total = 0usize;
-    for (i, part) in content.iter().enumerate() {
-        match part {
-            ContentPart::Text(text) if text.is_empty() => {
-                v.add(format!("content[{i}].text"), "must not be empty")
-            }
-            ContentPart::Text(text) => total += text.len(),
-        }
-    }
-    if total > limits.max_message_bytes {
-        v.add(
-            "content",
-            format!(
-                "is {total} bytes of text; at most {} are allowed",
-                limits.max_message_bytes
-            ),
-        );
-    }
-}
-
-/// Messages of one stateless completion, at most.
-pub const MAX_PROMPT_MESSAGES: usize = 1024;
-
-/// Checks the messages of a stateless completion (fields named as the
-/// OpenAI API names them): each within the size limits of its kind, the
-/// last one the user's.
-pub fn check_prompt(limits: &LimitSettings, messages: &[PromptMessage], v: &mut Violations) {
-    if messages.is_empty() || messages.len() > MAX_PROMPT_MESSAGES {
-        v.add(
-            "messages",
-            format!("must hold 1 to {MAX_PROMPT_MESSAGES} messages"),
-        );
-        return;
-    }
-    for (i, message) in messages.iter().enumerate() {
-        let max = match message.role {
-            Role::System => limits.max_system_prompt_bytes,
-            _ => limits.max_message_bytes,
-        };
-        if message.text.len() > max {
-            v.add(
-                format!("messages[{i}].content"),
-                format!("is {} bytes; at most {max} are allowed", message.text.len()),
-            );
-        }
-    }
-    if messages.last().is_some_and(|m| m.role != Role::User) {
-        v.add("messages", "must end with a user message");
-    }
-}
-
 /// Checks the fixed ranges of generation settings.
 pub fn check_params(params: &GenerationParams, v: &mut Violations) {
     let mut range = |name: &str, value: Option<f32>, lo: f32, hi: f32, lo_open: bool| {
@@ -208,6 +154,7 @@ pub fn check_params(params: &GenerationParams, v: &mut Violations) {
             );
         }
     }
+    tools::check(params, v);
 }
 
 /// Checks an idempotency key: 1 to 128 printable ASCII characters.
@@ -221,15 +168,15 @@ pub fn check_request_id(request_id: &str, v: &mut Violations) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::failure::Invalid;
     use std::collections::BTreeMap;
 
-    fn fields(v: Violations) -> Vec<String> {
+    /// The fields `v` names, in order.
+    pub(super) fn fields(v: Violations) -> Vec<String> {
         match v.into_result(()) {
             Ok(()) => vec![],
-            Err(Invalid(list)) => list.into_iter().map(|f| f.field).collect(),
+            Err(crate::failure::Invalid(list)) => list.into_iter().map(|f| f.field).collect(),
         }
     }
 
@@ -289,19 +236,6 @@ mod tests {
         let mut v = Violations::default();
         check_spec(&limits, &s, Some(&mask), "dialogue", Time(0), &mut v);
         assert!(fields(v).is_empty());
-    }
-
-    #[test]
-    fn messages_must_be_non_empty_and_within_the_limit() {
-        let limits = LimitSettings {
-            max_message_bytes: 3,
-            ..LimitSettings::default()
-        };
-        let mut v = Violations::default();
-        check_message(&limits, &[], &mut v);
-        check_message(&limits, &[ContentPart::Text(String::new())], &mut v);
-        check_message(&limits, &[ContentPart::Text("abcd".into())], &mut v);
-        assert_eq!(fields(v), ["content", "content[0].text", "content"]);
     }
 
     #[test]
