@@ -333,10 +333,13 @@ pub async fn operations(store: &dyn OperationStore) {
 
 pub async fn everything<S: DialogueStore + AuditLog + OperationStore>(store: &S) {
     dialogues_and_turns(store).await;
+    rich::rich_turns(store).await;
     listing_by_owner(store).await;
     audit_events(store).await;
     operations(store).await;
 }
+
+mod rich;
 
 mod memory_store {
     #[tokio::test]

@@ -31,7 +31,7 @@ pub(crate) fn openai(fake: &FakeUpstream, key_env: Option<&str>) -> BackendSetti
     }
 }
 
-fn anthropic(fake: &FakeUpstream, key_env: Option<&str>) -> BackendSettings {
+pub(crate) fn anthropic(fake: &FakeUpstream, key_env: Option<&str>) -> BackendSettings {
     BackendSettings::Anthropic {
         base_url: fake.anthropic_url(),
         api_key_env: key_env.map(str::to_owned),

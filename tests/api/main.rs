@@ -3,6 +3,7 @@
 
 mod helpers;
 mod process;
+mod rich;
 // Shared with the store suite, which uses all of it.
 #[allow(dead_code)]
 #[path = "../support/redis_cluster.rs"]
@@ -18,6 +19,7 @@ mod converse;
 mod dialogues;
 mod durability;
 mod http_front;
+mod media;
 mod metrics;
 mod operations;
 mod replicas;
@@ -28,3 +30,4 @@ mod service;
 mod streaming;
 mod summaries;
 mod tls;
+mod tools;

@@ -22,7 +22,11 @@ pub async fn messages(
     let planned = fake.next_reply(&body);
     let words = planned.words();
     let model = format!("{}-v2", body["model"].as_str().unwrap_or(""));
-    let stop = if planned.calls.is_empty() { "end_turn" } else { "tool_use" };
+    let stop = if planned.calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
     let input = |args: &str| serde_json::from_str::<Value>(args).unwrap_or(json!({}));
     if body["stream"] != true {
         let mut content = Vec::new();
@@ -71,7 +75,10 @@ pub async fn messages(
         ));
         // The arguments re-serialized, as Anthropic streams its `input`.
         let json = input(args).to_string();
-        let middle = (0..=json.len() / 2).rev().find(|&m| json.is_char_boundary(m)).unwrap_or(0);
+        let middle = (0..=json.len() / 2)
+            .rev()
+            .find(|&m| json.is_char_boundary(m))
+            .unwrap_or(0);
         for piece in [&json[..middle], &json[middle..]] {
             events.push(event(
                 "content_block_delta",

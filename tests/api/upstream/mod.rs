@@ -331,4 +331,3 @@ fn sse_body(fake: Arc<FakeUpstream>, events: Vec<String>, fault: Fault) -> Respo
         .body(Body::from_stream(stream))
         .unwrap()
 }
-

@@ -36,10 +36,15 @@ pub async fn chat(
     }
     let with_logprobs = body["logprobs"] == true;
     let top_n = body["top_logprobs"].as_u64().unwrap_or(0) as usize;
-    let finish = if planned.calls.is_empty() { "stop" } else { "tool_calls" };
+    let finish = if planned.calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
     // Servers name the exact version that answered.
     let model = format!("{}-v2", body["model"].as_str().unwrap_or(""));
-    let usage = json!({"prompt_tokens": 11, "completion_tokens": words.len() + planned.calls.len()});
+    let usage =
+        json!({"prompt_tokens": 11, "completion_tokens": words.len() + planned.calls.len()});
     if body["stream"] != true {
         let text = words.concat();
         let mut message = json!({"role": "assistant", "content": text});
@@ -54,7 +59,11 @@ pub async fn chat(
                 .collect();
         }
         let logprobs = with_logprobs.then(|| {
-            let content: Vec<Value> = words.iter().enumerate().map(|(i, w)| logprob(w, i, top_n)).collect();
+            let content: Vec<Value> = words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| logprob(w, i, top_n))
+                .collect();
             json!({"content": content})
         });
         return axum::Json(json!({
@@ -72,7 +81,11 @@ pub async fn chat(
             json!({"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]})
         )
     };
-    let mut events = vec![chunk(json!({"role": "assistant"}), Value::Null, Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant"}),
+        Value::Null,
+        Value::Null,
+    )];
     events.extend(words.iter().enumerate().map(|(i, w)| {
         let logprobs = match with_logprobs {
             true => json!({"content": [logprob(w, i, top_n)]}),
@@ -84,7 +97,10 @@ pub async fn chat(
         let first = json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]});
         events.push(chunk(first, Value::Null, Value::Null));
         let middle = args.len() / 2;
-        let middle = (0..=middle).rev().find(|&m| args.is_char_boundary(m)).unwrap_or(0);
+        let middle = (0..=middle)
+            .rev()
+            .find(|&m| args.is_char_boundary(m))
+            .unwrap_or(0);
         for piece in [&args[..middle], &args[middle..]] {
             let delta = json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]});
             events.push(chunk(delta, Value::Null, Value::Null));
