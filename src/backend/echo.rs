@@ -65,7 +65,7 @@ fn echo(request: &ModelRequest) -> Echo {
     }
     let said = match last {
         Some(m) if m.role == Role::Tool || tool_results(&m.content).next().is_some() => {
-            transcript(&m.content)
+            trailing_results(&request.messages)
         }
         _ => last_user_words(&request.messages),
     };
@@ -99,6 +99,24 @@ fn echo(request: &ModelRequest) -> Echo {
         calls: Vec::new(),
         finish,
     }
+}
+
+/// What the trailing tool messages (one per result, as OpenAI sends them,
+/// or one holding all) returned.
+fn trailing_results(messages: &[PromptMessage]) -> String {
+    let first = messages
+        .iter()
+        .rposition(|m| m.role != Role::Tool)
+        .map_or(0, |i| i + 1);
+    let trailing = match &messages[first..] {
+        [] => &messages[messages.len().saturating_sub(1)..],
+        tools => tools,
+    };
+    trailing
+        .iter()
+        .map(|m| transcript(&m.content))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The last user message's words, with a note per image.

@@ -77,3 +77,65 @@ def test_errors_carry_grpc_status_codes(pb, channel):
     # AIP-193 details travel in the grpc-status-details-bin trailer.
     trailers = dict(bad.value.trailing_metadata() or ())
     assert "grpc-status-details-bin" in trailers
+
+
+def tools_and_results(pb):
+    """Generation settings declaring get_weather, and a builder of results."""
+    from google.protobuf import struct_pb2
+
+    schema = struct_pb2.Struct()
+    schema.update({"type": "object", "properties": {"city": {"type": "string"}}})
+    generation = pb.res.GenerationConfig(tools=[pb.res.Tool(name="get_weather", description="Weather", parameters=schema)])
+
+    def result(call_id, output):
+        return pb.res.ContentPart(
+            tool_result=pb.res.ToolResult(call_id=call_id, content=[pb.res.ContentPart(text=output)])
+        )
+
+    return generation, result
+
+
+def test_tool_loop_unary_and_streamed(pb, channel):
+    """The loop the proto documents: the model calls a tool, the caller runs
+    it and answers with a tool_result, the model goes on; unary, then
+    streamed with the call forming in tool_call_delta events."""
+    stub = pb.svc_grpc.DialogueServiceStub(channel)
+    generation, result = tools_and_results(pb)
+    ask = 'Weather in Paris? call get_weather {"city": "Paris"}'
+    name = "dialogues/py_tools"
+
+    asked = stub.Converse(
+        pb.svc.ConverseRequest(name=name, content=[text(pb, ask)], generation=generation, create_if_missing=True)
+    )
+    assert asked.finish_reason == pb.res.FINISH_REASON_TOOL_CALLS
+    call = asked.turn.content[0].tool_call
+    assert (call.name, call.arguments) == ("get_weather", '{"city": "Paris"}')
+    answered = stub.Converse(
+        pb.svc.ConverseRequest(name=name, content=[result(call.id, "18C")], generation=generation)
+    )
+    assert answered.finish_reason == pb.res.FINISH_REASON_STOP
+    assert "18C" in joined(answered.turn)
+
+    events = list(
+        stub.ConverseStream(pb.svc.ConverseRequest(name=name, content=[text(pb, ask)], generation=generation))
+    )
+    pieces = [e.tool_call_delta for e in events if e.WhichOneof("event") == "tool_call_delta"]
+    assert pieces[0].id and pieces[0].name == "get_weather"
+    assert "".join(p.arguments for p in pieces) == '{"city": "Paris"}'
+    end = events[-1].end
+    assert end.turn.content[0].tool_call.id == pieces[0].id
+    events = list(
+        stub.ConverseStream(
+            pb.svc.ConverseRequest(name=name, content=[result(pieces[0].id, "19C")], generation=generation)
+        )
+    )
+    assert "19C" in joined(events[-1].end.turn)
+
+    # Answering what was not asked is refused with the field named.
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Converse(pb.svc.ConverseRequest(name=name, content=[result("call_x", "?")], generation=generation))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    turns = stub.ListTurns(pb.svc.ListTurnsRequest(parent=name, page_size=20)).turns
+    roles = [t.role for t in turns]
+    assert roles == [pb.res.ROLE_USER, pb.res.ROLE_ASSISTANT, pb.res.ROLE_TOOL, pb.res.ROLE_ASSISTANT] * 2
