@@ -42,6 +42,11 @@ impl ModelService for ModelGrpc {
                         weight: i32::try_from(t.weight).unwrap_or(i32::MAX),
                         circuit_state: circuit_to_pb(t.circuit_state()) as i32,
                         reachable: reachable.get(t.backend.name()).copied().unwrap_or(false),
+                        capabilities: t
+                            .capabilities
+                            .iter()
+                            .map(|c| c.as_str().to_owned())
+                            .collect(),
                     })
                     .collect(),
             })

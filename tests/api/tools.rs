@@ -352,6 +352,17 @@ async fn a_model_without_a_capability_is_refused_and_fallback_picks_one_that_has
         0,
         "the target without tools is never tried"
     );
+    let models = app
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .models;
+    let m = models.iter().find(|m| m.model_id == "m").unwrap();
+    assert!(m.targets[0].capabilities.is_empty());
+    assert_eq!(
+        m.targets[1].capabilities,
+        ["vision", "tools", "json_schema", "logprobs"]
+    );
 
     let lacking = pb::GenerationConfig {
         model: Some("text-only".into()),
