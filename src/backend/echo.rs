@@ -126,11 +126,15 @@ fn last_user_words(messages: &[PromptMessage]) -> String {
     };
     let mut words = user.joined_text();
     for image in images(&user.content) {
-        let note = match &image.source {
-            ImageSource::Url(url) => format!(" [image {url}]"),
-            ImageSource::Inline(i) => format!(" [image {}, {} bytes]", i.mime_type, i.data.len()),
-        };
-        words.push_str(&note);
+        if !words.is_empty() {
+            words.push(' ');
+        }
+        match &image.source {
+            ImageSource::Url(url) => words.push_str(&format!("[image {url}]")),
+            ImageSource::Inline(i) => {
+                words.push_str(&format!("[image {}, {} bytes]", i.mime_type, i.data.len()))
+            }
+        }
     }
     words
 }

@@ -119,6 +119,18 @@ pub struct TopLogprob {
 }
 
 impl GenerationParams {
+    /// A digest of every setting (hex SHA-256 of their JSON), to tell two
+    /// requests apart.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(json)
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Tokens the tool definitions and the response schema add to a
     /// prompt, estimated from their JSON text.
     pub fn schema_tokens(&self) -> u64 {

@@ -40,6 +40,11 @@ pub struct IdempotencyRecord {
     pub user_turn_index: u64,
     pub backend: String,
     pub expire_time: Time,
+    /// `GenerationParams::digest` of the request: the same key with other
+    /// settings (tools, response format, sampling) is a different request.
+    /// Empty in records written before it existed (not compared then).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub settings_digest: String,
 }
 
 /// A completed exchange to store in one atomic write.

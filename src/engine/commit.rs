@@ -160,6 +160,7 @@ impl Engine {
                 user_turn_index: planned.user_turn.index,
                 backend: backend.clone(),
                 expire_time: now.saturating_add_secs(IDEMPOTENCY_TTL_SECS),
+                settings_digest: planned.settings_digest.clone(),
             });
         let user_turn = planned.user_turn;
         let turns: Vec<&Turn> = planned

@@ -44,6 +44,9 @@ pub(super) struct PlannedTurn {
     pub deadline: Option<Instant>,
     /// A stateless completion: nothing is stored.
     pub stateless: bool,
+    /// `GenerationParams::digest` of the request, kept with its
+    /// idempotency key.
+    pub settings_digest: String,
 }
 
 pub(super) enum Plan {
@@ -311,6 +314,7 @@ impl Engine {
             waited,
             deadline: request.deadline,
             stateless: false,
+            settings_digest: request.params.digest(),
         })))
     }
 
@@ -389,6 +393,7 @@ impl Engine {
             waited: Duration::ZERO,
             deadline: request.deadline,
             stateless: true,
+            settings_digest: String::new(),
         })
     }
 

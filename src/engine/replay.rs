@@ -31,10 +31,12 @@ impl Engine {
                 id.resource_name()
             )))
         })?;
-        if user_turn.content != request.content {
+        let other_settings =
+            !record.settings_digest.is_empty() && record.settings_digest != request.params.digest();
+        if user_turn.content != request.content || other_settings {
             return Err(EngineError::invalid(
                 "request_id",
-                "was already used for a different message in this dialogue",
+                "was already used for a different message or generation settings in this dialogue",
             ));
         }
         Ok(stored_outcome(

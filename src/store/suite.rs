@@ -100,6 +100,7 @@ pub async fn dialogues_and_turns(store: &dyn DialogueStore) {
         user_turn_index: 2,
         backend: "echo".into(),
         expire_time: Time::now().saturating_add_secs(3600),
+        settings_digest: "0123abcd".into(),
     };
     exchange(store, &d, false, 2, Some(&record)).await.unwrap();
     let stored = store.get_dialogue(&d.id).await.unwrap().unwrap();

@@ -291,3 +291,71 @@ async fn log_probabilities_come_back_unary_and_with_each_delta() {
     let turns = app.all_turns("lp").await;
     assert_eq!(turn_text(&turns[3]), "lp: four five");
 }
+
+#[tokio::test]
+async fn rest_carries_rich_content_in_the_protobuf_json_mapping() {
+    let app = spawn_app().await;
+    let http = plain_http().build().unwrap();
+    let base = format!("http://{}/v1/dialogues", app.addr);
+    let post = |path: String, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            let response = http.post(path).json(&body).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let png = base64::engine::general_purpose::STANDARD.encode(PNG);
+    let tools = json!({"tools": [{"name": "lookup", "parameters": {"type": "object"}}]});
+    let (status, asked) = post(
+        format!("{base}/rest-rich:converse"),
+        json!({"createIfMissing": true, "generation": tools,
+               "content": [{"text": "call lookup {\"q\": 1}"},
+                           {"image": {"inline": {"mimeType": "image/png", "data": png}, "detail": "IMAGE_DETAIL_HIGH"}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{asked}");
+    let call = &asked["turn"]["content"][0]["toolCall"];
+    assert_eq!(
+        (call["name"].as_str(), call["arguments"].as_str()),
+        (Some("lookup"), Some(r#"{"q": 1}"#))
+    );
+    let (status, answered) = post(
+        format!("{base}/rest-rich:converse"),
+        json!({"generation": tools, "content": [{"toolResult": {"callId": call["id"], "content": [{"text": "42"}], "isError": true}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answered}");
+    assert_eq!(answered["userTurn"]["role"], "ROLE_TOOL");
+    let turns: serde_json::Value = http
+        .get(format!("{base}/rest-rich/turns?view=TURN_VIEW_FULL"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        turns["turns"][0]["content"][1]["image"]["inline"]["data"],
+        png
+    );
+    assert_eq!(
+        turns["turns"][2]["content"][0]["toolResult"]["isError"],
+        true
+    );
+    // A refused stream is an HTTP error, not an event stream.
+    let refused = http
+        .post(format!("{base}/rest-rich:converseStream"))
+        .json(&json!({"content": [{"toolResult": {"callId": "nope", "content": [{"text": "x"}]}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        body["error"]["details"][1]["fieldViolations"][0]["field"],
+        "content[0].tool_result.call_id"
+    );
+}

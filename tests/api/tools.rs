@@ -405,3 +405,47 @@ async fn a_model_without_a_capability_is_refused_and_fallback_picks_one_that_has
     assert!(streamed.message().contains("vision"));
     assert_eq!(plain.request_count(), 0);
 }
+
+#[tokio::test]
+async fn idempotency_keys_and_the_reply_cache_tell_tool_settings_apart() {
+    let app = spawn_app().await;
+    let ask = r#"call get_weather {"city": "Rome"}"#;
+    let keyed = |generation: pb::GenerationConfig| pb::ConverseRequest {
+        request_id: "req-tools".into(),
+        ..request("idem", vec![text(ask)], generation)
+    };
+    let first = app
+        .converse_with(keyed(with_tools(&["get_weather"])))
+        .await
+        .unwrap();
+    assert_eq!(first.finish_reason, pb::FinishReason::ToolCalls as i32);
+    let replayed = app
+        .converse_with(keyed(with_tools(&["get_weather"])))
+        .await
+        .unwrap();
+    assert!(replayed.metadata.unwrap().replayed);
+    let other = app
+        .converse_with(keyed(with_tools(&["get_weather", "get_time"])))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&other), ["request_id"]);
+
+    // The cache answers the same request again, not one with other tools.
+    let cached = |tools: &[&str]| pb::GenerationConfig {
+        cache: pb::CachePolicy::Use as i32,
+        ..with_tools(tools)
+    };
+    let mut answers = Vec::new();
+    for (id, tools) in [
+        ("c1", &["get_weather"][..]),
+        ("c2", &["get_weather"]),
+        ("c3", &["get_time"]),
+    ] {
+        let reply = app
+            .converse_with(request(id, vec![text("hello")], cached(tools)))
+            .await
+            .unwrap();
+        answers.push(reply.metadata.unwrap().cached);
+    }
+    assert_eq!(answers, [false, true, false]);
+}
