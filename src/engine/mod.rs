@@ -10,6 +10,7 @@
 //! replays and resumed streams). This file holds the engine itself and what
 //! they share.
 
+mod checks;
 mod commit;
 mod dialogues;
 pub mod error;

@@ -403,6 +403,28 @@ async fn a_model_without_a_capability_is_refused_and_fallback_picks_one_that_has
         "refused before the stream"
     );
     assert!(streamed.message().contains("vision"));
+    // What history holds counts too: an image stored by an able model,
+    // then a text turn sent to one without vision.
+    let with_image = vec![
+        text("look"),
+        image_url("https://example.com/a.png", pb::ImageDetail::Low),
+    ];
+    app.converse_with(request("cap-h", with_image, Default::default()))
+        .await
+        .unwrap();
+    let text_turn = pb::GenerationConfig {
+        model: Some("text-only".into()),
+        ..Default::default()
+    };
+    let refused = app
+        .converse_with(request("cap-h", vec![text("and now?")], text_turn))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_reason(&refused).as_deref(),
+        Some("MODEL_LACKS_CAPABILITY")
+    );
+    assert!(refused.message().contains("vision"));
     assert_eq!(plain.request_count(), 0);
 }
 
