@@ -119,3 +119,40 @@ async fn a_failed_summary_does_not_fail_the_turn() {
         "summaries were attempted"
     );
 }
+
+#[tokio::test]
+async fn a_summary_keeps_tool_activity_as_text() {
+    let fake = FakeUpstream::start("gpt").await;
+    let app = app_with_summaries(&fake).await;
+    let tools = crate::rich::with_tools(&["get_weather"]);
+    fake.plan_replies([crate::upstream::Planned::calls(&[(
+        "call_1",
+        "get_weather",
+        r#"{"city":"Paris"}"#,
+    )])]);
+    for content in [
+        text("Weather in Paris?"),
+        crate::rich::tool_result("call_1", "18C"),
+    ] {
+        app.converse_with(crate::rich::request("tools", vec![content], tools.clone()))
+            .await
+            .unwrap();
+    }
+    for i in 0..24 {
+        app.converse("tools", &format!("fact {i}: the code word is alpha{i}"))
+            .await
+            .unwrap();
+    }
+    let summary_calls: Vec<serde_json::Value> = fake
+        .requests()
+        .into_iter()
+        .filter(is_summary_call)
+        .collect();
+    let first = summary_calls.first().expect("a summary was written");
+    let conversation = first["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        conversation.contains(r#"[call call_1 get_weather({"city":"Paris"})]"#)
+            && conversation.contains("[call call_1 returned: 18C]"),
+        "{conversation}"
+    );
+}
