@@ -303,3 +303,19 @@ def test_unknown_parameters_are_refused_by_name(client):
             messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}],
         )
     assert error.value.body["param"] == "messages[0].content[0].type"
+
+
+def test_a_tool_may_return_nothing_and_assistant_messages_come_back_as_sent(client):
+    messages = [
+        {"role": "user", "content": ASK},
+        {
+            "role": "assistant",
+            "content": "",
+            "annotations": [],
+            "refusal": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        },
+        tool_message("c1", ""),
+    ]
+    reply = client.chat.completions.create(model="echo", messages=messages, tools=[WEATHER])
+    assert reply.choices[0].message.content == "echo: [call c1 returned: ]"

@@ -46,9 +46,12 @@ fn message(m: &Obj) -> Result<PromptMessage, Status> {
         "assistant" => assistant(m),
         "tool" => {
             m.only(&["role", "content", "tool_call_id"])?;
+            let mut content = text_content(m)?;
+            // A tool may return nothing.
+            content.retain(|p| p.as_text() != Some(""));
             let result = ToolResult {
                 call_id: m.required_str("tool_call_id")?.to_owned(),
-                content: text_content(m)?,
+                content,
                 is_error: false,
             };
             Ok(PromptMessage {
@@ -68,12 +71,15 @@ fn message(m: &Obj) -> Result<PromptMessage, Status> {
 }
 
 fn assistant(m: &Obj) -> Result<PromptMessage, Status> {
+    // `annotations` (URL citations of OpenAI's search) are the model's
+    // output, accepted back and ignored.
     m.only(&[
         "role",
         "content",
         "name",
         "tool_calls",
         "refusal",
+        "annotations",
         "audio",
         "function_call",
     ])?;
