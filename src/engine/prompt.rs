@@ -143,9 +143,18 @@ impl PromptBuilder<'_> {
                     results = Some(turn);
                     continue;
                 }
-                let unit: Vec<&Turn> = results.iter().map(|t| &**t).chain([&*turn]).collect();
+                // No allocation per turn: this runs for every turn of a window.
+                let single = [&*turn];
+                let pair;
+                let unit: &[&Turn] = match &results {
+                    Some(results) => {
+                        pair = [&**results, &*turn];
+                        &pair
+                    }
+                    None => &single,
+                };
                 let must_fit = std::mem::take(&mut newest) && answers_calls;
-                if dropped.is_empty() && fit.offer(&unit) {
+                if dropped.is_empty() && fit.offer(unit) {
                     first_kept = turn.index;
                     results = None;
                     continue;

@@ -240,7 +240,8 @@ fn usage(request: &ModelRequest, completion_words: usize) -> Usage {
     let prompt_words: usize = request
         .messages
         .iter()
-        .map(|m| m.joined_text().split_whitespace().count())
+        .flat_map(|m| m.content.iter().filter_map(|p| p.as_text()))
+        .map(|text| text.split_whitespace().count())
         .sum();
     Usage {
         prompt_tokens: prompt_words as u64,
