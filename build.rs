@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         // Image bytes as `Bytes`: shared with the stored turn, not copied.
         .bytes(".dialogue.v1.InlineImage.data")
+        // Malformed messages are INVALID_ARGUMENT (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::DialogdCodec")
         .compile_fds(fds)?;
     // serde for our messages, per the same mapping (dialogue.v1.serde.rs).
     pbjson_build::Builder::new()

@@ -6,6 +6,10 @@ use super::{Principal, Scope, keys};
 use crate::failure::{ErrorKind, Failure};
 use std::collections::{BTreeSet, HashMap};
 
+/// The longest `authorization` value read: API keys and the JWTs dialogd
+/// and identity providers issue are far shorter.
+pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("missing credentials: send `authorization: Bearer <API key or token>`")]
@@ -82,14 +86,20 @@ impl Authenticator {
         self.issuer = issuer;
     }
 
-    /// The caller named by an `authorization` header value.
+    /// The caller named by an `authorization` header value (at most
+    /// `MAX_AUTHORIZATION_BYTES`: longer is no credential dialogd issues).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let raw = authorization.ok_or(AuthError::Missing)?;
-        let credential = raw
-            .strip_prefix("Bearer ")
-            .or_else(|| raw.strip_prefix("bearer "))
-            .ok_or(AuthError::Missing)?
-            .trim();
+        if raw.len() > MAX_AUTHORIZATION_BYTES {
+            return Err(AuthError::Invalid);
+        }
+        // The scheme is case-insensitive (RFC 7235): Bearer, bearer, BEARER.
+        let credential = match raw.trim_start().split_once(' ') {
+            Some((scheme, credential)) if scheme.eq_ignore_ascii_case("bearer") => {
+                credential.trim()
+            }
+            _ => return Err(AuthError::Missing),
+        };
         if let Some(key) = keys::parse(credential) {
             return self.check_key(key.id, key.secret);
         }

@@ -4,6 +4,7 @@
 pub mod admin_service;
 pub mod auth_service;
 pub mod chat_client;
+pub mod codec;
 pub mod convert;
 pub mod dialogue_calls;
 pub mod dialogue_service;

@@ -126,6 +126,10 @@ pub fn serve(
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Room for any header dialogd reads, so an oversized credential
+        // reaches the auth layer (UNAUTHENTICATED, audited) instead of
+        // h2's own refusal (a 431 without a gRPC status, or GOAWAY).
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         // HTTP/1.1 too: gRPC-Web and the HTTP front's callers.
         .accept_http1(true)
         // Outermost: CORS preflights are answered before anything (they
@@ -145,6 +149,9 @@ pub fn serve(
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
     Ok(tokio::spawn(server))
 }
+
+/// Largest HTTP/2 header block accepted: 64 KiB.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
 /// What the layers around every call need.
 pub struct Layers {

@@ -11,6 +11,7 @@ mod redis_cluster;
 mod upstream;
 
 mod backends;
+mod bad_input;
 mod batch;
 mod cache;
 mod chat_command;
