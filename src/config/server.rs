@@ -14,6 +14,9 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// How long in-flight calls and streams may run on after SIGTERM/SIGINT.
     pub drain_timeout_secs: u64,
+    /// How long a request's body may take to arrive, from the request's
+    /// start (a trickling caller is cut off after it).
+    pub request_read_timeout_secs: u64,
     /// Browser origins (`https://app.example.com`, or `*`) allowed to call
     /// gRPC-Web and the HTTP routes cross-origin; empty: no CORS headers.
     pub cors_allowed_origins: Vec<String>,
@@ -28,6 +31,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_request_bytes: 16 * 1024 * 1024,
             drain_timeout_secs: 30,
+            request_read_timeout_secs: 30,
             cors_allowed_origins: Vec::new(),
             tls: None,
         }
@@ -38,6 +42,9 @@ impl ServerSettings {
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.max_request_bytes < 1024 {
             return Err("server.max_request_bytes must be at least 1024".into());
+        }
+        if !(1..=3600).contains(&self.request_read_timeout_secs) {
+            return Err("server.request_read_timeout_secs must be 1 to 3600".into());
         }
         if let Some(tls) = &self.tls {
             tls.validate()?;

@@ -6,6 +6,7 @@
 //! `Retry-After`.
 
 use crate::middleware::protocol::{code_name, http_status};
+use crate::middleware::read_deadline::REQUEST_READ_TIMEOUT;
 use axum::http::HeaderValue;
 use serde_json::json;
 use tonic::{Code, Status};
@@ -118,7 +119,10 @@ pub fn response(shape: ErrorShape, status: &Status) -> http::Response<tonic::bod
     let mut response = http::Response::new(tonic::body::Body::new(http_body_util::Full::new(
         bytes::Bytes::from(json),
     )));
-    *response.status_mut() = http_status(status.code());
+    *response.status_mut() = match status.get_details_error_info() {
+        Some(info) if info.reason == REQUEST_READ_TIMEOUT => http::StatusCode::REQUEST_TIMEOUT,
+        _ => http_status(status.code()),
+    };
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,

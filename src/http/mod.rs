@@ -86,6 +86,25 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
     })
 }
 
+/// A request's body, at most `max` bytes. A body cut off by a layer (its
+/// read deadline, say) fails with that layer's status.
+pub async fn read_body(body: axum::body::Body, max: usize) -> Result<bytes::Bytes, Status> {
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if let Some(status) = err.downcast_ref::<Status>() {
+                return status.clone();
+            }
+            source = err.source();
+        }
+        crate::failure::Failure::invalid(
+            "body",
+            format!("is unreadable or larger than {max} bytes"),
+        )
+        .into()
+    })
+}
+
 /// What no route serves: UNIMPLEMENTED for gRPC, NOT_FOUND for HTTP.
 fn unknown_route<B>(request: &http::Request<B>) -> Response {
     use axum::response::IntoResponse;

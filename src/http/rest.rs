@@ -66,14 +66,7 @@ async fn call<T: DeserializeOwned>(
 ) -> Result<(CallContext, T), Status> {
     let (parts, body) = request.into_parts();
     let cx = CallContext::new(&parts.headers, &parts.extensions)?;
-    let bytes = axum::body::to_bytes(body, front.max_body)
-        .await
-        .map_err(|_| {
-            bad_body(format!(
-                "is unreadable or larger than {} bytes",
-                front.max_body
-            ))
-        })?;
+    let bytes = super::read_body(body, front.max_body).await?;
     let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
     } else {

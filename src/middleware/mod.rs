@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod protocol;
 pub mod rate_limit;
+pub mod read_deadline;
 pub mod request_id;
 pub mod rpc_table;
 

@@ -18,6 +18,7 @@ use crate::middleware::audit::Audit;
 use crate::middleware::auth::Authentication;
 use crate::middleware::metrics::RpcMetrics;
 use crate::middleware::rate_limit::RateLimiting;
+use crate::middleware::read_deadline::ReadDeadlineLayer;
 use crate::middleware::request_id::RequestIds;
 use crate::middleware::{AroundLayer, Refuse};
 use crate::operations::Operations;
@@ -135,6 +136,9 @@ pub fn serve(
         // Outermost: CORS preflights are answered before anything (they
         // carry no credentials), and gRPC-Web becomes gRPC before our layers.
         .layer(tower::util::option_layer(cors))
+        .layer(ReadDeadlineLayer(Duration::from_secs(
+            settings.server.request_read_timeout_secs,
+        )))
         .layer(crate::http::grpc_web::GrpcWebOnly)
         .layer(AroundLayer(RequestIds))
         .layer(AroundLayer(RpcMetrics))

@@ -6,6 +6,8 @@
 use crate::helpers::*;
 use crate::security::secured_app;
 use dialogd::pb::dialogue::v1 as pb;
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
 use tonic::Code;
 
 fn with_header<T>(message: T, value: &str) -> tonic::Request<T> {
@@ -136,4 +138,76 @@ async fn malformed_protobuf_is_invalid_argument_not_internal() {
         .unwrap_err();
     assert_eq!(deep.code(), Code::InvalidArgument, "{deep:?}");
     assert_eq!(app.get("deep", 0).await.unwrap_err().code(), Code::NotFound);
+}
+
+/// `head` at once, then `rest` a byte every 200 ms: a caller trickling
+/// its request body.
+fn trickle(head: Vec<u8>, rest: usize) -> reqwest::Body {
+    let bytes =
+        futures_util::stream::iter(std::iter::once(head).chain((0..rest).map(|_| vec![b' '])))
+            .enumerate()
+            .then(|(i, chunk)| async move {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok::<_, std::io::Error>(chunk)
+            });
+    reqwest::Body::wrap_stream(bytes)
+}
+
+#[tokio::test]
+async fn a_request_body_that_trickles_in_is_cut_off_at_the_read_timeout() {
+    let app = spawn_app_with(|s| s.server.request_read_timeout_secs = 1).await;
+    let started = Instant::now();
+    // HTTP: 408 with the reason, after about the limit.
+    let http = plain_http().http1_only().build().unwrap();
+    let response = http
+        .post(format!("http://{}/v1/dialogues", app.addr))
+        .header("content-type", "application/json")
+        .header("content-length", "40")
+        .body(trickle(b"{\"dialogueId\": \"slow\"".to_vec(), 19))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["details"][0]["reason"],
+        "REQUEST_READ_TIMEOUT"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // gRPC: DEADLINE_EXCEEDED, not a call held open.
+    let started = Instant::now();
+    let mut head = vec![0u8];
+    head.extend_from_slice(&100u32.to_be_bytes());
+    let h2 = plain_http().http2_prior_knowledge().build().unwrap();
+    let response = h2
+        .post(format!(
+            "http://{}/dialogue.v1.DialogueService/CreateDialogue",
+            app.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(trickle(head, 100))
+        .send()
+        .await
+        .unwrap();
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status.as_deref(), Some("4"), "{:?}", response.headers());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nothing was created, and a prompt caller is unaffected.
+    assert_eq!(app.get("slow", 0).await.unwrap_err().code(), Code::NotFound);
+    app.create("fast").await;
 }

@@ -117,14 +117,7 @@ async fn read(
         .get::<Principal>()
         .cloned()
         .ok_or(AuthError::Missing)?;
-    let body = axum::body::to_bytes(body, front.max_body)
-        .await
-        .map_err(|_| {
-            invalid(
-                "body",
-                format!("is unreadable or larger than {} bytes", front.max_body),
-            )
-        })?;
+    let body = super::read_body(body, front.max_body).await?;
     Ok((caller, parts.headers, request::parse(&body)?))
 }
 
