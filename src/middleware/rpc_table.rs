@@ -270,6 +270,12 @@ impl Rpc {
         }
     }
 
+    /// Streams that only watch state and hold no work (health, an
+    /// operation): a drain ends them instead of waiting for them.
+    pub fn only_watches(self) -> bool {
+        matches!(self, Rpc::HealthWatch | Rpc::WatchOperation)
+    }
+
     /// The method a gRPC path names.
     pub fn for_grpc_path(path: &str) -> Option<Rpc> {
         Rpc::ALL.iter().copied().find(|rpc| rpc.spec().path == path)

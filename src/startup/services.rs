@@ -16,6 +16,7 @@ use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
 use crate::limits::RateLimits;
 use crate::middleware::audit::Audit;
 use crate::middleware::auth::Authentication;
+use crate::middleware::drain::EndWatchesOnDrain;
 use crate::middleware::metrics::RpcMetrics;
 use crate::middleware::rate_limit::RateLimiting;
 use crate::middleware::read_deadline::ReadDeadlineLayer;
@@ -141,6 +142,7 @@ pub fn serve(
         )))
         .layer(crate::http::grpc_web::GrpcWebOnly)
         .layer(AroundLayer(RequestIds))
+        .layer(AroundLayer(EndWatchesOnDrain(stop.clone())))
         .layer(AroundLayer(RpcMetrics))
         .layer(AroundLayer(Audit::new(layers.audit)))
         .layer(AroundLayer(Authentication::new(

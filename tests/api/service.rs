@@ -157,3 +157,57 @@ async fn shutdown_cuts_streams_after_the_drain_timeout() {
     }
     assert!(!ended_cleanly);
 }
+
+#[tokio::test]
+async fn a_health_watch_does_not_hold_the_drain_open() {
+    let mut app = spawn_app_with(|s| {
+        set_echo_delay(s, 100);
+        s.server.drain_timeout_secs = 10;
+    })
+    .await;
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // Real work in flight too: the drain waits for it, not for the watch.
+    app.create("busy").await;
+    let mut stream = app
+        .converse_stream(converse_request("busy", "one two three"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    app.signal_stop();
+    let server = app.take_server();
+    while stream.message().await.expect("the turn finishes").is_some() {}
+    let last_turn_done = started.elapsed();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the drain ends with the work, not the watch")
+        .unwrap()
+        .expect("clean stop");
+    let exit = started.elapsed();
+    assert!(
+        exit < last_turn_done + Duration::from_millis(500),
+        "exit {exit:?}, last turn done {last_turn_done:?}"
+    );
+    // The watch heard NOT_SERVING, then ended UNAVAILABLE.
+    let mut statuses = Vec::new();
+    let ending = loop {
+        match watch.message().await {
+            Ok(Some(update)) => statuses.push(update.status),
+            Ok(None) => break None,
+            Err(status) => break Some(status.code()),
+        }
+    };
+    assert!(
+        statuses.contains(&(ServingStatus::NotServing as i32)),
+        "{statuses:?}"
+    );
+    assert_eq!(ending, Some(tonic::Code::Unavailable));
+}
