@@ -59,18 +59,32 @@ fn transport_error(backend: &str, e: &reqwest::Error, phase: &'static str) -> Ba
             phase,
         };
     }
-    // reqwest's Display names the URL, which holds no secret (keys travel
-    // in headers); the source chain says what went wrong.
-    let mut detail = e.to_string();
+    BackendError::Unavailable {
+        backend: backend.to_owned(),
+        detail: describe(e),
+    }
+}
+
+/// What went wrong with a request, without its URL: an upstream URL (and
+/// whatever its query holds, a key included) never reaches a client. The
+/// server log gets the URL with its query cut.
+fn describe(e: &reqwest::Error) -> String {
+    if let Some(url) = e.url() {
+        let mut shown = url.clone();
+        shown.set_query(None);
+        let _ = shown.set_password(None);
+        tracing::debug!(url = %shown, error = %e.to_string().replace(url.as_str(), shown.as_str()), "upstream request failed");
+    }
+    let mut detail = match e.url() {
+        Some(url) => e.to_string().replace(&format!(" for url ({url})"), ""),
+        None => e.to_string(),
+    };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         detail = format!("{detail}: {s}");
         source = s.source();
     }
-    BackendError::Unavailable {
-        backend: backend.to_owned(),
-        detail,
-    }
+    detail
 }
 
 /// Seconds (`retry-after: 2`) or milliseconds (`retry-after-ms: 1500`).
@@ -146,9 +160,15 @@ fn sse_events(
 ) -> impl Stream<Item = Result<Event, BackendError>> + Send + use<> {
     let backend = backend.to_owned();
     response.bytes_stream().eventsource().map(move |item| {
-        item.map_err(|e| BackendError::Unavailable {
-            backend: backend.clone(),
-            detail: format!("the stream broke: {e}"),
+        item.map_err(|e| {
+            let why = match &e {
+                eventsource_stream::EventStreamError::Transport(e) => describe(e),
+                other => other.to_string(),
+            };
+            BackendError::Unavailable {
+                backend: backend.clone(),
+                detail: format!("the stream broke: {why}"),
+            }
         })
     })
 }

@@ -6,6 +6,7 @@
 //! carries the operation ID as its idempotency key, so one that was stored
 //! before the restart is replayed, never run twice.
 
+pub mod destinations;
 mod record;
 pub mod webhook;
 

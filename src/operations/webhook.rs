@@ -2,10 +2,12 @@
 //! with HMAC-SHA256 over the body, retried with exponential backoff until a
 //! 2xx answer or the attempts run out.
 
+use super::destinations::{Destinations, InternalDestination, is_public};
 use crate::config::WebhookSettings;
 use crate::engine::EngineError;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
@@ -18,7 +20,7 @@ pub struct Webhooks {
     secret: Option<Vec<u8>>,
     max_attempts: u32,
     initial_backoff: Duration,
-    allowed_hosts: Vec<String>,
+    destinations: Destinations,
 }
 
 /// How a delivery ended.
@@ -38,10 +40,15 @@ impl Webhooks {
             ),
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let destinations = Destinations::new(&settings.allowed_hosts);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(settings.timeout_secs.max(1)))
             // A callback answers where it was asked; no redirects followed.
             .redirect(reqwest::redirect::Policy::none())
+            // Names resolve to reachable addresses only, at connect time;
+            // a proxy would resolve them itself, so none is used.
+            .dns_resolver(Arc::new(destinations.clone()))
+            .no_proxy()
             .build()
             .map_err(|e| format!("cannot build the webhook client: {e}"))?;
         Ok(Webhooks {
@@ -49,16 +56,14 @@ impl Webhooks {
             secret,
             max_attempts: settings.max_attempts.max(1),
             initial_backoff: Duration::from_millis(settings.initial_backoff_ms),
-            allowed_hosts: settings
-                .allowed_hosts
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
+            destinations,
         })
     }
 
     /// Whether callbacks may go to `url`: an http(s) URL of an allowed
-    /// host (`webhooks.allowed_hosts`), with a secret to sign them.
+    /// host (`webhooks.allowed_hosts`; without a list, any host whose
+    /// address is public — an address literal is checked here, a name when
+    /// it is called), with a secret to sign them.
     pub fn check_url(&self, url: &str) -> Result<(), EngineError> {
         const FIELD: &str = "callback_url";
         let url = url::Url::parse(url)
@@ -67,10 +72,22 @@ impl Webhooks {
             return Err(EngineError::invalid(FIELD, "must be http or https"));
         }
         let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.contains(&host) {
+        if self.destinations.is_restricted() && !self.destinations.allows(&host) {
             return Err(EngineError::invalid(
                 FIELD,
                 "names a host outside webhooks.allowed_hosts",
+            ));
+        }
+        // The URL parser reads 0x7f000001 and 2130706433 as 127.0.0.1 too.
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if literal.is_some_and(|ip| !is_public(ip)) && !self.destinations.allows(&host) {
+            return Err(EngineError::invalid(
+                FIELD,
+                "names an internal address (loopback, private, link-local or metadata); list it in webhooks.allowed_hosts to allow it",
             ));
         }
         if self.secret.is_none() {
@@ -131,6 +148,10 @@ impl Webhooks {
                 Ok(answer) => {
                     tracing::warn!(operation, status = %answer.status(), attempts, "callback refused")
                 }
+                Err(e) if refused_destination(&e) => {
+                    tracing::warn!(operation, error = %e, "callback not sent: an internal destination");
+                    break;
+                }
                 Err(e) => tracing::warn!(operation, error = %e, attempts, "callback failed"),
             }
         }
@@ -139,4 +160,17 @@ impl Webhooks {
             attempts,
         }
     }
+}
+
+/// Whether a request failed because its host resolves only to addresses
+/// callbacks may not reach (retrying cannot help).
+fn refused_destination(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<InternalDestination>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }

@@ -23,6 +23,7 @@ mod http_front;
 mod media;
 mod metrics;
 mod operations;
+mod outbound;
 mod replicas;
 mod replicas_on_a_cluster;
 mod rpc_table;

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::Code;
 
-const SECRET_ENV: &str = "DIALOGD_TEST_WEBHOOK_SECRET";
-const SECRET: &str = "webhook-secret-for-tests";
+pub(crate) const SECRET_ENV: &str = "DIALOGD_TEST_WEBHOOK_SECRET";
+pub(crate) const SECRET: &str = "webhook-secret-for-tests";
 
-fn submit(id: &str, text: &str, callback_url: &str) -> pb::SubmitTurnRequest {
+pub(crate) fn submit(id: &str, text: &str, callback_url: &str) -> pb::SubmitTurnRequest {
     let mut turn = converse_request(id, text);
     turn.create_if_missing = true;
     pb::SubmitTurnRequest {
@@ -24,7 +24,7 @@ fn submit(id: &str, text: &str, callback_url: &str) -> pb::SubmitTurnRequest {
     }
 }
 
-async fn wait_done(client: &Api, name: &str) -> pb::Operation {
+pub(crate) async fn wait_done(client: &Api, name: &str) -> pb::Operation {
     let start = Instant::now();
     loop {
         let op = client
@@ -131,11 +131,11 @@ async fn a_submitted_turn_answers_at_once_and_can_be_polled_and_watched() {
 
 /// Callbacks received: signature header and body. Answers 500 to the first.
 #[derive(Clone, Default)]
-struct Hook {
-    calls: Arc<Mutex<Vec<(String, bytes::Bytes)>>>,
+pub(crate) struct Hook {
+    pub calls: Arc<Mutex<Vec<(String, bytes::Bytes)>>>,
 }
 
-async fn start_hook(hook: Hook) -> String {
+pub(crate) async fn start_hook(hook: Hook) -> String {
     use axum::http::{HeaderMap, StatusCode};
     let app = axum::Router::new()
         .route(
