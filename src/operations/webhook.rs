@@ -71,6 +71,12 @@ impl Webhooks {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(EngineError::invalid(FIELD, "must be http or https"));
         }
+        if self.secret.is_none() {
+            return Err(EngineError::FailedPrecondition {
+                reason: "CALLBACKS_NOT_CONFIGURED",
+                message: "callbacks need a signing secret: set webhooks.secret_env".into(),
+            });
+        }
         let host = url.host_str().unwrap_or("").to_ascii_lowercase();
         if self.destinations.is_restricted() && !self.destinations.allows(&host) {
             return Err(EngineError::invalid(
@@ -89,12 +95,6 @@ impl Webhooks {
                 FIELD,
                 "names an internal address (loopback, private, link-local or metadata); list it in webhooks.allowed_hosts to allow it",
             ));
-        }
-        if self.secret.is_none() {
-            return Err(EngineError::FailedPrecondition {
-                reason: "CALLBACKS_NOT_CONFIGURED",
-                message: "callbacks need a signing secret: set webhooks.secret_env".into(),
-            });
         }
         Ok(())
     }
