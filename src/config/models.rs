@@ -240,10 +240,11 @@ impl RoutingSettings {
         let breaker = &self.breaker;
         if breaker.consecutive_failures == 0
             || !(0.0..=1.0).contains(&breaker.error_rate)
+            || !(0.0..=1.0).contains(&breaker.last_target_error_rate)
             || breaker.window_secs == 0
         {
             return Err(
-                "routing.breaker: consecutive_failures and window_secs must be at least 1, error_rate 0.0 to 1.0".into(),
+                "routing.breaker: consecutive_failures and window_secs must be at least 1, error_rate and last_target_error_rate 0.0 to 1.0".into(),
             );
         }
         Ok(())
@@ -264,6 +265,11 @@ pub struct BreakerSettings {
     pub window_secs: u64,
     /// How long an open circuit waits before letting one probe call through.
     pub cooldown_secs: u64,
+    /// The last closed target of a model (its others all open) opens only
+    /// when this share of at least `min_calls` calls in a window failed —
+    /// never on failures in a row: ejecting it fails every call, so only a
+    /// sustained outage, well above a background of random failures, may.
+    pub last_target_error_rate: f64,
 }
 
 impl Default for BreakerSettings {
@@ -274,6 +280,7 @@ impl Default for BreakerSettings {
             min_calls: 20,
             window_secs: 30,
             cooldown_secs: 15,
+            last_target_error_rate: 0.9,
         }
     }
 }

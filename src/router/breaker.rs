@@ -3,6 +3,11 @@
 //! `min_calls` calls reaches `error_rate`; while open the target is skipped.
 //! After `cooldown` one probe call is let through (half-open): success
 //! closes the circuit, failure opens it again.
+//!
+//! The last closed target of a model is never ejected by a run of
+//! failures, only by a sustained outage (`last_target_error_rate` of a
+//! window): with it open every call fails, so a background of random
+//! failures must not open it (Envoy's max-ejection limit plays this part).
 
 use crate::config::BreakerSettings;
 use std::sync::Mutex;
@@ -62,12 +67,14 @@ pub struct Permit<'a> {
 impl Permit<'_> {
     pub fn success(mut self) {
         self.reported = true;
-        self.breaker.record(Instant::now(), true);
+        self.breaker.record(Instant::now(), true, false);
     }
 
-    pub fn failure(mut self) {
+    /// A failed call; `last_standing`: no other target of the model is
+    /// closed.
+    pub fn failure(mut self, last_standing: bool) {
         self.reported = true;
-        self.breaker.record(Instant::now(), false);
+        self.breaker.failed(Instant::now(), last_standing);
     }
 }
 
@@ -133,9 +140,13 @@ impl CircuitBreaker {
         })
     }
 
-    /// Records a call's outcome (also used for failures seen mid-stream,
-    /// after the permit was spent).
-    pub fn record(&self, now: Instant, success: bool) {
+    /// Records a failure seen after the permit was spent (mid-stream);
+    /// `last_standing` as for `Permit::failure`.
+    pub fn failed(&self, now: Instant, last_standing: bool) {
+        self.record(now, false, last_standing);
+    }
+
+    fn record(&self, now: Instant, success: bool, last_standing: bool) {
         let s = &self.settings;
         let mut inner = self.lock();
         if now.duration_since(inner.window_start) >= Duration::from_secs(s.window_secs) {
@@ -162,9 +173,18 @@ impl CircuitBreaker {
         match inner.phase {
             Phase::HalfOpen { .. } => inner.phase = open,
             Phase::Closed => {
-                let rate_tripped = inner.calls >= s.min_calls
-                    && f64::from(inner.failures) >= s.error_rate * f64::from(inner.calls);
-                if inner.consecutive_failures >= s.consecutive_failures || rate_tripped {
+                let rate_reached = |rate: f64| {
+                    inner.calls >= s.min_calls
+                        && f64::from(inner.failures) >= rate * f64::from(inner.calls)
+                };
+                let tripped = match last_standing {
+                    true => rate_reached(s.last_target_error_rate),
+                    false => {
+                        inner.consecutive_failures >= s.consecutive_failures
+                            || rate_reached(s.error_rate)
+                    }
+                };
+                if tripped {
                     inner.phase = open;
                 }
             }
@@ -201,6 +221,7 @@ mod tests {
             min_calls: 10,
             window_secs: 60,
             cooldown_secs: 5,
+            last_target_error_rate: 0.9,
         })
     }
 
@@ -209,17 +230,17 @@ mod tests {
         let b = breaker();
         let t0 = Instant::now();
         for _ in 0..2 {
-            b.record(t0, false);
+            b.failed(t0, false);
         }
         assert_eq!(b.state(t0), CircuitState::Closed);
-        b.record(t0, false);
+        b.failed(t0, false);
         assert_eq!(b.state(t0), CircuitState::Open);
         assert!(b.try_acquire(t0 + Duration::from_secs(4)).is_none());
 
         let later = t0 + Duration::from_secs(5);
         let probe = b.try_acquire(later).expect("one probe after the cooldown");
         assert!(b.try_acquire(later).is_none(), "only one probe at a time");
-        probe.failure();
+        probe.failure(false);
         assert_eq!(
             b.state(Instant::now()),
             CircuitState::Open,
@@ -232,7 +253,7 @@ mod tests {
         let b = breaker();
         let t0 = Instant::now();
         for _ in 0..3 {
-            b.record(t0, false);
+            b.failed(t0, false);
         }
         let probe = b.try_acquire(t0 + Duration::from_secs(6)).unwrap();
         probe.success();
@@ -244,7 +265,7 @@ mod tests {
         let b = breaker();
         let t0 = Instant::now();
         for _ in 0..3 {
-            b.record(t0, false);
+            b.failed(t0, false);
         }
         let later = t0 + Duration::from_secs(6);
         drop(b.try_acquire(later).unwrap());
@@ -257,10 +278,10 @@ mod tests {
         let t0 = Instant::now();
         // Alternating results never reach 3 in a row, but 50% of 10 calls fail.
         for i in 0..9 {
-            b.record(t0, i % 2 == 0);
+            b.record(t0, i % 2 == 0, false);
         }
         assert_eq!(b.state(t0), CircuitState::Closed);
-        b.record(t0, false);
+        b.failed(t0, false);
         assert_eq!(b.state(t0), CircuitState::Open);
     }
 
@@ -269,10 +290,32 @@ mod tests {
         let b = breaker();
         let t0 = Instant::now();
         for i in 0..9 {
-            b.record(t0, i % 2 == 0);
+            b.record(t0, i % 2 == 0, false);
         }
         let next_window = t0 + Duration::from_secs(61);
-        b.record(next_window, false);
+        b.failed(next_window, false);
         assert_eq!(b.state(next_window), CircuitState::Closed);
+    }
+
+    #[test]
+    fn the_last_target_opens_on_a_sustained_outage_not_a_run_of_failures() {
+        let b = breaker();
+        let t0 = Instant::now();
+        // Random failures, some runs longer than consecutive_failures.
+        for i in 0..40 {
+            b.record(t0, i % 4 == 3, true);
+        }
+        assert_eq!(b.state(t0), CircuitState::Closed);
+        let outage = t0 + Duration::from_secs(61);
+        for _ in 0..9 {
+            b.failed(outage, true);
+        }
+        assert_eq!(
+            b.state(outage),
+            CircuitState::Closed,
+            "fewer than min_calls"
+        );
+        b.failed(outage, true);
+        assert_eq!(b.state(outage), CircuitState::Open, "10 of 10 failed");
     }
 }

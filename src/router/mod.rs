@@ -14,8 +14,11 @@
 
 mod breaker;
 mod retry;
+mod target;
 
 pub use breaker::CircuitState;
+use target::last_standing;
+pub use target::{ModelRoute, SummaryPolicy, Target};
 
 use crate::backend::{
     self, BackendError, ModelBackend, ModelReply, ModelRequest, ReplyChunk, ReplyStream,
@@ -33,81 +36,6 @@ use tokio::time::Instant;
 /// Longest Retry-After worth waiting for inside one call; beyond it the
 /// call fails with RESOURCE_EXHAUSTED and the client is told when to retry.
 const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(5);
-
-/// One place a model is served.
-pub struct Target {
-    pub backend: Arc<dyn ModelBackend>,
-    pub upstream_model: String,
-    pub weight: u32,
-    /// What the target can do (config, or its backend kind's defaults).
-    pub capabilities: BTreeSet<Capability>,
-    breaker: CircuitBreaker,
-    /// Set by a 429: skip this target until then.
-    resting_until: Mutex<Option<Instant>>,
-}
-
-impl Target {
-    pub fn circuit_state(&self) -> CircuitState {
-        self.breaker.state(Instant::now())
-    }
-
-    fn resting_for(&self, now: Instant) -> Option<Duration> {
-        let until = (*self.resting_until.lock().unwrap_or_else(|p| p.into_inner()))?;
-        (until > now).then(|| until - now)
-    }
-
-    fn rest(&self, until: Instant) {
-        let mut slot = self.resting_until.lock().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(slot.map_or(until, |u| u.max(until)));
-    }
-
-    /// When this target may take a call again (zero: now).
-    fn available_in(&self, now: Instant) -> Duration {
-        let rest = self.resting_for(now).unwrap_or_default();
-        let breaker = self.breaker.reopens_in(now).unwrap_or_default();
-        rest.max(breaker)
-    }
-}
-
-/// A public model and where it is served.
-#[derive(Clone)]
-pub struct ModelRoute {
-    pub name: String,
-    pub context_tokens: u32,
-    pub max_history_turns: usize,
-    /// History summarizing, when on.
-    pub summary: Option<SummaryPolicy>,
-    pub targets: Vec<Arc<Target>>,
-}
-
-impl ModelRoute {
-    /// What `needs` asks that no target of the model can do all of, as
-    /// its first target lacks it; `None` when some target can take it.
-    pub fn lacks(&self, needs: &BTreeSet<Capability>) -> Option<Vec<Capability>> {
-        if self
-            .targets
-            .iter()
-            .any(|t| t.capabilities.is_superset(needs))
-        {
-            return None;
-        }
-        let first = self.targets.first().map(|t| &t.capabilities);
-        Some(
-            needs
-                .iter()
-                .filter(|n| first.is_none_or(|c| !c.contains(n)))
-                .copied()
-                .collect(),
-        )
-    }
-}
-
-/// When to summarize dropped history, and how long a summary may be.
-#[derive(Debug, Clone, Copy)]
-pub struct SummaryPolicy {
-    pub after_tokens: u64,
-    pub max_tokens: u32,
-}
 
 /// A successful call and how it was reached.
 pub struct Routed<T> {
@@ -284,10 +212,12 @@ impl Router {
         let target_name = target.backend.name().to_owned();
         crate::meter::time_to_first_token(&model, &target_name, first_after);
         let mut last_chunk = Instant::now();
+        let others = route.targets.clone();
         let watched = rest.map(move |item| {
             match &item {
                 Err(e) if e.is_target_failure() => {
-                    target.breaker.record(Instant::now(), false);
+                    let last_standing = last_standing(&others, &target);
+                    target.breaker.failed(Instant::now(), last_standing);
                 }
                 Err(_) => {}
                 Ok(_) => {
@@ -459,7 +389,7 @@ impl Router {
                 }
                 Err(error) => {
                     if error.is_target_failure() {
-                        permit.failure();
+                        permit.failure(last_standing(&route.targets, &target));
                     } else {
                         drop(permit);
                     }

@@ -364,9 +364,12 @@ async fn a_failing_target_falls_back_then_its_circuit_opens() {
 async fn when_every_target_is_down_the_client_gets_unavailable_with_retry_info() {
     let fake = FakeUpstream::start("gpt").await;
     fake.set_default(Fault::Status(502));
-    let app =
-        spawn_app_with(|s| with_model(s, vec![("openai", openai(&fake, None))], &[("openai", 1)]))
-            .await;
+    // The only target opens on a sustained outage: min_calls calls, all failed.
+    let app = spawn_app_with(|s| {
+        with_model(s, vec![("openai", openai(&fake, None))], &[("openai", 1)]);
+        s.routing.breaker.min_calls = 3;
+    })
+    .await;
     app.create("down").await;
     let err = app.converse("down", "anyone?").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);

@@ -13,6 +13,7 @@ mod upstream;
 mod backends;
 mod bad_input;
 mod batch;
+mod breaker;
 mod cache;
 mod chat_command;
 mod concurrency;

@@ -289,7 +289,7 @@ async fn metrics_move_with_calls_faults_limits_and_cancellation() {
 async fn the_circuit_gauge_follows_the_breaker_open_half_open_closed() {
     let fake = FakeUpstream::start("gpt").await;
     let dir = TempDir::new().unwrap();
-    let breaker = "[routing.breaker]\nconsecutive_failures = 2\ncooldown_secs = 1";
+    let breaker = "[routing.breaker]\nconsecutive_failures = 2\nmin_calls = 2\ncooldown_secs = 1";
     let server = start_with(&fake, &dir, breaker).await;
     let client = server.api().await;
     let circuit = |s: &Scrape| {

@@ -44,6 +44,9 @@ pub enum Fault {
     MalformedSse,
     /// Never answer.
     Hang,
+    /// Answer `status` to a random `percent` of requests, normally to
+    /// the rest.
+    Flaky { status: u16, percent: u32 },
 }
 
 /// A reply the fake gives instead of its echo: text (may be empty) and
@@ -177,10 +180,17 @@ impl FakeUpstream {
         }
         inner.requests.push(body);
         inner.headers.push(headers);
-        inner
+        let fault = inner
             .script
             .pop_front()
-            .unwrap_or_else(|| self.default.lock().unwrap().clone())
+            .unwrap_or_else(|| self.default.lock().unwrap().clone());
+        match fault {
+            Fault::Flaky { status, percent } if rand::random_range(0..100) < percent => {
+                Fault::Status(status)
+            }
+            Fault::Flaky { .. } => Fault::None,
+            fault => fault,
+        }
     }
 
     /// The planned reply, else the echo of the last user message (or of
