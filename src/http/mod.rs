@@ -6,6 +6,7 @@
 //! (`middleware::rpc_table`), so a route is served only as a method the
 //! layers know. Errors answer in the route's JSON shape (`error`).
 
+pub mod compression;
 pub mod cors;
 pub mod error;
 pub mod grpc_web;
@@ -40,7 +41,7 @@ pub struct Front {
 /// serves answers UNIMPLEMENTED to gRPC callers and 404 to HTTP ones.
 pub fn router(grpc: tonic::service::Routes, front: Front) -> tonic::service::Routes {
     grpc.into_axum_router()
-        .fallback(move |request: Request| dispatch(front.clone(), request))
+        .fallback_service(compression::front_service(front))
         .into()
 }
 

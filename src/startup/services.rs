@@ -57,6 +57,22 @@ impl Health {
     }
 }
 
+/// A generated gRPC server that reads gzip, deflate and zstd messages and
+/// answers in the first of them the caller accepts (`grpc-accept-encoding`).
+/// The decompressed size stays bound by `max_decoding_message_size`.
+macro_rules! compressed {
+    ($server:expr) => {{
+        use tonic::codec::CompressionEncoding::{Deflate, Gzip, Zstd};
+        $server
+            .accept_compressed(Gzip)
+            .accept_compressed(Deflate)
+            .accept_compressed(Zstd)
+            .send_compressed(Gzip)
+            .send_compressed(Zstd)
+            .send_compressed(Deflate)
+    }};
+}
+
 /// Every gRPC service, and the HTTP front behind them for what they do
 /// not serve.
 pub fn routes(
@@ -88,16 +104,18 @@ pub fn routes(
     grpc.add_service(health_service)
         .add_service(reflection().build_v1().map_err(reflection_error)?)
         .add_service(reflection().build_v1alpha().map_err(reflection_error)?)
-        .add_service(
+        .add_service(compressed!(
             DialogueServiceServer::new(DialogueGrpc::new(dialogue_calls.clone()))
-                .max_decoding_message_size(max_request),
-        )
-        .add_service(
+                .max_decoding_message_size(max_request)
+        ))
+        .add_service(compressed!(
             ModelServiceServer::new(ModelGrpc::new(router.clone()))
-                .max_decoding_message_size(max_request),
-        )
-        .add_service(AuthServiceServer::new(AuthGrpc::new(authenticator)))
-        .add_service(AdminServiceServer::new(AdminGrpc::new(audit)));
+                .max_decoding_message_size(max_request)
+        ))
+        .add_service(compressed!(AuthServiceServer::new(AuthGrpc::new(
+            authenticator
+        ))))
+        .add_service(compressed!(AdminServiceServer::new(AdminGrpc::new(audit))));
     let front = crate::http::Front {
         engine,
         models: router,

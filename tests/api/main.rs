@@ -16,6 +16,7 @@ mod batch;
 mod breaker;
 mod cache;
 mod chat_command;
+mod compression;
 mod concurrency;
 mod converse;
 mod dialogues;
