@@ -34,6 +34,11 @@ pub struct StoreFlags {
     #[arg(long = "data-dir", value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Start on a data dir that holds less than its manifest promised
+    /// (deliberately emptied, or damaged and accepted as is).
+    #[arg(long = "accept-store-loss")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub accept_loss: bool,
 }
 
 #[derive(Debug, Default, Clone, clap::Args, Serialize)]

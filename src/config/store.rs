@@ -42,6 +42,9 @@ pub struct StoreSettings {
     /// Memory for recent turns of busy dialogues (prompts are built from
     /// it instead of re-reading history), in MiB; 0 turns it off.
     pub history_cache_mb: u64,
+    /// Start even when the data dir holds less than its manifest promised
+    /// (a deliberately emptied or knowingly damaged store).
+    pub accept_loss: bool,
 }
 
 impl Default for StoreSettings {
@@ -55,6 +58,7 @@ impl Default for StoreSettings {
             cache_capacity_mb: 256,
             sweep_interval_secs: 60,
             history_cache_mb: 64,
+            accept_loss: false,
         }
     }
 }

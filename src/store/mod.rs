@@ -37,6 +37,14 @@ pub enum OpenError {
     Locked(String),
     #[error("data dir {dir} cannot be opened: {reason}")]
     Unusable { dir: String, reason: String },
+    #[error(
+        "data dir {dir} holds less than it promised: {what}. Refusing to serve a partial store: {recovery}; to serve what is left anyway, start with --accept-store-loss"
+    )]
+    Lost {
+        dir: String,
+        what: String,
+        recovery: String,
+    },
     #[error("cannot reach the Redis store: {0}")]
     Redis(StoreError),
 }

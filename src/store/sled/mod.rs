@@ -5,8 +5,13 @@
 //! runs on the group-commit thread, and long scans (erasing a dialogue, the
 //! expiry sweep) on the blocking pool.
 
+mod commits;
+pub mod export;
 mod keys;
+mod manifest;
+pub mod opening;
 mod records;
+pub mod verify;
 
 use super::turn_codec::{decode_turn, encode_turn};
 use super::{GroupCommit, OpenError};
@@ -16,9 +21,11 @@ use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
 use async_trait::async_trait;
+use commits::{Commits, Keeper};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -27,6 +34,14 @@ pub struct SledStore {
     tree: sled::Tree,
     /// Present in `Durability::Sync`: acknowledges writes once flushed.
     group_commit: Option<Arc<GroupCommit>>,
+    /// Commit sequences and the manifest.
+    commits: Arc<Commits>,
+    /// Keeps the manifest current; stopped (after a last flush) with the
+    /// last clone. Declared after `group_commit`, so it flushes last.
+    _keeper: Arc<Keeper>,
+    /// Writes hold it shared; a backup holds it alone, so it copies one
+    /// moment of the store.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl From<sled::Error> for StoreError {
@@ -44,56 +59,47 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `settings.data_dir`.
+    /// Opens (or creates) the store in `settings.data_dir`, refusing files
+    /// that hold less than the manifest promised (see `opening`).
     pub fn open(settings: &StoreSettings) -> Result<SledStore, OpenError> {
-        let dir = settings.data_dir.display().to_string();
+        let (db, commits) = opening::open(settings)?;
         let unusable = |reason: String| OpenError::Unusable {
-            dir: dir.clone(),
+            dir: settings.data_dir.display().to_string(),
             reason,
         };
-        let config = sled::Config::new()
-            .path(&settings.data_dir)
-            .cache_capacity(settings.cache_capacity_mb.saturating_mul(1024 * 1024))
-            .flush_every_ms(Some(settings.flush_interval_ms));
-        // sled can panic on some damaged files instead of returning an error;
-        // a clear error and exit beats a panic (and a restart loop).
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-            .map_err(|_| {
-                unusable("the store's files are damaged (sled panicked while reading them)".into())
-            })?;
-        let db = opened.map_err(|e| match e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                OpenError::Locked(dir.clone())
-            }
-            sled::Error::Corruption { .. } => {
-                unusable(format!("the store's files are damaged: {e}"))
-            }
-            other => unusable(other.to_string()),
-        })?;
         let tree = db
             .open_tree("dialogd.v1")
             .map_err(|e| unusable(e.to_string()))?;
-        let group_commit = match settings.durability {
-            Durability::Relaxed => None,
+        let (group_commit, flush_every) = match settings.durability {
+            Durability::Relaxed => (
+                None,
+                Some(Duration::from_millis(settings.flush_interval_ms)),
+            ),
             Durability::Sync => {
-                let flusher = db.clone();
-                let gc = GroupCommit::start(Box::new(move || {
-                    flusher.flush().map(|_| ()).map_err(|e| e.to_string())
-                }))
-                .map_err(|e| unusable(format!("cannot start the flusher thread: {e}")))?;
-                Some(Arc::new(gc))
+                let flusher = commits.clone();
+                let gc = GroupCommit::start(Box::new(move || flusher.flush()))
+                    .map_err(|e| unusable(format!("cannot start the flusher thread: {e}")))?;
+                (Some(Arc::new(gc)), None)
             }
         };
+        let keeper = Keeper::start(commits.clone(), flush_every)
+            .map_err(|e| unusable(format!("cannot start the manifest thread: {e}")))?;
         Ok(SledStore {
             db,
             tree,
             group_commit,
+            commits,
+            _keeper: Arc::new(keeper),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 
     /// Applies a batch and, in sync mode, waits until it is on disk.
     async fn write(&self, batch: sled::Batch) -> Result<(), StoreError> {
-        self.tree.apply_batch(batch)?;
+        {
+            let _open = self.gate.read().await;
+            self.tree.apply_batch(batch)?;
+        }
         if let Some(gc) = &self.group_commit {
             gc.wait_durable().await.map_err(StoreError::Io)?;
         }
@@ -234,9 +240,13 @@ impl SledStore {
         work: impl FnOnce(&sled::Tree) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let tree = self.tree.clone();
-        tokio::task::spawn_blocking(move || work(&tree))
-            .await
-            .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+        let gate = self.gate.clone();
+        tokio::task::spawn_blocking(move || {
+            let _open = gate.blocking_read();
+            work(&tree)
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
     }
 }
 
@@ -425,11 +435,11 @@ impl DialogueStore for SledStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush().map(|_| ()))
+        let commits = self.commits.clone();
+        tokio::task::spawn_blocking(move || commits.settle())
             .await
-            .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
-        Ok(())
+            .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))?
+            .map_err(StoreError::Io)
     }
 
     fn size_on_disk(&self) -> Option<u64> {

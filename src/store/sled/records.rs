@@ -10,6 +10,7 @@ use async_trait::async_trait;
 #[async_trait]
 impl AuditLog for SledStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let _open = self.gate.read().await;
         self.tree.insert(keys::audit(event.time), encode(event)?)?;
         Ok(())
     }
