@@ -179,6 +179,14 @@ pub trait TokenLedger: Send + Sync {
     async fn charge(&self, key: &str, tokens: u64);
 }
 
+/// A copy of the whole store at one moment, where the store can make one
+/// (the embedded store; Redis is backed up with Redis' own tools).
+pub trait StoreExport: Send + Sync + 'static {
+    /// Writes a backup to `out` and returns the number of records.
+    /// Blocking: run it on a blocking thread.
+    fn export(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError>;
+}
+
 /// Where asynchronous turns (`crate::operations`) keep their records; a
 /// record is opaque to the store.
 #[async_trait]

@@ -3,6 +3,7 @@
 
 pub mod admin_service;
 pub mod auth_service;
+pub mod backup_client;
 pub mod chat_client;
 pub mod codec;
 pub mod convert;

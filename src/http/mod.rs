@@ -80,6 +80,7 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         | Rpc::ListModels
         | Rpc::IssueToken
         | Rpc::ListAuditEvents
+        | Rpc::ExportStore
         | Rpc::HealthCheck
         | Rpc::HealthWatch
         | Rpc::Reflection

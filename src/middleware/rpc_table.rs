@@ -74,6 +74,7 @@ methods!(
     ListModels,
     IssueToken,
     ListAuditEvents,
+    ExportStore,
     ChatCompletions,
     OpenAiListModels,
     OpenAiGetModel,
@@ -223,6 +224,12 @@ impl Rpc {
             ListAuditEvents => spec(
                 "/dialogue.v1.AdminService/ListAuditEvents",
                 Access::Scope(Scope::AuditRead),
+                READS,
+                &[],
+            ),
+            ExportStore => spec(
+                "/dialogue.v1.AdminService/ExportStore",
+                Access::Scope(Scope::Admin),
                 READS,
                 &[],
             ),

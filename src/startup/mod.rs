@@ -10,7 +10,7 @@ mod services;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::Settings;
-use crate::dialogue::ports::{DialogueStore, OperationStore, StoreError};
+use crate::dialogue::ports::{DialogueStore, OperationStore, StoreError, StoreExport};
 use crate::engine::Engine;
 use crate::limits::RateLimits;
 use crate::operations::Operations;
@@ -73,6 +73,8 @@ pub struct Application {
     dialogue_store: Arc<dyn DialogueStore>,
     audit: Arc<dyn AuditLog>,
     operations: Arc<dyn OperationStore>,
+    /// Online backups (the embedded store only).
+    export: Option<Arc<dyn StoreExport>>,
     rate_limits: Arc<RateLimits>,
 }
 
@@ -95,6 +97,7 @@ impl Application {
             audit,
             operations,
             shared,
+            export,
         } = crate::store::open(&settings.store, &settings.limits).await?;
         let authenticator = parts::authenticator(&settings)?;
         let router = Arc::new(Router::from_settings(&settings)?);
@@ -135,6 +138,7 @@ impl Application {
             dialogue_store,
             audit,
             operations,
+            export,
             rate_limits: Arc::new(rate_limits),
         })
     }
@@ -169,6 +173,7 @@ impl Application {
             dialogue_store,
             audit,
             operations,
+            export,
             rate_limits,
         } = self;
         let webhooks = crate::operations::webhook::Webhooks::from_settings(&settings.webhooks)
@@ -187,6 +192,7 @@ impl Application {
             operations.clone(),
             authenticator.clone(),
             audit.clone(),
+            export,
         )?;
         health.serving().await;
         let stop = CancellationToken::new();

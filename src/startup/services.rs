@@ -5,6 +5,7 @@ use super::StartupError;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::dialogue::ports::StoreExport;
 use crate::engine::Engine;
 use crate::grpc::dialogue_calls::DialogueCalls;
 use crate::grpc::pb::dialogue::v1 as pb;
@@ -82,6 +83,7 @@ pub fn routes(
     operations: Arc<Operations>,
     authenticator: Option<Arc<Authenticator>>,
     audit: Arc<dyn AuditLog>,
+    export: Option<Arc<dyn StoreExport>>,
 ) -> Result<(tonic::service::Routes, Health), StartupError> {
     let max_request = settings.server.max_request_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -115,7 +117,9 @@ pub fn routes(
         .add_service(compressed!(AuthServiceServer::new(AuthGrpc::new(
             authenticator
         ))))
-        .add_service(compressed!(AdminServiceServer::new(AdminGrpc::new(audit))));
+        .add_service(compressed!(AdminServiceServer::new(AdminGrpc::new(
+            audit, export,
+        ))));
     let front = crate::http::Front {
         engine,
         models: router,

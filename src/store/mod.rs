@@ -5,6 +5,7 @@
 //! (and, on Redis, its shared locks, slots and token ledger), `AuditLog`,
 //! `OperationStore` and the shared request limiter.
 
+pub mod backup;
 mod group_commit;
 pub mod memory;
 pub mod metered;
@@ -21,7 +22,9 @@ use self::redis::RedisConnection;
 use crate::audit::AuditLog;
 use crate::config::{LimitSettings, StoreKind, StoreSettings};
 use crate::dialogue::ports::OperationStore;
-use crate::dialogue::ports::{DialogueStore, SharedLocks, SharedSlots, StoreError, TokenLedger};
+use crate::dialogue::ports::{
+    DialogueStore, SharedLocks, SharedSlots, StoreError, StoreExport, TokenLedger,
+};
 use crate::limits::SharedRequestLimiter;
 use metered::MeteredStore;
 use std::sync::Arc;
@@ -68,6 +71,8 @@ pub struct Stores {
     pub operations: Arc<dyn OperationStore>,
     /// Set with the Redis store: replicas share callers' limits through it.
     pub shared: Option<Shared>,
+    /// Set with the embedded store: online backups.
+    pub export: Option<Arc<dyn StoreExport>>,
 }
 
 /// Opens the configured store. sled gets the recent-turns cache; Redis
@@ -77,6 +82,7 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
     match settings.kind {
         StoreKind::Sled => {
             let sled = self::sled::SledStore::open(settings)?;
+            let export: Arc<dyn StoreExport> = Arc::new(sled.clone());
             let dialogues: Arc<dyn DialogueStore> = match settings.history_cache_mb {
                 0 => Arc::new(MeteredStore::new(sled.clone())),
                 mb => Arc::new(MeteredStore::new(TailCachedStore::new(
@@ -90,6 +96,7 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
                 audit: metered.clone(),
                 operations: metered,
                 shared: None,
+                export: Some(export),
             })
         }
         StoreKind::Redis => {
@@ -121,6 +128,7 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
                 audit: store.clone(),
                 operations: store,
                 shared: Some(shared),
+                export: None,
             })
         }
     }

@@ -54,7 +54,7 @@ fn turn(index: u64, at: i64) -> Turn {
     }
 }
 
-async fn exchange(
+pub(crate) async fn exchange(
     store: &dyn DialogueStore,
     d: &Dialogue,
     create: bool,

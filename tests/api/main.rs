@@ -31,6 +31,7 @@ mod replicas_on_a_cluster;
 mod rpc_table;
 mod security;
 mod service;
+mod store_backup;
 mod store_integrity;
 mod streaming;
 mod summaries;

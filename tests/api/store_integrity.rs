@@ -254,7 +254,9 @@ async fn an_emptied_store_starts_only_when_told_to_accept_the_loss() {
         .find(|(name, _)| name.starts_with("sled's files emptied"))
         .unwrap()
         .1(dir.path());
-    let refused = try_start(dir.path(), &[]).await.err().expect("refused");
+    let Err(refused) = try_start(dir.path(), &[]).await else {
+        panic!("an emptied store started")
+    };
     assert!(refused.contains("hold no dialogd data at all"), "{refused}");
     assert!(refused.contains("--accept-store-loss"), "{refused}");
     let server = try_start(dir.path(), &["--accept-store-loss"])

@@ -123,6 +123,24 @@ fn check_conf(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A dependency's panic as part of dialogd's error: what and where.
+fn describe(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "an internal error".into());
+    match info.location() {
+        Some(at) => {
+            let file = at.file();
+            let file = file.find("sled-").map_or(file, |i| &file[i..]);
+            format!("{what}, in {file}:{}", at.line())
+        }
+        None => what,
+    }
+}
+
 thread_local! {
     static QUIET: Cell<bool> = const { Cell::new(false) };
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -136,7 +154,7 @@ pub fn catch_quietly<T>(work: impl FnOnce() -> T) -> Result<T, String> {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if QUIET.with(Cell::get) {
-                LAST_PANIC.with(|last| *last.borrow_mut() = Some(info.to_string()));
+                LAST_PANIC.with(|last| *last.borrow_mut() = Some(describe(info)));
             } else {
                 previous(info);
             }

@@ -1,5 +1,7 @@
-//! The command line: serve (the default), `keygen` and `chat`. Flags that
+//! The command line: serve (the default), `keygen`, `chat` and `store`. Flags that
 //! set configuration keys are declared once, in `config::Flags`.
+
+mod store;
 
 use crate::config::{Flags, Settings};
 use crate::startup::Application;
@@ -56,6 +58,9 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Checks, backs up and restores the embedded store.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// Runs the command the arguments name.
@@ -74,6 +79,7 @@ pub fn run() -> ExitCode {
             key: key.or_else(|| std::env::var("DIALOGD_API_KEY").ok()),
             model,
         }),
+        Some(Command::Store(command)) => store::run(command),
         None => serve(cli.config, &cli.flags),
     }
 }
