@@ -27,6 +27,8 @@ pub const CACHE_LOOKUPS: &str = "dialogd_cache_lookups_total";
 pub const CACHE_ENTRIES: &str = "dialogd_cache_entries";
 pub const STORE_DURATION: &str = "dialogd_store_operation_duration_seconds";
 pub const STORE_SIZE: &str = "dialogd_store_size_bytes";
+pub const AUDIT_PENDING: &str = "dialogd_audit_events_pending";
+pub const AUDIT_LOST: &str = "dialogd_audit_events_lost_total";
 
 /// Histogram buckets in seconds, 10 µs to 2 minutes: fits the gateway's own
 /// microseconds as well as a long generation.
@@ -93,6 +95,14 @@ pub fn describe() {
         "Duration of a store operation, by operation."
     );
     describe_gauge!(STORE_SIZE, "Bytes the store takes on disk.");
+    describe_gauge!(
+        AUDIT_PENDING,
+        "Audit events waiting for the store to take them (it was unreachable)."
+    );
+    describe_counter!(
+        AUDIT_LOST,
+        "Audit events that could not be written, by reason (buffer_full, store_gone)."
+    );
 }
 
 /// Counts an RPC as started and in flight until the returned guard drops:
@@ -210,4 +220,13 @@ pub fn store_operation(operation: &'static str, took: Duration) {
 
 pub fn store_size(bytes: u64) {
     gauge!(STORE_SIZE).set(bytes as f64);
+}
+
+pub fn audit_pending(n: usize) {
+    gauge!(AUDIT_PENDING).set(n as f64);
+}
+
+/// An audit event given up; `reason` is buffer_full or store_gone.
+pub fn audit_lost(reason: &'static str) {
+    counter!(AUDIT_LOST, "reason" => reason).increment(1);
 }

@@ -77,6 +77,17 @@ impl StoreSettings {
         if !(1..=3600).contains(&self.redis.lease_secs) {
             return Err("store.redis.lease_secs must be 1 to 3600".into());
         }
+        let r = &self.redis;
+        if [
+            r.connect_timeout_ms,
+            r.command_timeout_ms,
+            r.health_check_ms,
+        ]
+        .iter()
+        .any(|ms| !(10..=60_000).contains(ms))
+        {
+            return Err("store.redis.connect_timeout_ms, command_timeout_ms and health_check_ms must be 10 to 60000".into());
+        }
         Ok(())
     }
 }
@@ -94,6 +105,14 @@ pub struct RedisSettings {
     /// How long the dialogue locks and stream slots of a replica that died
     /// outlive it; held ones are renewed three times per period.
     pub lease_secs: u64,
+    /// Longest wait for a new connection to Redis; a call made while Redis
+    /// cannot be reached fails within it.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for Redis to answer a command.
+    pub command_timeout_ms: u64,
+    /// How often Redis is pinged: readiness follows the answer, and calls
+    /// fail at once while it is unreachable.
+    pub health_check_ms: u64,
 }
 
 impl Default for RedisSettings {
@@ -102,7 +121,10 @@ impl Default for RedisSettings {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "dialogd:".into(),
             cluster_nodes: Vec::new(),
-            lease_secs: 10,
+            lease_secs: 2,
+            connect_timeout_ms: 250,
+            command_timeout_ms: 1_000,
+            health_check_ms: 250,
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum StoreError {
     /// The storage engine or disk failed.
     #[error("storage I/O failed: {0}")]
     Io(String),
+    /// A store on the network (Redis) cannot be reached now.
+    #[error("the store is unreachable: {0}")]
+    Unreachable(String),
 }
 
 /// The answer to a request with an idempotency key, kept for a day so a

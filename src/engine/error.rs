@@ -137,6 +137,12 @@ impl From<EngineError> for Failure {
                     StoreError::Corrupt(_) => {
                         Failure::new(ErrorKind::DataLoss, reason, "a stored record is damaged")
                     }
+                    StoreError::Unreachable(_) => Failure::new(
+                        ErrorKind::Unavailable,
+                        "STORE_UNAVAILABLE",
+                        "the store (Redis) cannot be reached; the request was not applied",
+                    )
+                    .retry_after(Duration::from_secs(1)),
                     _ => Failure::new(
                         ErrorKind::Unavailable,
                         reason,

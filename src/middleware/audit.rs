@@ -54,12 +54,7 @@ impl Recorder {
             status: format!("{code:?}"),
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
         };
-        let log = self.log;
-        tokio::spawn(async move {
-            if let Err(e) = log.append_audit(&event).await {
-                tracing::error!(error = %e, action = %event.action, "cannot append an audit event");
-            }
-        });
+        tokio::spawn(crate::audit::writer::append(self.log, event));
     }
 }
 

@@ -75,6 +75,8 @@ pub struct Application {
     operations: Arc<dyn OperationStore>,
     /// Online backups (the embedded store only).
     export: Option<Arc<dyn StoreExport>>,
+    /// Whether a store on the network answers (Redis).
+    reachability: Option<tokio::sync::watch::Receiver<bool>>,
     rate_limits: Arc<RateLimits>,
 }
 
@@ -98,6 +100,7 @@ impl Application {
             operations,
             shared,
             export,
+            reachability,
         } = crate::store::open(&settings.store, &settings.limits).await?;
         let authenticator = parts::authenticator(&settings)?;
         let router = Arc::new(Router::from_settings(&settings)?);
@@ -139,6 +142,7 @@ impl Application {
             audit,
             operations,
             export,
+            reachability,
             rate_limits: Arc::new(rate_limits),
         })
     }
@@ -174,6 +178,7 @@ impl Application {
             audit,
             operations,
             export,
+            reachability,
             rate_limits,
         } = self;
         let webhooks = crate::operations::webhook::Webhooks::from_settings(&settings.webhooks)
@@ -195,6 +200,7 @@ impl Application {
             export,
         )?;
         health.serving().await;
+        let readiness = reachability.map(|r| tokio::spawn(health.clone().follow(r)));
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(background::sweep_until_stopped(
             engine.clone(),
@@ -246,6 +252,10 @@ impl Application {
             }
         }
 
+        if let Some(follower) = readiness {
+            follower.abort();
+            let _ = follower.await;
+        }
         health.not_serving().await;
         stop.cancel();
         tasks.close();

@@ -35,6 +35,11 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 
 /// The services' health, reported SERVING now and NOT_SERVING at shutdown.
+/// The dialogue and model services (readiness) are also NOT_SERVING while
+/// the store cannot be reached; the server as a whole (`""`, liveness)
+/// stays SERVING then, so the replica is taken out of rotation, not
+/// restarted.
+#[derive(Clone)]
 pub struct Health(HealthReporter);
 
 impl Health {
@@ -43,6 +48,24 @@ impl Health {
             .set_serving::<DialogueServiceServer<DialogueGrpc>>()
             .await;
         self.0.set_serving::<ModelServiceServer<ModelGrpc>>().await;
+    }
+
+    /// Readiness follows the store's reachability until aborted.
+    pub async fn follow(self, mut reachable: tokio::sync::watch::Receiver<bool>) {
+        while reachable.changed().await.is_ok() {
+            let up = *reachable.borrow_and_update();
+            match up {
+                true => self.serving().await,
+                false => {
+                    self.0
+                        .set_not_serving::<DialogueServiceServer<DialogueGrpc>>()
+                        .await;
+                    self.0
+                        .set_not_serving::<ModelServiceServer<ModelGrpc>>()
+                        .await;
+                }
+            }
+        }
     }
 
     pub async fn not_serving(&self) {

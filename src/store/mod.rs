@@ -73,6 +73,8 @@ pub struct Stores {
     pub shared: Option<Shared>,
     /// Set with the embedded store: online backups.
     pub export: Option<Arc<dyn StoreExport>>,
+    /// Set with the Redis store: whether it answers (readiness follows it).
+    pub reachability: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Opens the configured store. sled gets the recent-turns cache; Redis
@@ -97,13 +99,15 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
                 operations: metered,
                 shared: None,
                 export: Some(export),
+                reachability: None,
             })
         }
         StoreKind::Redis => {
             let r = &settings.redis;
-            let redis = RedisConnection::connect(&r.url, &r.cluster_nodes, &r.key_prefix)
+            let redis = RedisConnection::connect(r)
                 .await
                 .map_err(OpenError::Redis)?;
+            let reachability = redis.reachability();
             let store = Arc::new(MeteredStore::new(self::redis::RedisStore::new(
                 redis.clone(),
             )));
@@ -129,6 +133,7 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
                 operations: store,
                 shared: Some(shared),
                 export: None,
+                reachability: Some(reachability),
             })
         }
     }

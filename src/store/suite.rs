@@ -379,7 +379,7 @@ mod redis_store {
         let url = std::env::var("DIALOGD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("test-{:016x}:", rand::random::<u64>());
-        let redis = RedisConnection::connect(&url, &[], &prefix)
+        let redis = RedisConnection::connect(&RedisConnection::settings(&url, &[], &prefix))
             .await
             .unwrap_or_else(|e| panic!("no redis-server at {url} ({e}); start one"));
         RedisStore::new(redis)
@@ -395,9 +395,10 @@ mod redis_store {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_redis_cluster_keeps_the_store_contract_and_spreads_owners() {
         let cluster = super::redis_cluster::RedisCluster::start();
-        let redis = RedisConnection::connect("", &cluster.nodes(), "test:")
-            .await
-            .expect("the cluster answers");
+        let redis =
+            RedisConnection::connect(&RedisConnection::settings("", &cluster.nodes(), "test:"))
+                .await
+                .expect("the cluster answers");
         let store = RedisStore::new(redis);
         super::everything(&store).await;
         for n in 0..12 {

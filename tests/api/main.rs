@@ -26,6 +26,7 @@ mod media;
 mod metrics;
 mod operations;
 mod outbound;
+mod redis_outage;
 mod replicas;
 mod replicas_on_a_cluster;
 mod rpc_table;

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// KEYS: the lease set. ARGV: holder, capacity, lease time (ms).
@@ -54,7 +55,7 @@ pub struct RedisLeases {
 /// it drops.
 pub struct Lease {
     renewer: JoinHandle<()>,
-    release: Option<(RedisConnection, String, String)>,
+    release: Option<(RedisConnection, String, String, Duration)>,
 }
 
 impl RedisLeases {
@@ -73,17 +74,43 @@ impl RedisLeases {
 
     /// One of `capacity` places under `key` (a full key), or `None` if all
     /// are taken.
+    ///
+    /// Cancellation-safe: the script runs in a task of its own, so a caller
+    /// that gives up (deadline, disconnect) after Redis admitted it but
+    /// before hearing so cannot leave the place taken until it lapses —
+    /// the task sees nobody is waiting and gives it back.
     pub async fn try_acquire(&self, key: &str, capacity: u32) -> Result<Option<Lease>, StoreError> {
         let holder = format!("{:032x}", rand::random::<u128>());
-        let admitted: i64 = self
-            .acquire
-            .key(key)
-            .arg(&holder)
-            .arg(capacity)
-            .arg(self.lease_ms())
-            .invoke_async(&mut self.redis.get())
-            .await?;
-        Ok((admitted == 1).then(|| self.keep(key.to_owned(), holder)))
+        let (answer, answered) = oneshot::channel();
+        let leases = self.clone();
+        let (key, task_key, task_holder) = (key.to_owned(), key.to_owned(), holder.clone());
+        tokio::spawn(async move {
+            let admitted: Result<i64, StoreError> = match leases.redis.get() {
+                Err(e) => Err(e),
+                Ok(mut connection) => leases
+                    .acquire
+                    .key(&task_key)
+                    .arg(&task_holder)
+                    .arg(capacity)
+                    .arg(leases.lease_ms())
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(StoreError::from),
+            };
+            if let Err(Ok(1)) = answer.send(admitted) {
+                give_back(
+                    leases.redis.clone(),
+                    task_key,
+                    task_holder,
+                    leases.lease_time,
+                )
+                .await;
+            }
+        });
+        let admitted = answered
+            .await
+            .map_err(|_| StoreError::Io("the lease task stopped".into()))??;
+        Ok((admitted == 1).then(|| self.keep(key, holder)))
     }
 
     /// The only place under `key`, waiting for it as long as it takes (the
@@ -108,13 +135,17 @@ impl RedisLeases {
         let renewer = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(leases.lease_time / 3).await;
-                let renewed: Result<i64, _> = leases
-                    .renew
-                    .key(&renew_key)
-                    .arg(&renew_holder)
-                    .arg(leases.lease_ms())
-                    .invoke_async(&mut leases.redis.get())
-                    .await;
+                let renewed: Result<i64, StoreError> = match leases.redis.get() {
+                    Err(e) => Err(e),
+                    Ok(mut connection) => leases
+                        .renew
+                        .key(&renew_key)
+                        .arg(&renew_holder)
+                        .arg(leases.lease_ms())
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(StoreError::from),
+                };
                 match renewed {
                     Ok(1) => {}
                     Ok(_) => {
@@ -128,25 +159,46 @@ impl RedisLeases {
         });
         Lease {
             renewer,
-            release: Some((self.redis.clone(), key, holder)),
+            release: Some((self.redis.clone(), key, holder, self.lease_time)),
         }
     }
 }
 
+/// Gives a lease back, retrying while Redis is away; after the lease time
+/// there is nothing left to give back (it lapsed).
+async fn give_back(redis: RedisConnection, key: String, holder: String, lease_time: Duration) {
+    let until = tokio::time::Instant::now() + lease_time;
+    loop {
+        let released: Result<(), StoreError> = match redis.get() {
+            Err(e) => Err(e),
+            Ok(mut connection) => connection
+                .zrem(&key, &holder)
+                .await
+                .map_err(StoreError::from),
+        };
+        match released {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() + GIVE_BACK_PAUSE >= until => {
+                tracing::warn!(error = %e, "cannot give a lease back; it lapses");
+                return;
+            }
+            Err(_) => tokio::time::sleep(GIVE_BACK_PAUSE).await,
+        }
+    }
+}
+
+/// Pause between tries to give a lease back while Redis is away.
+const GIVE_BACK_PAUSE: Duration = Duration::from_millis(100);
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renewer.abort();
-        let Some((redis, key, holder)) = self.release.take() else {
+        let Some((redis, key, holder, lease_time)) = self.release.take() else {
             return;
         };
         // Outside a runtime (process exit) the lease simply lapses.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let released: Result<(), _> = redis.get().zrem(&key, &holder).await;
-                if let Err(e) = released {
-                    tracing::warn!(error = %e, "cannot give a lease back; it will lapse");
-                }
-            });
+            runtime.spawn(give_back(redis, key, holder, lease_time));
         }
     }
 }
@@ -180,9 +232,13 @@ mod tests {
 
     async fn leases(lease_time: Duration) -> RedisLeases {
         let prefix = format!("test-{:016x}:", rand::random::<u64>());
-        let redis = RedisConnection::connect("redis://127.0.0.1:6379", &[], &prefix)
-            .await
-            .expect("a redis-server on 127.0.0.1:6379 (.ci/run starts one)");
+        let redis = RedisConnection::connect(&RedisConnection::settings(
+            "redis://127.0.0.1:6379",
+            &[],
+            &prefix,
+        ))
+        .await
+        .expect("a redis-server on 127.0.0.1:6379 (.ci/run starts one)");
         RedisLeases::new(redis, lease_time)
     }
 

@@ -58,7 +58,7 @@ impl SharedRequestLimiter for SharedLimiter {
             .key(self.redis.key(&format!("rate:{key}")))
             .arg(self.interval_us)
             .arg(self.burst)
-            .invoke_async(&mut self.redis.get())
+            .invoke_async(&mut self.redis.get()?)
             .await?;
         let value = u64::try_from(value).unwrap_or(0);
         Ok(match admitted {
@@ -109,7 +109,7 @@ impl SharedTokenBudget {
             .key(self.redis.key(&format!("tokens:{key}")))
             .arg(self.per_minute)
             .arg(tokens)
-            .invoke_async(&mut self.redis.get())
+            .invoke_async(&mut self.redis.get()?)
             .await?;
         left.parse()
             .map_err(|_| StoreError::Corrupt(format!("token bucket holds {left:?}")))

@@ -105,14 +105,14 @@ impl RedisStore {
     async fn index_expiry(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
         if let Some(at) = dialogue.expire_time {
             let _: () = self
-                .con()
+                .con()?
                 .zadd(self.expiry(), dialogue.id.as_str(), Self::expiry_score(at))
                 .await?;
         }
         Ok(())
     }
 
-    fn con(&self) -> Connection {
+    fn con(&self) -> Result<Connection, StoreError> {
         self.redis.get()
     }
 
@@ -123,7 +123,7 @@ impl RedisStore {
         to: isize,
     ) -> Result<Vec<Turn>, StoreError> {
         let raw: Vec<String> = self
-            .con()
+            .con()?
             .lrange(self.dialogue_key(id, "turns"), from, to)
             .await?;
         raw.iter()
@@ -144,7 +144,7 @@ impl DialogueStore for RedisStore {
             .arg(encode(dialogue)?)
             .arg(dialogue.create_time.0)
             .arg(Self::index_member(dialogue))
-            .invoke_async(&mut self.con())
+            .invoke_async(&mut self.con()?)
             .await?;
         if created == 1 {
             // After the script: an existing dialogue keeps its own expiry.
@@ -161,7 +161,7 @@ impl DialogueStore for RedisStore {
             redis::pipe()
                 .get(self.dialogue_key(id, "meta"))
                 .hgetall(self.dialogue_key(id, "head"))
-                .query_async(&mut self.con())
+                .query_async(&mut self.con()?)
                 .await?;
         let Some(meta) = meta else { return Ok(None) };
         let mut dialogue: Dialogue = decode(&meta, &id.resource_name())?;
@@ -186,11 +186,11 @@ impl DialogueStore for RedisStore {
             self.index_expiry(dialogue).await?;
         }
         let _: () = self
-            .con()
+            .con()?
             .set(self.dialogue_key(id, "meta"), encode(dialogue)?)
             .await?;
         if old.expire_time.is_some() && dialogue.expire_time.is_none() {
-            let _: () = self.con().zrem(self.expiry(), id.as_str()).await?;
+            let _: () = self.con()?.zrem(self.expiry(), id.as_str()).await?;
         }
         Ok(())
     }
@@ -199,7 +199,7 @@ impl DialogueStore for RedisStore {
         let Some(dialogue) = self.get_dialogue(id).await? else {
             // No dialogue: drop a stale expiry entry, so sweeps stop
             // reporting it.
-            let _: () = self.con().zrem(self.expiry(), id.as_str()).await?;
+            let _: () = self.con()?.zrem(self.expiry(), id.as_str()).await?;
             return Ok(false);
         };
         let erased: i64 = self
@@ -211,9 +211,9 @@ impl DialogueStore for RedisStore {
             .key(self.owner_index(&dialogue.owner))
             .arg(Self::index_member(&dialogue))
             .arg(self.idempotency_prefix(id))
-            .invoke_async(&mut self.con())
+            .invoke_async(&mut self.con()?)
             .await?;
-        let _: () = self.con().zrem(self.expiry(), id.as_str()).await?;
+        let _: () = self.con()?.zrem(self.expiry(), id.as_str()).await?;
         Ok(erased == 1)
     }
 
@@ -233,7 +233,7 @@ impl DialogueStore for RedisStore {
         // Expired entries are skipped, so read in pages until full.
         loop {
             let members: Vec<String> = self
-                .con()
+                .con()?
                 .zrevrangebylex_limit(self.owner_index(owner), &max, "-", 0, limit as isize + 1)
                 .await?;
             let exhausted = members.len() <= limit;
@@ -343,7 +343,7 @@ impl DialogueStore for RedisStore {
         for turn in commit.turns {
             call.arg(encode_turn_text(turn)?);
         }
-        let outcome: String = call.invoke_async(&mut self.con()).await?;
+        let outcome: String = call.invoke_async(&mut self.con()?).await?;
         match outcome.as_str() {
             "OK" => Ok(()),
             "EXISTS" => Err(StoreError::AlreadyExists(id.resource_name())),
@@ -358,7 +358,7 @@ impl DialogueStore for RedisStore {
         request_id: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let raw: Option<String> = self
-            .con()
+            .con()?
             .get(self.dialogue_key(id, &format!("i:{request_id}")))
             .await?;
         raw.map(|r| decode(&r, "idempotency record")).transpose()
@@ -367,7 +367,7 @@ impl DialogueStore for RedisStore {
     /// Idempotency records expire by themselves (Redis TTLs).
     async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError> {
         let due: Vec<String> = self
-            .con()
+            .con()?
             .zrangebyscore_limit(self.expiry(), "-inf", now.0 as f64 / 1e9, 0, 10_000)
             .await?;
         let mut report = SweepReport::default();
@@ -385,12 +385,12 @@ impl DialogueStore for RedisStore {
                     ..
                 }) => {
                     let _: () = self
-                        .con()
+                        .con()?
                         .zadd(self.expiry(), &raw, Self::expiry_score(at))
                         .await?;
                 }
                 _ => {
-                    let _: () = self.con().zrem(self.expiry(), &raw).await?;
+                    let _: () = self.con()?.zrem(self.expiry(), &raw).await?;
                 }
             }
         }
@@ -411,9 +411,13 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_repairs_expiry_entries_a_crash_left_out_of_step() {
         let prefix = format!("test-{:016x}:", rand::random::<u64>());
-        let redis = RedisConnection::connect("redis://127.0.0.1:6379", &[], &prefix)
-            .await
-            .expect("a redis-server on 127.0.0.1:6379 (.ci/run starts one)");
+        let redis = RedisConnection::connect(&RedisConnection::settings(
+            "redis://127.0.0.1:6379",
+            &[],
+            &prefix,
+        ))
+        .await
+        .expect("a redis-server on 127.0.0.1:6379 (.ci/run starts one)");
         let store = RedisStore::new(redis);
         let owner = crate::store::suite::owner("p");
         let now = Time::now();
@@ -427,7 +431,7 @@ mod tests {
         // them: one never expiring, one expiring later, one gone.
         let gone = DialogueId::parse("gone").unwrap().scoped_to(&owner);
         let past = RedisStore::expiry_score(Time(now.0 - 1));
-        let mut con = store.con();
+        let mut con = store.con().unwrap();
         for id in ["kept", "later"].map(|p| DialogueId::parse(p).unwrap().scoped_to(&owner)) {
             let _: () = con.zadd(store.expiry(), id.as_str(), past).await.unwrap();
         }

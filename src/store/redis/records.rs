@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 impl AuditLog for RedisStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         let member = format!("{}|{}", sortable(event.time), encode(event)?);
-        let _: () = self.con().zadd(self.audit(), member, 0).await?;
+        let _: () = self.con()?.zadd(self.audit(), member, 0).await?;
         Ok(())
     }
 
@@ -33,7 +33,7 @@ impl AuditLog for RedisStore {
         let mut last: Option<String> = None;
         loop {
             let members: Vec<String> = self
-                .con()
+                .con()?
                 .zrangebylex_limit(self.audit(), &min, &max, 0, 500)
                 .await?;
             let exhausted = members.len() < 500;
@@ -60,7 +60,7 @@ impl AuditLog for RedisStore {
 
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
         let removed: u64 = self
-            .con()
+            .con()?
             .zrembylex(self.audit(), "-", format!("({}", sortable(before)))
             .await?;
         Ok(removed)
@@ -79,7 +79,7 @@ impl OperationStore for RedisStore {
         record: &[u8],
         pending: bool,
     ) -> Result<(), StoreError> {
-        let mut con = self.con();
+        let mut con = self.con()?;
         let (key, set) = (self.key(&format!("op:{id}")), self.key("ops:pending"));
         if pending {
             let _: () = con.sadd(&set, id).await?;
@@ -92,17 +92,17 @@ impl OperationStore for RedisStore {
     }
 
     async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.con().get(self.key(&format!("op:{id}"))).await?)
+        Ok(self.con()?.get(self.key(&format!("op:{id}"))).await?)
     }
 
     async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let ids: Vec<String> = self.con().smembers(self.key("ops:pending")).await?;
+        let ids: Vec<String> = self.con()?.smembers(self.key("ops:pending")).await?;
         let mut records = Vec::new();
         for id in ids {
             match self.get_operation(&id).await? {
                 Some(record) => records.push(record),
                 None => {
-                    let _: () = self.con().srem(self.key("ops:pending"), &id).await?;
+                    let _: () = self.con()?.srem(self.key("ops:pending"), &id).await?;
                 }
             }
         }

@@ -3,6 +3,8 @@
 //! mutating call and every refused one; never holds message content, and
 //! personal data in its free-text fields is redacted.
 
+pub mod writer;
+
 use crate::dialogue::model::{Page, Time};
 use crate::dialogue::page_token;
 use crate::dialogue::ports::StoreError;
