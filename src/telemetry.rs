@@ -10,7 +10,18 @@ pub fn init(settings: &LogSettings) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match settings.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(colour()).try_init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .try_init(),
     };
+}
+
+/// Colour only for a person at a terminal: never into a file or a pipe,
+/// never when `NO_COLOR` is set (https://no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -45,8 +45,8 @@ enum Command {
     /// Chats with a running dialogd: each line is a turn of one dialogue
     /// (created if missing), the reply streams back.
     Chat {
-        /// The server.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        /// The server: host:port, http://host:port or https://host:port.
+        #[arg(long, default_value = "127.0.0.1:50051")]
         addr: String,
         /// The dialogue's ID [default: a new one].
         #[arg(long)]

@@ -11,6 +11,7 @@ mod auth;
 mod backends;
 mod engine;
 mod flags;
+mod messages;
 mod models;
 mod observability;
 mod server;
@@ -142,7 +143,7 @@ impl Settings {
             )
             .merge(Serialized::defaults(flags))
             .extract()
-            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+            .map_err(|e| ConfigError::Parse(messages::describe(e)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -230,13 +231,32 @@ mod tests {
             let err = Settings::load(Some(Path::new("typo.toml")), &Flags::default())
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("listen_addr"), "{err}");
+            assert!(
+                err.contains("server.listen_addr: is not a configuration key"),
+                "{err}"
+            );
+            assert!(err.contains("typo.toml"), "{err}");
+            assert!(!err.contains("default."), "{err}");
 
             jail.create_file("bad.toml", "[store]\ndurability = \"sometimes\"\n")?;
             let err = Settings::load(Some(Path::new("bad.toml")), &Flags::default())
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("durability"), "{err}");
+            assert!(
+                err.contains(r#"store.durability: "sometimes" is not one of "sync", "relaxed""#),
+                "{err}"
+            );
+            assert!(!err.contains("``"), "{err}");
+
+            jail.set_env("DIALOGD_STORE__DURABILITY", "often");
+            let err = Settings::load(None, &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("DIALOGD_STORE__DURABILITY: \"often\""),
+                "{err}"
+            );
+            jail.clear_env();
 
             jail.create_file("model.toml", "default_model = \"gpt-9\"\n")?;
             let err = Settings::load(Some(Path::new("model.toml")), &Flags::default())

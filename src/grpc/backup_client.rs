@@ -5,22 +5,13 @@ use crate::grpc::pb::dialogue::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 
-/// `host:port` or a URL; a bare address means plain HTTP/2.
-pub fn endpoint(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 /// Streams the server's backup into `sink`, chunk by chunk.
 pub async fn fetch(
     addr: &str,
     key: Option<&str>,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<(), String> {
-    let url = endpoint(addr);
+    let url = super::endpoint(addr);
     let mut client = AdminServiceClient::connect(url.clone())
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::metadata::{Ascii, MetadataValue};
 
 pub struct ChatOptions {
-    /// `http://host:port` of the server.
+    /// The server: `host:port`, `http://host:port` or `https://host:port`.
     pub addr: String,
     pub dialogue: String,
     /// An API key or JWT, sent as a bearer token.
@@ -29,9 +29,15 @@ pub async fn run(options: ChatOptions) -> Result<bool, String> {
                 .map_err(|_| "the key is not valid ASCII".to_string())?,
         ),
     };
-    let mut client = DialogueServiceClient::connect(options.addr.clone())
+    let url = super::endpoint(&options.addr);
+    let mut client = DialogueServiceClient::connect(url.clone())
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", options.addr))?;
+        .map_err(|e| {
+            format!(
+                "cannot connect to {url} (from --addr {}): {e}",
+                options.addr
+            )
+        })?;
     let interactive = std::io::stdin().is_terminal();
     let prompt = || {
         if interactive {

@@ -17,3 +17,13 @@ pub use admin_service::AdminGrpc;
 pub use auth_service::AuthGrpc;
 pub use dialogue_service::DialogueGrpc;
 pub use model_service::ModelGrpc;
+
+/// The URL of a server given as `host:port` (plain HTTP/2, as the bundled
+/// examples write it) or as an `http://` / `https://` URL.
+pub fn endpoint(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}

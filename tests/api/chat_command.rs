@@ -74,5 +74,22 @@ async fn dialogd_chat_streams_each_line_as_a_turn_of_one_dialogue() {
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("InvalidArgument"), "{stderr}");
+
+    // The bare host:port the bundled examples use works too.
+    let bare = server.addr.to_string();
+    let out = chat(&["--addr", &bare, "--dialogue", "bare"], "plain address\n").await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo: plain address"));
     server.kill9().await;
+
+    // Nobody there: the error says what was tried.
+    let out = chat(&["--addr", &bare, "--dialogue", "gone"], "anyone?\n").await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to http://{bare} (from --addr {bare})"
+        )),
+        "{stderr}"
+    );
 }

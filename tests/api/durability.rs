@@ -140,6 +140,9 @@ async fn a_data_dir_in_use_is_refused_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("in use by another process"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Logs into a pipe (or a file) carry no colour codes.
+    assert!(stderr.contains("dialogd stopped with an error"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
     // The running server is unaffected.
     app.create("still-fine").await;
 }
