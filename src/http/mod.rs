@@ -107,10 +107,26 @@ pub async fn read_body(body: axum::body::Body, max: usize) -> Result<bytes::Byte
     })
 }
 
-/// What no route serves: UNIMPLEMENTED for gRPC, NOT_FOUND for HTTP.
+/// What no route serves: UNIMPLEMENTED for gRPC, NOT_FOUND for HTTP, 405
+/// (with `Allow`) for a route served with other methods.
 fn unknown_route<B>(request: &http::Request<B>) -> Response {
     use axum::response::IntoResponse;
     let path = request.uri().path();
+    let allowed = crate::middleware::call::allowed_methods(path);
+    if !has_grpc_content(request.headers()) && !allowed.is_empty() {
+        let message = format!(
+            "{} is not served on {path}; it takes {}",
+            request.method(),
+            allowed.join(", ")
+        );
+        let failure = Failure::new(ErrorKind::InvalidArgument, "METHOD_NOT_ALLOWED", message);
+        let mut response = refusal(request.headers(), path, failure).into_response();
+        *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+        if let Ok(allow) = http::HeaderValue::from_str(&allowed.join(", ")) {
+            response.headers_mut().insert(http::header::ALLOW, allow);
+        }
+        return response;
+    }
     let failure = if has_grpc_content(request.headers()) {
         Failure::new(ErrorKind::Unimplemented, "UNIMPLEMENTED", "")
     } else {

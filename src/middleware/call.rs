@@ -67,14 +67,38 @@ impl Resolved {
 
 /// The method an HTTP request names, and the `{id}` of its route.
 pub fn http_method(method: &str, path: &str) -> Option<(Rpc, Option<String>)> {
-    Rpc::ALL.iter().find_map(|&rpc| {
-        rpc.spec()
-            .routes
-            .iter()
-            .filter(|r| r.method == method)
-            .find_map(|r| match_route(r.pattern, path))
-            .map(|id| (rpc, id))
-    })
+    routes_of(path)
+        .into_iter()
+        .find(|(_, route_method, _)| *route_method == method)
+        .map(|(rpc, _, id)| (rpc, id))
+}
+
+/// The HTTP methods `path` is served with (empty: no route has it).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    routes_of(path)
+        .into_iter()
+        .map(|(_, method, _)| method)
+        .collect()
+}
+
+/// Every route `path` matches. A last segment with a colon names a custom
+/// verb (`{id}:converse`; IDs never hold colons): only verb routes match
+/// it, so a GET of `…:converse` is a wrong method, not a dialogue named
+/// `x:converse`, and an unknown verb is no route at all.
+fn routes_of(path: &str) -> Vec<(Rpc, &'static str, Option<String>)> {
+    let all: Vec<_> = Rpc::ALL
+        .iter()
+        .flat_map(|&rpc| {
+            rpc.spec().routes.iter().filter_map(move |r| {
+                match_route(r.pattern, path).map(|id| (rpc, r.method, id, r.pattern.contains(':')))
+            })
+        })
+        .collect();
+    let verb = path.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    all.into_iter()
+        .filter(|(.., has_verb)| *has_verb == verb)
+        .map(|(rpc, method, id, _)| (rpc, method, id))
+        .collect()
 }
 
 /// The `{id}` of `path` when it matches `pattern` (`Some(None)` for a

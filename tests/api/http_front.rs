@@ -575,3 +575,51 @@ async fn browsers_on_allowed_origins_get_cors_for_grpc_web() {
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn the_wrong_protocol_or_method_is_named_not_misread() {
+    let app = spawn_app().await;
+    // A gRPC method as a plain HTTP POST.
+    let response = http1()
+        .post(url(&app, "/dialogue.v1.DialogueService/Converse"))
+        .json(&json!({"name": "dialogues/x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    assert!(response.headers().get("grpc-status").is_none());
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Content-Type: application/grpc"),
+        "{message}"
+    );
+    assert!(
+        message.contains("POST /v1/dialogues/{id}:converse"),
+        "{message}"
+    );
+
+    // A custom-verb route with the wrong method.
+    let response = http1()
+        .get(url(&app, "/v1/dialogues/x:converse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET is not served on /v1/dialogues/x:converse; it takes POST"),
+        "{body}"
+    );
+    // The plain resource route still reads a dialogue.
+    let response = http1()
+        .get(url(&app, "/v1/dialogues/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
