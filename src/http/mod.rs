@@ -10,6 +10,7 @@ pub mod compression;
 pub mod cors;
 pub mod error;
 pub mod grpc_web;
+pub mod json_mapping;
 pub mod metrics_endpoint;
 pub mod openai;
 pub mod rest;

@@ -37,7 +37,7 @@ fn error_response(status: &Status) -> Response {
 }
 
 fn json_response<T: Serialize>(message: &T) -> Response {
-    match serde_json::to_value(message) {
+    match super::json_mapping::to_json(message) {
         Ok(json) => axum::Json(json).into_response(),
         Err(e) => error_response(
             &Failure::new(
@@ -208,8 +208,8 @@ pub async fn converse_stream(front: &Front, id: &str, request: Request) -> Respo
     };
     let events = stream.map(move |item| -> Result<Event, Infallible> {
         Ok(match item {
-            Ok(message) => match serde_json::to_string(&message) {
-                Ok(json) => Event::default().data(json),
+            Ok(message) => match super::json_mapping::to_json(&message) {
+                Ok(json) => Event::default().data(json.to_string()),
                 Err(e) => error_event(
                     &Failure::new(
                         crate::failure::ErrorKind::Internal,

@@ -94,7 +94,10 @@ fn routes_of(path: &str) -> Vec<(Rpc, &'static str, Option<String>)> {
             })
         })
         .collect();
-    let verb = path.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    let verb = path
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'));
     all.into_iter()
         .filter(|(.., has_verb)| *has_verb == verb)
         .map(|(rpc, method, id, _)| (rpc, method, id))

@@ -346,8 +346,12 @@ async fn the_rest_routes_mirror_the_proto_in_its_json_mapping() {
     assert_eq!(status, 200, "{created}");
     assert_eq!(created["name"], "dialogues/rest-1");
     assert_eq!(created["systemPrompt"], "be kind");
-    // Timestamps are RFC 3339 strings.
-    assert!(created["createTime"].as_str().unwrap().contains('T'));
+    // Timestamps are RFC 3339 in UTC with Z, as proto3's JSON mapping
+    // writes them; a whole number in a Struct stays whole.
+    let created_at = created["createTime"].as_str().unwrap();
+    assert!(created_at.contains('T') && created_at.ends_with('Z'), "{created_at}");
+    assert!(!created_at.contains("+00:00"), "{created_at}");
+    assert_eq!(created["state"]["step"], json!(1), "{created}");
 
     let (status, reply) = rest(
         &app,
