@@ -349,7 +349,10 @@ async fn the_rest_routes_mirror_the_proto_in_its_json_mapping() {
     // Timestamps are RFC 3339 in UTC with Z, as proto3's JSON mapping
     // writes them; a whole number in a Struct stays whole.
     let created_at = created["createTime"].as_str().unwrap();
-    assert!(created_at.contains('T') && created_at.ends_with('Z'), "{created_at}");
+    assert!(
+        created_at.contains('T') && created_at.ends_with('Z'),
+        "{created_at}"
+    );
     assert!(!created_at.contains("+00:00"), "{created_at}");
     assert_eq!(created["state"]["step"], json!(1), "{created}");
 

@@ -88,6 +88,48 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
     }
 }
 
+/// grpcurl- and Postman-style clients resolve a status's details by
+/// reflection: the google.rpc detail types must be served too.
+#[tokio::test]
+async fn reflection_serves_the_error_detail_types() {
+    use prost::Message;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    for symbol in [
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+        "google.rpc.Status",
+    ] {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("{symbol} unknown to reflection: {response:?}")
+        };
+        let short = symbol.rsplit('.').next().unwrap();
+        let described = files.file_descriptor_proto.iter().any(|bytes| {
+            prost_types::FileDescriptorProto::decode(&bytes[..])
+                .unwrap()
+                .message_type
+                .iter()
+                .any(|m| m.name() == short)
+        });
+        assert!(described, "{symbol} not described");
+    }
+}
+
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_stream_finish_and_store_its_turn() {
     let mut app = spawn_app_with(|s| set_echo_delay(s, 100)).await;
