@@ -42,6 +42,9 @@ pub struct StoreSettings {
     /// Memory for recent turns of busy dialogues (prompts are built from
     /// it instead of re-reading history), in MiB; 0 turns it off.
     pub history_cache_mb: u64,
+    /// How long a finished asynchronous turn's operation record is kept
+    /// (erased earlier with its dialogue), in hours.
+    pub operation_retention_hours: u64,
     /// Start even when the data dir holds less than its manifest promised
     /// (a deliberately emptied or knowingly damaged store).
     pub accept_loss: bool,
@@ -59,6 +62,7 @@ impl Default for StoreSettings {
             sweep_interval_secs: 60,
             history_cache_mb: 64,
             accept_loss: false,
+            operation_retention_hours: 168,
         }
     }
 }
@@ -76,6 +80,9 @@ impl StoreSettings {
         }
         if !(1..=3600).contains(&self.redis.lease_secs) {
             return Err("store.redis.lease_secs must be 1 to 3600".into());
+        }
+        if !(1..=87_600).contains(&self.operation_retention_hours) {
+            return Err("store.operation_retention_hours must be 1 to 87600".into());
         }
         let r = &self.redis;
         if [

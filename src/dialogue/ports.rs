@@ -190,14 +190,27 @@ pub trait StoreExport: Send + Sync + 'static {
     fn export(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError>;
 }
 
+/// An operation record to store.
+#[derive(Debug, Clone, Copy)]
+pub struct OperationPut<'a> {
+    pub id: &'a str,
+    /// The dialogue its turn is on: erasing the dialogue erases it.
+    pub dialogue: &'a DialogueId,
+    /// Opaque to the store.
+    pub record: &'a [u8],
+    /// `None` while the operation is pending; once settled, when its
+    /// record goes.
+    pub expire_time: Option<Time>,
+}
+
 /// Where asynchronous turns (`crate::operations`) keep their records; a
 /// record is opaque to the store.
 #[async_trait]
 pub trait OperationStore: Send + Sync + 'static {
-    /// Stores a record, durably; while `pending` it is listed by
-    /// `pending_operations`.
-    async fn put_operation(&self, id: &str, record: &[u8], pending: bool)
-    -> Result<(), StoreError>;
+    /// Stores a record, durably; while pending it is listed by
+    /// `pending_operations`, once settled it is erased at its expire time
+    /// (by the sweep, or the store's own TTL) or with its dialogue.
+    async fn put_operation(&self, put: OperationPut<'_>) -> Result<(), StoreError>;
 
     async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

@@ -12,7 +12,7 @@ pub mod webhook;
 
 use crate::auth::Principal;
 use crate::dialogue::model::{Owner, Time, TurnOutcome, TurnRequest};
-use crate::dialogue::ports::{OperationStore, StoreError};
+use crate::dialogue::ports::{OperationPut, OperationStore, StoreError};
 use crate::engine::{Engine, EngineError};
 use crate::failure::Failure;
 use record::Record;
@@ -86,6 +86,8 @@ pub struct Operations {
     callback_body: CallbackBody,
     /// The server's tasks: shutdown waits for running turns.
     tasks: TaskTracker,
+    /// How long a settled operation's record is kept.
+    retention_secs: i64,
 }
 
 impl Operations {
@@ -95,6 +97,7 @@ impl Operations {
         webhooks: Webhooks,
         callback_body: CallbackBody,
         tasks: TaskTracker,
+        retention: Duration,
     ) -> Arc<Operations> {
         Arc::new(Operations {
             engine,
@@ -102,6 +105,7 @@ impl Operations {
             webhooks,
             callback_body,
             tasks,
+            retention_secs: i64::try_from(retention.as_secs()).unwrap_or(i64::MAX),
         })
     }
 
@@ -143,9 +147,18 @@ impl Operations {
     async fn save(&self, record: &Record) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record)
             .map_err(|e| StoreError::Io(format!("cannot encode an operation: {e}")))?;
-        let pending = !record.operation.settled();
+        let dialogue = record.dialogue();
+        let expire_time = record
+            .operation
+            .settled()
+            .then(|| Time::now().saturating_add_secs(self.retention_secs));
         self.store
-            .put_operation(&record.operation.id, &bytes, pending)
+            .put_operation(OperationPut {
+                id: &record.operation.id,
+                dialogue: &dialogue,
+                record: &bytes,
+                expire_time,
+            })
             .await
     }
 

@@ -48,6 +48,12 @@ impl Record {
         }
     }
 
+    /// The stored dialogue the turn is on (scoped to its submitter).
+    pub fn dialogue(&self) -> DialogueId {
+        let turn = self.turn_request();
+        turn.dialogue_id.scoped_to(&Owner::of(&turn.caller))
+    }
+
     /// The turn to run, as its submitter.
     pub fn turn_request(&self) -> TurnRequest {
         let caller = Principal::new(

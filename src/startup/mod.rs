@@ -189,6 +189,7 @@ impl Application {
             webhooks,
             crate::grpc::convert::callback_body(),
             tasks.clone(),
+            Duration::from_secs(settings.store.operation_retention_hours * 3600),
         );
         let (routes, health) = services::routes(
             &settings,

@@ -4,10 +4,10 @@
 
 use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
-use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
+use crate::dialogue::ports::{OperationPut, OperationStore};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,7 +41,8 @@ struct State {
     audit: BTreeMap<(Time, u64), AuditEvent>,
     audit_sequence: u64,
     /// Records and whether they are pending.
-    operations: HashMap<String, (Vec<u8>, bool)>,
+    /// Record, dialogue, expire time (`None`: pending).
+    operations: HashMap<String, (Vec<u8>, DialogueId, Option<Time>)>,
 }
 
 /// See the module.
@@ -98,7 +99,11 @@ impl DialogueStore for MemoryStore {
     }
 
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
-        Ok(self.state().dialogues.remove(id).is_some())
+        let mut state = self.state();
+        state
+            .operations
+            .retain(|_, (_, dialogue, _)| dialogue != id);
+        Ok(state.dialogues.remove(id).is_some())
     }
 
     async fn list_dialogues(
@@ -219,6 +224,9 @@ impl DialogueStore for MemoryStore {
     async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError> {
         let mut state = self.state();
         let mut report = SweepReport::default();
+        state
+            .operations
+            .retain(|_, (.., expire)| expire.is_none_or(|at| at > now));
         for (id, stored) in state.dialogues.iter_mut() {
             let before = stored.idempotency.len();
             stored.idempotency.retain(|_, r| r.expire_time > now);
@@ -297,20 +305,16 @@ impl AuditLog for MemoryStore {
 
 #[async_trait]
 impl OperationStore for MemoryStore {
-    async fn put_operation(
-        &self,
-        id: &str,
-        record: &[u8],
-        pending: bool,
-    ) -> Result<(), StoreError> {
-        self.state()
-            .operations
-            .insert(id.to_owned(), (record.to_vec(), pending));
+    async fn put_operation(&self, put: OperationPut<'_>) -> Result<(), StoreError> {
+        self.state().operations.insert(
+            put.id.to_owned(),
+            (put.record.to_vec(), put.dialogue.clone(), put.expire_time),
+        );
         Ok(())
     }
 
     async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.state().operations.get(id).map(|(r, _)| r.clone()))
+        Ok(self.state().operations.get(id).map(|(r, ..)| r.clone()))
     }
 
     async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -318,8 +322,8 @@ impl OperationStore for MemoryStore {
             .state()
             .operations
             .values()
-            .filter(|(_, pending)| *pending)
-            .map(|(r, _)| r.clone())
+            .filter(|(.., expire)| expire.is_none())
+            .map(|(r, ..)| r.clone())
             .collect())
     }
 }

@@ -3,10 +3,10 @@
 
 use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
-use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError, SweepReport,
 };
+use crate::dialogue::ports::{OperationPut, OperationStore};
 use async_trait::async_trait;
 use std::future::Future;
 use std::sync::Arc;
@@ -129,17 +129,8 @@ impl<S: AuditLog> AuditLog for MeteredStore<S> {
 
 #[async_trait]
 impl<S: OperationStore> OperationStore for MeteredStore<S> {
-    async fn put_operation(
-        &self,
-        id: &str,
-        record: &[u8],
-        pending: bool,
-    ) -> Result<(), StoreError> {
-        timed(
-            "put_operation",
-            self.inner.put_operation(id, record, pending),
-        )
-        .await
+    async fn put_operation(&self, put: OperationPut<'_>) -> Result<(), StoreError> {
+        timed("put_operation", self.inner.put_operation(put)).await
     }
 
     async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {

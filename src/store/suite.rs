@@ -5,10 +5,10 @@ use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::{
     ContentPart, Dialogue, DialogueId, Owner, Role, SummaryRange, Time, Turn,
 };
-use crate::dialogue::ports::OperationStore;
 use crate::dialogue::ports::{
     DialogueCursor, DialogueStore, ExchangeCommit, IdempotencyRecord, StoreError,
 };
+use crate::dialogue::ports::{OperationPut, OperationStore};
 
 pub(crate) fn owner(principal: &str) -> Owner {
     Owner {
@@ -302,14 +302,35 @@ pub async fn audit_events(store: &dyn AuditLog) {
     assert_eq!(left.len(), 2);
 }
 
-pub async fn operations(store: &dyn OperationStore) {
+fn put<'a>(
+    id: &'a str,
+    d: &'a Dialogue,
+    record: &'a [u8],
+    expire: Option<Time>,
+) -> OperationPut<'a> {
+    OperationPut {
+        id,
+        dialogue: &d.id,
+        record,
+        expire_time: expire,
+    }
+}
+
+/// Operations: pending ones listed, settled ones kept until their expire
+/// time, all erased with their dialogue.
+pub async fn operations<S: DialogueStore + OperationStore>(store: &S) {
+    let who = owner("operator");
+    let d = dialogue("with-ops", &who, 1_000);
+    let other = dialogue("other-ops", &who, 1_000);
+    store.create_dialogue(&d).await.unwrap();
+    store.create_dialogue(&other).await.unwrap();
     assert_eq!(store.get_operation("op-1").await.unwrap(), None);
     store
-        .put_operation("op-1", b"one running", true)
+        .put_operation(put("op-1", &d, b"one running", None))
         .await
         .unwrap();
     store
-        .put_operation("op-2", b"two running", true)
+        .put_operation(put("op-2", &d, b"two running", None))
         .await
         .unwrap();
     let mut pending = store.pending_operations().await.unwrap();
@@ -318,8 +339,9 @@ pub async fn operations(store: &dyn OperationStore) {
         pending,
         vec![b"one running".to_vec(), b"two running".to_vec()]
     );
+    let in_an_hour = Time::now().saturating_add_secs(3_600);
     store
-        .put_operation("op-1", b"one done", false)
+        .put_operation(put("op-1", &d, b"one done", Some(in_an_hour)))
         .await
         .unwrap();
     assert_eq!(
@@ -330,6 +352,33 @@ pub async fn operations(store: &dyn OperationStore) {
         store.pending_operations().await.unwrap(),
         vec![b"two running".to_vec()]
     );
+
+    // A settled record goes at its expire time (sweep or TTL).
+    let soon = Time::now().saturating_add_secs(1);
+    store
+        .put_operation(put("op-3", &other, b"three done", Some(soon)))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while store.get_operation("op-3").await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "op-3 kept"
+        );
+        store.sweep_expired(Time::now()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        store.get_operation("op-1").await.unwrap().is_some(),
+        "op-1 not due yet"
+    );
+
+    // Erasing the dialogue erases its operations, pending or settled.
+    assert!(store.delete_dialogue(&d.id).await.unwrap());
+    assert_eq!(store.get_operation("op-1").await.unwrap(), None);
+    assert_eq!(store.get_operation("op-2").await.unwrap(), None);
+    assert!(store.pending_operations().await.unwrap().is_empty());
+    assert!(store.delete_dialogue(&other.id).await.unwrap());
 }
 
 pub async fn everything<S: DialogueStore + AuditLog + OperationStore>(store: &S) {

@@ -259,3 +259,22 @@ async fn a_pending_operation_survives_a_killed_server() {
     assert_eq!(turns.len(), 2, "run once, whatever the restart");
     server.kill9().await;
 }
+
+#[tokio::test]
+async fn an_operation_is_erased_with_its_dialogue() {
+    let app = spawn_app().await;
+    let op = app
+        .submit_turn(submit("erase-ops", "remember me", ""))
+        .await
+        .unwrap();
+    let done = wait_done(&app, &op.name).await;
+    assert!(done.done);
+    app.delete("erase-ops").await.unwrap();
+    let err = app
+        .get_operation(pb::GetOperationRequest {
+            name: op.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+}

@@ -214,6 +214,7 @@ impl DialogueStore for RedisStore {
             .invoke_async(&mut self.con()?)
             .await?;
         let _: () = self.con()?.zrem(self.expiry(), id.as_str()).await?;
+        self.erase_operations(id).await?;
         Ok(erased == 1)
     }
 

@@ -2,8 +2,8 @@
 
 use super::{RedisStore, decode, encode, sortable};
 use crate::audit::{AuditEvent, AuditFilter, AuditLog};
-use crate::dialogue::model::Time;
-use crate::dialogue::ports::{OperationStore, StoreError};
+use crate::dialogue::model::{DialogueId, Time};
+use crate::dialogue::ports::{OperationPut, OperationStore, StoreError};
 use async_trait::async_trait;
 use redis::AsyncCommands;
 
@@ -73,20 +73,24 @@ impl OperationStore for RedisStore {
     /// share a slot): the id joins the set before its record is written and
     /// leaves it after, so a crash leaves at worst an id without a record
     /// (skipped) or a finished record still listed (the caller skips it).
-    async fn put_operation(
-        &self,
-        id: &str,
-        record: &[u8],
-        pending: bool,
-    ) -> Result<(), StoreError> {
+    /// A settled record expires by Redis TTL; the dialogue's set of
+    /// operations lets erasing the dialogue erase them.
+    async fn put_operation(&self, put: OperationPut<'_>) -> Result<(), StoreError> {
         let mut con = self.con()?;
+        let id = put.id;
         let (key, set) = (self.key(&format!("op:{id}")), self.key("ops:pending"));
-        if pending {
-            let _: () = con.sadd(&set, id).await?;
-        }
-        let _: () = con.set(&key, record).await?;
-        if !pending {
-            let _: () = con.srem(&set, id).await?;
+        let _: () = con.sadd(self.dialogue_key(put.dialogue, "ops"), id).await?;
+        match put.expire_time {
+            None => {
+                let _: () = con.sadd(&set, id).await?;
+                let _: () = con.set(&key, put.record).await?;
+            }
+            Some(at) => {
+                let nanos = at.0.saturating_sub(Time::now().0);
+                let ttl = u64::try_from(nanos / 1_000_000_000).unwrap_or(0).max(1);
+                let _: () = con.set_ex(&key, put.record, ttl).await?;
+                let _: () = con.srem(&set, id).await?;
+            }
         }
         Ok(())
     }
@@ -107,5 +111,23 @@ impl OperationStore for RedisStore {
             }
         }
         Ok(records)
+    }
+}
+
+impl RedisStore {
+    /// Erases the operations of dialogue `id` (their records live in slots
+    /// of their own, so one by one).
+    pub(super) async fn erase_operations(&self, id: &DialogueId) -> Result<(), StoreError> {
+        let set = self.dialogue_key(id, "ops");
+        let operations: Vec<String> = self.con()?.smembers(&set).await?;
+        for operation in &operations {
+            let _: () = self
+                .con()?
+                .del(self.key(&format!("op:{operation}")))
+                .await?;
+            let _: () = self.con()?.srem(self.key("ops:pending"), operation).await?;
+        }
+        let _: () = self.con()?.del(&set).await?;
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@
 //! | `a/{time:u64 BE}{random:u64}`            | audit event (JSON)       |
 //! | `o/{operation id}`                       | asynchronous turn record |
 //! | `p/{operation id}`                       | empty: the operation is pending |
+//! | `q/{dialogue id}\0{operation id}`        | empty: the dialogue's operations |
 //!
 //! IDs never contain `\0` (see `DialogueId`), so `{id}\0` prefixes are exact.
 
@@ -42,6 +43,21 @@ pub fn audit_from(at: Time) -> Vec<u8> {
 }
 pub const EXPIRY_DIALOGUE: u8 = b'd';
 pub const EXPIRY_IDEMPOTENCY: u8 = b'i';
+/// A settled operation; the rest is `{dialogue id}\0{operation id}`.
+pub const EXPIRY_OPERATION: u8 = b'o';
+
+/// The dialogue's entry of an operation (the key's rest is also the
+/// operation's expiry entry's rest).
+pub fn operation_of(dialogue: &DialogueId, operation: &str) -> Vec<u8> {
+    join(
+        b"q/",
+        &[dialogue.as_str().as_bytes(), b"\0", operation.as_bytes()],
+    )
+}
+
+pub fn operations_of_prefix(dialogue: &DialogueId) -> Vec<u8> {
+    join(b"q/", &[dialogue.as_str().as_bytes(), b"\0"])
+}
 
 fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();

@@ -160,6 +160,14 @@ impl SledStore {
             return Ok(false);
         };
         let mut batch = sled::Batch::default();
+        let of_dialogue = keys::operations_of_prefix(id);
+        for entry in tree.scan_prefix(&of_dialogue) {
+            let (key, _) = entry?;
+            let operation = String::from_utf8_lossy(&key[of_dialogue.len()..]).into_owned();
+            batch.remove(keys::operation(&operation));
+            batch.remove(keys::pending(&operation));
+            batch.remove(key);
+        }
         batch.remove(keys::meta(id));
         batch.remove(keys::head(id));
         batch.remove(keys::created(&dialogue.owner, dialogue.create_time, id));
@@ -208,6 +216,18 @@ impl SledStore {
                         Some(id) => report.expired_dialogues.push(id),
                         None => batch.remove(key.clone()),
                     }
+                }
+                Some((keys::EXPIRY_OPERATION, rest)) => {
+                    // rest: {dialogue id}\0{operation id}
+                    if let Some(split) = rest.iter().position(|b| *b == 0) {
+                        let operation = String::from_utf8_lossy(&rest[split + 1..]);
+                        batch.remove(keys::operation(&operation));
+                        batch.remove(keys::pending(&operation));
+                    }
+                    let mut of_dialogue = b"q/".to_vec();
+                    of_dialogue.extend_from_slice(rest);
+                    batch.remove(of_dialogue);
+                    batch.remove(key.clone());
                 }
                 Some((keys::EXPIRY_IDEMPOTENCY, rest)) => {
                     let mut idem_key = b"i/".to_vec();

@@ -4,7 +4,7 @@
 use super::{SledStore, decode, encode, keys};
 use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::Time;
-use crate::dialogue::ports::{OperationStore, StoreError};
+use crate::dialogue::ports::{OperationPut, OperationStore, StoreError};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -70,19 +70,21 @@ impl AuditLog for SledStore {
 
 #[async_trait]
 impl OperationStore for SledStore {
-    async fn put_operation(
-        &self,
-        id: &str,
-        record: &[u8],
-        pending: bool,
-    ) -> Result<(), StoreError> {
+    async fn put_operation(&self, put: OperationPut<'_>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(keys::operation(id), record);
-        if pending {
-            batch.insert(keys::pending(id), &[] as &[u8]);
-        } else {
-            batch.remove(keys::pending(id));
+        batch.insert(keys::operation(put.id), put.record);
+        let of_dialogue = keys::operation_of(put.dialogue, put.id);
+        match put.expire_time {
+            None => batch.insert(keys::pending(put.id), &[] as &[u8]),
+            Some(at) => {
+                batch.remove(keys::pending(put.id));
+                batch.insert(
+                    keys::expiry(at, keys::EXPIRY_OPERATION, &of_dialogue[2..]),
+                    &[] as &[u8],
+                );
+            }
         }
+        batch.insert(of_dialogue, &[] as &[u8]);
         self.write(batch).await
     }
 
