@@ -42,6 +42,9 @@ pub struct Notes {
     pub principal: String,
     pub tenant: String,
     pub resource: String,
+    /// Refused for security (too many failed authentications): audited
+    /// whatever the call.
+    pub security_refusal: bool,
 }
 
 impl AuditNotes {
@@ -53,6 +56,13 @@ impl AuditNotes {
 
     pub fn set_resource(&self, resource: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).resource = resource.to_owned();
+    }
+
+    pub fn set_security_refusal(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .security_refusal = true;
     }
 
     pub fn take(&self) -> Notes {

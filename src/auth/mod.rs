@@ -5,6 +5,7 @@
 //! ownership of dialogues.
 
 mod authenticator;
+pub mod failures;
 pub mod jwt;
 pub mod keys;
 

@@ -24,6 +24,10 @@ pub struct AuthSettings {
     pub jwt: JwtSettings,
     /// API keys (also the client credentials of IssueToken).
     pub api_keys: Vec<ApiKeySettings>,
+    /// Failed authentications allowed per minute from one client address
+    /// (and for one API key id) before further tries are refused with
+    /// RESOURCE_EXHAUSTED; 0 turns the limit off.
+    pub max_failures_per_minute: u32,
 }
 
 impl Default for AuthSettings {
@@ -33,6 +37,7 @@ impl Default for AuthSettings {
             token_ttl_secs: 900,
             jwt: JwtSettings::default(),
             api_keys: Vec::new(),
+            max_failures_per_minute: 20,
         }
     }
 }

@@ -39,10 +39,11 @@ struct Recorder {
 
 impl Recorder {
     fn finish(self, code: Code) {
-        if !self.mutating && !matches!(code, Code::Unauthenticated | Code::PermissionDenied) {
+        let notes = self.notes.take();
+        let refused = matches!(code, Code::Unauthenticated | Code::PermissionDenied);
+        if !self.mutating && !refused && !notes.security_refusal {
             return;
         }
-        let notes = self.notes.take();
         let event = AuditEvent {
             time: self.time,
             request_id: self.request_id,

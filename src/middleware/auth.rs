@@ -7,7 +7,9 @@ use super::Refuse;
 use super::call::Resolved;
 use super::rpc_table::Access;
 use crate::audit::AuditNotes;
+use crate::auth::failures::AuthFailures;
 use crate::auth::{AuthError, Authenticator, Principal, Role};
+use crate::failure::Failure;
 use crate::tls::{PeerInfo, certificate_subject};
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,20 +23,39 @@ pub struct Authentication {
     /// Set with mTLS: callers without a bearer credential are the subject
     /// of their client certificate, with these roles.
     client_cert_roles: Option<BTreeSet<Role>>,
+    failures: Arc<AuthFailures>,
 }
 
 impl Authentication {
     pub fn new(
         authenticator: Option<Arc<Authenticator>>,
         client_cert_roles: Option<BTreeSet<Role>>,
+        failures: Arc<AuthFailures>,
         refuse: Refuse,
     ) -> Authentication {
         Authentication {
             authenticator,
             refuse,
             client_cert_roles,
+            failures,
         }
     }
+}
+
+/// The refusal of a caller over the failed-authentication limit.
+fn too_many_failures(wait: std::time::Duration) -> Failure {
+    crate::meter::rate_limited("auth_failures");
+    Failure::limit(
+        "TOO_MANY_AUTH_FAILURES",
+        "too many failed authentications; retry later",
+        wait,
+    )
+}
+
+/// The API key id a bearer credential names, if it is shaped like a key.
+fn key_id(authorization: Option<&str>) -> Option<&str> {
+    let (_, token) = authorization?.split_once(' ')?;
+    crate::auth::keys::parse(token.trim()).map(|key| key.id)
 }
 
 impl Authentication {
@@ -85,6 +106,23 @@ impl super::Around for Authentication {
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let address = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.remote_addr)
+            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let notes = request.extensions().get::<AuditNotes>().cloned();
+        let note_refusal = || {
+            if let Some(notes) = &notes {
+                notes.set_security_refusal();
+            }
+        };
+        if access != Access::Public
+            && let Some(wait) = self.failures.address_blocked(&address)
+        {
+            note_refusal();
+            return super::refuse_now(&self.refuse, &request, too_many_failures(wait));
+        }
         match self.admit(
             access,
             authorization,
@@ -101,7 +139,20 @@ impl super::Around for Authentication {
             }
             Err(e) => {
                 tracing::debug!(path = request.uri().path(), error = %e, "call refused");
-                super::refuse_now(&self.refuse, &request, e.into())
+                let invalid = matches!(e, AuthError::Invalid);
+                let mut failure: Failure = e.into();
+                if invalid {
+                    // The limit applies from the next try on: the 20th
+                    // failure is still UNAUTHENTICATED, the 21st refused.
+                    let key_id = key_id(authorization);
+                    let over = key_id.and_then(|id| self.failures.key_blocked(id));
+                    self.failures.failed(&address, key_id);
+                    if let Some(wait) = over {
+                        note_refusal();
+                        failure = too_many_failures(wait);
+                    }
+                }
+                super::refuse_now(&self.refuse, &request, failure)
             }
         }
     }

@@ -4,6 +4,7 @@
 use super::StartupError;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
+use crate::auth::failures::AuthFailures;
 use crate::config::Settings;
 use crate::dialogue::ports::StoreExport;
 use crate::engine::Engine;
@@ -196,6 +197,7 @@ pub fn serve(
         .layer(AroundLayer(Authentication::new(
             layers.authenticator,
             client_cert_roles,
+            Arc::new(AuthFailures::new(settings.auth.max_failures_per_minute)),
             refuse.clone(),
         )))
         .layer(AroundLayer(RateLimiting::new(layers.rate_limits, refuse)))

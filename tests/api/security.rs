@@ -10,8 +10,15 @@ use tonic::Code;
 
 const JWT_SECRET_ENV: &str = "DIALOGD_TEST_JWT_SECRET_SECURITY";
 
-/// A server requiring auth, and a bearer key per name.
+/// A server requiring credentials, with keys for a cast of callers; the
+/// failed-authentication limit is off (these tests send wrong credentials
+/// by the hundred), except where a test turns it on.
 pub async fn secured_app() -> (TestApp, HashMap<&'static str, String>) {
+    secured_app_limiting(0).await
+}
+
+/// `secured_app` allowing `max_failures` failed authentications a minute.
+async fn secured_app_limiting(max_failures: u32) -> (TestApp, HashMap<&'static str, String>) {
     // Unique per test module: the process environment is shared.
     unsafe { std::env::set_var(JWT_SECRET_ENV, "test-secret-test-secret-test-secret!") };
     // (key id, tenant, roles, narrowed scopes)
@@ -57,6 +64,7 @@ pub async fn secured_app() -> (TestApp, HashMap<&'static str, String>) {
         s.auth.mode = AuthMode::Required;
         s.auth.api_keys = entries;
         s.auth.jwt.hs256_secret_env = Some(JWT_SECRET_ENV.into());
+        s.auth.max_failures_per_minute = max_failures;
     })
     .await;
     (app, bearer)
@@ -999,4 +1007,82 @@ mod audit {
         let actions: Vec<&str> = left.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions, ["recent"]);
     }
+}
+
+/// Guessing keys is not free: an address is refused (429, RESOURCE_EXHAUSTED
+/// with retry info, audited) after 20 failures in a minute; the real key
+/// keeps working from elsewhere, and its id's failures never refuse it.
+#[tokio::test]
+async fn failed_authentications_are_limited_per_address_without_locking_out_the_key() {
+    let (app, keys) = secured_app_limiting(20).await;
+    let real = keys["alice"].clone();
+    let wrong = "dk_alice_not-the-secret";
+    // The attacker comes from another loopback address.
+    let attacker = plain_http()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let url = format!("http://{}/v1/dialogues", app.addr);
+    let try_key = async |key: &str| {
+        let response = attacker.get(&url).bearer_auth(key).send().await.unwrap();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, retry_after, body)
+    };
+    for n in 0..20 {
+        let (status, ..) = try_key(wrong).await;
+        assert_eq!(status, 401, "attempt {n}");
+    }
+    let (status, retry_after, body) = try_key(wrong).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry_after.is_some());
+    assert!(
+        body.to_string().contains("TOO_MANY_AUTH_FAILURES"),
+        "{body}"
+    );
+    // The address is shut out, right key or not.
+    let (status, ..) = try_key(&real).await;
+    assert_eq!(status, 429);
+
+    // From the real client's address the key still works...
+    app.api
+        .list_dialogues(with_auth(pb::ListDialoguesRequest::default(), Some(&real)))
+        .await
+        .expect("the real key is not locked out");
+    // ...while more wrong secrets for its id are refused as too many.
+    let err = app
+        .api
+        .list_dialogues(with_auth(pb::ListDialoguesRequest::default(), Some(wrong)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    use tonic_types::StatusExt;
+    assert!(err.get_details_retry_info().is_some());
+
+    // Audited (events are written just after the answers).
+    eventually(
+        "the refusals audited",
+        std::time::Duration::from_secs(5),
+        async || {
+            let events = app
+                .api
+                .list_audit_events(with_auth(
+                    pb::ListAuditEventsRequest {
+                        page_size: 1000,
+                        ..Default::default()
+                    },
+                    Some(&keys["auditor"]),
+                ))
+                .await
+                .unwrap()
+                .events;
+            let refused = events
+                .iter()
+                .filter(|e| e.status == "ResourceExhausted" && e.client_ip == "127.0.0.2")
+                .count();
+            refused == 2
+        },
+    )
+    .await;
 }
