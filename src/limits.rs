@@ -31,7 +31,8 @@ pub enum Admission {
 /// A request-rate limiter shared by the replicas (the Redis store's).
 #[async_trait]
 pub trait SharedRequestLimiter: Send + Sync + 'static {
-    async fn check(&self, key: &str) -> Result<Admission, StoreError>;
+    /// Counts `cost` requests of `key` at once.
+    async fn check(&self, key: &str, cost: u32) -> Result<Admission, StoreError>;
 }
 
 pub struct RateLimits {
@@ -39,6 +40,8 @@ pub struct RateLimits {
     /// Replaces `per_principal` when replicas share one.
     shared: Option<Arc<dyn SharedRequestLimiter>>,
     in_flight: Option<Arc<Semaphore>>,
+    /// The per-caller burst, when limited.
+    burst: Option<u32>,
 }
 
 impl RateLimits {
@@ -51,6 +54,13 @@ impl RateLimits {
                 .with_middleware::<StateInformationMiddleware>()
         });
         RateLimits {
+            burst: per_principal.is_some().then(|| {
+                if burst == 0 {
+                    requests_per_second
+                } else {
+                    burst
+                }
+            }),
             per_principal,
             shared: None,
             in_flight: (max_in_flight > 0)
@@ -112,7 +122,7 @@ impl RateLimits {
         let Some(shared) = &self.shared else {
             return self.check_here(key);
         };
-        match shared.check(key).await {
+        match shared.check(key, 1).await {
             Ok(Admission::Admitted { remaining }) => Ok(Some(remaining)),
             Ok(Admission::Refused { retry_after }) => Err(refused(retry_after)),
             // The shared store unreachable: serve rather than refuse
@@ -123,6 +133,55 @@ impl RateLimits {
             }
         }
     }
+}
+
+impl RateLimits {
+    /// Counts `extra` more requests of `key` on top of the call itself (a
+    /// batch of N turns costs N requests). A cost past the whole burst can
+    /// never pass: INVALID_ARGUMENT naming `requests`.
+    pub async fn charge_more(&self, key: &str, extra: u32) -> Result<(), Failure> {
+        let Some(extra) = NonZeroU32::new(extra) else {
+            return Ok(());
+        };
+        if self.burst.is_some_and(|burst| extra.get() >= burst) {
+            return Err(Failure::invalid(
+                "requests",
+                format!(
+                    "a batch costs one request per turn; {} turns exceed this caller's request burst",
+                    extra.get() + 1
+                ),
+            ));
+        }
+        if let Some(shared) = &self.shared {
+            return match shared.check(key, extra.get()).await {
+                Ok(Admission::Admitted { .. }) => Ok(()),
+                Ok(Admission::Refused { retry_after }) => Err(refused(retry_after)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared rate limit unavailable; not limiting");
+                    Ok(())
+                }
+            };
+        }
+        let Some(limiter) = &self.per_principal else {
+            return Ok(());
+        };
+        match limiter.check_key_n(&key.to_owned(), extra) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(not_until)) => Err(refused(not_until.wait_time_from(limiter.clock().now()))),
+            Err(_) => Err(Failure::invalid(
+                "requests",
+                format!(
+                    "a batch costs one request per turn; {} turns exceed this caller's request burst",
+                    extra.get() + 1
+                ),
+            )),
+        }
+    }
+}
+
+/// The key a caller's requests are counted under.
+pub fn caller_key(tenant: &str, principal: &str) -> String {
+    format!("{tenant}\u{1f}{principal}")
 }
 
 fn refused(retry_after: Duration) -> Failure {

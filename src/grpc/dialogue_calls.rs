@@ -51,11 +51,21 @@ impl CallContext {
 pub struct DialogueCalls {
     engine: Arc<Engine>,
     operations: Arc<Operations>,
+    /// Request-rate limits: a batch pays one request per turn.
+    limits: Arc<crate::limits::RateLimits>,
 }
 
 impl DialogueCalls {
-    pub fn new(engine: Arc<Engine>, operations: Arc<Operations>) -> DialogueCalls {
-        DialogueCalls { engine, operations }
+    pub fn new(
+        engine: Arc<Engine>,
+        operations: Arc<Operations>,
+        limits: Arc<crate::limits::RateLimits>,
+    ) -> DialogueCalls {
+        DialogueCalls {
+            engine,
+            operations,
+            limits,
+        }
     }
 
     pub async fn create_dialogue(
@@ -191,6 +201,15 @@ impl DialogueCalls {
         cx: &CallContext,
         req: pb::BatchConverseRequest,
     ) -> Result<pb::BatchConverseResponse, Status> {
+        // One request per turn: the call itself was counted at the door.
+        let turns = req.requests.len();
+        if (2..=crate::engine::MAX_BATCH).contains(&turns) {
+            let key = crate::limits::caller_key(&cx.caller.tenant, &cx.caller.id);
+            self.limits
+                .charge_more(&key, (turns - 1) as u32)
+                .await
+                .map_err(Status::from)?;
+        }
         let entries = req
             .requests
             .into_iter()

@@ -47,7 +47,7 @@ impl super::Around for RateLimiting {
         let key = request
             .extensions()
             .get::<Principal>()
-            .map(|p| format!("{}\u{1f}{}", p.tenant, p.id));
+            .map(|p| crate::limits::caller_key(&p.tenant, &p.id));
         let Some(key) = key else {
             return Box::pin(async move {
                 let response = next(request).await;

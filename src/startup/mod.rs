@@ -199,6 +199,7 @@ impl Application {
             authenticator.clone(),
             audit.clone(),
             export,
+            rate_limits.clone(),
         )?;
         health.serving().await;
         let readiness = reachability.map(|r| tokio::spawn(health.clone().follow(r)));

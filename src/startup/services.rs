@@ -108,6 +108,7 @@ pub fn routes(
     authenticator: Option<Arc<Authenticator>>,
     audit: Arc<dyn AuditLog>,
     export: Option<Arc<dyn StoreExport>>,
+    rate_limits: Arc<RateLimits>,
 ) -> Result<(tonic::service::Routes, Health), StartupError> {
     let max_request = settings.server.max_request_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -128,7 +129,7 @@ pub fn routes(
     };
     let reflection_error =
         |e: tonic_reflection::server::Error| StartupError::Reflection(e.to_string());
-    let dialogue_calls = DialogueCalls::new(engine.clone(), operations);
+    let dialogue_calls = DialogueCalls::new(engine.clone(), operations, rate_limits);
     let mut grpc = tonic::service::Routes::builder();
     grpc.add_service(health_service)
         .add_service(reflection().build_v1().map_err(reflection_error)?)

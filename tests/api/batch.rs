@@ -137,3 +137,45 @@ async fn a_batch_over_rest() {
     );
     assert_eq!(results[1]["error"]["reason"], "NOT_FOUND");
 }
+
+/// A batch costs one request per turn of the caller's rate limit: it may
+/// not be used to get N turns for the price of one.
+#[tokio::test]
+async fn a_batch_pays_one_request_per_turn() {
+    let app = spawn_app_with(|s| {
+        s.limits.requests_per_second = 1;
+        s.limits.request_burst = 10;
+    })
+    .await;
+    let turns = |tag: &str, n: usize| {
+        (0..n)
+            .map(|i| creating(&format!("{tag}-{i}"), "hi"))
+            .collect::<Vec<_>>()
+    };
+    // More turns than the whole burst can never pass: named, not retried.
+    let err = batch(&app, turns("huge", 11)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(violated_fields(&err), ["requests"]);
+    // With the call above, 8 more make 9 of the 10 in the burst.
+    let results = batch(&app, turns("paid", 8)).await.unwrap();
+    assert!(results.iter().all(|r| matches!(r, Outcome::Response(_))));
+    // 4 more do not fit: refused whole, before any turn runs.
+    let err = batch(&app, turns("over", 4)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    use tonic_types::StatusExt;
+    assert!(err.get_details_retry_info().is_some());
+    // Nothing of it ran (asked once the rate allows a call again).
+    eventually(
+        "a call within the rate",
+        Duration::from_secs(5),
+        async || match app.get("over-0", 0).await {
+            Err(e) if e.code() == Code::ResourceExhausted => false,
+            Err(e) => {
+                assert_eq!(e.code(), Code::NotFound);
+                true
+            }
+            Ok(d) => panic!("a refused batch created {d:?}"),
+        },
+    )
+    .await;
+}

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// KEYS: the caller's key. ARGV: emission interval (µs), burst.
-/// Returns {1, remaining} when admitted, {0, wait µs} when not.
+/// KEYS: the caller's key. ARGV: emission interval (µs), burst, cost
+/// (requests counted at once). Returns {1, remaining} when admitted,
+/// {0, wait µs} when not.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -20,7 +21,7 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local next_tat = tat + interval
+local next_tat = tat + interval * tonumber(ARGV[3])
 local limit = now + interval * burst
 if next_tat > limit then return {0, next_tat - limit} end
 redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
@@ -52,12 +53,13 @@ impl SharedLimiter {
 
 #[async_trait]
 impl SharedRequestLimiter for SharedLimiter {
-    async fn check(&self, key: &str) -> Result<Admission, StoreError> {
+    async fn check(&self, key: &str, cost: u32) -> Result<Admission, StoreError> {
         let (admitted, value): (i64, i64) = self
             .script
             .key(self.redis.key(&format!("rate:{key}")))
             .arg(self.interval_us)
             .arg(self.burst)
+            .arg(cost.max(1))
             .invoke_async(&mut self.redis.get()?)
             .await?;
         let value = u64::try_from(value).unwrap_or(0);
