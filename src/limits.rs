@@ -54,12 +54,10 @@ impl RateLimits {
                 .with_middleware::<StateInformationMiddleware>()
         });
         RateLimits {
-            burst: per_principal.is_some().then(|| {
-                if burst == 0 {
-                    requests_per_second
-                } else {
-                    burst
-                }
+            burst: per_principal.is_some().then_some(if burst == 0 {
+                requests_per_second
+            } else {
+                burst
             }),
             per_principal,
             shared: None,

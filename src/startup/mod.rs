@@ -193,13 +193,15 @@ impl Application {
         );
         let (routes, health) = services::routes(
             &settings,
-            engine.clone(),
-            router.clone(),
-            operations.clone(),
-            authenticator.clone(),
-            audit.clone(),
-            export,
-            rate_limits.clone(),
+            services::Backing {
+                engine: engine.clone(),
+                router: router.clone(),
+                operations: operations.clone(),
+                authenticator: authenticator.clone(),
+                audit: audit.clone(),
+                export,
+                rate_limits: rate_limits.clone(),
+            },
         )?;
         health.serving().await;
         let readiness = reachability.map(|r| tokio::spawn(health.clone().follow(r)));

@@ -98,18 +98,33 @@ macro_rules! compressed {
     }};
 }
 
+/// What the services call.
+pub struct Backing {
+    pub engine: Arc<Engine>,
+    pub router: Arc<Router>,
+    pub operations: Arc<Operations>,
+    pub authenticator: Option<Arc<Authenticator>>,
+    pub audit: Arc<dyn AuditLog>,
+    /// Online backups (the embedded store only).
+    pub export: Option<Arc<dyn StoreExport>>,
+    pub rate_limits: Arc<RateLimits>,
+}
+
 /// Every gRPC service, and the HTTP front behind them for what they do
 /// not serve.
 pub fn routes(
     settings: &Settings,
-    engine: Arc<Engine>,
-    router: Arc<Router>,
-    operations: Arc<Operations>,
-    authenticator: Option<Arc<Authenticator>>,
-    audit: Arc<dyn AuditLog>,
-    export: Option<Arc<dyn StoreExport>>,
-    rate_limits: Arc<RateLimits>,
+    backing: Backing,
 ) -> Result<(tonic::service::Routes, Health), StartupError> {
+    let Backing {
+        engine,
+        router,
+        operations,
+        authenticator,
+        audit,
+        export,
+        rate_limits,
+    } = backing;
     let max_request = settings.server.max_request_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     // Both reflection versions describe every service served, each other
