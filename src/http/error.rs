@@ -19,12 +19,18 @@ pub enum ErrorShape {
     OpenAi,
     /// `{"error": {"code", "message", "status", "details"}}`.
     Google,
+    /// `{"type": "error", "error": {"type", "message"}}`.
+    Anthropic,
 }
 
 impl ErrorShape {
     /// The shape callers of `path` expect.
     pub fn for_path(path: &str) -> ErrorShape {
-        if path.starts_with("/v1/chat/") || path == "/v1/models" || path.starts_with("/v1/models/")
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            ErrorShape::Anthropic
+        } else if path.starts_with("/v1/chat/")
+            || path == "/v1/models"
+            || path.starts_with("/v1/models/")
         {
             ErrorShape::OpenAi
         } else {
@@ -44,6 +50,21 @@ fn openai_type(code: Code) -> &'static str {
             "invalid_request_error"
         }
         _ => "server_error",
+    }
+}
+
+/// Anthropic's error `type` for a code.
+fn anthropic_type(code: Code) -> &'static str {
+    match code {
+        Code::Unauthenticated => "authentication_error",
+        Code::PermissionDenied => "permission_error",
+        Code::NotFound => "not_found_error",
+        Code::ResourceExhausted => "rate_limit_error",
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            "invalid_request_error"
+        }
+        Code::Unavailable => "overloaded_error",
+        _ => "api_error",
     }
 }
 
@@ -82,6 +103,18 @@ pub fn body(shape: ErrorShape, status: &Status) -> serde_json::Value {
                 "code": reason.map(|r| r.to_ascii_lowercase()),
             }
         }),
+        ErrorShape::Anthropic => {
+            let message = match bad_fields.first() {
+                Some((field, _)) if !status.message().contains(field.as_str()) => {
+                    format!("{field}: {}", status.message())
+                }
+                _ => status.message().to_owned(),
+            };
+            json!({
+                "type": "error",
+                "error": {"type": anthropic_type(status.code()), "message": message},
+            })
+        }
         ErrorShape::Google => {
             let mut details = Vec::new();
             if let Some(reason) = reason {

@@ -6,6 +6,8 @@
 //! (`middleware::rpc_table`), so a route is served only as a method the
 //! layers know. Errors answer in the route's JSON shape (`error`).
 
+pub mod anthropic;
+pub mod binding;
 pub mod compression;
 pub mod cors;
 pub mod error;
@@ -13,6 +15,7 @@ pub mod grpc_web;
 pub mod json_mapping;
 pub mod metrics_endpoint;
 pub mod openai;
+pub mod request_json;
 pub mod rest;
 
 use crate::engine::Engine;
@@ -65,6 +68,8 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         Rpc::ChatCompletions => openai::chat_completions(front, request).await,
         Rpc::OpenAiListModels => openai::list_models(&front.models),
         Rpc::OpenAiGetModel => openai::get_model(&front.models, &id),
+        Rpc::AnthropicMessages => anthropic::messages(front, request).await,
+        Rpc::AnthropicCountTokens => anthropic::count_tokens_route(front, request).await,
         Rpc::CreateDialogue => rest::create(front, request).await,
         Rpc::ListDialogues => rest::list(front, request).await,
         Rpc::GetDialogue => rest::get(front, &id, request).await,

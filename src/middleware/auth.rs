@@ -102,10 +102,17 @@ impl super::Around for Authentication {
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
         let access = Resolved::of(&request).access();
+        // Anthropic's SDKs send the key as `x-api-key`: the same credential.
+        let api_key_header = request
+            .headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|key| format!("Bearer {key}"));
         let authorization = request
             .headers()
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+            .and_then(|v| v.to_str().ok())
+            .or(api_key_header.as_deref());
         let address = request
             .extensions()
             .get::<PeerInfo>()

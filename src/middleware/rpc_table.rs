@@ -78,6 +78,8 @@ methods!(
     ChatCompletions,
     OpenAiListModels,
     OpenAiGetModel,
+    AnthropicMessages,
+    AnthropicCountTokens,
     HealthCheck,
     HealthWatch,
     Reflection,
@@ -258,6 +260,24 @@ impl Rpc {
                 &[Route {
                     method: "GET",
                     pattern: "/v1/models/{id}",
+                }],
+            ),
+            AnthropicMessages => spec(
+                "/http.Anthropic/Messages",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/messages",
+                }],
+            ),
+            AnthropicCountTokens => spec(
+                "/http.Anthropic/CountTokens",
+                MODELS,
+                READS,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/messages/count_tokens",
                 }],
             ),
             HealthCheck => spec("/grpc.health.v1.Health/Check", Access::Public, READS, &[]),

@@ -4,11 +4,11 @@
 //! else (audio, files, the deprecated `function` role) is refused with the
 //! parameter named.
 
-use super::json::{Obj, invalid};
 use crate::dialogue::model::{
     ContentPart, Image, ImageDetail, ImageSource, InlineImage, PromptMessage, Role, ToolCall,
     ToolResult,
 };
+use crate::http::request_json::{Obj, invalid};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;

@@ -11,99 +11,27 @@
 //! history comes from the store, and a missing dialogue is created with the
 //! request's system message as its system prompt.
 
-mod json;
 mod messages;
 mod request;
 mod response;
 
 use super::Front;
+use super::binding::{Call, DIALOGUE_HEADER, plan};
 use super::error::{self, ErrorShape};
 use crate::auth::{AuthError, Principal};
-use crate::dialogue::model::{
-    CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration, PromptMessage, Role,
-    TurnRequest,
-};
 use crate::engine::EngineError;
 use crate::failure::{ErrorKind, Failure, FieldViolation, Invalid};
 use crate::router::Router;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
-use json::invalid;
 use request::ChatRequest;
 use serde_json::{Value, json};
 use tonic::Status;
 
-/// Names the stored dialogue a call belongs to.
-pub const DIALOGUE_HEADER: &str = "x-dialogue-id";
-
 fn openai_error(status: &Status) -> Response {
     error::response(ErrorShape::OpenAi, status).into_response()
-}
-
-/// What the engine is asked to do for one request.
-enum Call {
-    Stateless(CompletionRequest),
-    Turn(TurnRequest),
-}
-
-fn plan(caller: Principal, headers: &HeaderMap, request: ChatRequest) -> Result<Call, Status> {
-    let dialogue = headers
-        .get(DIALOGUE_HEADER)
-        .map(|v| v.to_str().map(str::to_owned))
-        .transpose()
-        .map_err(|_| invalid(DIALOGUE_HEADER, "must be ASCII"))?
-        .or(request.dialogue_id);
-    let Some(dialogue) = dialogue else {
-        return Ok(Call::Stateless(CompletionRequest {
-            caller,
-            messages: request.messages,
-            params: request.params,
-            deadline: None,
-        }));
-    };
-    let dialogue_id =
-        DialogueId::parse(&dialogue).map_err(|e| invalid("dialogue_id", e.to_string()))?;
-    let messages = request.messages;
-    let system_prompt = messages
-        .iter()
-        .find(|m| m.role == Role::System)
-        .map(PromptMessage::joined_text)
-        .unwrap_or_default();
-    // The turn: what follows the last assistant message (the user's
-    // message, or the results of that message's tool calls).
-    let after = messages
-        .iter()
-        .rposition(|m| m.role == Role::Assistant)
-        .map_or(0, |i| i + 1);
-    let content: Vec<ContentPart> = messages[after..]
-        .iter()
-        .filter(|m| m.role != Role::System)
-        .flat_map(|m| m.content.iter().cloned())
-        .collect();
-    if content.is_empty() {
-        return Err(invalid(
-            "messages",
-            "must end with a user message or tool results",
-        ));
-    }
-    Ok(Call::Turn(TurnRequest {
-        caller,
-        dialogue_id,
-        content,
-        create_if_missing: Some(DialogueSpec {
-            model: request.model,
-            system_prompt,
-            labels: Default::default(),
-            state: None,
-            expiration: Expiration::Never,
-        }),
-        params: request.params,
-        request_id: None,
-        deadline: None,
-        resumable: false,
-    }))
 }
 
 /// The caller, the headers and the request of a chat completion.
@@ -128,15 +56,19 @@ pub async fn chat_completions(front: &Front, request: Request) -> Response {
     };
     let (stream, include_usage) = (request.stream, request.include_usage);
     let wants_logprobs = request.params.logprobs;
-    let call = match plan(caller, &headers, request) {
+    let call = match plan(
+        caller,
+        &headers,
+        request.dialogue_id,
+        request.model,
+        request.messages,
+        request.params,
+    ) {
         Ok(c) => c,
         Err(status) => return openai_error(&status),
     };
     // A bound call answers with its dialogue's ID.
-    let dialogue_header = match &call {
-        Call::Turn(t) => HeaderValue::from_str(t.dialogue_id.public()).ok(),
-        Call::Stateless(_) => None,
-    };
+    let dialogue_header = call.dialogue_header();
     let engine = &front.engine;
     if stream {
         let events = match call {

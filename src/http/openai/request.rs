@@ -11,11 +11,11 @@
 //! - refused with the parameter named: everything else, known to OpenAI
 //!   (`audio`, `functions`, `logit_bias`, `prediction`, ...) or not.
 
-use super::json::{Obj, invalid};
 use super::messages::messages;
 use crate::dialogue::model::{
     CachePolicy, GenerationParams, PromptMessage, ResponseFormat, ToolChoice, ToolSpec,
 };
+use crate::http::request_json::{Obj, invalid};
 use serde_json::Value;
 use tonic::Status;
 

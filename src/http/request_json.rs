@@ -1,4 +1,4 @@
-//! Reading OpenAI's JSON by hand, field by field, so every error names the
+//! Reading a request's JSON by hand (OpenAI's, Anthropic's), field by field, so every error names the
 //! parameter at fault (`messages[2].content[0].image_url.url`) the way
 //! OpenAI's own errors do, and no field goes unread: an object's keys are
 //! checked against the ones dialogd handles first.
@@ -40,7 +40,7 @@ impl<'a> Obj<'a> {
             None => Ok(()),
             Some(key) => Err(invalid(
                 &self.param(key),
-                "is not a parameter dialogd knows (see the README's OpenAI section)",
+                "is not a parameter dialogd knows (the README lists each front's parameters)",
             )),
         }
     }
