@@ -29,6 +29,8 @@ impl ErrorShape {
         if path == "/v1/messages" || path.starts_with("/v1/messages/") {
             ErrorShape::Anthropic
         } else if path.starts_with("/v1/chat/")
+            || path == "/v1/responses"
+            || path.starts_with("/v1/responses/")
             || path == "/v1/models"
             || path.starts_with("/v1/models/")
         {

@@ -16,6 +16,7 @@ pub mod json_mapping;
 pub mod metrics_endpoint;
 pub mod openai;
 pub mod request_json;
+pub mod responses;
 pub mod rest;
 
 use crate::engine::Engine;
@@ -69,6 +70,10 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         Rpc::OpenAiListModels => openai::list_models(&front.models),
         Rpc::OpenAiGetModel => openai::get_model(&front.models, &id),
         Rpc::AnthropicMessages => anthropic::messages(front, request).await,
+        Rpc::ResponsesCreate => responses::create(front, request).await,
+        Rpc::ResponsesGet => responses::get(front, &id, request).await,
+        Rpc::ResponsesInputItems => responses::input_items(front, &id, request).await,
+        Rpc::ResponsesDelete => responses::delete(&id),
         Rpc::AnthropicCountTokens => anthropic::count_tokens_route(front, request).await,
         Rpc::CreateDialogue => rest::create(front, request).await,
         Rpc::ListDialogues => rest::list(front, request).await,

@@ -80,6 +80,10 @@ methods!(
     OpenAiGetModel,
     AnthropicMessages,
     AnthropicCountTokens,
+    ResponsesCreate,
+    ResponsesGet,
+    ResponsesInputItems,
+    ResponsesDelete,
     HealthCheck,
     HealthWatch,
     Reflection,
@@ -269,6 +273,42 @@ impl Rpc {
                 &[Route {
                     method: "POST",
                     pattern: "/v1/messages",
+                }],
+            ),
+            ResponsesCreate => spec(
+                "/http.OpenAiResponses/Create",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/responses",
+                }],
+            ),
+            ResponsesGet => spec(
+                "/http.OpenAiResponses/Get",
+                READ,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/responses/{id}",
+                }],
+            ),
+            ResponsesInputItems => spec(
+                "/http.OpenAiResponses/InputItems",
+                READ,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/responses/{id}/input_items",
+                }],
+            ),
+            ResponsesDelete => spec(
+                "/http.OpenAiResponses/Delete",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "DELETE",
+                    pattern: "/v1/responses/{id}",
                 }],
             ),
             AnthropicCountTokens => spec(

@@ -630,3 +630,46 @@ async fn the_wrong_protocol_or_method_is_named_not_misread() {
         .unwrap();
     assert_eq!(response.status(), 404);
 }
+
+/// A response belongs to its caller: another tenant's response ID is
+/// NOT_FOUND, read or chained.
+#[tokio::test]
+async fn responses_are_private_to_their_owner() {
+    let (app, keys) = secured_app().await;
+    let client = http1();
+    let created: Value = client
+        .post(url(&app, "/v1/responses"))
+        .bearer_auth(&keys["alice"])
+        .json(&json!({"model": "echo", "input": "mine"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    assert!(id.starts_with("resp_"), "{created}");
+    let read = |key: String| {
+        let client = client.clone();
+        let url = url(&app, &format!("/v1/responses/{id}"));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(read(keys["alice"].clone()).await, 200);
+    assert_eq!(read(keys["eve"].clone()).await, 404);
+    let chained = client
+        .post(url(&app, "/v1/responses"))
+        .bearer_auth(&keys["eve"])
+        .json(&json!({"model": "echo", "input": "theirs", "previous_response_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chained.status(), 404);
+}

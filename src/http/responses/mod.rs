@@ -1,0 +1,341 @@
+//! OpenAI's Responses API: `POST /v1/responses` (unary, and SSE in the
+//! Responses event order), `GET /v1/responses/{id}` and
+//! `GET /v1/responses/{id}/input_items`, over the one engine and store.
+//!
+//! A stored response (`store`, the default) is one exchange of a dialogue:
+//! a new chain starts a dialogue (its system prompt: `instructions`), and
+//! `previous_response_id` continues that dialogue — the chain's history is
+//! the dialogue's turns, read from the store, and the exchange is committed
+//! before `response.completed` is sent, so the response can be read and
+//! chained at once. The dialogue is an ordinary one: gRPC, REST and the
+//! other fronts read and continue it (`resp_{dialogue}~{turn}` names it).
+//! `store: false` is stateless, like a chat completion without a dialogue.
+//!
+//! Not yet served (refused, naming what is missing): branching from a
+//! response that is not its chain's latest, `DELETE /v1/responses/{id}`
+//! (delete the dialogue instead), and the Conversations API.
+
+mod render;
+mod request;
+mod stream;
+
+use super::Front;
+use super::error::{self, ErrorShape};
+use crate::auth::{AuthError, Principal};
+use crate::dialogue::model::{
+    CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration, PromptMessage, Role,
+    Time, TurnRequest, TurnView,
+};
+use crate::engine::EngineError;
+use crate::failure::{ErrorKind, Failure};
+use axum::extract::Request;
+use axum::response::sse::Sse;
+use axum::response::{IntoResponse, Response};
+use render::Echo;
+use request::ResponsesRequest;
+use serde_json::{Value, json};
+use tonic::Status;
+
+fn openai_error(status: &Status) -> Response {
+    error::response(ErrorShape::OpenAi, status).into_response()
+}
+
+fn failed_precondition(reason: &str, message: impl Into<String>) -> Status {
+    Failure::new(ErrorKind::FailedPrecondition, reason, message).into()
+}
+
+fn not_found(id: &str) -> Status {
+    Failure::new(
+        ErrorKind::NotFound,
+        "RESPONSE_NOT_FOUND",
+        format!("no stored response {id:?}"),
+    )
+    .into()
+}
+
+fn caller_of(request: &Request) -> Result<Principal, Status> {
+    Ok(request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or(AuthError::Missing)?)
+}
+
+enum Call {
+    Stateless(CompletionRequest),
+    Turn(TurnRequest),
+}
+
+/// `POST /v1/responses`.
+pub async fn create(front: &Front, request: Request) -> Response {
+    match create_inner(front, request).await {
+        Ok(response) => response,
+        Err(status) => openai_error(&status),
+    }
+}
+
+async fn create_inner(front: &Front, request: Request) -> Result<Response, Status> {
+    let caller = caller_of(&request)?;
+    let body = super::read_body(request.into_body(), front.max_body).await?;
+    let request = request::parse(&body)?;
+    let created_at = Time::now().0 / 1_000_000_000;
+    let mut echo = Echo {
+        id: format!("resp_x{:032x}", rand::random::<u128>()),
+        created_at,
+        model: request.model.clone(),
+        instructions: request.instructions.clone(),
+        previous_response_id: request.previous_response_id.clone(),
+        store: request.store,
+        metadata: request.metadata.clone(),
+        fields: request.echo.clone(),
+    };
+    let stream = request.stream;
+    let store = request.store;
+    let call = plan(front, caller, request).await?;
+    let engine = &front.engine;
+    if stream {
+        let events = match call {
+            Call::Stateless(r) => engine.complete_stream(r),
+            Call::Turn(r) => engine.converse_stream(r),
+        };
+        let events = crate::engine::started(events).await.map_err(Status::from)?;
+        return Ok(Sse::new(stream::sse_events(events, echo, store)).into_response());
+    }
+    let outcome = match call {
+        Call::Stateless(r) => engine.complete(r).await,
+        Call::Turn(r) => engine.converse(r).await,
+    }
+    .map_err(Status::from)?;
+    if store {
+        echo.id = render::response_id(&outcome.dialogue_id, outcome.assistant_turn.index);
+    }
+    echo.model = outcome.metadata.model.clone();
+    let output = render::output(&outcome.assistant_turn, &echo.id);
+    let body = render::response(
+        &echo,
+        "completed",
+        output,
+        Some(&outcome.usage),
+        Some(outcome.finish_reason),
+    );
+    Ok(axum::Json(body).into_response())
+}
+
+/// What the engine runs for a request (see the module's comment).
+async fn plan(front: &Front, caller: Principal, request: ResponsesRequest) -> Result<Call, Status> {
+    let ResponsesRequest {
+        model,
+        instructions,
+        input,
+        params,
+        previous_response_id,
+        store,
+        ..
+    } = request;
+    let (system, said): (Vec<PromptMessage>, Vec<PromptMessage>) =
+        input.into_iter().partition(|m| m.role == Role::System);
+    let mut system_prompt = instructions.clone().unwrap_or_default();
+    for message in &system {
+        if !system_prompt.is_empty() {
+            system_prompt.push('\n');
+        }
+        system_prompt.push_str(&message.joined_text());
+    }
+    if !store {
+        let mut messages = Vec::new();
+        if !system_prompt.is_empty() {
+            messages.push(PromptMessage::text(Role::System, system_prompt));
+        }
+        messages.extend(said);
+        return Ok(Call::Stateless(CompletionRequest {
+            caller,
+            messages,
+            params,
+            deadline: None,
+        }));
+    }
+    if said.iter().any(|m| m.role == Role::Assistant) {
+        return Err(Failure::invalid(
+            "input",
+            "a stored response's input is its new turn: earlier turns come from previous_response_id (or send store: false with the whole history)",
+        )
+        .into());
+    }
+    let content: Vec<ContentPart> = said.into_iter().flat_map(|m| m.content).collect();
+    if content.is_empty() {
+        return Err(Failure::invalid("input", "holds no user content or tool output").into());
+    }
+    let (dialogue_id, create) = match previous_response_id {
+        None => (
+            DialogueId::generate(),
+            Some(DialogueSpec {
+                model,
+                system_prompt,
+                labels: Default::default(),
+                state: None,
+                expiration: Expiration::Never,
+            }),
+        ),
+        Some(previous) => {
+            let (dialogue_id, turn) =
+                render::parse_response_id(&previous).ok_or_else(|| not_found(&previous))?;
+            let (dialogue, _) = front
+                .engine
+                .get_dialogue(&caller, &dialogue_id, None, 0, TurnView::Basic)
+                .await
+                .map_err(|e| match e {
+                    EngineError::NotFound(_) => not_found(&previous),
+                    other => Status::from(other),
+                })?;
+            if turn + 1 != dialogue.turn_count {
+                let latest =
+                    render::response_id(&dialogue_id, dialogue.turn_count.saturating_sub(1));
+                return Err(failed_precondition(
+                    "BRANCHING_UNSUPPORTED",
+                    format!(
+                        "previous_response_id: branching from a response that is not its chain's latest is not supported yet; the latest is {latest}"
+                    ),
+                ));
+            }
+            if !system.is_empty() || instructions.is_some_and(|i| i != dialogue.system_prompt) {
+                return Err(failed_precondition(
+                    "INSTRUCTIONS_FIXED",
+                    "instructions: a chain keeps the instructions of its first response; send the same (or none)",
+                ));
+            }
+            (dialogue_id, None)
+        }
+    };
+    Ok(Call::Turn(TurnRequest {
+        caller,
+        dialogue_id,
+        content,
+        create_if_missing: create,
+        params,
+        request_id: None,
+        deadline: None,
+        resumable: false,
+    }))
+}
+
+/// The exchange a stored response is: its input turn and its reply.
+async fn exchange(
+    front: &Front,
+    caller: Result<Principal, Status>,
+    id: &str,
+) -> Result<
+    (
+        Echo,
+        crate::dialogue::model::Turn,
+        crate::dialogue::model::Turn,
+    ),
+    Status,
+> {
+    let caller = caller?;
+    let (dialogue_id, turn) = render::parse_response_id(id).ok_or_else(|| not_found(id))?;
+    let lookup = |e: EngineError| match e {
+        EngineError::NotFound(_) => not_found(id),
+        other => Status::from(other),
+    };
+    let (dialogue, _) = front
+        .engine
+        .get_dialogue(&caller, &dialogue_id, None, 0, TurnView::Basic)
+        .await
+        .map_err(lookup)?;
+    if turn == 0 || turn >= dialogue.turn_count {
+        return Err(not_found(id));
+    }
+    let scope = format!("{}/turns", dialogue_id.resource_name());
+    let token = crate::dialogue::page_token::encode(&scope, &(turn - 1).to_be_bytes());
+    let page = front
+        .engine
+        .list_turns(&caller, &dialogue_id, 2, &token, TurnView::Full)
+        .await
+        .map_err(lookup)?;
+    let [input, reply] = <[_; 2]>::try_from(page.items).map_err(|_| not_found(id))?;
+    if reply.role != Role::Assistant || reply.index != turn {
+        return Err(not_found(id));
+    }
+    let echo = Echo {
+        id: id.to_owned(),
+        created_at: reply.create_time.0 / 1_000_000_000,
+        model: reply.model.clone(),
+        instructions: Some(dialogue.system_prompt).filter(|s| !s.is_empty()),
+        previous_response_id: (turn >= 3).then(|| render::response_id(&dialogue_id, turn - 2)),
+        store: true,
+        metadata: Default::default(),
+        fields: Default::default(),
+    };
+    Ok((echo, input, reply))
+}
+
+/// `GET /v1/responses/{id}`.
+pub async fn get(front: &Front, id: &str, request: Request) -> Response {
+    match exchange(front, caller_of(&request), id).await {
+        Ok((echo, _, reply)) => {
+            let output = render::output(&reply, id);
+            let body = render::response(
+                &echo,
+                "completed",
+                output,
+                reply.usage.as_ref(),
+                reply.finish_reason,
+            );
+            axum::Json(body).into_response()
+        }
+        Err(status) => openai_error(&status),
+    }
+}
+
+/// `GET /v1/responses/{id}/input_items`: the input turn's items.
+pub async fn input_items(front: &Front, id: &str, request: Request) -> Response {
+    let (_, input, _) = match exchange(front, caller_of(&request), id).await {
+        Ok(found) => found,
+        Err(status) => return openai_error(&status),
+    };
+    let mut data = Vec::new();
+    let mut message = Vec::new();
+    for part in &input.content {
+        match part {
+            ContentPart::Text(text) => message.push(json!({"type": "input_text", "text": text})),
+            ContentPart::Image(image) => message.push(json!({"type": "input_image", "image_url": image_url(image), "detail": "auto"})),
+            ContentPart::ToolResult(result) => data.push(json!({
+                "type": "function_call_output", "id": format!("fco_{}", result.call_id),
+                "call_id": result.call_id, "output": crate::dialogue::content::join_text(&result.content),
+                "status": "completed",
+            })),
+            ContentPart::ToolCall(_) => {}
+        }
+    }
+    if !message.is_empty() {
+        let item_id = format!("msg_in_{}", id.trim_start_matches("resp_"));
+        data.insert(0, json!({"type": "message", "id": item_id, "role": "user", "status": "completed", "content": message}));
+    }
+    let first = data.first().map(|i| i["id"].clone()).unwrap_or(Value::Null);
+    let last = data.last().map(|i| i["id"].clone()).unwrap_or(Value::Null);
+    axum::Json(json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": false}))
+        .into_response()
+}
+
+fn image_url(image: &crate::dialogue::content::Image) -> String {
+    use base64::Engine as _;
+    match &image.source {
+        crate::dialogue::content::ImageSource::Url(url) => url.clone(),
+        crate::dialogue::content::ImageSource::Inline(inline) => format!(
+            "data:{};base64,{}",
+            inline.mime_type,
+            base64::engine::general_purpose::STANDARD.encode(&inline.data)
+        ),
+    }
+}
+
+/// `DELETE /v1/responses/{id}`: not served yet — a response is an exchange
+/// inside a dialogue, and exchanges are not erased one by one.
+pub fn delete(id: &str) -> Response {
+    openai_error(&failed_precondition(
+        "RESPONSE_DELETE_UNSUPPORTED",
+        format!(
+            "{id}: responses are exchanges of a dialogue and are not deleted one by one yet; delete the dialogue (DELETE /v1/dialogues/{{id}}) to erase the chain"
+        ),
+    ))
+}

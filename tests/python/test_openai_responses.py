@@ -1,0 +1,114 @@
+"""The official `openai` package's Responses API against a live dialogd:
+unary and streamed responses read back by ID, a three-step
+previous_response_id chain stored as one dialogue (read over REST and
+continued there), a function tool loop, store=false, input items, and the
+refusals of what is not served yet (branching, DELETE, conversations)."""
+
+import json
+import urllib.request
+
+import openai
+import pytest
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+ASK = 'Weather in Paris? call get_weather {"city": "Paris"}'
+
+
+@pytest.fixture()
+def client(server):
+    return openai.OpenAI(base_url=f"http://{server}/v1", api_key="unused-without-auth", max_retries=0)
+
+
+def dialogue_of(response_id):
+    return response_id.removeprefix("resp_").rsplit("~", 1)[0]
+
+
+def turns(server, dialogue):
+    with urllib.request.urlopen(f"http://{server}/v1/dialogues/{dialogue}/turns") as answer:
+        return json.load(answer)["turns"]
+
+
+def test_a_response_is_stored_and_read_back(client):
+    response = client.responses.create(model="echo", input="hello there", instructions="be brief")
+    assert response.status == "completed"
+    assert response.output_text == "echo: hello there"
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    again = client.responses.retrieve(response.id)
+    assert again.output_text == "echo: hello there" and again.instructions == "be brief"
+    items = client.responses.input_items.list(response.id)
+    assert items.data[0].content[0].text == "hello there"
+
+
+def test_a_streamed_response_in_order(client):
+    kinds, sequence, text, completed = [], [], "", None
+    for event in client.responses.create(model="echo", input="one two three", stream=True):
+        kinds.append(event.type)
+        sequence.append(event.sequence_number)
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        if event.type == "response.completed":
+            completed = event.response
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert sequence == sorted(sequence) and len(set(sequence)) == len(sequence)
+    for kind in ["response.output_item.added", "response.content_part.added", "response.output_text.done",
+                 "response.content_part.done", "response.output_item.done"]:
+        assert kind in kinds, kind
+    assert text == "echo: one two three"
+    # The ID in the stream is the one GET reads back, at once.
+    assert client.responses.retrieve(completed.id).output_text == text
+
+
+def test_a_chain_is_one_dialogue(client, server):
+    first = client.responses.create(model="echo", input="a")
+    second = client.responses.create(model="echo", input="b", previous_response_id=first.id)
+    third = client.responses.create(model="echo", input="c", previous_response_id=second.id)
+    assert dialogue_of(first.id) == dialogue_of(third.id)
+    assert client.responses.retrieve(third.id).previous_response_id == second.id
+    stored = turns(server, dialogue_of(third.id))
+    assert [t["content"][0]["text"] for t in stored] == ["a", "echo: a", "b", "echo: b", "c", "echo: c"]
+    # Continued over REST, like any dialogue.
+    body = json.dumps({"content": [{"text": "over rest"}]}).encode()
+    request = urllib.request.Request(
+        f"http://{server}/v1/dialogues/{dialogue_of(third.id)}:converse", data=body, method="POST",
+        headers={"content-type": "application/json"},
+    )
+    urllib.request.urlopen(request).read()
+    assert len(turns(server, dialogue_of(third.id))) == 8
+    # Branching from an earlier response is refused, naming the latest.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="echo", input="branch", previous_response_id=first.id)
+    assert "branching" in str(refused.value)
+
+
+def test_a_function_tool_loop(client):
+    first = client.responses.create(model="echo", input=ASK, tools=[WEATHER])
+    [call] = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    final = client.responses.create(
+        model="echo", previous_response_id=first.id, tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C and sunny"}],
+    )
+    assert "18C and sunny" in final.output_text
+
+
+def test_store_false_keeps_nothing(client):
+    response = client.responses.create(model="echo", input="forget me", store=False)
+    assert response.output_text == "echo: forget me"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+
+
+def test_what_is_not_served_yet_is_refused_by_name(client):
+    response = client.responses.create(model="echo", input="keep")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.delete(response.id)
+    assert "DELETE /v1/dialogues" in str(refused.value)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="echo", input="x", conversation="conv_1")
+    assert "Conversations" in str(refused.value)
