@@ -133,6 +133,16 @@ pub trait DialogueStore: Send + Sync + 'static {
     /// Appends an exchange's turns atomically (see `ExchangeCommit`).
     async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError>;
 
+    /// Removes the dialogue's turns from index `keep` on (its last
+    /// exchange), with the idempotency records that answer with them, if it
+    /// still holds `expected_turn_count` turns (else `Conflict`).
+    async fn truncate_turns(
+        &self,
+        id: &DialogueId,
+        keep: u64,
+        expected_turn_count: u64,
+    ) -> Result<(), StoreError>;
+
     async fn get_idempotency(
         &self,
         id: &DialogueId,

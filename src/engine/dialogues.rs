@@ -156,6 +156,41 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes the dialogue's last exchange — the reply at `reply_index`
+    /// and the turn it answers — when that reply is still the dialogue's
+    /// last turn (a deleted response; only the latest may go, or the turns
+    /// after it would go too).
+    pub async fn drop_last_exchange(
+        &self,
+        caller: &Principal,
+        id: &DialogueId,
+        reply_index: u64,
+    ) -> Result<(), EngineError> {
+        let id = &id.scoped_to(&Owner::of(caller));
+        let _guard = self.locks.lock(id).await?;
+        let dialogue = self.load(caller, id, Time::now()).await?;
+        if reply_index == 0 || reply_index >= dialogue.turn_count {
+            return Err(EngineError::NotFound(id.resource_name()));
+        }
+        if reply_index + 1 != dialogue.turn_count {
+            return Err(EngineError::FailedPrecondition {
+                reason: "NOT_THE_LATEST_EXCHANGE",
+                message: format!(
+                    "only the latest exchange of {} can be removed (its reply is turn {}); remove the later ones first",
+                    id.resource_name(),
+                    dialogue.turn_count - 1
+                ),
+            });
+        }
+        self.store
+            .truncate_turns(id, reply_index - 1, dialogue.turn_count)
+            .await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_dialogue(id);
+        }
+        Ok(())
+    }
+
     pub async fn list_turns(
         &self,
         caller: &Principal,

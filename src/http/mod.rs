@@ -73,7 +73,7 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         Rpc::ResponsesCreate => responses::create(front, request).await,
         Rpc::ResponsesGet => responses::get(front, &id, request).await,
         Rpc::ResponsesInputItems => responses::input_items(front, &id, request).await,
-        Rpc::ResponsesDelete => responses::delete(&id),
+        Rpc::ResponsesDelete => responses::delete(front, &id, request).await,
         Rpc::AnthropicCountTokens => anthropic::count_tokens_route(front, request).await,
         Rpc::CreateDialogue => rest::create(front, request).await,
         Rpc::ListDialogues => rest::list(front, request).await,

@@ -209,6 +209,32 @@ impl DialogueStore for MemoryStore {
         Ok(())
     }
 
+    async fn truncate_turns(
+        &self,
+        id: &DialogueId,
+        keep: u64,
+        expected_turn_count: u64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let stored = state
+            .dialogues
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.resource_name()))?;
+        if stored.dialogue.turn_count != expected_turn_count {
+            return Err(StoreError::Conflict(id.resource_name()));
+        }
+        let removed = stored.turns.split_off(keep as usize);
+        let media: u64 = removed
+            .iter()
+            .map(|t| crate::dialogue::content::media_bytes(&t.content))
+            .sum();
+        stored.dialogue.turn_count = keep;
+        stored.dialogue.media_bytes = stored.dialogue.media_bytes.saturating_sub(media);
+        stored.dialogue.latest_summary = stored.dialogue.latest_summary.filter(|i| *i < keep);
+        stored.idempotency.retain(|_, r| r.user_turn_index < keep);
+        Ok(())
+    }
+
     async fn get_idempotency(
         &self,
         id: &DialogueId,

@@ -47,6 +47,19 @@ impl<S: DialogueStore> DialogueStore for MeteredStore<S> {
         timed("delete_dialogue", self.inner.delete_dialogue(id)).await
     }
 
+    async fn truncate_turns(
+        &self,
+        id: &DialogueId,
+        keep: u64,
+        expected_turn_count: u64,
+    ) -> Result<(), StoreError> {
+        timed(
+            "truncate_turns",
+            self.inner.truncate_turns(id, keep, expected_turn_count),
+        )
+        .await
+    }
+
     async fn list_dialogues(
         &self,
         owner: &Owner,

@@ -384,12 +384,14 @@ pub async fn operations<S: DialogueStore + OperationStore>(store: &S) {
 pub async fn everything<S: DialogueStore + AuditLog + OperationStore>(store: &S) {
     dialogues_and_turns(store).await;
     rich::rich_turns(store).await;
+    truncate::last_exchange_removed(store).await;
     listing_by_owner(store).await;
     audit_events(store).await;
     operations(store).await;
 }
 
 mod rich;
+mod truncate;
 
 mod memory_store {
     #[tokio::test]

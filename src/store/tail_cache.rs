@@ -150,6 +150,21 @@ impl<S: DialogueStore> DialogueStore for TailCachedStore<S> {
         self.inner.update_dialogue(dialogue).await
     }
 
+    async fn truncate_turns(
+        &self,
+        id: &DialogueId,
+        keep: u64,
+        expected_turn_count: u64,
+    ) -> Result<(), StoreError> {
+        self.tails.remove(id);
+        let truncated = self
+            .inner
+            .truncate_turns(id, keep, expected_turn_count)
+            .await;
+        self.tails.remove(id);
+        truncated
+    }
+
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
         // Dropped first and again after: a reader racing the erase must
         // not leave a tail of erased turns behind.

@@ -1,8 +1,9 @@
 """The official `openai` package's Responses API against a live dialogd:
 unary and streamed responses read back by ID, a three-step
 previous_response_id chain stored as one dialogue (read over REST and
-continued there), a function tool loop, store=false, input items, and the
-refusals of what is not served yet (branching, DELETE, conversations)."""
+continued there), a function tool loop, store=false, input items,
+deletion of a chain's latest response, and the refusals of what is not
+served yet (branching, conversations)."""
 
 import json
 import urllib.request
@@ -104,11 +105,23 @@ def test_store_false_keeps_nothing(client):
         client.responses.retrieve(response.id)
 
 
-def test_what_is_not_served_yet_is_refused_by_name(client):
-    response = client.responses.create(model="echo", input="keep")
+def test_deleting_the_latest_response_of_a_chain(client, server):
+    first = client.responses.create(model="echo", input="keep")
+    second = client.responses.create(model="echo", input="drop", previous_response_id=first.id)
+    # Not the latest: its history is someone else's context.
     with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.delete(response.id)
-    assert "DELETE /v1/dialogues" in str(refused.value)
+        client.responses.delete(first.id)
+    assert "latest" in str(refused.value)
+    client.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(second.id)
+    assert len(turns(server, dialogue_of(first.id))) == 2
+    # The chain goes on from the response that is now its latest.
+    third = client.responses.create(model="echo", input="again", previous_response_id=first.id)
+    assert third.output_text == "echo: again"
+
+
+def test_what_is_not_served_yet_is_refused_by_name(client):
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(model="echo", input="x", conversation="conv_1")
     assert "Conversations" in str(refused.value)

@@ -11,9 +11,10 @@
 //! other fronts read and continue it (`resp_{dialogue}~{turn}` names it).
 //! `store: false` is stateless, like a chat completion without a dialogue.
 //!
-//! Not yet served (refused, naming what is missing): branching from a
-//! response that is not its chain's latest, `DELETE /v1/responses/{id}`
-//! (delete the dialogue instead), and the Conversations API.
+//! `DELETE` removes a chain's latest response (its exchange). Not yet
+//! served (refused, naming what is missing): branching from a response
+//! that is not its chain's latest, deleting one that is not, and the
+//! Conversations API.
 
 mod render;
 mod request;
@@ -329,13 +330,27 @@ fn image_url(image: &crate::dialogue::content::Image) -> String {
     }
 }
 
-/// `DELETE /v1/responses/{id}`: not served yet — a response is an exchange
-/// inside a dialogue, and exchanges are not erased one by one.
-pub fn delete(id: &str) -> Response {
-    openai_error(&failed_precondition(
-        "RESPONSE_DELETE_UNSUPPORTED",
-        format!(
-            "{id}: responses are exchanges of a dialogue and are not deleted one by one yet; delete the dialogue (DELETE /v1/dialogues/{{id}}) to erase the chain"
-        ),
-    ))
+/// `DELETE /v1/responses/{id}`: removes the response's exchange from its
+/// dialogue — only the chain's latest response, so no later one loses
+/// its history (FAILED_PRECONDITION otherwise).
+pub async fn delete(front: &Front, id: &str, request: Request) -> Response {
+    let caller = caller_of(&request);
+    drop(request);
+    let deleted = async {
+        let caller = caller?;
+        let (dialogue_id, turn) = render::parse_response_id(id).ok_or_else(|| not_found(id))?;
+        front
+            .engine
+            .drop_last_exchange(&caller, &dialogue_id, turn)
+            .await
+            .map_err(|e| match e {
+                EngineError::NotFound(_) => not_found(id),
+                other => Status::from(other),
+            })
+    };
+    match deleted.await {
+        Ok(()) => axum::Json(json!({"id": id, "object": "response.deleted", "deleted": true}))
+            .into_response(),
+        Err(status) => openai_error(&status),
+    }
 }

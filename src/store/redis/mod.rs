@@ -18,6 +18,7 @@ pub mod leases;
 pub mod limits;
 mod records;
 mod scripts;
+mod truncate;
 
 pub use connection::{Connection, RedisConnection};
 use scripts::{COMMIT, CREATE, ERASE};
@@ -351,6 +352,15 @@ impl DialogueStore for RedisStore {
             "MISSING" => Err(StoreError::NotFound(id.resource_name())),
             _ => Err(StoreError::Conflict(id.resource_name())),
         }
+    }
+
+    async fn truncate_turns(
+        &self,
+        id: &DialogueId,
+        keep: u64,
+        expected_turn_count: u64,
+    ) -> Result<(), StoreError> {
+        self.truncate(id, keep, expected_turn_count).await
     }
 
     async fn get_idempotency(

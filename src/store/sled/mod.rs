@@ -11,6 +11,7 @@ mod keys;
 mod manifest;
 pub mod opening;
 mod records;
+mod truncate;
 pub mod verify;
 
 use super::turn_codec::{decode_turn, encode_turn};
@@ -436,6 +437,15 @@ impl DialogueStore for SledStore {
             batch.insert(key, encode(record)?);
         }
         self.write(batch).await
+    }
+
+    async fn truncate_turns(
+        &self,
+        id: &DialogueId,
+        keep: u64,
+        expected_turn_count: u64,
+    ) -> Result<(), StoreError> {
+        self.truncate(id, keep, expected_turn_count).await
     }
 
     async fn get_idempotency(
