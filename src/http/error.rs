@@ -31,6 +31,8 @@ impl ErrorShape {
         } else if path.starts_with("/v1/chat/")
             || path == "/v1/responses"
             || path.starts_with("/v1/responses/")
+            || path == "/v1/conversations"
+            || path.starts_with("/v1/conversations/")
             || path == "/v1/models"
             || path.starts_with("/v1/models/")
         {

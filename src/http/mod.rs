@@ -9,6 +9,7 @@
 pub mod anthropic;
 pub mod binding;
 pub mod compression;
+pub mod conversations;
 pub mod cors;
 pub mod error;
 pub mod grpc_web;
@@ -71,6 +72,17 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         Rpc::OpenAiGetModel => openai::get_model(&front.models, &id),
         Rpc::AnthropicMessages => anthropic::messages(front, request).await,
         Rpc::ResponsesCreate => responses::create(front, request).await,
+        Rpc::ConversationsCreate => conversations::create(front, request).await,
+        Rpc::ConversationsGet => conversations::get(front, &id, request).await,
+        Rpc::ConversationsUpdate => conversations::update(front, &id, request).await,
+        Rpc::ConversationsDelete => conversations::delete(front, &id, request).await,
+        Rpc::ConversationsListItems => conversations::list_items(front, &id, request).await,
+        Rpc::ConversationsCreateItems => conversations::items_changed_refused("items"),
+        Rpc::ConversationsGetItem => {
+            let (conversation, item) = two_ids(&id);
+            conversations::get_item(front, conversation, item, request).await
+        }
+        Rpc::ConversationsDeleteItem => conversations::items_changed_refused("item_id"),
         Rpc::ResponsesGet => responses::get(front, &id, request).await,
         Rpc::ResponsesInputItems => responses::input_items(front, &id, request).await,
         Rpc::ResponsesDelete => responses::delete(front, &id, request).await,
@@ -116,6 +128,12 @@ pub async fn read_body(body: axum::body::Body, max: usize) -> Result<bytes::Byte
         )
         .into()
     })
+}
+
+/// The two `{id}`s of a route that has two.
+fn two_ids(id: &str) -> (&str, &str) {
+    id.split_once(crate::middleware::call::ID_SEPARATOR)
+        .unwrap_or((id, ""))
 }
 
 /// What no route serves: UNIMPLEMENTED for gRPC, NOT_FOUND for HTTP, 405

@@ -65,6 +65,9 @@ impl Resolved {
     }
 }
 
+/// Joins the two `{id}`s of a route that has two; never part of an ID.
+pub const ID_SEPARATOR: char = '\u{1f}';
+
 /// The method an HTTP request names, and the `{id}` of its route.
 pub fn http_method(method: &str, path: &str) -> Option<(Rpc, Option<String>)> {
     routes_of(path)
@@ -105,9 +108,10 @@ fn routes_of(path: &str) -> Vec<(Rpc, &'static str, Option<String>)> {
 }
 
 /// The `{id}` of `path` when it matches `pattern` (`Some(None)` for a
-/// pattern without one).
+/// pattern without one); a pattern with two (`…/{id}/items/{id}`) gives
+/// both joined by `ID_SEPARATOR`.
 fn match_route(pattern: &str, path: &str) -> Option<Option<String>> {
-    let mut id = None;
+    let mut id: Option<String> = None;
     let (mut wanted, mut given) = (pattern.split('/'), path.split('/'));
     loop {
         match (wanted.next(), given.next()) {
@@ -118,7 +122,11 @@ fn match_route(pattern: &str, path: &str) -> Option<Option<String>> {
                     if raw.is_empty() {
                         return None;
                     }
-                    id = Some(percent_decode(raw)?);
+                    let decoded = percent_decode(raw)?;
+                    id = Some(match id {
+                        None => decoded,
+                        Some(first) => format!("{first}{ID_SEPARATOR}{decoded}"),
+                    });
                 }
                 None if w == g => {}
                 None => return None,

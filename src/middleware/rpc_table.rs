@@ -84,6 +84,14 @@ methods!(
     ResponsesGet,
     ResponsesInputItems,
     ResponsesDelete,
+    ConversationsCreate,
+    ConversationsGet,
+    ConversationsUpdate,
+    ConversationsDelete,
+    ConversationsListItems,
+    ConversationsCreateItems,
+    ConversationsGetItem,
+    ConversationsDeleteItem,
     HealthCheck,
     HealthWatch,
     Reflection,
@@ -309,6 +317,78 @@ impl Rpc {
                 &[Route {
                     method: "DELETE",
                     pattern: "/v1/responses/{id}",
+                }],
+            ),
+            ConversationsCreate => spec(
+                "/http.OpenAiConversations/Create",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/conversations",
+                }],
+            ),
+            ConversationsGet => spec(
+                "/http.OpenAiConversations/Get",
+                READ,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/conversations/{id}",
+                }],
+            ),
+            ConversationsUpdate => spec(
+                "/http.OpenAiConversations/Update",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/conversations/{id}",
+                }],
+            ),
+            ConversationsDelete => spec(
+                "/http.OpenAiConversations/Delete",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "DELETE",
+                    pattern: "/v1/conversations/{id}",
+                }],
+            ),
+            ConversationsListItems => spec(
+                "/http.OpenAiConversations/ListItems",
+                READ,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/conversations/{id}/items",
+                }],
+            ),
+            ConversationsCreateItems => spec(
+                "/http.OpenAiConversations/CreateItems",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "POST",
+                    pattern: "/v1/conversations/{id}/items",
+                }],
+            ),
+            ConversationsGetItem => spec(
+                "/http.OpenAiConversations/GetItem",
+                READ,
+                READS,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/conversations/{id}/items/{id}",
+                }],
+            ),
+            ConversationsDeleteItem => spec(
+                "/http.OpenAiConversations/DeleteItem",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "DELETE",
+                    pattern: "/v1/conversations/{id}/items/{id}",
                 }],
             ),
             AnthropicCountTokens => spec(

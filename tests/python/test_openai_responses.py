@@ -2,8 +2,8 @@
 unary and streamed responses read back by ID, a three-step
 previous_response_id chain stored as one dialogue (read over REST and
 continued there), a function tool loop, store=false, input items,
-deletion of a chain's latest response, and the refusals of what is not
-served yet (branching, conversations)."""
+deletion of a chain's latest response, a conversation used by responses,
+gRPC and its items, and the refusal of what is not served yet (branching)."""
 
 import json
 import urllib.request
@@ -121,7 +121,40 @@ def test_deleting_the_latest_response_of_a_chain(client, server):
     assert third.output_text == "echo: again"
 
 
-def test_what_is_not_served_yet_is_refused_by_name(client):
+def test_branching_is_refused_by_name(client):
+    first = client.responses.create(model="echo", input="a")
+    client.responses.create(model="echo", input="b", previous_response_id=first.id)
     with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.create(model="echo", input="x", conversation="conv_1")
-    assert "Conversations" in str(refused.value)
+        client.responses.create(model="echo", input="branch", previous_response_id=first.id)
+    assert "branching" in str(refused.value)
+
+
+def test_a_conversation_across_responses_grpc_and_items(client, pb, channel):
+    conversation = client.conversations.create(metadata={"topic": "demo"})
+    assert conversation.id.startswith("conv_")
+    assert client.conversations.retrieve(conversation.id).metadata == {"topic": "demo"}
+    first = client.responses.create(model="echo", input="hi", conversation=conversation.id, instructions="be kind")
+    second = client.responses.create(model="echo", input="again", conversation=conversation.id)
+    assert first.output_text == "echo: hi" and second.output_text == "echo: again"
+    # Continued over gRPC Converse, like any dialogue.
+    stub = pb.svc_grpc.DialogueServiceStub(channel)
+    stub.Converse(pb.svc.ConverseRequest(
+        name=f"dialogues/{conversation.id}", content=[pb.res.ContentPart(text="over grpc")]
+    ))
+    items = client.conversations.items.list(conversation.id, order="asc")
+    texts = [(item.role, item.content[0].text) for item in items.data]
+    assert texts == [
+        ("user", "hi"), ("assistant", "echo: hi"), ("user", "again"),
+        ("assistant", "echo: again"), ("user", "over grpc"), ("assistant", "echo: over grpc"),
+    ]
+    newest = client.conversations.items.list(conversation.id, limit=1)
+    assert newest.data[0].content[0].text == "echo: over grpc" and newest.has_more
+    item = client.conversations.items.retrieve("msg_2", conversation_id=conversation.id)
+    assert item.content[0].text == "again"
+    with pytest.raises(openai.BadRequestError):
+        client.conversations.items.create(conversation.id, items=[{"type": "message", "role": "user", "content": "x"}])
+    client.conversations.update(conversation.id, metadata={"topic": "done"})
+    assert client.conversations.retrieve(conversation.id).metadata == {"topic": "done"}
+    client.conversations.delete(conversation.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conversation.id)

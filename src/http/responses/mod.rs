@@ -130,6 +130,7 @@ async fn plan(front: &Front, caller: Principal, request: ResponsesRequest) -> Re
         input,
         params,
         previous_response_id,
+        conversation,
         store,
         ..
     } = request;
@@ -165,6 +166,50 @@ async fn plan(front: &Front, caller: Principal, request: ResponsesRequest) -> Re
     let content: Vec<ContentPart> = said.into_iter().flat_map(|m| m.content).collect();
     if content.is_empty() {
         return Err(Failure::invalid("input", "holds no user content or tool output").into());
+    }
+    if let Some(conversation) = conversation {
+        let dialogue_id =
+            DialogueId::parse(&conversation).map_err(|e| Failure::invalid("conversation", e))?;
+        let (dialogue, _) = front
+            .engine
+            .get_dialogue(&caller, &dialogue_id, None, 0, TurnView::Basic)
+            .await
+            .map_err(Status::from)?;
+        if let Some(instructions) = instructions.filter(|i| *i != dialogue.system_prompt) {
+            if dialogue.turn_count > 0 || !system.is_empty() {
+                return Err(failed_precondition(
+                    "INSTRUCTIONS_FIXED",
+                    "instructions: a conversation keeps the instructions of its first response; send the same (or none)",
+                ));
+            }
+            // The conversation's first response sets its instructions.
+            let spec = DialogueSpec {
+                model: String::new(),
+                system_prompt: instructions,
+                labels: Default::default(),
+                state: None,
+                expiration: Expiration::Never,
+            };
+            let mask = crate::dialogue::model::UpdateMask {
+                system_prompt: true,
+                ..Default::default()
+            };
+            front
+                .engine
+                .update_dialogue(&caller, &dialogue_id, spec, mask)
+                .await
+                .map_err(Status::from)?;
+        }
+        return Ok(Call::Turn(TurnRequest {
+            caller,
+            dialogue_id,
+            content,
+            create_if_missing: None,
+            params,
+            request_id: None,
+            deadline: None,
+            resumable: false,
+        }));
     }
     let (dialogue_id, create) = match previous_response_id {
         None => (

@@ -9,8 +9,8 @@
 //!   `metadata` (kept on the response), `stream`;
 //! - accepted and ignored: `user`, `safety_identifier`, `prompt_cache_key`,
 //!   `prompt_cache_retention`, `service_tier`, `truncation`;
-//! - refused with the field named: `conversation` (the Conversations API is
-//!   not served yet), `background`, `include`, `reasoning`, `prompt`,
+//! - `conversation` (an ID or `{"id"}`) appends to that conversation;
+//! - refused with the field named: `background`, `include`, `reasoning`, `prompt`,
 //!   `max_tool_calls`, `top_logprobs`, non-function tools, and anything else.
 
 use crate::dialogue::content::{
@@ -38,6 +38,7 @@ const HANDLED: &[&str] = &[
     "parallel_tool_calls",
     "text",
     "previous_response_id",
+    "conversation",
     "store",
     "metadata",
     "stream",
@@ -56,6 +57,8 @@ pub struct ResponsesRequest {
     pub input: Vec<PromptMessage>,
     pub params: GenerationParams,
     pub previous_response_id: Option<String>,
+    /// The conversation (dialogue) to append to.
+    pub conversation: Option<String>,
     pub store: bool,
     pub stream: bool,
     pub metadata: Map<String, Value>,
@@ -67,12 +70,22 @@ pub fn parse(body: &[u8]) -> Result<ResponsesRequest, Status> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| invalid("body", format!("is not valid JSON: {e}")))?;
     let request = Obj::new(&value, "")?;
-    if request.get("conversation").is_some() {
-        return Err(Status::failed_precondition(
-            "conversation: the Conversations API is not served by dialogd yet; chain responses with previous_response_id",
+    request.only(HANDLED)?;
+    let conversation = match request.get("conversation") {
+        None => None,
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(value) => {
+            let conversation = Obj::new(value, "conversation")?;
+            conversation.only(&["id"])?;
+            Some(conversation.required_str("id")?.to_owned())
+        }
+    };
+    if conversation.is_some() && request.get("previous_response_id").is_some() {
+        return Err(invalid(
+            "conversation",
+            "cannot be used together with previous_response_id",
         ));
     }
-    request.only(HANDLED)?;
     let model = request.required_str("model")?.to_owned();
     let (tools, tool_choice) = tools(&request)?;
     let params = GenerationParams {
@@ -115,7 +128,13 @@ pub fn parse(body: &[u8]) -> Result<ResponsesRequest, Status> {
         input: input(&request)?,
         params,
         previous_response_id: request.str("previous_response_id")?.map(str::to_owned),
-        store: request.bool("store")?.unwrap_or(true),
+        store: match (request.bool("store")?, &conversation) {
+            (Some(false), Some(_)) => {
+                return Err(invalid("store", "must not be false with a conversation"));
+            }
+            (store, _) => store.unwrap_or(true),
+        },
+        conversation,
         stream: request.bool("stream")?.unwrap_or(false),
         metadata,
         echo,
