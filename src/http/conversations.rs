@@ -268,8 +268,12 @@ pub async fn list_items(front: &Front, id: &str, request: Request) -> Response {
                 .get_dialogue(&caller, &dialogue, None, 0, TurnView::Basic)
                 .await
                 .map_err(engine_status)?;
-            // The last turns that can hold `limit` items (one or more each).
-            let from = found.turn_count.saturating_sub(limit as u64);
+            // Newest first: the last turns that can hold `limit` items (a
+            // turn holds one or more); oldest first: the first ones.
+            let from = match descending {
+                true => found.turn_count.saturating_sub(limit as u64),
+                false => 0,
+            };
             let scope = format!("{}/turns", dialogue.resource_name());
             let token = match from {
                 0 => String::new(),
@@ -281,7 +285,12 @@ pub async fn list_items(front: &Front, id: &str, request: Request) -> Response {
                 .await
                 .map_err(engine_status)?;
             let mut data: Vec<Value> = page.items.iter().flat_map(items).collect();
-            let has_more = from > 0 || data.len() > limit;
+            let listed = from + page.items.len() as u64;
+            let has_more = data.len() > limit
+                || match descending {
+                    true => from > 0,
+                    false => listed < found.turn_count,
+                };
             if descending {
                 data.reverse();
             }

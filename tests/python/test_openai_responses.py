@@ -149,6 +149,8 @@ def test_a_conversation_across_responses_grpc_and_items(client, pb, channel):
     ]
     newest = client.conversations.items.list(conversation.id, limit=1)
     assert newest.data[0].content[0].text == "echo: over grpc" and newest.has_more
+    oldest = client.conversations.items.list(conversation.id, limit=2, order="asc")
+    assert [item.content[0].text for item in oldest.data] == ["hi", "echo: hi"] and oldest.has_more
     item = client.conversations.items.retrieve("msg_2", conversation_id=conversation.id)
     assert item.content[0].text == "again"
     with pytest.raises(openai.BadRequestError):
