@@ -6,7 +6,7 @@
 //!   and `function_call_output` items), `instructions`, `temperature`,
 //!   `top_p`, `max_output_tokens`, `tools` (function tools), `tool_choice`,
 //!   `parallel_tool_calls`, `text.format`, `previous_response_id`, `store`,
-//!   `metadata` (kept on the response), `stream`;
+//!   `stream`; `metadata` is echoed on the answer, not kept;
 //! - accepted and ignored: `user`, `safety_identifier`, `prompt_cache_key`,
 //!   `prompt_cache_retention`, `service_tier`, `truncation`;
 //! - `conversation` (an ID or `{"id"}`) appends to that conversation;
