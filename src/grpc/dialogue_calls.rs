@@ -186,6 +186,13 @@ impl DialogueCalls {
         Ok(convert::outcome_to_pb(outcome))
     }
 
+    /// Counts one more request of the caller (a turn over a WebSocket,
+    /// whose upgrade was counted at the door).
+    pub async fn charge_turn(&self, cx: &CallContext) -> Result<(), Status> {
+        let key = crate::limits::caller_key(&cx.caller.tenant, &cx.caller.id);
+        self.limits.charge_more(&key, 1).await.map_err(Status::from)
+    }
+
     pub async fn converse_stream(
         &self,
         cx: &CallContext,

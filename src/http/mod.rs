@@ -19,6 +19,7 @@ pub mod openai;
 pub mod request_json;
 pub mod responses;
 pub mod rest;
+pub mod websocket;
 
 use crate::engine::Engine;
 use crate::failure::{ErrorKind, Failure};
@@ -41,6 +42,8 @@ pub struct Front {
     pub dialogues: DialogueCalls,
     /// The largest body accepted (`server.max_request_bytes`, as for gRPC).
     pub max_body: usize,
+    /// Cancelled when the drain starts: WebSockets close (1001).
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// The gRPC services' router with the HTTP routes behind it: what neither
@@ -95,6 +98,7 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         Rpc::ListTurns => rest::list_turns(front, &id, request).await,
         Rpc::Converse => rest::converse(front, &id, request).await,
         Rpc::ConverseStream => rest::converse_stream(front, &id, request).await,
+        Rpc::DialogueConnect => websocket::connect(front, &id, request).await,
         Rpc::BatchConverse => rest::batch_converse(front, request).await,
         Rpc::ResumeStream
         | Rpc::SubmitTurn

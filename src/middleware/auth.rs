@@ -102,11 +102,22 @@ impl super::Around for Authentication {
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
         let access = Resolved::of(&request).access();
-        // Anthropic's SDKs send the key as `x-api-key`: the same credential.
+        // Anthropic's SDKs send the key as `x-api-key`, browsers opening a
+        // WebSocket as a `dialogd.bearer.<token>` subprotocol: the same
+        // credential.
         let api_key_header = request
             .headers()
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::SEC_WEBSOCKET_PROTOCOL)?
+                    .to_str()
+                    .ok()?
+                    .split(',')
+                    .find_map(|p| p.trim().strip_prefix("dialogd.bearer."))
+            })
             .map(|key| format!("Bearer {key}"));
         let authorization = request
             .headers()

@@ -84,6 +84,7 @@ methods!(
     ResponsesGet,
     ResponsesInputItems,
     ResponsesDelete,
+    DialogueConnect,
     ConversationsCreate,
     ConversationsGet,
     ConversationsUpdate,
@@ -317,6 +318,15 @@ impl Rpc {
                 &[Route {
                     method: "DELETE",
                     pattern: "/v1/responses/{id}",
+                }],
+            ),
+            DialogueConnect => spec(
+                "/http.DialogueWebSocket/Connect",
+                WRITE,
+                MUTATES,
+                &[Route {
+                    method: "GET",
+                    pattern: "/v1/dialogues/{id}:connect",
                 }],
             ),
             ConversationsCreate => spec(

@@ -4,6 +4,7 @@
 //! `services` what the port serves, `background` the work beside it.
 
 mod background;
+mod connections;
 mod parts;
 mod services;
 
@@ -191,6 +192,7 @@ impl Application {
             tasks.clone(),
             Duration::from_secs(settings.store.operation_retention_hours * 3600),
         );
+        let stop = CancellationToken::new();
         let (routes, health) = services::routes(
             &settings,
             services::Backing {
@@ -201,11 +203,11 @@ impl Application {
                 audit: audit.clone(),
                 export,
                 rate_limits: rate_limits.clone(),
+                stop: stop.clone(),
             },
         )?;
         health.serving().await;
         let readiness = reachability.map(|r| tokio::spawn(health.clone().follow(r)));
-        let stop = CancellationToken::new();
         let sweeper = tokio::spawn(background::sweep_until_stopped(
             engine.clone(),
             audit.clone(),

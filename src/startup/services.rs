@@ -32,7 +32,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 
 /// The services' health, reported SERVING now and NOT_SERVING at shutdown.
@@ -108,6 +107,8 @@ pub struct Backing {
     /// Online backups (the embedded store only).
     pub export: Option<Arc<dyn StoreExport>>,
     pub rate_limits: Arc<RateLimits>,
+    /// Cancelled when the drain starts.
+    pub stop: CancellationToken,
 }
 
 /// Every gRPC service, and the HTTP front behind them for what they do
@@ -124,6 +125,7 @@ pub fn routes(
         audit,
         export,
         rate_limits,
+        stop,
     } = backing;
     let max_request = settings.server.max_request_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -168,19 +170,20 @@ pub fn routes(
         models: router,
         dialogues: dialogue_calls,
         max_body: max_request,
+        stop,
     };
     Ok((crate::http::router(grpc.routes(), front), Health(health)))
 }
 
 /// Serves `routes` on `incoming` behind the layers, outermost first,
-/// until `stop` is cancelled.
+/// until `stop` is cancelled (see `connections`).
 pub fn serve(
     settings: &Settings,
     routes: tonic::service::Routes,
     layers: Layers,
     incoming: ReceiverStream<std::io::Result<Conn>>,
     stop: CancellationToken,
-) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, StartupError> {
+) -> Result<JoinHandle<Result<(), String>>, StartupError> {
     let cors = crate::http::cors::layer(&settings.server.cors_allowed_origins)
         .map_err(StartupError::Cors)?;
     let client_cert_roles = settings
@@ -190,18 +193,10 @@ pub fn serve(
         .filter(|t| t.client_ca_file.is_some())
         .map(|t| t.client_cert_roles.iter().copied().collect());
     let refuse: Refuse = Arc::new(crate::http::refusal);
-    let server = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Room for any header dialogd reads, so an oversized credential
-        // reaches the auth layer (UNAUTHENTICATED, audited) instead of
-        // h2's own refusal (a 431 without a gRPC status, or GOAWAY).
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        // HTTP/1.1 too: gRPC-Web and the HTTP front's callers.
-        .accept_http1(true)
+    let service = tower::ServiceBuilder::new()
         // Outermost: CORS preflights are answered before anything (they
         // carry no credentials), and gRPC-Web becomes gRPC before our layers.
-        .layer(tower::util::option_layer(cors))
+        .option_layer(cors)
         .layer(ReadDeadlineLayer(Duration::from_secs(
             settings.server.request_read_timeout_secs,
         )))
@@ -217,9 +212,16 @@ pub fn serve(
             refuse.clone(),
         )))
         .layer(AroundLayer(RateLimiting::new(layers.rate_limits, refuse)))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
-    Ok(tokio::spawn(server))
+        .service(routes.prepare());
+    // Room for any header dialogd reads, so an oversized credential reaches
+    // the auth layer (UNAUTHENTICATED, audited) instead of h2's own refusal
+    // (a 431 without a gRPC status, or GOAWAY).
+    Ok(super::connections::serve(
+        incoming,
+        service,
+        MAX_HEADER_LIST_BYTES,
+        stop,
+    ))
 }
 
 /// Largest HTTP/2 header block accepted: 64 KiB.

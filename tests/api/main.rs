@@ -39,3 +39,4 @@ mod streaming;
 mod summaries;
 mod tls;
 mod tools;
+mod websocket;

@@ -1,0 +1,88 @@
+//! The port's connection loop. Each accepted connection (plain or TLS)
+//! speaks HTTP/2 or HTTP/1.1 — with upgrades, so WebSockets work on the
+//! same port (tonic's own server serves no upgrades) — through one service:
+//! the layers and the routes. The caller's address and certificate ride in
+//! each request's extensions (`PeerInfo`). When `stop` fires, no new
+//! connection is taken and open ones are closed gracefully: in-flight
+//! requests and streams finish first.
+
+use crate::tls::{Conn, PeerInfo};
+use futures_util::StreamExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+use tower::{Service, ServiceExt};
+
+type Request = http::Request<tonic::body::Body>;
+type Response = http::Response<tonic::body::Body>;
+
+/// How long a client may take to send a request's headers (HTTP/1.1).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `incoming` with `service` until `stop`, then drains.
+pub fn serve<S>(
+    incoming: ReceiverStream<std::io::Result<Conn>>,
+    service: S,
+    max_header_list_bytes: u32,
+    stop: CancellationToken,
+) -> JoinHandle<Result<(), String>>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .max_header_list_size(max_header_list_bytes);
+        let graceful = GracefulShutdown::new();
+        let mut incoming = incoming;
+        loop {
+            let conn = tokio::select! {
+                _ = stop.cancelled() => break,
+                next = incoming.next() => match next {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "connection not accepted");
+                        continue;
+                    }
+                    Some(Ok(conn)) => conn,
+                },
+            };
+            let peer: PeerInfo = conn.connect_info();
+            let service = service.clone();
+            let per_request =
+                hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                    let mut request = request.map(tonic::body::Body::new);
+                    request.extensions_mut().insert(peer.clone());
+                    service.clone().oneshot(request)
+                });
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(conn), per_request)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(incoming);
+        graceful.shutdown().await;
+        Ok(())
+    })
+}
