@@ -17,6 +17,9 @@ pub struct ServerSettings {
     /// How long a request's body may take to arrive, from the request's
     /// start (a trickling caller is cut off after it).
     pub request_read_timeout_secs: u64,
+    /// A WebSocket client that takes no frame for this long is closed
+    /// (1008), so a slow reader never makes the server buffer without bound.
+    pub websocket_send_timeout_ms: u64,
     /// Browser origins (`https://app.example.com`, or `*`) allowed to call
     /// gRPC-Web and the HTTP routes cross-origin; empty: no CORS headers.
     pub cors_allowed_origins: Vec<String>,
@@ -32,6 +35,7 @@ impl Default for ServerSettings {
             max_request_bytes: 16 * 1024 * 1024,
             drain_timeout_secs: 30,
             request_read_timeout_secs: 30,
+            websocket_send_timeout_ms: 30_000,
             cors_allowed_origins: Vec::new(),
             tls: None,
         }
@@ -42,6 +46,9 @@ impl ServerSettings {
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.max_request_bytes < 1024 {
             return Err("server.max_request_bytes must be at least 1024".into());
+        }
+        if !(100..=600_000).contains(&self.websocket_send_timeout_ms) {
+            return Err("server.websocket_send_timeout_ms must be 100 to 600000".into());
         }
         if !(1..=3600).contains(&self.request_read_timeout_secs) {
             return Err("server.request_read_timeout_secs must be 1 to 3600".into());

@@ -44,6 +44,8 @@ pub struct Front {
     pub max_body: usize,
     /// Cancelled when the drain starts: WebSockets close (1001).
     pub stop: tokio_util::sync::CancellationToken,
+    /// How long a WebSocket client may leave a frame untaken.
+    pub websocket_send_timeout: std::time::Duration,
 }
 
 /// The gRPC services' router with the HTTP routes behind it: what neither

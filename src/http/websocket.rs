@@ -12,7 +12,8 @@
 //! google.rpc's JSON shape and the socket stays open.
 //!
 //! The server pings every 20 s; a reader too slow to take a frame within
-//! 30 s is closed (1008), so nothing is buffered without bound. Close codes:
+//! `server.websocket_send_timeout_ms` (30 s) is closed (1008) and its
+//! running turn cancelled, so nothing is buffered without bound. Close codes:
 //! 1000 when the client closes, 1001 when the server drains, 1003 for a
 //! binary frame, 1008 for a too-slow reader.
 
@@ -37,7 +38,6 @@ pub const SUBPROTOCOL: &str = "dialogd.v1";
 pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "dialogd.bearer.";
 
 const PING_EVERY: Duration = Duration::from_secs(20);
-const SEND_PATIENCE: Duration = Duration::from_secs(30);
 
 fn refused(status: &Status) -> Response {
     error::response(ErrorShape::Google, status).into_response()
@@ -106,8 +106,8 @@ fn error_frame(status: &Status) -> Message {
 type Turn = BoxStream<'static, Result<pb::ConverseStreamResponse, Status>>;
 
 /// Sends `message`, giving a reader that does not take it in time up.
-async fn send(socket: &mut WebSocket, message: Message) -> Result<(), u16> {
-    match tokio::time::timeout(SEND_PATIENCE, socket.send(message)).await {
+async fn send(socket: &mut WebSocket, message: Message, patience: Duration) -> Result<(), u16> {
+    match tokio::time::timeout(patience, socket.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(1000),
         Err(_) => Err(1008),
@@ -131,11 +131,12 @@ async fn session(mut socket: WebSocket, front: Front, cx: CallContext, name: Str
     let mut pings = tokio::time::interval(PING_EVERY);
     pings.tick().await;
     let stopping = front.stop.clone();
+    let patience = front.websocket_send_timeout;
     loop {
         tokio::select! {
             _ = stopping.cancelled() => return close(socket, 1001, "the server is shutting down").await,
             _ = pings.tick() => {
-                if let Err(code) = send(&mut socket, Message::Ping(Default::default())).await {
+                if let Err(code) = send(&mut socket, Message::Ping(Default::default()), patience).await {
                     return close(socket, code, "too slow").await;
                 }
             }
@@ -148,7 +149,7 @@ async fn session(mut socket: WebSocket, front: Front, cx: CallContext, name: Str
                     },
                     Some(Err(status)) => { turn = None; error_frame(&status) }
                 };
-                if let Err(code) = send(&mut socket, message).await {
+                if let Err(code) = send(&mut socket, message, patience).await {
                     return close(socket, code, "the client did not read in time").await;
                 }
             }
@@ -178,7 +179,7 @@ async fn session(mut socket: WebSocket, front: Front, cx: CallContext, name: Str
                         },
                     },
                 };
-                if let Err(code) = send(&mut socket, reply).await {
+                if let Err(code) = send(&mut socket, reply, patience).await {
                     return close(socket, code, "the client did not read in time").await;
                 }
             }

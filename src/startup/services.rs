@@ -171,6 +171,7 @@ pub fn routes(
         dialogues: dialogue_calls,
         max_body: max_request,
         stop,
+        websocket_send_timeout: Duration::from_millis(settings.server.websocket_send_timeout_ms),
     };
     Ok((crate::http::router(grpc.routes(), front), Health(health)))
 }

@@ -169,3 +169,44 @@ async fn the_upgrade_is_authenticated_and_binary_frames_are_refused() {
     };
     assert_eq!(closed.unwrap().code, CloseCode::Unsupported);
 }
+
+/// A client that stops reading is closed once a frame waits longer than
+/// the send timeout: the server never buffers without bound, and the
+/// running turn is cancelled, not stored.
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_closed_and_its_turn_not_stored() {
+    let app = spawn_app_with(|s| s.server.websocket_send_timeout_ms = 300).await;
+    let mut socket = open(&app, "ws-slow", &[]).await.unwrap();
+    // A reply of ~12 MB: far more than the sockets' buffers hold.
+    let words = vec!["x".repeat(8 * 1024); 1_500].join(" ");
+    send(
+        &mut socket,
+        json!({"type": "turn", "content": [{"text": words}], "createIfMissing": true}),
+    )
+    .await;
+    // Read nothing for a while, then drain what was sent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut ended = None;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+    {
+        match message {
+            Ok(Message::Close(frame)) => {
+                ended = frame.map(|f| f.code);
+                break;
+            }
+            Ok(Message::Text(text)) => {
+                assert!(
+                    !text.contains("\"end\""),
+                    "the turn completed for a stalled reader"
+                )
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if let Some(code) = ended {
+        assert_eq!(code, CloseCode::Policy);
+    }
+    let err = app.get("ws-slow", 0).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "nothing stored");
+}
