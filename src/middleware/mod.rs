@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod call;
+pub mod deadline;
 pub mod drain;
 pub mod metrics;
 pub mod outcome;

@@ -19,6 +19,27 @@ pub fn has_grpc_content(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// A gRPC call's `grpc-timeout` (up to 8 digits and a unit H, M, S, m, u
+/// or n), if it sent a valid one.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let raw = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at_checked(raw.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value * 3600),
+        "M" => Duration::from_secs(value * 60),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
 /// Status code names as gRPC spells them (`NOT_FOUND`).
 pub fn code_name(code: Code) -> &'static str {
     use tonic::Code::*;

@@ -18,6 +18,7 @@ use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
 use crate::limits::RateLimits;
 use crate::middleware::audit::Audit;
 use crate::middleware::auth::Authentication;
+use crate::middleware::deadline::GrpcDeadline;
 use crate::middleware::drain::EndWatchesOnDrain;
 use crate::middleware::metrics::RpcMetrics;
 use crate::middleware::rate_limit::RateLimiting;
@@ -204,6 +205,7 @@ pub fn serve(
         .layer(crate::http::grpc_web::GrpcWebOnly)
         .layer(AroundLayer(RequestIds))
         .layer(AroundLayer(EndWatchesOnDrain(stop.clone())))
+        .layer(AroundLayer(GrpcDeadline))
         .layer(AroundLayer(RpcMetrics))
         .layer(AroundLayer(Audit::new(layers.audit)))
         .layer(AroundLayer(Authentication::new(

@@ -211,3 +211,38 @@ async fn a_request_body_that_trickles_in_is_cut_off_at_the_read_timeout() {
     assert_eq!(app.get("slow", 0).await.unwrap_err().code(), Code::NotFound);
     app.create("fast").await;
 }
+
+/// The caller's `grpc-timeout` bounds the server's work on a call, not only
+/// the engine's turns: a call stuck before its handler answers (here, on a
+/// trickling body, well inside the 30 s read limit) is answered
+/// DEADLINE_EXCEEDED at the caller's deadline.
+#[tokio::test]
+async fn a_grpc_call_is_answered_at_its_deadline() {
+    let app = spawn_app().await;
+    let started = Instant::now();
+    let mut head = vec![0u8];
+    head.extend_from_slice(&100u32.to_be_bytes());
+    let h2 = plain_http().http2_prior_knowledge().build().unwrap();
+    let response = h2
+        .post(format!(
+            "http://{}/dialogue.v1.DialogueService/CreateDialogue",
+            app.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "400m")
+        .body(trickle(head, 100))
+        .send()
+        .await
+        .unwrap();
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status.as_deref(), Some("4"), "{:?}", response.headers());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}

@@ -75,26 +75,12 @@ pub fn time_from_pb(ts: &pbjson_types::Timestamp) -> Option<Time> {
     Some(Time(nanos))
 }
 
-/// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2:
-/// up to 8 digits and a unit H, M, S, m, u or n), moved a little earlier:
-/// tonic runs its own timer on the same header and answers CANCELLED, so
-/// the engine must answer DEADLINE_EXCEEDED first.
+/// The caller's deadline from its `grpc-timeout` header, moved a little
+/// earlier: the layers cut the call at the header's own time
+/// (`middleware::deadline`), so the engine answers first and stores nothing
+/// half done.
 pub fn deadline(headers: &http::HeaderMap) -> Option<std::time::Instant> {
-    let raw = headers.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = raw.split_at_checked(raw.len().checked_sub(1)?)?;
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let value: u64 = digits.parse().ok()?;
-    let timeout = match unit {
-        "H" => std::time::Duration::from_secs(value * 3600),
-        "M" => std::time::Duration::from_secs(value * 60),
-        "S" => std::time::Duration::from_secs(value),
-        "m" => std::time::Duration::from_millis(value),
-        "u" => std::time::Duration::from_micros(value),
-        "n" => std::time::Duration::from_nanos(value),
-        _ => return None,
-    };
+    let timeout = crate::middleware::protocol::grpc_timeout(headers)?;
     let margin = (timeout / 20).min(std::time::Duration::from_millis(25));
     std::time::Instant::now().checked_add(timeout - margin)
 }
