@@ -110,12 +110,15 @@ fn serve(config: Option<PathBuf>, flags: &Flags) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let app = Application::build(settings).await?;
+        // Listening for SIGTERM before saying we listen: a stop that comes
+        // at once is a clean one.
+        let stop = crate::shutdown::signal();
         // Scripts and tests read this line to learn the port when --listen used port 0.
         println!("dialogd listening on {}", app.local_addr());
         if let Some(addr) = app.metrics_addr() {
             println!("dialogd metrics on http://{addr}/metrics");
         }
-        app.run_until_stopped(crate::shutdown::signal()).await
+        app.run_until_stopped(stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -281,3 +281,13 @@ async fn a_new_data_dir_starts_silently() {
     assert!(contents(server.addr).await.is_empty());
     server.stop().await;
 }
+
+/// SIGTERM the moment the server says it listens: always a clean stop
+/// (the handler is installed before the line is printed), never a kill.
+#[tokio::test]
+async fn a_sigterm_right_after_start_is_a_clean_stop() {
+    let dir = TempDir::new().unwrap();
+    for _ in 0..10 {
+        try_start(dir.path(), &[]).await.unwrap().stop().await;
+    }
+}
