@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -19,6 +20,8 @@ pub struct AuthFailures {
     limit: u32,
     by_address: Mutex<HashMap<String, (Instant, u32)>>,
     by_key_id: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Set by the first failure: until then every call skips the locks.
+    any_failed: AtomicBool,
 }
 
 impl AuthFailures {
@@ -27,6 +30,7 @@ impl AuthFailures {
             limit: limit_per_minute,
             by_address: Mutex::default(),
             by_key_id: Mutex::default(),
+            any_failed: AtomicBool::new(false),
         }
     }
 
@@ -45,6 +49,7 @@ impl AuthFailures {
         if self.limit == 0 {
             return;
         }
+        self.any_failed.store(true, Ordering::Release);
         let now = Instant::now();
         count(&self.by_address, address, now);
         if let Some(id) = key_id {
@@ -58,7 +63,7 @@ impl AuthFailures {
         key: &str,
         now: Instant,
     ) -> Option<Duration> {
-        if self.limit == 0 {
+        if self.limit == 0 || !self.any_failed.load(Ordering::Acquire) {
             return None;
         }
         let table = table.lock().unwrap_or_else(|p| p.into_inner());

@@ -10,9 +10,11 @@ use super::request_json::invalid;
 use crate::auth::Principal;
 use crate::dialogue::model::{
     CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration, GenerationParams,
-    PromptMessage, Role, TurnRequest,
+    PromptMessage, Role, TurnOutcome, TurnRequest,
 };
+use crate::engine::{Engine, EngineError, Events};
 use axum::http::{HeaderMap, HeaderValue};
+use std::sync::Arc;
 use tonic::Status;
 
 /// Names the stored dialogue a call belongs to.
@@ -92,6 +94,22 @@ pub fn plan(
 }
 
 impl Call {
+    /// Runs the call to its outcome.
+    pub async fn run(self, engine: &Engine) -> Result<TurnOutcome, EngineError> {
+        match self {
+            Call::Stateless(r) => engine.complete(r).await,
+            Call::Turn(r) => engine.converse(r).await,
+        }
+    }
+
+    /// Runs the call as a stream of events.
+    pub fn stream(self, engine: &Arc<Engine>) -> Events {
+        match self {
+            Call::Stateless(r) => engine.complete_stream(r),
+            Call::Turn(r) => engine.converse_stream(r),
+        }
+    }
+
     /// What a bound call answers with: its dialogue's ID.
     pub fn dialogue_header(&self) -> Option<HeaderValue> {
         match self {

@@ -10,15 +10,12 @@
 //! refused (a turn without its reply is not stored), as is deleting an
 //! item other than through its response (`DELETE /v1/responses/{id}`).
 
-use super::Front;
 use super::error::{self, ErrorShape};
 use super::request_json::{Obj, invalid};
-use crate::auth::{AuthError, Principal};
-use crate::dialogue::content::{ImageSource, join_text};
-use crate::dialogue::model::{
-    ContentPart, DialogueId, DialogueSpec, Expiration, Role, Turn, TurnView, UpdateMask,
-};
-use crate::engine::EngineError;
+use super::responses::turn_items as render_items;
+use super::{Front, caller_of};
+use crate::auth::Principal;
+use crate::dialogue::model::{DialogueId, DialogueSpec, Expiration, TurnView, UpdateMask};
 use crate::failure::{ErrorKind, Failure};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -35,18 +32,6 @@ fn answer(result: Result<Value, Status>) -> Response {
         Ok(body) => axum::Json(body).into_response(),
         Err(status) => openai_error(&status),
     }
-}
-
-fn caller_of(request: &Request) -> Result<Principal, Status> {
-    Ok(request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or(AuthError::Missing)?)
-}
-
-fn engine_status(e: EngineError) -> Status {
-    Status::from(e)
 }
 
 fn conversation_id(id: &str) -> Result<DialogueId, Status> {
@@ -111,12 +96,12 @@ pub async fn create(front: &Front, request: Request) -> Response {
                 expiration: Expiration::Never,
             };
             let id = DialogueId::parse(&format!("conv_{:032x}", rand::random::<u128>()))
-                .map_err(|e| Status::internal(e.to_string()))?;
+                .map_err(|e| Status::from(Failure::new(ErrorKind::Internal, "BAD_ID", e)))?;
             let dialogue = front
                 .engine
                 .create_dialogue(&caller, Some(id), spec)
                 .await
-                .map_err(engine_status)?;
+                .map_err(Status::from)?;
             Ok(conversation(&dialogue))
         }
         .await,
@@ -133,7 +118,7 @@ pub async fn get(front: &Front, id: &str, request: Request) -> Response {
                 .engine
                 .get_dialogue(&caller?, &conversation_id(id)?, None, 0, TurnView::Basic)
                 .await
-                .map_err(engine_status)?;
+                .map_err(Status::from)?;
             Ok(conversation(&dialogue))
         }
         .await,
@@ -162,7 +147,7 @@ pub async fn update(front: &Front, id: &str, request: Request) -> Response {
                 .engine
                 .update_dialogue(&caller, &conversation_id(id)?, spec, mask)
                 .await
-                .map_err(engine_status)?;
+                .map_err(Status::from)?;
             Ok(conversation(&dialogue))
         }
         .await,
@@ -179,54 +164,11 @@ pub async fn delete(front: &Front, id: &str, request: Request) -> Response {
                 .engine
                 .delete_dialogue(&caller?, &conversation_id(id)?)
                 .await
-                .map_err(engine_status)?;
+                .map_err(Status::from)?;
             Ok(json!({"id": id, "object": "conversation.deleted", "deleted": true}))
         }
         .await,
     )
-}
-
-/// The items of one turn (see the module's comment); `turn` names them.
-fn items(turn: &Turn) -> Vec<Value> {
-    let mut out = Vec::new();
-    let index = turn.index;
-    let assistant = turn.role == Role::Assistant;
-    let mut parts = Vec::new();
-    for part in &turn.content {
-        match part {
-            ContentPart::Text(text) if assistant => {
-                parts.push(json!({"type": "output_text", "text": text, "annotations": []}));
-            }
-            ContentPart::Text(text) => parts.push(json!({"type": "input_text", "text": text})),
-            ContentPart::Image(image) => {
-                let url = match &image.source {
-                    ImageSource::Url(url) => url.clone(),
-                    ImageSource::Inline(inline) => format!("inline {} image", inline.mime_type),
-                };
-                parts.push(json!({"type": "input_image", "image_url": url, "detail": "auto"}));
-            }
-            ContentPart::ToolCall(call) => out.push(json!({
-                "type": "function_call", "id": format!("fc_{}", call.id), "call_id": call.id,
-                "name": call.name, "arguments": call.arguments, "status": "completed",
-            })),
-            ContentPart::ToolResult(result) => out.push(json!({
-                "type": "function_call_output", "id": format!("fco_{}", result.call_id),
-                "call_id": result.call_id, "output": join_text(&result.content), "status": "completed",
-            })),
-        }
-    }
-    if !parts.is_empty() {
-        let role = match turn.role {
-            Role::Assistant => "assistant",
-            Role::System => "system",
-            _ => "user",
-        };
-        out.insert(
-            0,
-            json!({"type": "message", "id": format!("msg_{index}"), "status": "completed", "role": role, "content": parts}),
-        );
-    }
-    out
 }
 
 /// `GET /v1/conversations/{id}/items?limit=&order=&after=`.
@@ -267,7 +209,7 @@ pub async fn list_items(front: &Front, id: &str, request: Request) -> Response {
                 .engine
                 .get_dialogue(&caller, &dialogue, None, 0, TurnView::Basic)
                 .await
-                .map_err(engine_status)?;
+                .map_err(Status::from)?;
             // Newest first: the last turns that can hold `limit` items (a
             // turn holds one or more); oldest first: the first ones.
             let from = match descending {
@@ -283,8 +225,8 @@ pub async fn list_items(front: &Front, id: &str, request: Request) -> Response {
                 .engine
                 .list_turns(&caller, &dialogue, limit, &token, TurnView::Basic)
                 .await
-                .map_err(engine_status)?;
-            let mut data: Vec<Value> = page.items.iter().flat_map(items).collect();
+                .map_err(Status::from)?;
+            let mut data: Vec<Value> = page.items.iter().flat_map(render_items).collect();
             let listed = from + page.items.len() as u64;
             let has_more = data.len() > limit
                 || match descending {
@@ -311,8 +253,14 @@ pub async fn get_item(front: &Front, id: &str, item: &str, request: Request) -> 
     answer(
         async {
             let caller = caller?;
-            let not_found =
-                || Status::not_found(format!("no item {item:?} in conversation {id:?}"));
+            let not_found = || -> Status {
+                Failure::new(
+                    ErrorKind::NotFound,
+                    "ITEM_NOT_FOUND",
+                    format!("no item {item:?} in conversation {id:?}"),
+                )
+                .into()
+            };
             let index: u64 = item
                 .strip_prefix("msg_")
                 .and_then(|n| n.parse().ok())
@@ -324,11 +272,11 @@ pub async fn get_item(front: &Front, id: &str, item: &str, request: Request) -> 
                 .engine
                 .list_turns(&caller, &dialogue, 1, &token, TurnView::Basic)
                 .await
-                .map_err(engine_status)?;
+                .map_err(Status::from)?;
             page.items
                 .iter()
                 .filter(|t| t.index == index)
-                .flat_map(items)
+                .flat_map(render_items)
                 .find(|i| i["id"] == item)
                 .ok_or_else(not_found)
         }

@@ -142,6 +142,15 @@ fn two_ids(id: &str) -> (&str, &str) {
         .unwrap_or((id, ""))
 }
 
+/// The caller the layers authenticated.
+pub(crate) fn caller_of<B>(request: &http::Request<B>) -> Result<crate::auth::Principal, Status> {
+    Ok(request
+        .extensions()
+        .get::<crate::auth::Principal>()
+        .cloned()
+        .ok_or(crate::auth::AuthError::Missing)?)
+}
+
 /// What no route serves: UNIMPLEMENTED for gRPC, NOT_FOUND for HTTP, 405
 /// (with `Allow`) for a route served with other methods.
 fn unknown_route<B>(request: &http::Request<B>) -> Response {

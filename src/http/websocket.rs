@@ -145,7 +145,11 @@ async fn session(mut socket: WebSocket, front: Front, cx: CallContext, name: Str
                     None => { turn = None; continue; }
                     Some(Ok(message)) => match super::json_mapping::to_json(&message) {
                         Ok(json) => frame(&json),
-                        Err(e) => error_frame(&Status::internal(e.to_string())),
+                        Err(e) => error_frame(&Failure::new(
+                            crate::failure::ErrorKind::Internal,
+                            "ENCODING_FAILED",
+                            e.to_string(),
+                        ).into()),
                     },
                     Some(Err(status)) => { turn = None; error_frame(&status) }
                 };

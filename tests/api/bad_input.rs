@@ -155,6 +155,33 @@ fn trickle(head: Vec<u8>, rest: usize) -> reqwest::Body {
     reqwest::Body::wrap_stream(bytes)
 }
 
+/// A gRPC CreateDialogue whose body trickles in (a byte every 200 ms, 20 s
+/// in all), with `grpc_timeout` if given: its `grpc-status` and the answer.
+async fn trickling_create(
+    app: &TestApp,
+    grpc_timeout: Option<&str>,
+) -> (Option<String>, reqwest::Response) {
+    let mut head = vec![0u8];
+    head.extend_from_slice(&100u32.to_be_bytes());
+    let h2 = plain_http().http2_prior_knowledge().build().unwrap();
+    let mut request = h2
+        .post(format!(
+            "http://{}/dialogue.v1.DialogueService/CreateDialogue",
+            app.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(timeout) = grpc_timeout {
+        request = request.header("grpc-timeout", timeout);
+    }
+    let response = request.body(trickle(head, 100)).send().await.unwrap();
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, response)
+}
+
 #[tokio::test]
 async fn a_request_body_that_trickles_in_is_cut_off_at_the_read_timeout() {
     let app = spawn_app_with(|s| s.server.request_read_timeout_secs = 1).await;
@@ -183,24 +210,7 @@ async fn a_request_body_that_trickles_in_is_cut_off_at_the_read_timeout() {
 
     // gRPC: DEADLINE_EXCEEDED, not a call held open.
     let started = Instant::now();
-    let mut head = vec![0u8];
-    head.extend_from_slice(&100u32.to_be_bytes());
-    let h2 = plain_http().http2_prior_knowledge().build().unwrap();
-    let response = h2
-        .post(format!(
-            "http://{}/dialogue.v1.DialogueService/CreateDialogue",
-            app.addr
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(trickle(head, 100))
-        .send()
-        .await
-        .unwrap();
-    let status = response
-        .headers()
-        .get("grpc-status")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, response) = trickling_create(&app, None).await;
     assert_eq!(status.as_deref(), Some("4"), "{:?}", response.headers());
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -220,25 +230,7 @@ async fn a_request_body_that_trickles_in_is_cut_off_at_the_read_timeout() {
 async fn a_grpc_call_is_answered_at_its_deadline() {
     let app = spawn_app().await;
     let started = Instant::now();
-    let mut head = vec![0u8];
-    head.extend_from_slice(&100u32.to_be_bytes());
-    let h2 = plain_http().http2_prior_knowledge().build().unwrap();
-    let response = h2
-        .post(format!(
-            "http://{}/dialogue.v1.DialogueService/CreateDialogue",
-            app.addr
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", "400m")
-        .body(trickle(head, 100))
-        .send()
-        .await
-        .unwrap();
-    let status = response
-        .headers()
-        .get("grpc-status")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, response) = trickling_create(&app, Some("400m")).await;
     assert_eq!(status.as_deref(), Some("4"), "{:?}", response.headers());
     let took = started.elapsed();
     assert!(

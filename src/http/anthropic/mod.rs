@@ -11,7 +11,7 @@ mod request;
 mod response;
 
 use super::Front;
-use super::binding::{Call, DIALOGUE_HEADER, plan};
+use super::binding::{DIALOGUE_HEADER, plan};
 use super::error::{self, ErrorShape};
 use crate::auth::{AuthError, Principal};
 use crate::dialogue::content::estimate_tokens;
@@ -66,20 +66,14 @@ pub async fn messages(front: &Front, request: Request) -> Response {
     let dialogue_header = call.dialogue_header();
     let engine = &front.engine;
     let mut response = if stream {
-        let events = match call {
-            Call::Stateless(r) => engine.complete_stream(r),
-            Call::Turn(r) => engine.converse_stream(r),
-        };
+        let events = call.stream(engine);
         // Refusals come before the stream starts, as HTTP errors.
         match crate::engine::started(events).await {
             Ok(events) => Sse::new(response::sse_events(events)).into_response(),
             Err(e) => return engine_error(e),
         }
     } else {
-        let outcome = match call {
-            Call::Stateless(r) => engine.complete(r).await,
-            Call::Turn(r) => engine.converse(r).await,
-        };
+        let outcome = call.run(engine).await;
         match outcome {
             Ok(outcome) => axum::Json(response::message(&outcome)).into_response(),
             Err(e) => return engine_error(e),

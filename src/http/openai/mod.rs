@@ -16,7 +16,7 @@ mod request;
 mod response;
 
 use super::Front;
-use super::binding::{Call, DIALOGUE_HEADER, plan};
+use super::binding::{DIALOGUE_HEADER, plan};
 use super::error::{self, ErrorShape};
 use crate::auth::{AuthError, Principal};
 use crate::engine::EngineError;
@@ -71,10 +71,7 @@ pub async fn chat_completions(front: &Front, request: Request) -> Response {
     let dialogue_header = call.dialogue_header();
     let engine = &front.engine;
     if stream {
-        let events = match call {
-            Call::Stateless(r) => engine.complete_stream(r),
-            Call::Turn(r) => engine.converse_stream(r),
-        };
+        let events = call.stream(engine);
         // Refusals (an unknown model, a bad field, a limit) come before the
         // turn starts: answer them as errors, not as a stream.
         let events = match crate::engine::started(events).await {
@@ -87,10 +84,7 @@ pub async fn chat_completions(front: &Front, request: Request) -> Response {
         }
         return response;
     }
-    let outcome = match call {
-        Call::Stateless(r) => engine.complete(r).await,
-        Call::Turn(r) => engine.converse(r).await,
-    };
+    let outcome = call.run(engine).await;
     match outcome {
         Ok(outcome) => {
             let body = response::completion(&outcome, wants_logprobs);

@@ -17,12 +17,15 @@
 //! Conversations API.
 
 mod render;
+
+pub use render::turn_items;
 mod request;
 mod stream;
 
-use super::Front;
+use super::binding::Call;
 use super::error::{self, ErrorShape};
-use crate::auth::{AuthError, Principal};
+use super::{Front, caller_of};
+use crate::auth::Principal;
 use crate::dialogue::model::{
     CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration, PromptMessage, Role,
     Time, TurnRequest, TurnView,
@@ -54,19 +57,6 @@ fn not_found(id: &str) -> Status {
     .into()
 }
 
-fn caller_of(request: &Request) -> Result<Principal, Status> {
-    Ok(request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or(AuthError::Missing)?)
-}
-
-enum Call {
-    Stateless(CompletionRequest),
-    Turn(TurnRequest),
-}
-
 /// `POST /v1/responses`.
 pub async fn create(front: &Front, request: Request) -> Response {
     match create_inner(front, request).await {
@@ -95,18 +85,11 @@ async fn create_inner(front: &Front, request: Request) -> Result<Response, Statu
     let call = plan(front, caller, request).await?;
     let engine = &front.engine;
     if stream {
-        let events = match call {
-            Call::Stateless(r) => engine.complete_stream(r),
-            Call::Turn(r) => engine.converse_stream(r),
-        };
+        let events = call.stream(engine);
         let events = crate::engine::started(events).await.map_err(Status::from)?;
         return Ok(Sse::new(stream::sse_events(events, echo, store)).into_response());
     }
-    let outcome = match call {
-        Call::Stateless(r) => engine.complete(r).await,
-        Call::Turn(r) => engine.converse(r).await,
-    }
-    .map_err(Status::from)?;
+    let outcome = call.run(engine).await.map_err(Status::from)?;
     if store {
         echo.id = render::response_id(&outcome.dialogue_id, outcome.assistant_turn.index);
     }
@@ -339,40 +322,11 @@ pub async fn input_items(front: &Front, id: &str, request: Request) -> Response 
         Ok(found) => found,
         Err(status) => return openai_error(&status),
     };
-    let mut data = Vec::new();
-    let mut message = Vec::new();
-    for part in &input.content {
-        match part {
-            ContentPart::Text(text) => message.push(json!({"type": "input_text", "text": text})),
-            ContentPart::Image(image) => message.push(json!({"type": "input_image", "image_url": image_url(image), "detail": "auto"})),
-            ContentPart::ToolResult(result) => data.push(json!({
-                "type": "function_call_output", "id": format!("fco_{}", result.call_id),
-                "call_id": result.call_id, "output": crate::dialogue::content::join_text(&result.content),
-                "status": "completed",
-            })),
-            ContentPart::ToolCall(_) => {}
-        }
-    }
-    if !message.is_empty() {
-        let item_id = format!("msg_in_{}", id.trim_start_matches("resp_"));
-        data.insert(0, json!({"type": "message", "id": item_id, "role": "user", "status": "completed", "content": message}));
-    }
+    let data = render::turn_items(&input);
     let first = data.first().map(|i| i["id"].clone()).unwrap_or(Value::Null);
     let last = data.last().map(|i| i["id"].clone()).unwrap_or(Value::Null);
     axum::Json(json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": false}))
         .into_response()
-}
-
-fn image_url(image: &crate::dialogue::content::Image) -> String {
-    use base64::Engine as _;
-    match &image.source {
-        crate::dialogue::content::ImageSource::Url(url) => url.clone(),
-        crate::dialogue::content::ImageSource::Inline(inline) => format!(
-            "data:{};base64,{}",
-            inline.mime_type,
-            base64::engine::general_purpose::STANDARD.encode(&inline.data)
-        ),
-    }
 }
 
 /// `DELETE /v1/responses/{id}`: removes the response's exchange from its

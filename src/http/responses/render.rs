@@ -5,8 +5,9 @@
 //! (`resp_{dialogue}~{turn index}`), so it can be read back, chained and
 //! continued through any other front.
 
+use crate::dialogue::content::{Image, ImageSource};
 use crate::dialogue::content::{join_text, tool_calls};
-use crate::dialogue::model::{DialogueId, FinishReason, Turn, Usage};
+use crate::dialogue::model::{ContentPart, DialogueId, FinishReason, Role, Turn, Usage};
 use serde_json::{Map, Value, json};
 
 const SEPARATOR: char = '~';
@@ -31,7 +32,8 @@ pub struct Echo {
     pub previous_response_id: Option<String>,
     pub store: bool,
     pub metadata: Map<String, Value>,
-    /// tools, tool_choice, text, temperature, top_p, max_output_tokens.
+    /// tools, tool_choice, parallel_tool_calls, text, temperature, top_p,
+    /// max_output_tokens, as the request set them.
     pub fields: Map<String, Value>,
 }
 
@@ -98,7 +100,7 @@ pub fn response(
         "max_output_tokens": field("max_output_tokens", Value::Null),
         "model": echo.model,
         "output": output,
-        "parallel_tool_calls": true,
+        "parallel_tool_calls": field("parallel_tool_calls", json!(true)),
         "previous_response_id": echo.previous_response_id,
         "store": echo.store,
         "temperature": field("temperature", json!(1.0)),
@@ -116,6 +118,64 @@ pub fn response(
         })),
         "metadata": echo.metadata,
     })
+}
+
+/// A turn as Responses items: its text and images as one `message`
+/// (`msg_{turn}`; `output_text` for a reply, `input_text` / `input_image`
+/// otherwise), its tool calls as `function_call`s and tool results as
+/// `function_call_output`s. An inline image read without its bytes (the
+/// basic view) has no `image_url`.
+pub fn turn_items(turn: &Turn) -> Vec<Value> {
+    let assistant = turn.role == Role::Assistant;
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    for part in &turn.content {
+        match part {
+            ContentPart::Text(text) if assistant => {
+                parts.push(json!({"type": "output_text", "text": text, "annotations": []}));
+            }
+            ContentPart::Text(text) => parts.push(json!({"type": "input_text", "text": text})),
+            ContentPart::Image(image) => {
+                parts.push(json!({"type": "input_image", "image_url": image_url(image), "detail": "auto"}));
+            }
+            ContentPart::ToolCall(call) => out.push(function_call_item(
+                &call.id,
+                &call.name,
+                &call.arguments,
+                "completed",
+            )),
+            ContentPart::ToolResult(result) => out.push(json!({
+                "type": "function_call_output", "id": format!("fco_{}", result.call_id),
+                "call_id": result.call_id, "output": join_text(&result.content), "status": "completed",
+            })),
+        }
+    }
+    if !parts.is_empty() {
+        let role = match turn.role {
+            Role::Assistant => "assistant",
+            Role::System => "system",
+            _ => "user",
+        };
+        let id = format!("msg_{}", turn.index);
+        out.insert(
+            0,
+            json!({"type": "message", "id": id, "status": "completed", "role": role, "content": parts}),
+        );
+    }
+    out
+}
+
+fn image_url(image: &Image) -> Option<String> {
+    use base64::Engine as _;
+    match &image.source {
+        ImageSource::Url(url) => Some(url.clone()),
+        ImageSource::Inline(inline) if inline.data.is_empty() => None,
+        ImageSource::Inline(inline) => Some(format!(
+            "data:{};base64,{}",
+            inline.mime_type,
+            base64::engine::general_purpose::STANDARD.encode(&inline.data)
+        )),
+    }
 }
 
 #[cfg(test)]

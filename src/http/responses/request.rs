@@ -113,6 +113,7 @@ pub fn parse(body: &[u8]) -> Result<ResponsesRequest, Status> {
     for key in [
         "tools",
         "tool_choice",
+        "parallel_tool_calls",
         "text",
         "temperature",
         "top_p",

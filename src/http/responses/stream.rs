@@ -90,7 +90,6 @@ impl Streamer {
 
     fn events(&mut self, item: Result<StreamEvent, EngineError>) -> Vec<Event> {
         let mut out = Vec::new();
-        let index = self.output.len();
         match item {
             Ok(StreamEvent::Start {
                 dialogue_id,
@@ -184,7 +183,6 @@ impl Streamer {
                 let status = Status::from(e);
                 let mut response = self.snapshot("failed");
                 response["error"] = json!({"code": "server_error", "message": status.message()});
-                let _ = index;
                 out.push(self.event("response.failed", json!({"response": response})));
             }
         }
