@@ -127,6 +127,9 @@ def test_branching_is_refused_by_name(client):
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(model="echo", input="branch", previous_response_id=first.id)
     assert "branching" in str(refused.value)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="echo", input="x", truncation="disabled")
+    assert "truncation" in str(refused.value)
 
 
 def test_a_conversation_across_responses_grpc_and_items(client, pb, channel):

@@ -108,7 +108,7 @@ pub fn response(
         "tool_choice": field("tool_choice", json!("auto")),
         "tools": field("tools", json!([])),
         "top_p": field("top_p", json!(1.0)),
-        "truncation": "disabled",
+        "truncation": "auto",
         "usage": usage.map(|u| json!({
             "input_tokens": u.prompt_tokens,
             "input_tokens_details": {"cached_tokens": 0},

@@ -7,8 +7,9 @@
 //!   `top_p`, `max_output_tokens`, `tools` (function tools), `tool_choice`,
 //!   `parallel_tool_calls`, `text.format`, `previous_response_id`, `store`,
 //!   `stream`; `metadata` is echoed on the answer, not kept;
+//! - `truncation: "auto"` (what dialogd always does; "disabled" refused);
 //! - accepted and ignored: `user`, `safety_identifier`, `prompt_cache_key`,
-//!   `prompt_cache_retention`, `service_tier`, `truncation`;
+//!   `prompt_cache_retention`, `service_tier`;
 //! - `conversation` (an ID or `{"id"}`) appends to that conversation;
 //! - refused with the field named: `background`, `include`, `reasoning`, `prompt`,
 //!   `max_tool_calls`, `top_logprobs`, non-function tools, and anything else.
@@ -71,6 +72,16 @@ pub fn parse(body: &[u8]) -> Result<ResponsesRequest, Status> {
         .map_err(|e| invalid("body", format!("is not valid JSON: {e}")))?;
     let request = Obj::new(&value, "")?;
     request.only(HANDLED)?;
+    // dialogd always fits history to the model's context (oldest turns
+    // first): that is "auto"; "disabled" (fail instead) it cannot honour.
+    if let Some(truncation) = request.str("truncation")?
+        && truncation != "auto"
+    {
+        return Err(invalid(
+            "truncation",
+            "only \"auto\" is supported: dialogd fits history to the model's context",
+        ));
+    }
     let conversation = match request.get("conversation") {
         None => None,
         Some(Value::String(id)) => Some(id.clone()),
