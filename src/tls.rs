@@ -274,7 +274,10 @@ pub async fn reload_until_stopped(
 ) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut ticks = tokio::time::interval(every);
+    // The certificate was loaded at start: the first check is one period
+    // later (an immediate tick would pick up files replaced meanwhile, as
+    // if a change had been asked for).
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         #[cfg(unix)]
         let hup = async {
