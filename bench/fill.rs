@@ -67,6 +67,8 @@ pub async fn fill_store(data: &Path, turns: u64) -> Result<u64, String> {
                     latest_summary: None,
                     media_bytes: 0,
                     system_prompt_tokens: 0,
+                    fork: None,
+                    branches: Vec::new(),
                 };
                 for i in (0..TURNS_PER_DIALOGUE).step_by(2) {
                     let user = turn(i, Role::User, "What is the weather like in Lisbon today, and should I bring a coat?", now);

@@ -12,6 +12,7 @@ use dialogd::dialogue::model::{
 };
 use dialogd::dialogue::ports::{DialogueStore, ExchangeCommit};
 use dialogd::dialogue::tokenizer::count_tokens;
+use dialogd::engine::history::History;
 use dialogd::engine::prompt::PromptBuilder;
 use dialogd::router::Router;
 use dialogd::store::sled::SledStore;
@@ -55,6 +56,8 @@ fn dialogue(name: &str) -> Dialogue {
         latest_summary: None,
         media_bytes: 0,
         system_prompt_tokens: 4,
+        fork: None,
+        branches: Vec::new(),
     }
 }
 
@@ -104,7 +107,7 @@ fn prompt_assembly(c: &mut Criterion) {
         let mut d = dialogue(&format!("p{turns}"));
         d.turn_count = rt.block_on(fill(store, &d, 0, turns / 2));
         let builder = PromptBuilder {
-            store,
+            history: History(store),
             router: &router,
             route: &route,
             deadline: None,

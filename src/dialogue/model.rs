@@ -59,6 +59,21 @@ pub struct Dialogue {
     /// 0 when unknown (records written before it existed).
     #[serde(default)]
     pub system_prompt_tokens: u32,
+    /// Set on a branch: its first turns are its parent's, read from the
+    /// parent (shared by reference) until the branch adopts a copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<ForkOrigin>,
+    /// Branches that read turns of this dialogue: each adopts a copy before
+    /// those turns are erased. May name branches since erased.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<DialogueId>,
+}
+
+/// Where a branch's borrowed turns live: turns `0..turns` are `parent`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkOrigin {
+    pub parent: DialogueId,
+    pub turns: u64,
 }
 
 impl Dialogue {

@@ -92,7 +92,9 @@ pub struct SweepReport {
 
 #[async_trait]
 pub trait DialogueStore: Send + Sync + 'static {
-    /// Stores a new dialogue; `AlreadyExists` if the ID is taken.
+    /// Stores a new dialogue; `AlreadyExists` if the ID is taken. A branch
+    /// (`fork` set) starts with `fork.turns` turns, none stored under its
+    /// own ID: its own turns follow them, indexed after them.
     async fn create_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError>;
 
     /// The dialogue with its current turn count, expired or not.
@@ -141,6 +143,16 @@ pub trait DialogueStore: Send + Sync + 'static {
         id: &DialogueId,
         keep: u64,
         expected_turn_count: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Gives a branch its own copy of the turns it borrows (`prefix`,
+    /// indexes `0..fork.turns` in order) and stores `dialogue` (its settings
+    /// with `fork` cleared), in one atomic write; `Conflict` unless the
+    /// stored branch still borrows exactly `prefix.len()` turns.
+    async fn adopt_prefix(
+        &self,
+        dialogue: &Dialogue,
+        prefix: &[Arc<Turn>],
     ) -> Result<(), StoreError>;
 
     async fn get_idempotency(

@@ -77,7 +77,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let previous = match dialogue.turn_count {
             0 => Vec::new(),
-            n => self.store.turns_before(&dialogue.id, n, 1).await?,
+            n => self.history().before(dialogue, n, 1).await?,
         };
         let pending: Vec<&str> = previous
             .iter()

@@ -63,9 +63,9 @@ impl Engine {
         let mut turns = Vec::new();
         if last_turns > 0 {
             turns = self
-                .store
-                .turns_before(
-                    id,
+                .history()
+                .before(
+                    &dialogue,
                     dialogue.turn_count,
                     last_turns.min(page_token::MAX_PAGE_SIZE),
                 )
@@ -168,7 +168,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let id = &id.scoped_to(&Owner::of(caller));
         let _guard = self.locks.lock(id).await?;
-        let dialogue = self.load(caller, id, Time::now()).await?;
+        let mut dialogue = self.load(caller, id, Time::now()).await?;
         if reply_index == 0 || reply_index >= dialogue.turn_count {
             return Err(EngineError::NotFound(id.resource_name()));
         }
@@ -182,8 +182,14 @@ impl Engine {
                 ),
             });
         }
+        let keep = reply_index - 1;
+        self.release_branches(&mut dialogue, keep).await?;
+        if dialogue.fork.as_ref().is_some_and(|f| f.turns > keep) {
+            // The exchange is borrowed: own the history, then cut it.
+            self.adopt(&dialogue).await?;
+        }
         self.store
-            .truncate_turns(id, reply_index - 1, dialogue.turn_count)
+            .truncate_turns(id, keep, dialogue.turn_count)
             .await?;
         if let Some(cache) = &self.cache {
             cache.forget_dialogue(id);
@@ -210,9 +216,9 @@ impl Engine {
         };
         let dialogue = self.load(caller, id, Time::now()).await?;
         let mut items = self
-            .store
-            .list_turns(
-                id,
+            .history()
+            .from(
+                &dialogue,
                 from,
                 page_token::page_size(page_size_req, DEFAULT_PAGE_SIZE),
             )

@@ -10,10 +10,12 @@
 //! replays and resumed streams). This file holds the engine itself and what
 //! they share.
 
+mod branches;
 mod checks;
 mod commit;
 mod dialogues;
 pub mod error;
+pub mod history;
 pub mod locks;
 mod plan;
 pub mod prompt;
@@ -198,9 +200,13 @@ impl Engine {
         }
     }
 
-    /// Erases a dialogue: its record, turns, idempotency keys and the
-    /// replies it left in the response cache.
+    /// Erases a dialogue (locked by the caller): its record, turns,
+    /// idempotency keys and the replies it left in the response cache,
+    /// after its branches adopted the turns they borrow.
     async fn erase(&self, id: &DialogueId) -> Result<bool, EngineError> {
+        if let Some(mut dialogue) = self.store.get_dialogue(id).await? {
+            self.release_branches(&mut dialogue, 0).await?;
+        }
         let erased = self.store.delete_dialogue(id).await?;
         if let Some(cache) = &self.cache {
             cache.forget_dialogue(id);
@@ -236,6 +242,8 @@ impl Engine {
             latest_summary: None,
             media_bytes: 0,
             system_prompt_tokens: token_count_u32(&spec.system_prompt),
+            fork: None,
+            branches: Vec::new(),
         })
     }
 

@@ -152,7 +152,7 @@ impl Engine {
         self.check_capabilities(&route, &this_turn)?;
         let building = Instant::now();
         let prompt = PromptBuilder {
-            store: self.store.as_ref(),
+            history: self.history(),
             router: &self.router,
             route: &route,
             deadline: request.deadline.map(tokio::time::Instant::from_std),

@@ -10,6 +10,7 @@
 //! A failed summary call does not fail the turn: it goes on without one.
 
 use super::error::EngineError;
+use super::history::History;
 use crate::backend::ModelRequest;
 use crate::dialogue::content::transcript;
 use crate::dialogue::context::{
@@ -18,7 +19,6 @@ use crate::dialogue::context::{
 use crate::dialogue::model::{
     ContentPart, Dialogue, GenerationParams, PromptMessage, Role, SummaryRange, Time, Turn,
 };
-use crate::dialogue::ports::DialogueStore;
 use crate::dialogue::tokenizer::{count_tokens, truncate_to_tokens};
 use crate::router::{ModelRoute, Router, SummaryPolicy};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub struct Prompt {
 }
 
 pub struct PromptBuilder<'a> {
-    pub store: &'a dyn DialogueStore,
+    pub history: History<'a>,
     pub router: &'a Router,
     pub route: &'a ModelRoute,
     pub deadline: Option<Instant>,
@@ -97,8 +97,8 @@ impl PromptBuilder<'_> {
         .ok_or_else(|| too_long("the system prompt and message", total))?;
         let previous = match (policy, dialogue.latest_summary) {
             (Some(_), Some(index)) => self
-                .store
-                .list_turns(&dialogue.id, index, 1)
+                .history
+                .from(dialogue, index, 1)
                 .await?
                 .into_iter()
                 .find(|t| t.summary.is_some()),
@@ -124,10 +124,7 @@ impl PromptBuilder<'_> {
         let mut results: Option<Arc<Turn>> = None;
         let mut newest = true;
         'walk: while before > covered_to {
-            let chunk = self
-                .store
-                .turns_before(&dialogue.id, before, chunk_size)
-                .await?;
+            let chunk = self.history.before(dialogue, before, chunk_size).await?;
             let Some(oldest) = chunk.last() else { break };
             before = oldest.index;
             let exhausted = chunk.len() < chunk_size;

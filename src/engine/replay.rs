@@ -77,10 +77,10 @@ impl Engine {
             return Ok(rx);
         }
         // Not live (any more): the stored turn, if it is one.
-        self.load(caller, &id, Time::now()).await?;
+        let dialogue = self.load(caller, &id, Time::now()).await?;
         let turns = self
-            .store
-            .list_turns(&id, index.saturating_sub(1), 2)
+            .history()
+            .from(&dialogue, index.saturating_sub(1), 2)
             .await?;
         let [user_turn, assistant_turn]: [Turn; 2] =
             turns.try_into().map_err(|_| not_a_turn(&id, index))?;

@@ -14,21 +14,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 struct Stored {
     dialogue: Dialogue,
-    turns: Vec<Arc<Turn>>,
+    /// By index: a branch's start after the turns it borrows.
+    turns: BTreeMap<u64, Arc<Turn>>,
     idempotency: HashMap<String, IdempotencyRecord>,
 }
 
 impl Stored {
-    /// A new dialogue's record: no turns yet, whatever `dialogue` says.
+    /// A new dialogue's record: no turns of its own yet (a branch counts
+    /// the ones it borrows), whatever `dialogue` says.
     fn new(dialogue: &Dialogue) -> Stored {
+        let borrowed = dialogue.fork.as_ref().map(|f| f.turns);
         Stored {
             dialogue: Dialogue {
-                turn_count: 0,
-                latest_summary: None,
+                turn_count: borrowed.unwrap_or(0),
+                latest_summary: dialogue.latest_summary.filter(|_| borrowed.is_some()),
                 media_bytes: 0,
                 ..dialogue.clone()
             },
-            turns: Vec::new(),
+            turns: BTreeMap::new(),
             idempotency: HashMap::new(),
         }
     }
@@ -143,13 +146,11 @@ impl DialogueStore for MemoryStore {
         let Some(stored) = state.dialogues.get(id) else {
             return Ok(Vec::new());
         };
-        let from = usize::try_from(from).unwrap_or(usize::MAX);
         Ok(stored
             .turns
-            .iter()
-            .skip(from)
+            .range(from..)
             .take(limit)
-            .map(|t| Turn::clone(t))
+            .map(|(_, t)| Turn::clone(t))
             .collect())
     }
 
@@ -163,14 +164,12 @@ impl DialogueStore for MemoryStore {
         let Some(stored) = state.dialogues.get(id) else {
             return Ok(Vec::new());
         };
-        let end = usize::try_from(before)
-            .unwrap_or(usize::MAX)
-            .min(stored.turns.len());
-        Ok(stored.turns[..end]
-            .iter()
+        Ok(stored
+            .turns
+            .range(..before)
             .rev()
             .take(limit)
-            .cloned()
+            .map(|(_, t)| t.clone())
             .collect())
     }
 
@@ -194,9 +193,9 @@ impl DialogueStore for MemoryStore {
             if turn.summary.is_some() {
                 stored.dialogue.latest_summary = Some(turn.index);
             }
-            stored.turns.push(Arc::new(Turn::clone(turn)));
+            stored.turns.insert(turn.index, Arc::new(Turn::clone(turn)));
         }
-        stored.dialogue.turn_count = stored.turns.len() as u64;
+        stored.dialogue.turn_count += commit.turns.len() as u64;
         stored.dialogue.media_bytes += commit.media_bytes();
         if let Some(last) = commit.turns.last() {
             stored.dialogue.update_time = last.create_time;
@@ -223,15 +222,45 @@ impl DialogueStore for MemoryStore {
         if stored.dialogue.turn_count != expected_turn_count {
             return Err(StoreError::Conflict(id.resource_name()));
         }
-        let removed = stored.turns.split_off(keep as usize);
+        let removed = stored.turns.split_off(&keep);
         let media: u64 = removed
-            .iter()
+            .values()
             .map(|t| crate::dialogue::content::media_bytes(&t.content))
             .sum();
         stored.dialogue.turn_count = keep;
         stored.dialogue.media_bytes = stored.dialogue.media_bytes.saturating_sub(media);
         stored.dialogue.latest_summary = stored.dialogue.latest_summary.filter(|i| *i < keep);
         stored.idempotency.retain(|_, r| r.user_turn_index < keep);
+        Ok(())
+    }
+
+    async fn adopt_prefix(
+        &self,
+        dialogue: &Dialogue,
+        prefix: &[Arc<Turn>],
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let stored = state
+            .dialogues
+            .get_mut(&dialogue.id)
+            .ok_or_else(|| StoreError::NotFound(dialogue.id.resource_name()))?;
+        if stored.dialogue.fork.as_ref().map(|f| f.turns) != Some(prefix.len() as u64) {
+            return Err(StoreError::Conflict(dialogue.id.resource_name()));
+        }
+        for turn in prefix {
+            stored.turns.insert(turn.index, turn.clone());
+        }
+        let previous = &stored.dialogue;
+        stored.dialogue = Dialogue {
+            turn_count: previous.turn_count,
+            latest_summary: previous.latest_summary,
+            media_bytes: previous.media_bytes
+                + prefix
+                    .iter()
+                    .map(|t| crate::dialogue::content::media_bytes(&t.content))
+                    .sum::<u64>(),
+            ..dialogue.clone()
+        };
         Ok(())
     }
 

@@ -47,6 +47,14 @@ impl<S: DialogueStore> DialogueStore for MeteredStore<S> {
         timed("delete_dialogue", self.inner.delete_dialogue(id)).await
     }
 
+    async fn adopt_prefix(
+        &self,
+        dialogue: &Dialogue,
+        prefix: &[Arc<Turn>],
+    ) -> Result<(), StoreError> {
+        timed("adopt_prefix", self.inner.adopt_prefix(dialogue, prefix)).await
+    }
+
     async fn truncate_turns(
         &self,
         id: &DialogueId,

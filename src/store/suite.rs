@@ -32,6 +32,8 @@ pub(crate) fn dialogue(id: &str, who: &Owner, created: i64) -> Dialogue {
         latest_summary: None,
         media_bytes: 0,
         system_prompt_tokens: 2,
+        fork: None,
+        branches: Vec::new(),
     }
 }
 
@@ -385,11 +387,13 @@ pub async fn everything<S: DialogueStore + AuditLog + OperationStore>(store: &S)
     dialogues_and_turns(store).await;
     rich::rich_turns(store).await;
     truncate::last_exchange_removed(store).await;
+    branches::branches_borrow_then_adopt(store).await;
     listing_by_owner(store).await;
     audit_events(store).await;
     operations(store).await;
 }
 
+mod branches;
 mod rich;
 mod truncate;
 

@@ -150,6 +150,18 @@ impl<S: DialogueStore> DialogueStore for TailCachedStore<S> {
         self.inner.update_dialogue(dialogue).await
     }
 
+    async fn adopt_prefix(
+        &self,
+        dialogue: &Dialogue,
+        prefix: &[Arc<Turn>],
+    ) -> Result<(), StoreError> {
+        // The tail may hold the branch's own turns only; start afresh.
+        self.tails.remove(&dialogue.id);
+        let adopted = self.inner.adopt_prefix(dialogue, prefix).await;
+        self.tails.remove(&dialogue.id);
+        adopted
+    }
+
     async fn truncate_turns(
         &self,
         id: &DialogueId,
@@ -332,6 +344,8 @@ mod tests {
             latest_summary: None,
             media_bytes: 0,
             system_prompt_tokens: 0,
+            fork: None,
+            branches: Vec::new(),
         }
     }
 

@@ -14,6 +14,7 @@ mod anthropic_front;
 mod backends;
 mod bad_input;
 mod batch;
+mod branches;
 mod breaker;
 mod cache;
 mod chat_command;

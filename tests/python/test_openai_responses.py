@@ -3,7 +3,7 @@ unary and streamed responses read back by ID, a three-step
 previous_response_id chain stored as one dialogue (read over REST and
 continued there), a function tool loop, store=false, input items,
 deletion of a chain's latest response, a conversation used by responses,
-gRPC and its items, and the refusal of what is not served yet (branching)."""
+gRPC and its items, and branching from an older response."""
 
 import json
 import urllib.request
@@ -81,10 +81,6 @@ def test_a_chain_is_one_dialogue(client, server):
     )
     urllib.request.urlopen(request).read()
     assert len(turns(server, dialogue_of(third.id))) == 8
-    # Branching from an earlier response is refused, naming the latest.
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.create(model="echo", input="branch", previous_response_id=first.id)
-    assert "branching" in str(refused.value)
 
 
 def test_a_function_tool_loop(client):
@@ -121,12 +117,30 @@ def test_deleting_the_latest_response_of_a_chain(client, server):
     assert third.output_text == "echo: again"
 
 
-def test_branching_is_refused_by_name(client):
+def test_branching_from_the_first_response(client, server):
     first = client.responses.create(model="echo", input="a")
-    client.responses.create(model="echo", input="b", previous_response_id=first.id)
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.create(model="echo", input="branch", previous_response_id=first.id)
-    assert "branching" in str(refused.value)
+    second = client.responses.create(model="echo", input="b", previous_response_id=first.id)
+    client.responses.create(model="echo", input="c", previous_response_id=second.id)
+    branch = client.responses.create(model="echo", input="d", previous_response_id=first.id)
+    assert branch.output_text == "echo: d" and branch.previous_response_id == first.id
+    # A new dialogue holding the first exchange (shared, not copied) and its own.
+    assert dialogue_of(branch.id) != dialogue_of(first.id)
+    texts = [t["content"][0]["text"] for t in turns(server, dialogue_of(branch.id))]
+    assert texts == ["a", "echo: a", "d", "echo: d"]
+    assert client.responses.retrieve(branch.id).previous_response_id == first.id
+    # The model saw the shared history: more input than "d" alone, less
+    # than the whole chain.
+    alone = client.responses.create(model="echo", input="d")
+    chained = client.responses.create(model="echo", input="d", previous_response_id=second.id)
+    assert alone.usage.input_tokens < branch.usage.input_tokens < chained.usage.input_tokens
+    # The branch goes on alone; the chain is untouched.
+    onward = client.responses.create(model="echo", input="e", previous_response_id=branch.id)
+    assert dialogue_of(onward.id) == dialogue_of(branch.id)
+    assert len(turns(server, dialogue_of(first.id))) == 6
+    # store=False from an older response reads that history and keeps nothing.
+    loose = client.responses.create(model="echo", input="d", previous_response_id=first.id, store=False)
+    assert loose.usage.input_tokens == branch.usage.input_tokens
+    assert len(turns(server, dialogue_of(first.id))) == 6
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(model="echo", input="x", truncation="disabled")
     assert "truncation" in str(refused.value)

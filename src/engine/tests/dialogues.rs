@@ -126,3 +126,63 @@ async fn the_sweep_erases_expired_dialogues_only() {
     let ids: Vec<&str> = page.items.iter().map(|d| d.id.public()).collect();
     assert_eq!(ids, ["new"]);
 }
+
+#[tokio::test]
+async fn a_branch_borrows_history_and_adopts_it_before_its_parent_expires() {
+    let f = engine();
+    let alice = caller("alice");
+    for text in ["a", "b"] {
+        f.engine
+            .converse(turn("alice", "trunk", text))
+            .await
+            .unwrap();
+    }
+    let branch = f
+        .engine
+        .branch_dialogue(&alice, &id("trunk"), 2, id("twig"))
+        .await
+        .unwrap();
+    assert_eq!(branch.turn_count, 2);
+    // Shared by reference: the branch stores nothing of its own yet.
+    assert!(stored_texts(&f, "alice", "twig").await.is_empty());
+    let fresh = f
+        .engine
+        .converse(turn("alice", "fresh", "c"))
+        .await
+        .unwrap();
+    let grown = f.engine.converse(turn("alice", "twig", "c")).await.unwrap();
+    assert!(grown.usage.prompt_tokens > fresh.usage.prompt_tokens);
+    let page = f
+        .engine
+        .list_turns(&alice, &id("twig"), 10, "", TurnView::Basic)
+        .await
+        .unwrap();
+    let texts: Vec<String> = page.items.iter().map(|t| t.text()).collect();
+    assert_eq!(texts, ["a", "echo: a", "c", "echo: c"]);
+    // Another caller cannot branch it; a point beyond its turns is no turn.
+    let bob = caller("bob");
+    for (who, at) in [(&bob, 2), (&alice, 9)] {
+        let refused = f
+            .engine
+            .branch_dialogue(who, &id("trunk"), at, id("other"))
+            .await;
+        assert!(
+            matches!(refused, Err(EngineError::NotFound(_))),
+            "{refused:?}"
+        );
+    }
+
+    // The trunk expires: the sweep gives the branch its own copy first.
+    let trunk = id("trunk").scoped_to(&crate::dialogue::model::Owner::of(&alice));
+    let mut stored = f.store.get_dialogue(&trunk).await.unwrap().unwrap();
+    stored.expire_time = Some(crate::dialogue::model::Time(1));
+    f.store.update_dialogue(&stored).await.unwrap();
+    assert_eq!(f.engine.sweep_expired().await.unwrap(), 1);
+    assert!(f.store.get_dialogue(&trunk).await.unwrap().is_none());
+    assert_eq!(
+        stored_texts(&f, "alice", "twig").await,
+        ["a", "echo: a", "c", "echo: c"]
+    );
+    let next = f.engine.converse(turn("alice", "twig", "d")).await.unwrap();
+    assert_eq!(next.assistant_turn.index, 5);
+}

@@ -11,10 +11,10 @@
 //! other fronts read and continue it (`resp_{dialogue}~{turn}` names it).
 //! `store: false` is stateless, like a chat completion without a dialogue.
 //!
-//! `DELETE` removes a chain's latest response (its exchange). Not yet
-//! served (refused, naming what is missing): branching from a response
-//! that is not its chain's latest, deleting one that is not, and the
-//! Conversations API.
+//! `previous_response_id` naming an older response starts a branch: a new
+//! dialogue sharing the chain's turns up to it by reference (see
+//! `engine::branches`). `DELETE` removes a chain's latest response (its
+//! exchange); deleting an older one is refused (later ones build on it).
 
 mod render;
 
@@ -27,8 +27,8 @@ use super::error::{self, ErrorShape};
 use super::{Front, caller_of};
 use crate::auth::Principal;
 use crate::dialogue::model::{
-    CompletionRequest, ContentPart, DialogueId, DialogueSpec, Expiration, PromptMessage, Role,
-    Time, TurnRequest, TurnView,
+    CompletionRequest, ContentPart, Dialogue, DialogueId, DialogueSpec, Expiration, PromptMessage,
+    Role, Time, TurnRequest, TurnView,
 };
 use crate::engine::EngineError;
 use crate::failure::{ErrorKind, Failure};
@@ -126,11 +126,28 @@ async fn plan(front: &Front, caller: Principal, request: ResponsesRequest) -> Re
         }
         system_prompt.push_str(&message.joined_text());
     }
+    let previous = match &previous_response_id {
+        Some(id) => Some(previous_response(front, &caller, id).await?),
+        None => None,
+    };
     if !store {
+        // Nothing is kept; an earlier chain is read as the history.
+        let mut history = Vec::new();
+        if let Some((dialogue, turn)) = &previous {
+            if system_prompt.is_empty() {
+                system_prompt.clone_from(&dialogue.system_prompt);
+            }
+            history = front
+                .engine
+                .history_messages(&caller, &dialogue.id, turn + 1)
+                .await
+                .map_err(Status::from)?;
+        }
         let mut messages = Vec::new();
         if !system_prompt.is_empty() {
             messages.push(PromptMessage::text(Role::System, system_prompt));
         }
+        messages.extend(history);
         messages.extend(said);
         return Ok(Call::Stateless(CompletionRequest {
             caller,
@@ -194,7 +211,7 @@ async fn plan(front: &Front, caller: Principal, request: ResponsesRequest) -> Re
             resumable: false,
         }));
     }
-    let (dialogue_id, create) = match previous_response_id {
+    let (dialogue_id, create) = match previous {
         None => (
             DialogueId::generate(),
             Some(DialogueSpec {
@@ -205,34 +222,24 @@ async fn plan(front: &Front, caller: Principal, request: ResponsesRequest) -> Re
                 expiration: Expiration::Never,
             }),
         ),
-        Some(previous) => {
-            let (dialogue_id, turn) =
-                render::parse_response_id(&previous).ok_or_else(|| not_found(&previous))?;
-            let (dialogue, _) = front
-                .engine
-                .get_dialogue(&caller, &dialogue_id, None, 0, TurnView::Basic)
-                .await
-                .map_err(|e| match e {
-                    EngineError::NotFound(_) => not_found(&previous),
-                    other => Status::from(other),
-                })?;
-            if turn + 1 != dialogue.turn_count {
-                let latest =
-                    render::response_id(&dialogue_id, dialogue.turn_count.saturating_sub(1));
-                return Err(failed_precondition(
-                    "BRANCHING_UNSUPPORTED",
-                    format!(
-                        "previous_response_id: branching from a response that is not its chain's latest is not supported yet; the latest is {latest}"
-                    ),
-                ));
-            }
+        Some((dialogue, turn)) => {
             if !system.is_empty() || instructions.is_some_and(|i| i != dialogue.system_prompt) {
                 return Err(failed_precondition(
                     "INSTRUCTIONS_FIXED",
                     "instructions: a chain keeps the instructions of its first response; send the same (or none)",
                 ));
             }
-            (dialogue_id, None)
+            if turn + 1 == dialogue.turn_count {
+                (dialogue.id, None)
+            } else {
+                // An older response: a new chain sharing its history.
+                let branch = front
+                    .engine
+                    .branch_dialogue(&caller, &dialogue.id, turn + 1, DialogueId::generate())
+                    .await
+                    .map_err(Status::from)?;
+                (branch.id, None)
+            }
         }
     };
     Ok(Call::Turn(TurnRequest {
@@ -245,6 +252,40 @@ async fn plan(front: &Front, caller: Principal, request: ResponsesRequest) -> Re
         deadline: None,
         resumable: false,
     }))
+}
+
+/// The chain a `previous_response_id` names and its reply turn; another
+/// caller's, a removed one and a malformed ID are all NOT_FOUND.
+async fn previous_response(
+    front: &Front,
+    caller: &Principal,
+    id: &str,
+) -> Result<(Dialogue, u64), Status> {
+    let (dialogue_id, turn) = render::parse_response_id(id).ok_or_else(|| not_found(id))?;
+    let lookup = |e: EngineError| match e {
+        EngineError::NotFound(_) => not_found(id),
+        other => Status::from(other),
+    };
+    let (dialogue, _) = front
+        .engine
+        .get_dialogue(caller, &dialogue_id, None, 0, TurnView::Basic)
+        .await
+        .map_err(lookup)?;
+    if turn == 0 || turn >= dialogue.turn_count {
+        return Err(not_found(id));
+    }
+    // A response names a reply; any other turn is not one.
+    let scope = format!("{}/turns", dialogue_id.resource_name());
+    let token = crate::dialogue::page_token::encode(&scope, &turn.to_be_bytes());
+    let page = front
+        .engine
+        .list_turns(caller, &dialogue_id, 1, &token, TurnView::Basic)
+        .await
+        .map_err(lookup)?;
+    match page.items.first() {
+        Some(reply) if reply.index == turn && reply.role == Role::Assistant => Ok((dialogue, turn)),
+        _ => Err(not_found(id)),
+    }
 }
 
 /// The exchange a stored response is: its input turn and its reply.
@@ -290,7 +331,11 @@ async fn exchange(
         created_at: reply.create_time.0 / 1_000_000_000,
         model: reply.model.clone(),
         instructions: Some(dialogue.system_prompt).filter(|s| !s.is_empty()),
-        previous_response_id: (turn >= 3).then(|| render::response_id(&dialogue_id, turn - 2)),
+        // A branch's first responses follow its parent's.
+        previous_response_id: (turn >= 3).then(|| match &dialogue.fork {
+            Some(fork) if turn - 2 < fork.turns => render::response_id(&fork.parent, turn - 2),
+            _ => render::response_id(&dialogue_id, turn - 2),
+        }),
         store: true,
         metadata: Default::default(),
         fields: Default::default(),

@@ -13,6 +13,7 @@
 //! database. Durability is Redis's: configure `appendonly yes` and
 //! `appendfsync` as needed.
 
+mod branches;
 mod connection;
 pub mod leases;
 pub mod limits;
@@ -21,7 +22,7 @@ mod scripts;
 mod truncate;
 
 pub use connection::{Connection, RedisConnection};
-use scripts::{COMMIT, CREATE, ERASE};
+use scripts::{COMMIT, CREATE, ERASE, READ};
 
 use super::turn_codec::{decode_turn, encode_turn_text};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
@@ -52,6 +53,7 @@ pub struct RedisStore {
     create: Arc<redis::Script>,
     commit: Arc<redis::Script>,
     erase: Arc<redis::Script>,
+    read: Arc<redis::Script>,
 }
 
 impl RedisStore {
@@ -61,6 +63,7 @@ impl RedisStore {
             create: Arc::new(redis::Script::new(CREATE)),
             commit: Arc::new(redis::Script::new(COMMIT)),
             erase: Arc::new(redis::Script::new(ERASE)),
+            read: Arc::new(redis::Script::new(READ)),
         }
     }
 
@@ -124,8 +127,12 @@ impl RedisStore {
         to: isize,
     ) -> Result<Vec<Turn>, StoreError> {
         let raw: Vec<String> = self
-            .con()?
-            .lrange(self.dialogue_key(id, "turns"), from, to)
+            .read
+            .key(self.dialogue_key(id, "head"))
+            .key(self.dialogue_key(id, "turns"))
+            .arg(from)
+            .arg(to)
+            .invoke_async(&mut self.con()?)
             .await?;
         raw.iter()
             .map(|r| decode_turn(r.as_bytes(), "turn"))
@@ -145,6 +152,14 @@ impl DialogueStore for RedisStore {
             .arg(encode(dialogue)?)
             .arg(dialogue.create_time.0)
             .arg(Self::index_member(dialogue))
+            .arg(dialogue.fork.as_ref().map_or(0, |f| f.turns))
+            .arg(
+                dialogue
+                    .latest_summary
+                    .filter(|_| dialogue.fork.is_some())
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.con()?)
             .await?;
         if created == 1 {
@@ -352,6 +367,14 @@ impl DialogueStore for RedisStore {
             "MISSING" => Err(StoreError::NotFound(id.resource_name())),
             _ => Err(StoreError::Conflict(id.resource_name())),
         }
+    }
+
+    async fn adopt_prefix(
+        &self,
+        dialogue: &Dialogue,
+        prefix: &[Arc<Turn>],
+    ) -> Result<(), StoreError> {
+        self.adopt(dialogue, prefix).await
     }
 
     async fn truncate_turns(

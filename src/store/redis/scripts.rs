@@ -3,11 +3,12 @@
 
 /// Creates a dialogue with its head and index entry, unless it exists.
 /// KEYS: meta, head, owner index. ARGV: meta JSON, create time, index
-/// member.
+/// member, turn count (a branch's borrowed turns, else 0), latest summary
+/// index ('').
 pub const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], 'n', 0, 't', ARGV[2], 's', '')
+redis.call('HSET', KEYS[2], 'n', ARGV[4], 't', ARGV[2], 's', ARGV[5])
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 return 1
 ";
@@ -51,4 +52,30 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
 return 1
+";
+
+/// Turns by index. A branch's list starts after the turns it borrows: the
+/// head counts them, the list does not, so the offset is their difference.
+/// KEYS: head, turns. ARGV: first and last index.
+pub const READ: &str = r"
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+local o = math.max(n - redis.call('LLEN', KEYS[2]), 0)
+local from = math.max(tonumber(ARGV[1]) - o, 0)
+local to = tonumber(ARGV[2]) - o
+if to < from then return {} end
+return redis.call('LRANGE', KEYS[2], from, to)
+";
+
+/// A branch adopting its borrowed turns: prepended, with its settings
+/// (fork cleared), only while it still borrows exactly that many.
+/// KEYS: meta, head, turns. ARGV: meta JSON, borrowed count, their image
+/// bytes, then the turns' JSON oldest first.
+pub const ADOPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'MISSING' end
+local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
+if n - redis.call('LLEN', KEYS[3]) ~= tonumber(ARGV[2]) then return 'CONFLICT' end
+for i = #ARGV, 4, -1 do redis.call('LPUSH', KEYS[3], ARGV[i]) end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[2], 'b', ARGV[3]) end
+return 'OK'
 ";

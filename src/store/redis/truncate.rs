@@ -6,7 +6,6 @@ use super::RedisStore;
 use crate::dialogue::content::media_bytes;
 use crate::dialogue::model::DialogueId;
 use crate::dialogue::ports::{IdempotencyRecord, StoreError};
-use crate::store::turn_codec::decode_turn;
 use redis::AsyncCommands;
 
 /// KEYS: head, turns, idempotency set. ARGV: expected count, turns to
@@ -16,7 +15,8 @@ const TRUNCATE: &str = r"
 local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
 if n ~= tonumber(ARGV[1]) then return 'CONFLICT' end
 local keep = tonumber(ARGV[2])
-if keep == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, keep - 1) end
+local o = math.max(n - redis.call('LLEN', KEYS[2]), 0)
+if keep - o <= 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, keep - o - 1) end
 redis.call('HSET', KEYS[1], 'n', keep)
 if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[1], 'b', -tonumber(ARGV[3])) end
 local s = redis.call('HGET', KEYS[1], 's')
@@ -35,14 +35,10 @@ impl RedisStore {
         keep: u64,
         expected_turn_count: u64,
     ) -> Result<(), StoreError> {
-        let raw: Vec<String> = self
-            .con()?
-            .lrange(self.dialogue_key(id, "turns"), keep as isize, -1)
+        let removed = self
+            .read_turns(id, keep as isize, expected_turn_count as isize)
             .await?;
-        let mut removed_media = 0;
-        for turn in &raw {
-            removed_media += media_bytes(&decode_turn(turn.as_bytes(), "turn")?.content);
-        }
+        let removed_media: u64 = removed.iter().map(|t| media_bytes(&t.content)).sum();
         let request_ids: Vec<String> = self.con()?.smembers(self.dialogue_key(id, "idem")).await?;
         let mut dropped = Vec::new();
         for request_id in request_ids {

@@ -5,6 +5,7 @@
 //! runs on the group-commit thread, and long scans (erasing a dialogue, the
 //! expiry sweep) on the blocking pool.
 
+mod branches;
 mod commits;
 pub mod export;
 mod keys;
@@ -135,10 +136,11 @@ impl SledStore {
         batch.insert(keys::meta(id), encode(dialogue)?);
         batch.insert(
             keys::head(id).as_slice(),
+            // A branch counts the turns it borrows.
             &keys::encode_head(&keys::Head {
-                turn_count: 0,
+                turn_count: dialogue.fork.as_ref().map_or(0, |f| f.turns),
                 last_turn_time: dialogue.create_time,
-                latest_summary: None,
+                latest_summary: dialogue.latest_summary.filter(|_| dialogue.fork.is_some()),
                 media_bytes: 0,
             })[..],
         );
@@ -437,6 +439,14 @@ impl DialogueStore for SledStore {
             batch.insert(key, encode(record)?);
         }
         self.write(batch).await
+    }
+
+    async fn adopt_prefix(
+        &self,
+        dialogue: &Dialogue,
+        prefix: &[Arc<Turn>],
+    ) -> Result<(), StoreError> {
+        self.adopt(dialogue, prefix).await
     }
 
     async fn truncate_turns(

@@ -7,7 +7,7 @@
 use super::opening::catch_quietly;
 use super::{SledStore, decode, keys};
 use crate::config::StoreSettings;
-use crate::dialogue::model::Role;
+use crate::dialogue::model::{Dialogue, Role};
 use crate::dialogue::ports::IdempotencyRecord;
 use crate::store::turn_codec::decode_turn;
 use std::collections::BTreeMap;
@@ -25,6 +25,8 @@ pub struct Report {
 #[derive(Default)]
 struct Seen {
     meta: bool,
+    /// Turns a branch borrows: its own start after them.
+    borrowed: u64,
     head_count: Option<u64>,
     turns: u64,
     /// The next index expected (turns arrive in index order).
@@ -53,7 +55,21 @@ fn scan(store: &SledStore) -> Result<Report, String> {
         let (prefix, rest) = key.split_at(2.min(key.len()));
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         match prefix {
-            b"m/" => dialogues.entry(text(rest)).or_default().meta = true,
+            // Settings sort before turns ("m/" < "t/"): a branch's own
+            // turns are expected from its fork point on.
+            b"m/" => {
+                let seen = dialogues.entry(text(rest)).or_default();
+                seen.meta = true;
+                match decode::<Dialogue>(&value, "dialogue") {
+                    Ok(d) => {
+                        seen.borrowed = d.fork.map_or(0, |f| f.turns);
+                        seen.next_index = seen.borrowed;
+                    }
+                    Err(_) => report
+                        .problems
+                        .push(format!("{}: unreadable settings", text(rest))),
+                }
+            }
             b"h/" => match keys::decode_head(&value) {
                 Some(head) => {
                     dialogues.entry(text(rest)).or_default().head_count = Some(head.turn_count)
@@ -120,10 +136,10 @@ fn check(id: &str, seen: &Seen, problems: &mut Vec<String>) {
         problems.push(format!("{id}: no head (turn count)"));
         return;
     };
-    if count != seen.turns {
+    if count != seen.borrowed + seen.turns {
         problems.push(format!(
-            "{id}: the head counts {count} turns, {} are stored",
-            seen.turns
+            "{id}: the head counts {count} turns, {} are stored ({} borrowed)",
+            seen.turns, seen.borrowed
         ));
     }
     if matches!(seen.last_role, Some(Role::User | Role::Tool)) {
@@ -133,7 +149,7 @@ fn check(id: &str, seen: &Seen, problems: &mut Vec<String>) {
     }
     for (request_id, index) in &seen.replays {
         // The user turn and the reply after it must both be stored.
-        if index + 1 >= seen.turns {
+        if index + 1 >= seen.borrowed + seen.turns {
             problems.push(format!(
                 "{id}: idempotency record {request_id:?} points at turn {index}, which is not stored"
             ));
@@ -189,7 +205,7 @@ mod tests {
             .unwrap();
         let problems = broken.problems.join("\n");
         assert!(
-            problems.contains("the head counts 4 turns, 3 are stored"),
+            problems.contains("the head counts 4 turns, 3 are stored (0 borrowed)"),
             "{problems}"
         );
         assert!(problems.contains("a half exchange"), "{problems}");

@@ -1,0 +1,40 @@
+//! A branch adopting the turns it borrowed (its parent is about to lose
+//! them): the copies, its settings without the fork and its image bytes,
+//! in one batch.
+
+use super::{SledStore, encode, keys};
+use crate::dialogue::content::media_bytes;
+use crate::dialogue::model::{Dialogue, Turn};
+use crate::dialogue::ports::StoreError;
+use crate::store::turn_codec::encode_turn;
+use std::sync::Arc;
+
+impl SledStore {
+    pub(super) async fn adopt(
+        &self,
+        dialogue: &Dialogue,
+        prefix: &[Arc<Turn>],
+    ) -> Result<(), StoreError> {
+        let id = &dialogue.id;
+        let stored = Self::read_dialogue(&self.tree, id)?
+            .ok_or_else(|| StoreError::NotFound(id.resource_name()))?;
+        let head = Self::read_head(&self.tree, id)?
+            .ok_or_else(|| StoreError::NotFound(id.resource_name()))?;
+        if stored.fork.as_ref().map(|f| f.turns) != Some(prefix.len() as u64) {
+            return Err(StoreError::Conflict(id.resource_name()));
+        }
+        let mut batch = sled::Batch::default();
+        let mut added_media = 0;
+        for turn in prefix {
+            batch.insert(keys::turn(id, turn.index), encode_turn(turn)?);
+            added_media += media_bytes(&turn.content);
+        }
+        batch.insert(keys::meta(id), encode(dialogue)?);
+        let head = keys::Head {
+            media_bytes: head.media_bytes + added_media,
+            ..head
+        };
+        batch.insert(keys::head(id).as_slice(), &keys::encode_head(&head)[..]);
+        self.write(batch).await
+    }
+}
