@@ -33,6 +33,7 @@ fn turn(index: u64, role: Role, text: &str, now: Time) -> Turn {
         request_id: None,
         tokens: 18,
         summary: None,
+        added: false,
     }
 }
 

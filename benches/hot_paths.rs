@@ -35,6 +35,7 @@ fn turn(index: u64, role: Role) -> Turn {
         request_id: None,
         tokens: 16,
         summary: None,
+        added: false,
     }
 }
 

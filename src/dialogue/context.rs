@@ -150,6 +150,7 @@ mod tests {
             request_id: None,
             tokens: 0,
             summary: None,
+            added: false,
         }
     }
 

@@ -138,6 +138,14 @@ pub struct Turn {
     /// Set on summary turns: the earlier turns this one stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<SummaryRange>,
+    /// Added as a conversation item, with no model call: a caller's turn
+    /// that may end the dialogue unanswered (the next turn follows it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub added: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The turns a summary replaces in prompts: `first_index..=last_index`.

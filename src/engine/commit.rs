@@ -150,6 +150,7 @@ impl Engine {
             request_id: planned.user_turn.request_id.clone(),
             tokens: u32::try_from(reply_tokens).unwrap_or(u32::MAX),
             summary: None,
+            added: false,
         };
         let idempotency = planned
             .user_turn

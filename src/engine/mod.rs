@@ -16,6 +16,7 @@ mod commit;
 mod dialogues;
 pub mod error;
 pub mod history;
+mod items;
 pub mod locks;
 mod plan;
 pub mod prompt;

@@ -322,5 +322,6 @@ fn user_turn(index: u64, role: Role, content: Vec<ContentPart>, tokens: u64, now
         request_id: None,
         tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
         summary: None,
+        added: false,
     }
 }

@@ -306,5 +306,6 @@ fn summary_turn(text: &str, last_index: u64) -> Turn {
             first_index: 0,
             last_index,
         }),
+        added: false,
     }
 }

@@ -81,13 +81,13 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         Rpc::ConversationsGet => conversations::get(front, &id, request).await,
         Rpc::ConversationsUpdate => conversations::update(front, &id, request).await,
         Rpc::ConversationsDelete => conversations::delete(front, &id, request).await,
-        Rpc::ConversationsListItems => conversations::list_items(front, &id, request).await,
-        Rpc::ConversationsCreateItems => conversations::items_changed_refused("items"),
+        Rpc::ConversationsListItems => conversations::items::list(front, &id, request).await,
+        Rpc::ConversationsCreateItems => conversations::items::create(front, &id, request).await,
         Rpc::ConversationsGetItem => {
             let (conversation, item) = two_ids(&id);
-            conversations::get_item(front, conversation, item, request).await
+            conversations::items::get(front, conversation, item, request).await
         }
-        Rpc::ConversationsDeleteItem => conversations::items_changed_refused("item_id"),
+        Rpc::ConversationsDeleteItem => conversations::items::delete_refused(),
         Rpc::ResponsesGet => responses::get(front, &id, request).await,
         Rpc::ResponsesInputItems => responses::input_items(front, &id, request).await,
         Rpc::ResponsesDelete => responses::delete(front, &id, request).await,

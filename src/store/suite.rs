@@ -37,7 +37,7 @@ pub(crate) fn dialogue(id: &str, who: &Owner, created: i64) -> Dialogue {
     }
 }
 
-fn turn(index: u64, at: i64) -> Turn {
+pub(crate) fn turn(index: u64, at: i64) -> Turn {
     Turn {
         index,
         role: if index.is_multiple_of(2) {
@@ -53,6 +53,7 @@ fn turn(index: u64, at: i64) -> Turn {
         request_id: None,
         tokens: 3,
         summary: None,
+        added: false,
     }
 }
 

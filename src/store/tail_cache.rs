@@ -326,6 +326,7 @@ mod tests {
             request_id: None,
             tokens: 2,
             summary: None,
+            added: false,
         }
     }
 

@@ -92,6 +92,7 @@ mod tests {
             request_id: None,
             tokens: 9,
             summary: None,
+            added: false,
         }
     }
 

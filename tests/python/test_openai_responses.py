@@ -170,10 +170,56 @@ def test_a_conversation_across_responses_grpc_and_items(client, pb, channel):
     assert [item.content[0].text for item in oldest.data] == ["hi", "echo: hi"] and oldest.has_more
     item = client.conversations.items.retrieve("msg_2", conversation_id=conversation.id)
     assert item.content[0].text == "again"
-    with pytest.raises(openai.BadRequestError):
-        client.conversations.items.create(conversation.id, items=[{"type": "message", "role": "user", "content": "x"}])
     client.conversations.update(conversation.id, metadata={"topic": "done"})
     assert client.conversations.retrieve(conversation.id).metadata == {"topic": "done"}
     client.conversations.delete(conversation.id)
     with pytest.raises(openai.NotFoundError):
         client.conversations.retrieve(conversation.id)
+
+
+def test_conversation_items_added_paged_and_used(client):
+    conversation = client.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "my name is Ada"}]
+    )
+    listed = client.conversations.items.list(conversation.id, order="asc")
+    assert [(i.role, i.content[0].text) for i in listed.data] == [("user", "my name is Ada")]
+    added = client.conversations.items.create(conversation.id, items=[
+        {"type": "message", "role": "assistant", "content": "noted"},
+        {"type": "message", "role": "user", "content": "and I like tea"},
+    ])
+    assert [i.id for i in added.data] == ["msg_1", "msg_2"]
+    # A response follows them: the model sees them before its input.
+    alone = client.responses.create(model="echo", input="what do you know?")
+    reply = client.responses.create(model="echo", input="what do you know?", conversation=conversation.id)
+    assert reply.output_text == "echo: what do you know?"
+    assert reply.usage.input_tokens > alone.usage.input_tokens
+    # Paging with after, both ways (msg_3 is the response's input, msg_4 its reply).
+    page = client.conversations.items.list(conversation.id, order="asc", limit=2)
+    assert [i.id for i in page.data] == ["msg_0", "msg_1"] and page.has_more
+    page = client.conversations.items.list(conversation.id, order="asc", limit=2, after="msg_1")
+    assert [i.id for i in page.data] == ["msg_2", "msg_3"] and page.has_more
+    page = client.conversations.items.list(conversation.id, limit=3, after="msg_3")
+    assert [i.id for i in page.data] == ["msg_2", "msg_1", "msg_0"] and not page.has_more
+    # A tool call and its result as items, each found by its ID; a call
+    # must be answered before anything else is added.
+    client.conversations.items.create(conversation.id, items=[
+        {"type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": '{"city":"Oslo"}'},
+    ])
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.conversations.items.create(conversation.id, items=[{"type": "message", "role": "user", "content": "x"}])
+    assert "call_9" in str(refused.value)
+    client.conversations.items.create(conversation.id, items=[
+        {"type": "function_call_output", "call_id": "call_9", "output": "-3C"},
+    ])
+    assert client.conversations.items.retrieve("fc_call_9", conversation_id=conversation.id).name == "get_weather"
+    assert client.conversations.items.retrieve("fco_call_9", conversation_id=conversation.id).output == "-3C"
+    page = client.conversations.items.list(conversation.id, order="asc", after="msg_4")
+    assert [i.id for i in page.data] == ["fc_call_9", "fco_call_9"] and not page.has_more
+    # Bad items are refused whole, naming the item.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.conversations.items.create(conversation.id, items=[{"type": "message", "role": "system", "content": "x"}])
+    assert "items[0].role" in str(refused.value)
+    with pytest.raises(openai.BadRequestError):
+        client.conversations.create(items=[{"type": "message", "role": "user", "content": ""}])
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve("fc_nope", conversation_id=conversation.id)

@@ -19,21 +19,33 @@ pub const MAX_PROMPT_MESSAGES: usize = 1024;
 
 /// Checks a caller's message (a turn request's content).
 pub fn check_message(limits: &LimitSettings, content: &[ContentPart], v: &mut Violations) {
+    check_item(limits, content, false, "content", v);
+}
+
+/// Checks a message's `content` at `path`; only a reply (`reply`) may
+/// hold tool calls. Conversation items are checked so, replies included.
+pub fn check_item(
+    limits: &LimitSettings,
+    content: &[ContentPart],
+    reply: bool,
+    path: &str,
+    v: &mut Violations,
+) {
     if content.is_empty() {
-        v.add("content", "must have at least one part");
+        v.add(path, "must have at least one part");
         return;
     }
-    let text = check_parts(content, "content", false, v);
+    let text = check_parts(content, path, reply, v);
     if text > limits.max_message_bytes {
         v.add(
-            "content",
+            path,
             format!(
                 "is {text} bytes of text; at most {} are allowed",
                 limits.max_message_bytes
             ),
         );
     }
-    check_media(limits, content, "content", v);
+    check_media(limits, content, path, v);
 }
 
 /// Checks `parts` at `path`: each part well formed; returns their text

@@ -6,7 +6,7 @@
 mod content;
 mod tools;
 
-pub use content::{MAX_PROMPT_MESSAGES, check_answers, check_message, check_prompt};
+pub use content::{MAX_PROMPT_MESSAGES, check_answers, check_item, check_message, check_prompt};
 
 use super::model::{DialogueSpec, Expiration, GenerationParams, Time, UpdateMask};
 use crate::config::LimitSettings;

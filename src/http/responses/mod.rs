@@ -19,7 +19,7 @@
 mod render;
 
 pub use render::turn_items;
-mod request;
+pub mod request;
 mod stream;
 
 use super::binding::Call;

@@ -157,26 +157,27 @@ fn input(request: &Obj) -> Result<Vec<PromptMessage>, Status> {
     match request.get("input") {
         None => Err(invalid("input", "is required")),
         Some(Value::String(text)) => Ok(vec![PromptMessage::text(Role::User, text.clone())]),
-        Some(Value::Array(items)) => {
-            let mut out: Vec<PromptMessage> = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                let item = Obj::new(item, format!("input[{i}]"))?;
-                let (role, part) = input_item(&item)?;
-                // Consecutive items of one role make one message.
-                match out.last_mut() {
-                    Some(last) if last.role == role && role != Role::User => {
-                        last.content.extend(part)
-                    }
-                    _ => out.push(PromptMessage {
-                        role,
-                        content: part,
-                    }),
-                }
-            }
-            Ok(out)
-        }
+        Some(Value::Array(list)) => items(list, "input"),
         Some(_) => Err(invalid("input", "must be a string or an array of items")),
     }
+}
+
+/// Responses items (at `field`) as messages: consecutive items of one role
+/// (but the user's) make one message, as a reply's text and its calls.
+pub fn items(list: &[Value], field: &str) -> Result<Vec<PromptMessage>, Status> {
+    let mut out: Vec<PromptMessage> = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let item = Obj::new(item, format!("{field}[{i}]"))?;
+        let (role, part) = input_item(&item)?;
+        match out.last_mut() {
+            Some(last) if last.role == role && role != Role::User => last.content.extend(part),
+            _ => out.push(PromptMessage {
+                role,
+                content: part,
+            }),
+        }
+    }
+    Ok(out)
 }
 
 fn input_item(item: &Obj) -> Result<(Role, Vec<ContentPart>), Status> {

@@ -1,7 +1,8 @@
 //! `dialogd store verify`: sled's own integrity check, then dialogd's
 //! invariants over every record — each dialogue's head counts exactly its
 //! stored turns (indexes 0..count, none missing), no exchange is half
-//! stored (the last turn answers: it is not the caller's), every record
+//! stored (the last turn answers: it is not the caller's, unless the
+//! caller added it as a conversation item), every record
 //! decodes, and every idempotency record points at stored turns.
 
 use super::opening::catch_quietly;
@@ -32,6 +33,8 @@ struct Seen {
     /// The next index expected (turns arrive in index order).
     next_index: u64,
     last_role: Option<Role>,
+    /// Whether the last turn was added as an item (it may be unanswered).
+    last_added: bool,
     /// User-turn indexes idempotency records point at.
     replays: Vec<(String, u64)>,
 }
@@ -99,6 +102,7 @@ fn scan(store: &SledStore) -> Result<Report, String> {
                         seen.next_index = index + 1;
                         seen.turns += 1;
                         seen.last_role = Some(turn.role);
+                        seen.last_added = turn.added;
                     }
                     _ => report.problems.push(format!("{id}: an unreadable turn")),
                 }
@@ -142,7 +146,7 @@ fn check(id: &str, seen: &Seen, problems: &mut Vec<String>) {
             seen.turns, seen.borrowed
         ));
     }
-    if matches!(seen.last_role, Some(Role::User | Role::Tool)) {
+    if matches!(seen.last_role, Some(Role::User | Role::Tool)) && !seen.last_added {
         problems.push(format!(
             "{id}: a half exchange (the last turn is the caller's, unanswered)"
         ));
@@ -210,5 +214,52 @@ mod tests {
         );
         assert!(problems.contains("a half exchange"), "{problems}");
         assert!(problems.contains("\"r-2\" points at turn 2"), "{problems}");
+    }
+
+    /// A branch's own turns start after its borrowed ones, and a caller's
+    /// turn added as an item may end a dialogue: neither is a problem.
+    #[tokio::test]
+    async fn branches_and_added_items_are_sound() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StoreSettings {
+            data_dir: dir.path().join("db"),
+            ..StoreSettings::default()
+        };
+        let who = owner("p");
+        let parent = dialogue("trunk", &who, 1_000);
+        let branch = Dialogue {
+            fork: Some(crate::dialogue::model::ForkOrigin {
+                parent: parent.id.clone(),
+                turns: 2,
+            }),
+            ..dialogue("twig", &who, 2_000)
+        };
+        {
+            let store = SledStore::open(&settings).unwrap();
+            exchange(&store, &parent, true, 0, None).await.unwrap();
+            store.create_dialogue(&branch).await.unwrap();
+            exchange(&store, &branch, false, 2, None).await.unwrap();
+            let added = crate::dialogue::model::Turn {
+                added: true,
+                ..crate::store::suite::turn(4, 9_000)
+            };
+            store
+                .commit_exchange(crate::dialogue::ports::ExchangeCommit {
+                    create: None,
+                    dialogue_id: &branch.id,
+                    expected_turn_count: 4,
+                    turns: &[&added],
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        let report = tokio::task::spawn_blocking(move || verify(&settings))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.dialogues, report.turns), (2, 5));
     }
 }

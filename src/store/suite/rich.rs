@@ -31,6 +31,7 @@ fn turn(index: u64, role: Role, content: Vec<ContentPart>) -> Turn {
         request_id: None,
         tokens: 7,
         summary: None,
+        added: false,
     }
 }
 

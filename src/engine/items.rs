@@ -1,0 +1,146 @@
+//! Turns added without a model call (OpenAI's conversation items): a
+//! caller's messages, replies and tool calls or results written into a
+//! dialogue as they are, checked as a turn is, in one atomic write. They
+//! are marked `added`, so a caller's turn may end the dialogue unanswered:
+//! the next turn simply follows it.
+
+use super::{Engine, EngineError};
+use crate::auth::Principal;
+use crate::dialogue::content::{estimate_tokens, filtered_texts, media_bytes, tool_calls};
+use crate::dialogue::model::{ContentPart, DialogueId, Owner, PromptMessage, Role, Time, Turn};
+use crate::dialogue::ports::ExchangeCommit;
+use crate::dialogue::validate;
+use crate::failure::Violations;
+
+/// Items one call may add (OpenAI's limit too).
+pub const MAX_ADDED_ITEMS: usize = 20;
+
+impl Engine {
+    /// Appends `messages` (user, assistant or tool roles) to the caller's
+    /// dialogue `id` as turns and returns them. Tool results must answer
+    /// the calls of the turn before them; calls may stay open at the end.
+    pub async fn add_turns(
+        &self,
+        caller: &Principal,
+        id: &DialogueId,
+        messages: Vec<PromptMessage>,
+    ) -> Result<Vec<Turn>, EngineError> {
+        let id = &id.scoped_to(&Owner::of(caller));
+        let mut v = Violations::default();
+        if messages.is_empty() || messages.len() > MAX_ADDED_ITEMS {
+            v.add("items", format!("must hold 1 to {MAX_ADDED_ITEMS} items"));
+        }
+        for (i, m) in messages.iter().enumerate() {
+            let path = format!("items[{i}].content");
+            match m.role {
+                Role::User | Role::Tool | Role::Assistant => validate::check_item(
+                    &self.limits,
+                    &m.content,
+                    m.role == Role::Assistant,
+                    &path,
+                    &mut v,
+                ),
+                Role::System => v.add(
+                    format!("items[{i}].role"),
+                    "system and developer messages are a conversation's instructions, not items",
+                ),
+            }
+        }
+        v.into_result(())?;
+        if self.blocks(
+            messages
+                .iter()
+                .flat_map(|m| filtered_texts(&m.content))
+                .collect(),
+        ) {
+            return Err(EngineError::ContentBlocked);
+        }
+        let _guard = self.locks.lock(id).await?;
+        let now = Time::now();
+        let dialogue = self.load(caller, id, now).await?;
+        let added = messages.len() as u64;
+        if dialogue.turn_count + added > self.limits.max_turns_per_dialogue {
+            return Err(EngineError::FailedPrecondition {
+                reason: "DIALOGUE_TURN_LIMIT",
+                message: format!(
+                    "{} holds {} turns; at most {} are allowed per dialogue",
+                    id.resource_name(),
+                    dialogue.turn_count,
+                    self.limits.max_turns_per_dialogue
+                ),
+            });
+        }
+        // Open calls: those of the newest turn, then of each added reply.
+        let newest = self
+            .history()
+            .before(&dialogue, dialogue.turn_count, 1)
+            .await?;
+        let mut open: Vec<String> = newest
+            .iter()
+            .flat_map(|t| tool_calls(&t.content))
+            .map(|c| c.id.clone())
+            .collect();
+        let mut v = Violations::default();
+        for (i, m) in messages.iter().enumerate() {
+            let answers = m
+                .content
+                .iter()
+                .any(|p| matches!(p, ContentPart::ToolResult(_)));
+            if answers || !open.is_empty() {
+                let pending: Vec<&str> = open.iter().map(String::as_str).collect();
+                let mut inner = Violations::default();
+                validate::check_answers(&m.content, &pending, &mut inner);
+                if let Err(invalid) = inner.into_result(()) {
+                    for f in invalid.0 {
+                        v.add(format!("items[{i}].{}", f.field), f.description);
+                    }
+                }
+            }
+            open = tool_calls(&m.content).map(|c| c.id.clone()).collect();
+        }
+        v.into_result(())?;
+        let media = dialogue.media_bytes
+            + messages
+                .iter()
+                .map(|m| media_bytes(&m.content))
+                .sum::<u64>();
+        if media > self.limits.max_dialogue_media_bytes {
+            return Err(EngineError::FailedPrecondition {
+                reason: "DIALOGUE_MEDIA_LIMIT",
+                message: format!(
+                    "{} would hold {media} bytes of inline images; at most {} are allowed per dialogue",
+                    id.resource_name(),
+                    self.limits.max_dialogue_media_bytes
+                ),
+            });
+        }
+        let turns: Vec<Turn> = messages
+            .into_iter()
+            .zip(dialogue.turn_count..)
+            .map(|(m, index)| Turn {
+                index,
+                role: m.role,
+                tokens: u32::try_from(estimate_tokens(&m.content)).unwrap_or(u32::MAX),
+                content: m.content,
+                create_time: now,
+                finish_reason: None,
+                model: String::new(),
+                usage: None,
+                request_id: None,
+                summary: None,
+                added: true,
+            })
+            .collect();
+        let refs: Vec<&Turn> = turns.iter().collect();
+        self.store
+            .commit_exchange(ExchangeCommit {
+                create: None,
+                dialogue_id: id,
+                expected_turn_count: dialogue.turn_count,
+                turns: &refs,
+                idempotency: None,
+            })
+            .await?;
+        Ok(turns)
+    }
+}
