@@ -155,6 +155,11 @@ pub trait DialogueStore: Send + Sync + 'static {
         prefix: &[Arc<Turn>],
     ) -> Result<(), StoreError>;
 
+    /// Rewrites one of the dialogue's own stored turns in place (same
+    /// index; a deleted item), adjusting its image bytes; `NotFound` when
+    /// no own turn has that index.
+    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError>;
+
     async fn get_idempotency(
         &self,
         id: &DialogueId,

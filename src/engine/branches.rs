@@ -106,7 +106,7 @@ impl Engine {
         let history = self.history().from(&dialogue, 0, read).await?;
         Ok(history
             .into_iter()
-            .filter(|t| t.summary.is_none())
+            .filter(|t| t.summary.is_none() && !t.content.is_empty())
             .map(|t| PromptMessage {
                 role: t.role,
                 content: t.content,

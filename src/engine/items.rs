@@ -1,8 +1,9 @@
-//! Turns added without a model call (OpenAI's conversation items): a
-//! caller's messages, replies and tool calls or results written into a
-//! dialogue as they are, checked as a turn is, in one atomic write. They
-//! are marked `added`, so a caller's turn may end the dialogue unanswered:
-//! the next turn simply follows it.
+//! Conversation items changed without a model call. Added: a caller's
+//! messages, replies and tool calls or results written into a dialogue as
+//! they are, checked as a turn is, in one atomic write; marked `added`, so
+//! a caller's turn may end the dialogue unanswered (the next turn follows
+//! it). Removed: parts of one turn taken out in place — indexes (and so
+//! item IDs) stay; a turn left empty is skipped by prompts.
 
 use super::{Engine, EngineError};
 use crate::auth::Principal;
@@ -142,5 +143,44 @@ impl Engine {
             })
             .await?;
         Ok(turns)
+    }
+
+    /// Takes the parts `remove` picks out of turn `index` of the caller's
+    /// dialogue `id` and returns the turn as it is now; NOT_FOUND when the
+    /// turn has none. Branches sharing the turn keep it: they adopt their
+    /// own copy first, as does this dialogue when it borrows the turn.
+    pub async fn remove_parts(
+        &self,
+        caller: &Principal,
+        id: &DialogueId,
+        index: u64,
+        remove: impl Fn(&ContentPart) -> bool,
+    ) -> Result<Turn, EngineError> {
+        let id = &id.scoped_to(&Owner::of(caller));
+        let _guard = self.locks.lock(id).await?;
+        let mut dialogue = self.load(caller, id, Time::now()).await?;
+        let not_found = || EngineError::NotFound(format!("{}/turns/{index}", id.resource_name()));
+        let mut turn = self
+            .history()
+            .from(&dialogue, index, 1)
+            .await?
+            .into_iter()
+            .find(|t| t.index == index)
+            .ok_or_else(not_found)?;
+        let before = turn.content.len();
+        turn.content.retain(|p| !remove(p));
+        if turn.content.len() == before {
+            return Err(not_found());
+        }
+        turn.tokens = u32::try_from(estimate_tokens(&turn.content)).unwrap_or(u32::MAX);
+        self.release_branches(&mut dialogue, index).await?;
+        if dialogue.fork.as_ref().is_some_and(|f| f.turns > index) {
+            self.adopt(&dialogue).await?;
+        }
+        self.store.replace_turn(id, &turn).await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_dialogue(id);
+        }
+        Ok(turn)
     }
 }

@@ -133,7 +133,9 @@ impl PromptBuilder<'_> {
                 if turn.index < covered_to {
                     break 'walk;
                 }
-                if turn.summary.is_some() {
+                // Summaries stand apart; a turn whose items were all
+                // deleted says nothing.
+                if turn.summary.is_some() || turn.content.is_empty() {
                     continue;
                 }
                 if results.is_none() && answers_calls_of(&turn) {

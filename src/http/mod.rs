@@ -87,7 +87,10 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
             let (conversation, item) = two_ids(&id);
             conversations::items::get(front, conversation, item, request).await
         }
-        Rpc::ConversationsDeleteItem => conversations::items::delete_refused(),
+        Rpc::ConversationsDeleteItem => {
+            let (conversation, item) = two_ids(&id);
+            conversations::items::delete(front, conversation, item, request).await
+        }
         Rpc::ResponsesGet => responses::get(front, &id, request).await,
         Rpc::ResponsesInputItems => responses::input_items(front, &id, request).await,
         Rpc::ResponsesDelete => responses::delete(front, &id, request).await,

@@ -264,6 +264,20 @@ impl DialogueStore for MemoryStore {
         Ok(())
     }
 
+    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let missing =
+            || StoreError::NotFound(format!("{}/turns/{}", id.resource_name(), turn.index));
+        let stored = state.dialogues.get_mut(id).ok_or_else(missing)?;
+        let old = stored.turns.get_mut(&turn.index).ok_or_else(missing)?;
+        let media = |t: &Turn| crate::dialogue::content::media_bytes(&t.content);
+        let before = media(old);
+        *old = Arc::new(turn.clone());
+        stored.dialogue.media_bytes =
+            (stored.dialogue.media_bytes + media(turn)).saturating_sub(before);
+        Ok(())
+    }
+
     async fn get_idempotency(
         &self,
         id: &DialogueId,

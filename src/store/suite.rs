@@ -389,6 +389,7 @@ pub async fn everything<S: DialogueStore + AuditLog + OperationStore>(store: &S)
     rich::rich_turns(store).await;
     truncate::last_exchange_removed(store).await;
     branches::branches_borrow_then_adopt(store).await;
+    branches::a_turn_is_rewritten_in_place(store).await;
     listing_by_owner(store).await;
     audit_events(store).await;
     operations(store).await;

@@ -162,6 +162,13 @@ impl<S: DialogueStore> DialogueStore for TailCachedStore<S> {
         adopted
     }
 
+    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
+        self.tails.remove(id);
+        let replaced = self.inner.replace_turn(id, turn).await;
+        self.tails.remove(id);
+        replaced
+    }
+
     async fn truncate_turns(
         &self,
         id: &DialogueId,

@@ -20,6 +20,7 @@ mod cache;
 mod chat_command;
 mod compression;
 mod concurrency;
+mod conversation_items;
 mod converse;
 mod dialogues;
 mod durability;

@@ -215,6 +215,15 @@ def test_conversation_items_added_paged_and_used(client):
     assert client.conversations.items.retrieve("fco_call_9", conversation_id=conversation.id).output == "-3C"
     page = client.conversations.items.list(conversation.id, order="asc", after="msg_4")
     assert [i.id for i in page.data] == ["fc_call_9", "fco_call_9"] and not page.has_more
+    # A deleted message leaves the list; the other IDs stay as they were.
+    assert client.conversations.items.delete("msg_1", conversation_id=conversation.id).id == conversation.id
+    ids = [i.id for i in client.conversations.items.list(conversation.id, order="asc", limit=100).data]
+    assert ids == ["msg_0", "msg_2", "msg_3", "msg_4", "fc_call_9", "fco_call_9"]
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve("msg_1", conversation_id=conversation.id)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.conversations.items.delete("fc_call_9", conversation_id=conversation.id)
+    assert "function_call" in str(refused.value)
     # Bad items are refused whole, naming the item.
     with pytest.raises(openai.BadRequestError) as refused:
         client.conversations.items.create(conversation.id, items=[{"type": "message", "role": "system", "content": "x"}])

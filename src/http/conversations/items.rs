@@ -1,12 +1,13 @@
 //! A conversation's items: its turns read as Responses items, listed in
 //! either order and paged with `after`, read one by one, and added
-//! without a model call (`POST …/items`, or `items` at creation). Item IDs
+//! without a model call (`POST …/items`, or `items` at creation), and
+//! message items deleted (their turn stays, emptied of them). Item IDs
 //! are stable: `msg_{turn}` names a turn's message, `fc_{call_id}` and
 //! `fco_{call_id}` a tool call and its result (found by a scan).
 
 use super::{answer, body_of, conversation_id};
 use crate::auth::Principal;
-use crate::dialogue::model::{DialogueId, Turn, TurnView};
+use crate::dialogue::model::{ContentPart, DialogueId, Turn, TurnView};
 use crate::failure::{ErrorKind, Failure};
 use crate::http::request_json::{Obj, invalid};
 use crate::http::responses::request::items as parse_items;
@@ -236,13 +237,43 @@ pub async fn create(front: &Front, id: &str, request: Request) -> Response {
     )
 }
 
-/// `DELETE /v1/conversations/{id}/items/{item_id}`: refused, naming the way
-/// that works (the latest exchange goes with its response).
-pub fn delete_refused() -> Response {
-    answer(Err(Failure::new(
-        ErrorKind::FailedPrecondition,
-        "ITEM_DELETION_UNSUPPORTED",
-        "item_id: single items are not deleted; remove the latest exchange with DELETE /v1/responses/{id}, or delete the conversation",
+/// `DELETE /v1/conversations/{id}/items/{item_id}`: a message item's text
+/// and images leave their turn (its index, and so other items' IDs, stay).
+/// Tool calls and results are refused: the other would be left dangling.
+pub async fn delete(front: &Front, id: &str, item: &str, request: Request) -> Response {
+    let caller = caller_of(&request);
+    drop(request);
+    answer(
+        async {
+            let caller = caller?;
+            let dialogue = conversation_id(id)?;
+            let (turn, at) = locate(front, &caller, &dialogue, item).await?;
+            let kind = render_items(&turn)
+                .get(at)
+                .and_then(|i| i["type"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            if kind != "message" {
+                return Err(Failure::new(
+                    ErrorKind::FailedPrecondition,
+                    "TOOL_ITEMS_KEPT",
+                    format!("item_id: {item:?} is a {kind}; a tool call and its output go together with their response (DELETE /v1/responses/{{id}} for the latest)"),
+                )
+                .into());
+            }
+            front
+                .engine
+                .remove_parts(&caller, &dialogue, turn.index, |part| {
+                    matches!(part, ContentPart::Text(_) | ContentPart::Image(_))
+                })
+                .await
+                .map_err(Status::from)?;
+            let (found, _) = front
+                .engine
+                .get_dialogue(&caller, &dialogue, None, 0, TurnView::Basic)
+                .await
+                .map_err(Status::from)?;
+            Ok(super::conversation(&found))
+        }
+        .await,
     )
-    .into()))
 }

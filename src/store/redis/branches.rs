@@ -1,11 +1,12 @@
-//! A branch adopting the turns it borrowed (its parent is about to lose
-//! them): one script prepends the copies and stores its settings.
+//! Rewrites of stored turns: a branch adopting the turns it borrowed (its
+//! parent is about to lose them; one script prepends the copies and stores
+//! its settings), and one turn rewritten in place (a deleted item).
 
-use super::scripts::ADOPT;
+use super::scripts::{ADOPT, REPLACE};
 use super::{RedisStore, encode};
 use crate::dialogue::content::media_bytes;
-use crate::dialogue::model::{Dialogue, Turn};
-use crate::dialogue::ports::StoreError;
+use crate::dialogue::model::{Dialogue, DialogueId, Turn};
+use crate::dialogue::ports::{DialogueStore, StoreError};
 use crate::store::turn_codec::encode_turn_text;
 use std::sync::Arc;
 
@@ -31,6 +32,36 @@ impl RedisStore {
         match outcome.as_str() {
             "OK" => Ok(()),
             "MISSING" => Err(StoreError::NotFound(id.resource_name())),
+            _ => Err(StoreError::Conflict(id.resource_name())),
+        }
+    }
+
+    pub(super) async fn replace(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
+        let missing =
+            || StoreError::NotFound(format!("{}/turns/{}", id.resource_name(), turn.index));
+        let Some(count) = self.get_dialogue(id).await?.map(|d| d.turn_count) else {
+            return Err(missing());
+        };
+        let index = isize::try_from(turn.index).unwrap_or(isize::MAX);
+        let old = self.read_turns(id, index, index).await?;
+        let old = old
+            .first()
+            .filter(|t| t.index == turn.index)
+            .ok_or_else(missing)?;
+        let change = i128::from(media_bytes(&turn.content)) - i128::from(media_bytes(&old.content));
+        let script = redis::Script::new(REPLACE);
+        let outcome: String = script
+            .key(self.dialogue_key(id, "head"))
+            .key(self.dialogue_key(id, "turns"))
+            .arg(count)
+            .arg(turn.index)
+            .arg(encode_turn_text(turn)?)
+            .arg(change.to_string())
+            .invoke_async(&mut self.con()?)
+            .await?;
+        match outcome.as_str() {
+            "OK" => Ok(()),
+            "MISSING" => Err(missing()),
             _ => Err(StoreError::Conflict(id.resource_name())),
         }
     }

@@ -377,6 +377,10 @@ impl DialogueStore for RedisStore {
         self.adopt(dialogue, prefix).await
     }
 
+    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
+        self.replace(id, turn).await
+    }
+
     async fn truncate_turns(
         &self,
         id: &DialogueId,

@@ -79,3 +79,18 @@ redis.call('SET', KEYS[1], ARGV[1])
 if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[2], 'b', ARGV[3]) end
 return 'OK'
 ";
+
+/// One own turn rewritten in place (a deleted item), at its index mapped
+/// through the branch offset, only while the head still counts `n` turns.
+/// KEYS: head, turns. ARGV: expected count, index, turn JSON, change of
+/// image bytes.
+pub const REPLACE: &str = r"
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
+if n ~= tonumber(ARGV[1]) then return 'CONFLICT' end
+local o = math.max(n - redis.call('LLEN', KEYS[2]), 0)
+local at = tonumber(ARGV[2]) - o
+if at < 0 or at >= n - o then return 'MISSING' end
+redis.call('LSET', KEYS[2], at, ARGV[3])
+if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[1], 'b', ARGV[4]) end
+return 'OK'
+";

@@ -1,12 +1,14 @@
-//! A branch adopting the turns it borrowed (its parent is about to lose
-//! them): the copies, its settings without the fork and its image bytes,
-//! in one batch.
+//! Rewrites of stored turns: a branch adopting the turns it borrowed (its
+//! parent is about to lose them) — the copies, its settings without the
+//! fork and its image bytes in one batch — and one turn rewritten in place
+//! (a deleted item).
 
 use super::{SledStore, encode, keys};
 use crate::dialogue::content::media_bytes;
+use crate::dialogue::model::DialogueId;
 use crate::dialogue::model::{Dialogue, Turn};
 use crate::dialogue::ports::StoreError;
-use crate::store::turn_codec::encode_turn;
+use crate::store::turn_codec::{decode_turn, encode_turn};
 use std::sync::Arc;
 
 impl SledStore {
@@ -34,6 +36,26 @@ impl SledStore {
             media_bytes: head.media_bytes + added_media,
             ..head
         };
+        batch.insert(keys::head(id).as_slice(), &keys::encode_head(&head)[..]);
+        self.write(batch).await
+    }
+
+    pub(super) async fn replace(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
+        let missing =
+            || StoreError::NotFound(format!("{}/turns/{}", id.resource_name(), turn.index));
+        let old = self
+            .tree
+            .get(keys::turn(id, turn.index))?
+            .ok_or_else(missing)?;
+        let old = decode_turn(&old, "turn")?;
+        let head = Self::read_head(&self.tree, id)?.ok_or_else(missing)?;
+        let head = keys::Head {
+            media_bytes: (head.media_bytes + media_bytes(&turn.content))
+                .saturating_sub(media_bytes(&old.content)),
+            ..head
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::turn(id, turn.index), encode_turn(turn)?);
         batch.insert(keys::head(id).as_slice(), &keys::encode_head(&head)[..]);
         self.write(batch).await
     }

@@ -449,6 +449,10 @@ impl DialogueStore for SledStore {
         self.adopt(dialogue, prefix).await
     }
 
+    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
+        self.replace(id, turn).await
+    }
+
     async fn truncate_turns(
         &self,
         id: &DialogueId,

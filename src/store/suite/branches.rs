@@ -1,9 +1,10 @@
-//! The store contract for branches: a branch starts counting the turns it
+//! The store contract for branches — a branch starts counting the turns it
 //! borrows, stores its own after them (read by their indexes), truncates
-//! among its own, and adopts the borrowed ones in one conditional write.
+//! among its own, and adopts the borrowed ones in one conditional write —
+//! and for rewriting one own turn in place.
 
 use super::{dialogue, exchange, indices, owner};
-use crate::dialogue::model::{Dialogue, ForkOrigin};
+use crate::dialogue::model::{ContentPart, Dialogue, ForkOrigin};
 use crate::dialogue::ports::{DialogueStore, StoreError};
 use std::sync::Arc;
 
@@ -104,4 +105,55 @@ pub async fn branches_borrow_then_adopt(store: &dyn DialogueStore) {
         [0, 1]
     );
     assert!(store.delete_dialogue(&branch.id).await.unwrap());
+}
+
+pub async fn a_turn_is_rewritten_in_place(store: &dyn DialogueStore) {
+    let who = owner("rewriting");
+    let parent = dialogue("whole", &who, 1_000);
+    exchange(store, &parent, true, 0, None).await.unwrap();
+    exchange(store, &parent, false, 2, None).await.unwrap();
+    let mut turn = store.list_turns(&parent.id, 1, 1).await.unwrap().remove(0);
+    turn.content = vec![ContentPart::Text("rewritten".into())];
+    store.replace_turn(&parent.id, &turn).await.unwrap();
+    let read = store.list_turns(&parent.id, 0, 10).await.unwrap();
+    assert_eq!(indices(&read), [0, 1, 2, 3]);
+    assert_eq!(read[1].text(), "rewritten");
+    assert_eq!(
+        store.turns_before(&parent.id, 2, 1).await.unwrap()[0].text(),
+        "rewritten"
+    );
+    turn.index = 4;
+    assert!(matches!(
+        store.replace_turn(&parent.id, &turn).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A branch rewrites its own turns only.
+    let branch = Dialogue {
+        fork: Some(ForkOrigin {
+            parent: parent.id.clone(),
+            turns: 2,
+        }),
+        ..dialogue("part", &who, 2_000)
+    };
+    store.create_dialogue(&branch).await.unwrap();
+    exchange(store, &branch, false, 2, None).await.unwrap();
+    turn.index = 1;
+    assert!(matches!(
+        store.replace_turn(&branch.id, &turn).await,
+        Err(StoreError::NotFound(_))
+    ));
+    turn.index = 3;
+    store.replace_turn(&branch.id, &turn).await.unwrap();
+    let own = store.list_turns(&branch.id, 0, 10).await.unwrap();
+    assert_eq!(
+        (indices(&own), own[1].text()),
+        (vec![2, 3], "rewritten".to_string())
+    );
+    assert_eq!(
+        store.list_turns(&parent.id, 3, 1).await.unwrap()[0].text(),
+        "turn 3"
+    );
+    for d in [&parent, &branch] {
+        assert!(store.delete_dialogue(&d.id).await.unwrap());
+    }
 }
