@@ -36,7 +36,7 @@ enum Command {
         /// Shorter measurements (1 s warm-up, 3 s each, 200,000 stored turns).
         #[arg(long)]
         quick: bool,
-        /// Only these scenarios (a-g; a and b run together).
+        /// Only these scenarios (a-h; a and b run together).
         #[arg(long, value_delimiter = ',')]
         only: Vec<char>,
         /// Also write the report here.
@@ -73,6 +73,10 @@ enum Command {
         /// ConverseStream instead of Converse.
         #[arg(long)]
         stream: bool,
+        /// Stateless `POST /v1/chat/completions` (HTTP/1.1 keep-alive,
+        /// model `mock`) instead of gRPC Converse.
+        #[arg(long)]
+        openai: bool,
     },
 }
 
@@ -100,13 +104,49 @@ async fn main() {
             connections,
             seconds,
             stream,
-        } => load(target, rate, concurrency, connections, seconds, stream).await,
+            openai,
+        } => match openai {
+            true => load_openai(target, rate, concurrency, seconds, stream).await,
+            false => load(target, rate, concurrency, connections, seconds, stream).await,
+        },
         Command::Run { quick, only, out } => run(quick, &only, out).await,
     };
     if let Err(e) = result {
         eprintln!("dialogd-bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// The OpenAI path's load, as scenario (h) sends it.
+async fn load_openai(
+    target: SocketAddr,
+    rate: Option<f64>,
+    concurrency: usize,
+    seconds: u64,
+    stream: bool,
+) -> Result<(), String> {
+    let upstream = clients::Upstream::new(target)?;
+    let mode = match rate {
+        Some(rate) => loadgen::Mode::Open { rate },
+        None => loadgen::Mode::Closed { concurrency },
+    };
+    let report = loadgen::run(
+        mode,
+        Duration::from_secs(1),
+        Duration::from_secs(seconds),
+        move |_| {
+            let upstream = upstream.clone();
+            async move {
+                match stream {
+                    true => upstream.stream().await,
+                    false => upstream.unary().await,
+                }
+            }
+        },
+    )
+    .await;
+    println!("{}", report.summary());
+    Ok(())
 }
 
 async fn load(
@@ -195,6 +235,9 @@ async fn run(quick: bool, only: &[char], out: Option<PathBuf>) -> Result<(), Str
     }
     if wanted('g') {
         bench.many_streams().await?;
+    }
+    if wanted('h') {
+        bench.openai_path().await?;
     }
     if let Some(path) = out {
         std::fs::write(&path, bench.report()).map_err(|e| e.to_string())?;

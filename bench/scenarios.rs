@@ -10,7 +10,10 @@
 //!    tokens per second relayed;
 //! e. turn latency on a dialogue of 10 turns vs one of 10,000;
 //! f. a store of 1,000,000 turns: start-up time, RSS, disk size;
-//! g. RSS with 1,000 concurrent streams.
+//! g. RSS with 1,000 concurrent streams;
+//! h. the OpenAI path, stateless, against the mock alone (`openai_path`).
+
+mod openai_path;
 
 use crate::clients::{self, Upstream};
 use crate::loadgen::{self, Mode, Report};

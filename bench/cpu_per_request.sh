@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# CPU time dialogd spends per stateless OpenAI request, independent of how
+# fast the (same-box) load generator is: dialogd's user+system time over
+# the measured window divided by the requests answered in it. Runs the
+# mock upstream and dialogd (sync store, cache off) from target/release.
+#
+#   cargo build --release --bins
+#   bench/cpu_per_request.sh [dialogd binary] [seconds]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${1:-$root/target/release/dialogd}
+secs=${2:-8}
+bench=$root/target/release/dialogd-bench
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+"$bench" mock-upstream --tokens 16 > "$work/mock.out" 2>&1 &
+for _ in $(seq 50); do grep -q "listening on" "$work/mock.out" && break; sleep 0.1; done
+mock=$(sed -n 's/.*listening on //p' "$work/mock.out")
+cat > "$work/dialogd.toml" <<TOML
+default_model = "mock"
+[server]
+listen = "127.0.0.1:0"
+[store]
+data_dir = "$work/data"
+durability = "sync"
+[metrics]
+enabled = false
+[cache]
+enabled = false
+[limits]
+max_streams_per_principal = 0
+max_in_flight = 0
+[log]
+level = "warn"
+[[models]]
+name = "mock"
+backend = "mock"
+[backends.mock]
+kind = "openai"
+base_url = "http://$mock/v1"
+TOML
+"$bin" --config "$work/dialogd.toml" > "$work/dialogd.out" 2>/dev/null &
+server=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/dialogd.out" && break; sleep 0.1; done
+addr=$(sed -n 's/^dialogd listening on //p' "$work/dialogd.out")
+cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+"$bench" load --target "$addr" --openai --concurrency 64 --seconds "$secs" > "$work/load.out" &
+load=$!
+sleep 1 # the load generator's warm-up second, not counted in its report
+before=$(cpu)
+wait "$load"
+after=$(cpu)
+cat "$work/load.out"
+ok=$(sed -n 's/.*ok=\([0-9]*\).*/\1/p' "$work/load.out")
+ticks=$(getconf CLK_TCK)
+awk -v t=$((after - before)) -v hz="$ticks" -v n="$ok" \
+  'BEGIN { printf "dialogd CPU per request: %.1f us (%d requests)\n", t / hz * 1e6 / n, n }'
