@@ -155,10 +155,10 @@ pub trait DialogueStore: Send + Sync + 'static {
         prefix: &[Arc<Turn>],
     ) -> Result<(), StoreError>;
 
-    /// Rewrites one of the dialogue's own stored turns in place (same
-    /// index; a deleted item), adjusting its image bytes; `NotFound` when
-    /// no own turn has that index.
-    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError>;
+    /// Rewrites some of the dialogue's own stored turns in place (same
+    /// indexes; deleted items or responses), adjusting its image bytes, all
+    /// or none; `NotFound` when an index is not an own turn's.
+    async fn replace_turns(&self, id: &DialogueId, turns: &[Turn]) -> Result<(), StoreError>;
 
     async fn get_idempotency(
         &self,

@@ -67,6 +67,9 @@ impl Engine {
             branches: Vec::new(),
             ..parent.clone()
         };
+        if parent.branches.len() >= MAX_BRANCHES {
+            self.forget_erased_branches(&mut parent).await?;
+        }
         if self.depth(&parent).await? >= MAX_DEPTH || parent.branches.len() >= MAX_BRANCHES {
             let prefix = self.history().from(&parent, 0, turns as usize).await?;
             branch.fork = None;
@@ -112,6 +115,26 @@ impl Engine {
                 content: t.content,
             })
             .collect())
+    }
+
+    /// Drops from `dialogue`'s list (it is locked by the caller) the names
+    /// of branches since erased, adopted or reused: a full list is read
+    /// once before a new branch must be a copy.
+    async fn forget_erased_branches(&self, dialogue: &mut Dialogue) -> Result<(), EngineError> {
+        let mut live = Vec::new();
+        for id in std::mem::take(&mut dialogue.branches) {
+            let borrows = self
+                .store
+                .get_dialogue(&id)
+                .await?
+                .and_then(|b| b.fork)
+                .is_some_and(|f| f.parent == dialogue.id);
+            if borrows {
+                live.push(id);
+            }
+        }
+        dialogue.branches = live;
+        Ok(())
     }
 
     /// Ancestors above `dialogue`.

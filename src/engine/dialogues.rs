@@ -156,11 +156,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes the dialogue's last exchange — the reply at `reply_index`
-    /// and the turn it answers — when that reply is still the dialogue's
-    /// last turn (a deleted response; only the latest may go, or the turns
-    /// after it would go too).
-    pub async fn drop_last_exchange(
+    /// Removes the exchange whose reply is at `reply_index` — the reply and
+    /// the turn it answers (a deleted response). The latest goes with its
+    /// turns; an older one is emptied in place (`forget_exchange`), so the
+    /// later turns keep their indexes.
+    pub async fn delete_exchange(
         &self,
         caller: &Principal,
         id: &DialogueId,
@@ -173,14 +173,7 @@ impl Engine {
             return Err(EngineError::NotFound(id.resource_name()));
         }
         if reply_index + 1 != dialogue.turn_count {
-            return Err(EngineError::FailedPrecondition {
-                reason: "NOT_THE_LATEST_EXCHANGE",
-                message: format!(
-                    "only the latest exchange of {} can be removed (its reply is turn {}); remove the later ones first",
-                    id.resource_name(),
-                    dialogue.turn_count - 1
-                ),
-            });
+            return self.forget_exchange(dialogue, reply_index).await;
         }
         let keep = reply_index - 1;
         self.release_branches(&mut dialogue, keep).await?;

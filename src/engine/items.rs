@@ -8,7 +8,9 @@
 use super::{Engine, EngineError};
 use crate::auth::Principal;
 use crate::dialogue::content::{estimate_tokens, filtered_texts, media_bytes, tool_calls};
-use crate::dialogue::model::{ContentPart, DialogueId, Owner, PromptMessage, Role, Time, Turn};
+use crate::dialogue::model::{
+    ContentPart, Dialogue, DialogueId, Owner, PromptMessage, Role, Time, Turn,
+};
 use crate::dialogue::ports::ExchangeCommit;
 use crate::dialogue::validate;
 use crate::failure::Violations;
@@ -177,10 +179,65 @@ impl Engine {
         if dialogue.fork.as_ref().is_some_and(|f| f.turns > index) {
             self.adopt(&dialogue).await?;
         }
-        self.store.replace_turn(id, &turn).await?;
+        self.store
+            .replace_turns(id, std::slice::from_ref(&turn))
+            .await?;
         if let Some(cache) = &self.cache {
             cache.forget_dialogue(id);
         }
         Ok(turn)
+    }
+
+    /// Empties an older exchange of `dialogue` (locked by the caller) in
+    /// place: its reply at `reply_index` and the user turn it answers, in
+    /// one write. One with tool calls or results is refused: emptying it
+    /// would leave a call or a result elsewhere without its other half.
+    pub(super) async fn forget_exchange(
+        &self,
+        mut dialogue: Dialogue,
+        reply_index: u64,
+    ) -> Result<(), EngineError> {
+        let id = dialogue.id.clone();
+        let not_found =
+            || EngineError::NotFound(format!("{}/turns/{reply_index}", id.resource_name()));
+        let mut pair = self.history().from(&dialogue, reply_index - 1, 2).await?;
+        let [input, reply] = pair.as_mut_slice() else {
+            return Err(not_found());
+        };
+        if reply.index != reply_index || reply.role != Role::Assistant || reply.content.is_empty() {
+            return Err(not_found());
+        }
+        let tools = [&*input, &*reply].iter().any(|t| {
+            t.content
+                .iter()
+                .any(|p| matches!(p, ContentPart::ToolCall(_) | ContentPart::ToolResult(_)))
+        });
+        if tools || input.role != Role::User {
+            return Err(EngineError::FailedPrecondition {
+                reason: "TOOL_EXCHANGE_KEPT",
+                message: format!(
+                    "the exchange at {}/turns/{reply_index} is part of a tool loop (or answers no user turn); only the latest such response can be deleted",
+                    id.resource_name()
+                ),
+            });
+        }
+        for turn in [&mut *input, &mut *reply] {
+            turn.content.clear();
+            turn.tokens = 0;
+        }
+        self.release_branches(&mut dialogue, reply_index - 1)
+            .await?;
+        if dialogue
+            .fork
+            .as_ref()
+            .is_some_and(|f| f.turns >= reply_index)
+        {
+            self.adopt(&dialogue).await?;
+        }
+        self.store.replace_turns(&id, &pair).await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_dialogue(&id);
+        }
+        Ok(())
     }
 }

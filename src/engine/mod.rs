@@ -10,7 +10,7 @@
 //! replays and resumed streams). This file holds the engine itself and what
 //! they share.
 
-mod branches;
+pub mod branches;
 mod checks;
 mod commit;
 mod dialogues;

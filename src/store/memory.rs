@@ -264,17 +264,23 @@ impl DialogueStore for MemoryStore {
         Ok(())
     }
 
-    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
+    async fn replace_turns(&self, id: &DialogueId, turns: &[Turn]) -> Result<(), StoreError> {
         let mut state = self.state();
-        let missing =
-            || StoreError::NotFound(format!("{}/turns/{}", id.resource_name(), turn.index));
-        let stored = state.dialogues.get_mut(id).ok_or_else(missing)?;
-        let old = stored.turns.get_mut(&turn.index).ok_or_else(missing)?;
+        let missing = |i: u64| StoreError::NotFound(format!("{}/turns/{i}", id.resource_name()));
+        let stored = state
+            .dialogues
+            .get_mut(id)
+            .ok_or_else(|| missing(turns.first().map_or(0, |t| t.index)))?;
+        if let Some(absent) = turns.iter().find(|t| !stored.turns.contains_key(&t.index)) {
+            return Err(missing(absent.index));
+        }
         let media = |t: &Turn| crate::dialogue::content::media_bytes(&t.content);
-        let before = media(old);
-        *old = Arc::new(turn.clone());
-        stored.dialogue.media_bytes =
-            (stored.dialogue.media_bytes + media(turn)).saturating_sub(before);
+        for turn in turns {
+            let old = stored.turns.insert(turn.index, Arc::new(turn.clone()));
+            let before = old.map_or(0, |t| media(&t));
+            stored.dialogue.media_bytes =
+                (stored.dialogue.media_bytes + media(turn)).saturating_sub(before);
+        }
         Ok(())
     }
 

@@ -55,8 +55,8 @@ impl<S: DialogueStore> DialogueStore for MeteredStore<S> {
         timed("adopt_prefix", self.inner.adopt_prefix(dialogue, prefix)).await
     }
 
-    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
-        timed("replace_turn", self.inner.replace_turn(id, turn)).await
+    async fn replace_turns(&self, id: &DialogueId, turns: &[Turn]) -> Result<(), StoreError> {
+        timed("replace_turns", self.inner.replace_turns(id, turns)).await
     }
 
     async fn truncate_turns(

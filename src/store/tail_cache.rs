@@ -162,9 +162,9 @@ impl<S: DialogueStore> DialogueStore for TailCachedStore<S> {
         adopted
     }
 
-    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
+    async fn replace_turns(&self, id: &DialogueId, turns: &[Turn]) -> Result<(), StoreError> {
         self.tails.remove(id);
-        let replaced = self.inner.replace_turn(id, turn).await;
+        let replaced = self.inner.replace_turns(id, turns).await;
         self.tails.remove(id);
         replaced
     }

@@ -215,3 +215,44 @@ async fn deleting_a_branchs_borrowed_latest_response_leaves_the_parent_whole() {
         .unwrap();
     assert_eq!(answer.status(), 404);
 }
+
+#[tokio::test]
+async fn deleting_an_older_response_empties_it_for_its_chain_not_for_its_branches() {
+    let fake = FakeUpstream::start("gpt").await;
+    let app =
+        spawn_app_with(|s| with_model(s, vec![("up", openai(&fake, None))], &[("up", 1)])).await;
+    let first = respond(&app, "a", None).await;
+    let second = respond(&app, "b", Some(id(&first))).await;
+    let third = respond(&app, "c", Some(id(&second))).await;
+    let branch = respond(&app, "x", Some(id(&second))).await;
+    let (status, body) = rest(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("responses/{}", id(&first)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = rest(
+        &app,
+        reqwest::Method::GET,
+        &format!("responses/{}", id(&first)),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let trunk = dialogue_of(&first);
+    assert_eq!(
+        texts(&app, &trunk).await,
+        ["", "", "b", "gpt: b", "c", "gpt: c"]
+    );
+    respond(&app, "d", Some(id(&third))).await;
+    assert_eq!(
+        last_prompt(&fake),
+        ["be brief", "b", "gpt: b", "c", "gpt: c", "d"]
+    );
+    // The branch shared the exchange: it kept its own copy.
+    respond(&app, "y", Some(id(&branch))).await;
+    assert_eq!(
+        last_prompt(&fake),
+        ["be brief", "a", "gpt: a", "b", "gpt: b", "x", "gpt: x", "y"]
+    );
+}

@@ -2,7 +2,7 @@
 unary and streamed responses read back by ID, a three-step
 previous_response_id chain stored as one dialogue (read over REST and
 continued there), a function tool loop, store=false, input items,
-deletion of a chain's latest response, a conversation used by responses,
+deletion of a chain's responses (the latest, and an older one in place), a conversation used by responses,
 gRPC and its items, and branching from an older response."""
 
 import json
@@ -101,13 +101,9 @@ def test_store_false_keeps_nothing(client):
         client.responses.retrieve(response.id)
 
 
-def test_deleting_the_latest_response_of_a_chain(client, server):
+def test_deleting_responses_of_a_chain(client, server):
     first = client.responses.create(model="echo", input="keep")
     second = client.responses.create(model="echo", input="drop", previous_response_id=first.id)
-    # Not the latest: its history is someone else's context.
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.delete(first.id)
-    assert "latest" in str(refused.value)
     client.responses.delete(second.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(second.id)
@@ -115,6 +111,16 @@ def test_deleting_the_latest_response_of_a_chain(client, server):
     # The chain goes on from the response that is now its latest.
     third = client.responses.create(model="echo", input="again", previous_response_id=first.id)
     assert third.output_text == "echo: again"
+    # An older response goes in place: later IDs stay, the chain no longer sees it.
+    before = client.responses.create(model="echo", input="z", previous_response_id=third.id, store=False)
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    assert client.responses.retrieve(third.id).output_text == "echo: again"
+    stored = [[p["text"] for p in t.get("content", [])] for t in turns(server, dialogue_of(third.id))]
+    assert stored == [[], [], ["again"], ["echo: again"]]
+    after = client.responses.create(model="echo", input="z", previous_response_id=third.id, store=False)
+    assert after.usage.input_tokens < before.usage.input_tokens
 
 
 def test_branching_from_the_first_response(client, server):

@@ -186,3 +186,99 @@ async fn a_branch_borrows_history_and_adopts_it_before_its_parent_expires() {
     let next = f.engine.converse(turn("alice", "twig", "d")).await.unwrap();
     assert_eq!(next.assistant_turn.index, 5);
 }
+
+#[tokio::test]
+async fn an_older_exchange_is_emptied_in_place_unless_it_is_part_of_a_tool_loop() {
+    let f = engine();
+    let alice = caller("alice");
+    let mut asking = turn("alice", "loop", "call clock");
+    asking.params.tools = vec![crate::dialogue::model::ToolSpec {
+        name: "clock".into(),
+        description: String::new(),
+        parameters: None,
+        strict: false,
+    }];
+    let called = f.engine.converse(asking.clone()).await.unwrap();
+    let call_id = match &called.assistant_turn.content[..] {
+        [ContentPart::ToolCall(call)] => call.id.clone(),
+        other => panic!("no tool call: {other:?}"),
+    };
+    let mut answer = asking;
+    answer.content = vec![ContentPart::ToolResult(
+        crate::dialogue::model::ToolResult {
+            call_id,
+            content: vec![ContentPart::Text("noon".into())],
+            is_error: false,
+        },
+    )];
+    f.engine.converse(answer).await.unwrap();
+    for text in ["plain", "last"] {
+        f.engine
+            .converse(turn("alice", "loop", text))
+            .await
+            .unwrap();
+    }
+    // Turns: 0 user, 1 call, 2 results, 3 reply, 4 "plain", 5, 6 "last", 7.
+    for tool_reply in [1, 3] {
+        let refused = f
+            .engine
+            .delete_exchange(&alice, &id("loop"), tool_reply)
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(EngineError::FailedPrecondition {
+                    reason: "TOOL_EXCHANGE_KEPT",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    f.engine
+        .delete_exchange(&alice, &id("loop"), 5)
+        .await
+        .unwrap();
+    let texts = stored_texts(&f, "alice", "loop").await;
+    assert_eq!(texts.len(), 8);
+    assert_eq!(
+        (texts[4].as_str(), texts[5].as_str(), texts[6].as_str()),
+        ("", "", "last")
+    );
+    // Gone: a second delete finds nothing.
+    let again = f.engine.delete_exchange(&alice, &id("loop"), 5).await;
+    assert!(matches!(again, Err(EngineError::NotFound(_))), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_dialogue_lends_to_a_bounded_number_of_branches_then_copies() {
+    use crate::engine::branches::MAX_BRANCHES;
+    let f = engine();
+    let alice = caller("alice");
+    f.engine.converse(turn("alice", "root", "a")).await.unwrap();
+    for n in 0..MAX_BRANCHES {
+        let b = f
+            .engine
+            .branch_dialogue(&alice, &id("root"), 2, id(&format!("b{n}")))
+            .await
+            .unwrap();
+        assert!(b.fork.is_some());
+    }
+    // Full: the next one is a copy of the history, not a loan.
+    let copy = f
+        .engine
+        .branch_dialogue(&alice, &id("root"), 2, id("copy"))
+        .await
+        .unwrap();
+    assert!(copy.fork.is_none());
+    assert_eq!(stored_texts(&f, "alice", "copy").await, ["a", "echo: a"]);
+    // A branch erased frees its place once the list is pruned.
+    f.engine.delete_dialogue(&alice, &id("b0")).await.unwrap();
+    let lent = f
+        .engine
+        .branch_dialogue(&alice, &id("root"), 2, id("again"))
+        .await
+        .unwrap();
+    assert!(lent.fork.is_some());
+    assert!(stored_texts(&f, "alice", "again").await.is_empty());
+}

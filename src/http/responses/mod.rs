@@ -283,7 +283,14 @@ async fn previous_response(
         .await
         .map_err(lookup)?;
     match page.items.first() {
-        Some(reply) if reply.index == turn && reply.role == Role::Assistant => Ok((dialogue, turn)),
+        // A deleted (emptied) response is gone.
+        Some(reply)
+            if reply.index == turn
+                && reply.role == Role::Assistant
+                && !reply.content.is_empty() =>
+        {
+            Ok((dialogue, turn))
+        }
         _ => Err(not_found(id)),
     }
 }
@@ -323,7 +330,7 @@ async fn exchange(
         .await
         .map_err(lookup)?;
     let [input, reply] = <[_; 2]>::try_from(page.items).map_err(|_| not_found(id))?;
-    if reply.role != Role::Assistant || reply.index != turn {
+    if reply.role != Role::Assistant || reply.index != turn || reply.content.is_empty() {
         return Err(not_found(id));
     }
     let echo = Echo {
@@ -375,8 +382,8 @@ pub async fn input_items(front: &Front, id: &str, request: Request) -> Response 
 }
 
 /// `DELETE /v1/responses/{id}`: removes the response's exchange from its
-/// dialogue — only the chain's latest response, so no later one loses
-/// its history (FAILED_PRECONDITION otherwise).
+/// dialogue — the latest with its turns, an older one emptied in place
+/// (later responses keep their IDs and no longer see it).
 pub async fn delete(front: &Front, id: &str, request: Request) -> Response {
     let caller = caller_of(&request);
     drop(request);
@@ -385,7 +392,7 @@ pub async fn delete(front: &Front, id: &str, request: Request) -> Response {
         let (dialogue_id, turn) = render::parse_response_id(id).ok_or_else(|| not_found(id))?;
         front
             .engine
-            .drop_last_exchange(&caller, &dialogue_id, turn)
+            .delete_exchange(&caller, &dialogue_id, turn)
             .await
             .map_err(|e| match e {
                 EngineError::NotFound(_) => not_found(id),

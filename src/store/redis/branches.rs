@@ -36,32 +36,34 @@ impl RedisStore {
         }
     }
 
-    pub(super) async fn replace(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
-        let missing =
-            || StoreError::NotFound(format!("{}/turns/{}", id.resource_name(), turn.index));
+    pub(super) async fn replace(&self, id: &DialogueId, turns: &[Turn]) -> Result<(), StoreError> {
+        let missing = |i: u64| StoreError::NotFound(format!("{}/turns/{i}", id.resource_name()));
+        let first = turns.first().map_or(0, |t| t.index);
         let Some(count) = self.get_dialogue(id).await?.map(|d| d.turn_count) else {
-            return Err(missing());
+            return Err(missing(first));
         };
-        let index = isize::try_from(turn.index).unwrap_or(isize::MAX);
-        let old = self.read_turns(id, index, index).await?;
-        let old = old
-            .first()
-            .filter(|t| t.index == turn.index)
-            .ok_or_else(missing)?;
-        let change = i128::from(media_bytes(&turn.content)) - i128::from(media_bytes(&old.content));
         let script = redis::Script::new(REPLACE);
-        let outcome: String = script
-            .key(self.dialogue_key(id, "head"))
+        let mut call = script.prepare_invoke();
+        call.key(self.dialogue_key(id, "head"))
             .key(self.dialogue_key(id, "turns"))
-            .arg(count)
-            .arg(turn.index)
-            .arg(encode_turn_text(turn)?)
-            .arg(change.to_string())
-            .invoke_async(&mut self.con()?)
-            .await?;
+            .arg(count);
+        let mut change = 0i128;
+        for turn in turns {
+            let index = isize::try_from(turn.index).unwrap_or(isize::MAX);
+            let old = self.read_turns(id, index, index).await?;
+            let old = old
+                .first()
+                .filter(|t| t.index == turn.index)
+                .ok_or_else(|| missing(turn.index))?;
+            change +=
+                i128::from(media_bytes(&turn.content)) - i128::from(media_bytes(&old.content));
+            call.arg(turn.index).arg(encode_turn_text(turn)?);
+        }
+        call.arg(change.to_string());
+        let outcome: String = call.invoke_async(&mut self.con()?).await?;
         match outcome.as_str() {
             "OK" => Ok(()),
-            "MISSING" => Err(missing()),
+            "MISSING" => Err(missing(first)),
             _ => Err(StoreError::Conflict(id.resource_name())),
         }
     }

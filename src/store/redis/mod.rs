@@ -377,8 +377,8 @@ impl DialogueStore for RedisStore {
         self.adopt(dialogue, prefix).await
     }
 
-    async fn replace_turn(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
-        self.replace(id, turn).await
+    async fn replace_turns(&self, id: &DialogueId, turns: &[Turn]) -> Result<(), StoreError> {
+        self.replace(id, turns).await
     }
 
     async fn truncate_turns(

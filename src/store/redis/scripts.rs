@@ -80,17 +80,21 @@ if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[2], 'b', ARGV[3]) end
 return 'OK'
 ";
 
-/// One own turn rewritten in place (a deleted item), at its index mapped
-/// through the branch offset, only while the head still counts `n` turns.
-/// KEYS: head, turns. ARGV: expected count, index, turn JSON, change of
-/// image bytes.
+/// Own turns rewritten in place (deleted items or responses), at their
+/// indexes mapped through the branch offset, all or none, only while the
+/// head still counts `n` turns. KEYS: head, turns. ARGV: expected count,
+/// then (index, turn JSON) pairs, then the change of image bytes.
 pub const REPLACE: &str = r"
 local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
 if n ~= tonumber(ARGV[1]) then return 'CONFLICT' end
 local o = math.max(n - redis.call('LLEN', KEYS[2]), 0)
-local at = tonumber(ARGV[2]) - o
-if at < 0 or at >= n - o then return 'MISSING' end
-redis.call('LSET', KEYS[2], at, ARGV[3])
-if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[1], 'b', ARGV[4]) end
+for i = 2, #ARGV - 1, 2 do
+  local at = tonumber(ARGV[i]) - o
+  if at < 0 or at >= n - o then return 'MISSING' end
+end
+for i = 2, #ARGV - 1, 2 do
+  redis.call('LSET', KEYS[2], tonumber(ARGV[i]) - o, ARGV[i + 1])
+end
+if ARGV[#ARGV] ~= '0' then redis.call('HINCRBY', KEYS[1], 'b', ARGV[#ARGV]) end
 return 'OK'
 ";

@@ -40,22 +40,21 @@ impl SledStore {
         self.write(batch).await
     }
 
-    pub(super) async fn replace(&self, id: &DialogueId, turn: &Turn) -> Result<(), StoreError> {
-        let missing =
-            || StoreError::NotFound(format!("{}/turns/{}", id.resource_name(), turn.index));
-        let old = self
-            .tree
-            .get(keys::turn(id, turn.index))?
-            .ok_or_else(missing)?;
-        let old = decode_turn(&old, "turn")?;
-        let head = Self::read_head(&self.tree, id)?.ok_or_else(missing)?;
-        let head = keys::Head {
-            media_bytes: (head.media_bytes + media_bytes(&turn.content))
-                .saturating_sub(media_bytes(&old.content)),
-            ..head
-        };
+    pub(super) async fn replace(&self, id: &DialogueId, turns: &[Turn]) -> Result<(), StoreError> {
+        let missing = |i: u64| StoreError::NotFound(format!("{}/turns/{i}", id.resource_name()));
+        let mut head = Self::read_head(&self.tree, id)?
+            .ok_or_else(|| missing(turns.first().map_or(0, |t| t.index)))?;
         let mut batch = sled::Batch::default();
-        batch.insert(keys::turn(id, turn.index), encode_turn(turn)?);
+        for turn in turns {
+            let old = self
+                .tree
+                .get(keys::turn(id, turn.index))?
+                .ok_or_else(|| missing(turn.index))?;
+            let old = decode_turn(&old, "turn")?;
+            head.media_bytes = (head.media_bytes + media_bytes(&turn.content))
+                .saturating_sub(media_bytes(&old.content));
+            batch.insert(keys::turn(id, turn.index), encode_turn(turn)?);
+        }
         batch.insert(keys::head(id).as_slice(), &keys::encode_head(&head)[..]);
         self.write(batch).await
     }

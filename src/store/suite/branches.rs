@@ -114,7 +114,10 @@ pub async fn a_turn_is_rewritten_in_place(store: &dyn DialogueStore) {
     exchange(store, &parent, false, 2, None).await.unwrap();
     let mut turn = store.list_turns(&parent.id, 1, 1).await.unwrap().remove(0);
     turn.content = vec![ContentPart::Text("rewritten".into())];
-    store.replace_turn(&parent.id, &turn).await.unwrap();
+    store
+        .replace_turns(&parent.id, std::slice::from_ref(&turn))
+        .await
+        .unwrap();
     let read = store.list_turns(&parent.id, 0, 10).await.unwrap();
     assert_eq!(indices(&read), [0, 1, 2, 3]);
     assert_eq!(read[1].text(), "rewritten");
@@ -124,7 +127,9 @@ pub async fn a_turn_is_rewritten_in_place(store: &dyn DialogueStore) {
     );
     turn.index = 4;
     assert!(matches!(
-        store.replace_turn(&parent.id, &turn).await,
+        store
+            .replace_turns(&parent.id, std::slice::from_ref(&turn))
+            .await,
         Err(StoreError::NotFound(_))
     ));
     // A branch rewrites its own turns only.
@@ -139,11 +144,16 @@ pub async fn a_turn_is_rewritten_in_place(store: &dyn DialogueStore) {
     exchange(store, &branch, false, 2, None).await.unwrap();
     turn.index = 1;
     assert!(matches!(
-        store.replace_turn(&branch.id, &turn).await,
+        store
+            .replace_turns(&branch.id, std::slice::from_ref(&turn))
+            .await,
         Err(StoreError::NotFound(_))
     ));
     turn.index = 3;
-    store.replace_turn(&branch.id, &turn).await.unwrap();
+    store
+        .replace_turns(&branch.id, std::slice::from_ref(&turn))
+        .await
+        .unwrap();
     let own = store.list_turns(&branch.id, 0, 10).await.unwrap();
     assert_eq!(
         (indices(&own), own[1].text()),
