@@ -202,6 +202,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// An upstream URL of backend `name`, parsed once.
+    pub fn url(name: &str, text: &str) -> Result<reqwest::Url, super::BuildError> {
+        reqwest::Url::parse(text).map_err(|e| super::BuildError {
+            name: name.to_owned(),
+            detail: format!("its URL does not parse: {e}"),
+        })
+    }
+
     pub fn new(
         name: &str,
         headers: HeaderMap,
@@ -217,9 +225,11 @@ impl Endpoint {
         })
     }
 
-    fn post(&self, url: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+    /// `url` is parsed once, when the backend is built: parsing it per
+    /// call (url + idna) showed in the OpenAI path's profile.
+    fn post(&self, url: &reqwest::Url, body: &serde_json::Value) -> reqwest::RequestBuilder {
         self.client
-            .post(url)
+            .post(url.clone())
             .headers(self.headers.clone())
             .json(body)
     }
@@ -227,7 +237,7 @@ impl Endpoint {
     /// A unary call: the JSON reply, within `request_ms`.
     pub async fn post_json<T: DeserializeOwned>(
         &self,
-        url: &str,
+        url: &reqwest::Url,
         body: &serde_json::Value,
     ) -> Result<T, BackendError> {
         let response = self
@@ -250,7 +260,7 @@ impl Endpoint {
     /// limits applied.
     pub async fn post_sse(
         &self,
-        url: &str,
+        url: &reqwest::Url,
         body: &serde_json::Value,
         decoder: impl SseDecoder,
     ) -> Result<ReplyStream, BackendError> {
@@ -306,10 +316,10 @@ impl Endpoint {
     }
 
     /// A cheap GET that answers 2xx when the backend is up.
-    pub async fn probe(&self, url: &str) -> bool {
+    pub async fn probe(&self, url: &reqwest::Url) -> bool {
         let probe = self
             .client
-            .get(url)
+            .get(url.clone())
             .headers(self.headers.clone())
             .timeout(Duration::from_secs(2))
             .send()

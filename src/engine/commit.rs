@@ -131,7 +131,13 @@ impl Engine {
             logprobs,
             ..
         } = reply;
-        let reply_tokens = estimate_tokens(&content);
+        // A stored reply's count must be ours (context fitting relies on
+        // it); a stateless one's is only usage, which the upstream may
+        // report — then it is not tokenized again.
+        let reply_tokens = match (&usage, planned.stateless) {
+            (Some(reported), true) => reported.completion_tokens,
+            _ => estimate_tokens(&content),
+        };
         // Backends that report no usage get our tokenizer's counts.
         let usage = usage.unwrap_or(Usage {
             prompt_tokens: planned.prompt_tokens,

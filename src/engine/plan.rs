@@ -219,7 +219,7 @@ impl Engine {
     /// messages are the prompt and must fit the model's context window.
     pub(super) async fn plan_completion(
         &self,
-        request: &CompletionRequest,
+        request: CompletionRequest,
     ) -> Result<PlannedTurn, EngineError> {
         let started = Instant::now();
         let mut v = Violations::default();
@@ -247,16 +247,13 @@ impl Engine {
             .route(&model)
             .cloned()
             .ok_or_else(|| EngineError::invalid("model", format!("unknown model {model:?}")))?;
-        let model_request = ModelRequest {
-            messages: request.messages.clone(),
-            params: request.params.clone(),
-        };
-        self.check_capabilities(&route, &model_request)?;
-        let prompt_tokens: u64 = request
+        // Counted once per message (the last one's count is the turn's).
+        let counts: Vec<u64> = request
             .messages
             .iter()
-            .map(|m| estimate_tokens(&m.content) + MESSAGE_OVERHEAD)
-            .sum::<u64>()
+            .map(|m| estimate_tokens(&m.content))
+            .collect();
+        let prompt_tokens: u64 = counts.iter().map(|n| n + MESSAGE_OVERHEAD).sum::<u64>()
             + request.params.schema_tokens();
         let room = u64::from(route.context_tokens)
             .saturating_sub(u64::from(request.params.max_tokens.unwrap_or(0)));
@@ -269,16 +266,24 @@ impl Engine {
                 ),
             ));
         }
-        let last = request
-            .messages
+        let CompletionRequest {
+            caller,
+            messages,
+            params,
+            deadline,
+        } = request;
+        let last = messages
             .last()
             .cloned()
             .unwrap_or_else(|| PromptMessage::text(Role::User, ""));
-        let last_tokens = estimate_tokens(&last.content);
+        let last_tokens = counts.last().copied().unwrap_or(0);
+        // The messages move into the model request: no copy of the prompt.
+        let model_request = ModelRequest { messages, params };
+        self.check_capabilities(&route, &model_request)?;
         Ok(PlannedTurn {
-            cache_key: self.cache_key(&request.caller, &route, &model_request),
+            cache_key: self.cache_key(&caller, &route, &model_request),
             dialogue_id: DialogueId::generate(),
-            quota_key: quota_key(&request.caller),
+            quota_key: quota_key(&caller),
             create: None,
             expected_turn_count: 0,
             request: model_request,
@@ -288,7 +293,7 @@ impl Engine {
             user_turn: user_turn(0, last.role, last.content, last_tokens, Time::now()),
             started,
             waited: Duration::ZERO,
-            deadline: request.deadline,
+            deadline,
             stateless: true,
             settings_digest: String::new(),
         })

@@ -52,7 +52,7 @@ impl Engine {
     pub fn complete_stream(self: &Arc<Self>, request: CompletionRequest) -> Events {
         let (caller, deadline) = (request.caller.clone(), request.deadline);
         self.spawn_stream(&caller, deadline, async move |engine, tx| {
-            let planned = engine.plan_completion(&request).await?;
+            let planned = engine.plan_completion(request).await?;
             engine.execute_stream(planned, &tx).await
         })
     }

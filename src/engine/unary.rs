@@ -54,7 +54,7 @@ impl Engine {
     /// stored. The outcome's dialogue ID is a fresh completion ID.
     pub async fn complete(&self, request: CompletionRequest) -> Result<TurnOutcome, EngineError> {
         self.guarded(request.deadline, async {
-            let planned = self.plan_completion(&request).await?;
+            let planned = self.plan_completion(request).await?;
             self.execute_unary(planned).await
         })
         .await

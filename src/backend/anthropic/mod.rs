@@ -18,8 +18,8 @@ use serde_json::Value;
 
 pub struct AnthropicBackend {
     endpoint: Endpoint,
-    messages_url: String,
-    models_url: String,
+    messages_url: reqwest::Url,
+    models_url: reqwest::Url,
     default_max_tokens: u32,
 }
 
@@ -53,8 +53,8 @@ impl AnthropicBackend {
         let base = base_url.trim_end_matches('/');
         Ok(AnthropicBackend {
             endpoint: Endpoint::new(name, all_headers, key, timeouts)?,
-            messages_url: format!("{base}/v1/messages"),
-            models_url: format!("{base}/v1/models"),
+            messages_url: Endpoint::url(name, &format!("{base}/v1/messages"))?,
+            models_url: Endpoint::url(name, &format!("{base}/v1/models"))?,
             default_max_tokens: *default_max_tokens,
         })
     }

@@ -19,8 +19,8 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
 pub struct OpenAiBackend {
     endpoint: Endpoint,
-    chat_url: String,
-    models_url: String,
+    chat_url: reqwest::Url,
+    models_url: reqwest::Url,
 }
 
 fn header_error(name: &str, what: &str) -> BuildError {
@@ -81,8 +81,8 @@ impl OpenAiBackend {
         let base = base_url.trim_end_matches('/');
         Ok(OpenAiBackend {
             endpoint: Endpoint::new(name, headers, key, timeouts)?,
-            chat_url: format!("{base}{chat_path}"),
-            models_url: format!("{base}/models"),
+            chat_url: Endpoint::url(name, &format!("{base}{chat_path}"))?,
+            models_url: Endpoint::url(name, &format!("{base}/models"))?,
         })
     }
 }
