@@ -20,7 +20,9 @@
 use super::history::History;
 use super::{Engine, EngineError};
 use crate::auth::Principal;
-use crate::dialogue::model::{Dialogue, DialogueId, ForkOrigin, Owner, PromptMessage, Time, Turn};
+use crate::dialogue::model::{
+    Dialogue, DialogueId, ForkOrigin, Owner, PromptMessage, Role, Time, Turn,
+};
 use crate::dialogue::ports::{ExchangeCommit, StoreError};
 use std::sync::Arc;
 
@@ -52,6 +54,22 @@ impl Engine {
                 id.resource_name(),
                 turns.saturating_sub(1)
             )));
+        }
+        // A branch ends where an exchange does: on a reply (or an item a
+        // caller added), never on a turn still waiting for its answer.
+        let last = self.history().before(&parent, turns, 1).await?;
+        if !last
+            .first()
+            .is_some_and(|t| t.role == Role::Assistant || t.added)
+        {
+            return Err(EngineError::FailedPrecondition {
+                reason: "NOT_AN_EXCHANGE_BOUNDARY",
+                message: format!(
+                    "{}/turns/{} is not a reply; a branch starts after one",
+                    id.resource_name(),
+                    turns - 1
+                ),
+            });
         }
         let mut branch = Dialogue {
             id: new_id,

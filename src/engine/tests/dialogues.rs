@@ -171,6 +171,21 @@ async fn a_branch_borrows_history_and_adopts_it_before_its_parent_expires() {
             "{refused:?}"
         );
     }
+    // A branch starts after a reply, not after the caller's turn.
+    let refused = f
+        .engine
+        .branch_dialogue(&alice, &id("trunk"), 3, id("other"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(EngineError::FailedPrecondition {
+                reason: "NOT_AN_EXCHANGE_BOUNDARY",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
 
     // The trunk expires: the sweep gives the branch its own copy first.
     let trunk = id("trunk").scoped_to(&crate::dialogue::model::Owner::of(&alice));
