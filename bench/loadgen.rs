@@ -82,10 +82,11 @@ impl Report {
 
     pub fn summary(&self) -> String {
         format!(
-            "{:.0}/s ok={} err={} p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+            "{:.0}/s ok={} err={} mean={:.3}ms p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
             self.throughput(),
             self.ok,
             self.errors,
+            self.latency.mean() / 1000.0,
             self.ms(0.5),
             self.ms(0.9),
             self.ms(0.99),

@@ -8,6 +8,8 @@
 //! the OpenTelemetry GenAI semantic conventions (`gen_ai_*`).
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 pub const RPC_STARTED: &str = "grpc_server_started_total";
@@ -54,7 +56,7 @@ pub fn describe() {
     describe_histogram!(
         GATEWAY_OVERHEAD,
         metrics::Unit::Seconds,
-        "Time of a turn spent in dialogd itself: total minus waiting on the model backend."
+        "Time of a one-turn call spent in dialogd itself: from the request's arrival to the end of its response, minus waiting on the model backend (and, streaming, on the client)."
     );
     describe_histogram!(
         BACKEND_DURATION,
@@ -149,6 +151,69 @@ pub fn stream_started() -> InFlight {
 pub enum TurnKind {
     Unary,
     Stream,
+}
+
+/// What a call's turns report to the transport, which measures the call
+/// from arrival to the end of its response: so the overhead histogram
+/// counts parsing, serialization and scheduling too, minus the time the
+/// turn waited on models (and, streaming, on the client).
+#[derive(Default)]
+pub struct CallTiming {
+    /// Turns reported (0: none; more than one: a batch).
+    turns: AtomicU8,
+    /// 1: unary, 2: stream (of the last turn reported).
+    kind: AtomicU8,
+    waited_ns: AtomicU64,
+}
+
+tokio::task_local! {
+    static CALL_TIMING: Arc<CallTiming>;
+}
+
+impl CallTiming {
+    /// Runs `call` with `self` as the timing its turns report to.
+    pub async fn scope<T>(self: Arc<Self>, call: impl std::future::Future<Output = T>) -> T {
+        CALL_TIMING.scope(self, call).await
+    }
+
+    /// The timing of the call this task serves, to carry into a task it
+    /// spawns for the call (a streamed turn).
+    pub fn current() -> Option<Arc<CallTiming>> {
+        CALL_TIMING.try_with(Arc::clone).ok()
+    }
+
+    /// Records the call's overhead once it ended after `elapsed`, when
+    /// exactly one turn ran in it.
+    pub fn finish(&self, elapsed: Duration) {
+        if self.turns.load(Ordering::Acquire) != 1 {
+            return;
+        }
+        let kind = match self.kind.load(Ordering::Acquire) {
+            2 => TurnKind::Stream,
+            _ => TurnKind::Unary,
+        };
+        let waited = Duration::from_nanos(self.waited_ns.load(Ordering::Acquire));
+        gateway_overhead(kind, elapsed.saturating_sub(waited));
+    }
+}
+
+/// A finished turn: the transport's call timing takes its waiting time
+/// when the call has one; otherwise (a WebSocket's turns, a call without
+/// the metrics layer) the engine's own measure, `took` minus `waited`.
+pub fn turn_finished(kind: TurnKind, took: Duration, waited: Duration) {
+    match CallTiming::current() {
+        Some(timing) => {
+            timing.turns.fetch_add(1, Ordering::AcqRel);
+            let code = match kind {
+                TurnKind::Unary => 1,
+                TurnKind::Stream => 2,
+            };
+            timing.kind.store(code, Ordering::Release);
+            let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+            timing.waited_ns.fetch_add(nanos, Ordering::AcqRel);
+        }
+        None => gateway_overhead(kind, took.saturating_sub(waited)),
+    }
 }
 
 pub fn gateway_overhead(kind: TurnKind, overhead: Duration) {

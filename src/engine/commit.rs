@@ -198,10 +198,7 @@ impl Engine {
                 usage.completion_tokens,
             );
         }
-        crate::meter::gateway_overhead(
-            served.kind,
-            planned.started.elapsed().saturating_sub(served.waited),
-        );
+        crate::meter::turn_finished(served.kind, planned.started.elapsed(), served.waited);
         Ok(TurnOutcome {
             dialogue_id: planned.dialogue_id,
             user_turn,

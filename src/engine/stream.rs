@@ -74,24 +74,32 @@ impl Engine {
         let engine = self.clone();
         let span = tracing::Span::current();
         let quota_key = quota_key(caller);
+        // The turn reports to its call's timing from its own task.
+        let timing = crate::meter::CallTiming::current();
+        let turn = async move {
+            let Some(_slot) = engine.streams.try_open(&quota_key).await else {
+                crate::meter::rate_limited("streams");
+                let _ = tx.send(Err(engine.stream_limit())).await;
+                return;
+            };
+            let _in_flight = crate::meter::stream_started();
+            let running = run(engine.clone(), tx.clone());
+            tokio::select! {
+                _ = tx.closed() => {
+                    tracing::debug!("stream abandoned by the client; nothing stored");
+                }
+                result = engine.guarded(deadline, running) => {
+                    if let Err(e) = result {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                }
+            }
+        };
         self.tasks.spawn(tracing::Instrument::instrument(
             async move {
-                let Some(_slot) = engine.streams.try_open(&quota_key).await else {
-                    crate::meter::rate_limited("streams");
-                    let _ = tx.send(Err(engine.stream_limit())).await;
-                    return;
-                };
-                let _in_flight = crate::meter::stream_started();
-                let running = run(engine.clone(), tx.clone());
-                tokio::select! {
-                    _ = tx.closed() => {
-                        tracing::debug!("stream abandoned by the client; nothing stored");
-                    }
-                    result = engine.guarded(deadline, running) => {
-                        if let Err(e) = result {
-                            let _ = tx.send(Err(e)).await;
-                        }
-                    }
+                match timing {
+                    Some(timing) => timing.scope(turn).await,
+                    None => turn.await,
                 }
             },
             span,

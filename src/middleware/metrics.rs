@@ -1,6 +1,7 @@
 //! The RPC metrics layer, outermost: counts every call as started and in
 //! flight, and when it ends (answer, error or cancellation, learnt by
-//! `outcome::watch`) records its status code and handling time. The
+//! `outcome::watch`) records its status code and handling time, and the
+//! gateway's overhead from the turn it ran (`meter::CallTiming`). The
 //! in-flight gauge is released exactly once, by a guard.
 
 use super::call::Resolved;
@@ -28,16 +29,14 @@ impl super::Around for RpcMetrics {
         let (service, method) = Resolved::of(&request).labels();
         let in_flight = meter::rpc_started(service, method);
         let started = Instant::now();
-        let response = next(request);
+        let timing = std::sync::Arc::new(meter::CallTiming::default());
+        let response = timing.clone().scope(next(request));
         Box::pin(outcome::watch(
             response,
             OnEnd::new(move |code| {
-                meter::rpc_handled(
-                    service,
-                    method,
-                    super::protocol::code_name(code),
-                    started.elapsed(),
-                );
+                let elapsed = started.elapsed();
+                meter::rpc_handled(service, method, super::protocol::code_name(code), elapsed);
+                timing.finish(elapsed);
                 drop(in_flight);
             }),
         ))
