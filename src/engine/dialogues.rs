@@ -208,15 +208,8 @@ impl Engine {
             }
         };
         let dialogue = self.load(caller, id, Time::now()).await?;
-        let mut items = self
-            .history()
-            .from(
-                &dialogue,
-                from,
-                page_token::page_size(page_size_req, DEFAULT_PAGE_SIZE),
-            )
-            .await?;
-        keep_within_response_budget(&mut items, view);
+        let size = page_token::page_size(page_size_req, DEFAULT_PAGE_SIZE);
+        let items = self.read_turns(&dialogue, from, size, view).await?;
         let next = items
             .last()
             .map(|t| t.index + 1)
@@ -226,6 +219,34 @@ impl Engine {
             items,
             next_page_token,
         })
+    }
+
+    /// The caller's turns of `id` from index `from` on, at most `limit`:
+    /// for fronts that name turns by index (response and item IDs).
+    pub async fn turns_from(
+        &self,
+        caller: &Principal,
+        id: &DialogueId,
+        from: u64,
+        limit: usize,
+        view: TurnView,
+    ) -> Result<Vec<Turn>, EngineError> {
+        let id = &id.scoped_to(&Owner::of(caller));
+        let dialogue = self.load(caller, id, Time::now()).await?;
+        let limit = limit.clamp(1, page_token::MAX_PAGE_SIZE);
+        self.read_turns(&dialogue, from, limit, view).await
+    }
+
+    async fn read_turns(
+        &self,
+        dialogue: &Dialogue,
+        from: u64,
+        limit: usize,
+        view: TurnView,
+    ) -> Result<Vec<Turn>, EngineError> {
+        let mut items = self.history().from(dialogue, from, limit).await?;
+        keep_within_response_budget(&mut items, view);
+        Ok(items)
     }
 
     /// Erases dialogues whose expiry passed, and stale idempotency keys.

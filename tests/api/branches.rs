@@ -35,20 +35,6 @@ fn dialogue_of(response: &Value) -> String {
     id.rsplit_once('~').unwrap().0.to_owned()
 }
 
-/// The texts of the messages the upstream was last sent (system first).
-fn last_prompt(fake: &FakeUpstream) -> Vec<String> {
-    let requests = fake.requests();
-    requests.last().unwrap()["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| match &m["content"] {
-            Value::String(s) => s.clone(),
-            parts => parts[0]["text"].as_str().unwrap_or_default().to_owned(),
-        })
-        .collect()
-}
-
 async fn rest(app: &TestApp, method: reqwest::Method, path: &str) -> (u16, Value) {
     let answer = plain_http()
         .build()
@@ -94,7 +80,7 @@ async fn a_branch_shares_history_by_reference_and_outlives_its_parent() {
 
     // From the first response: the model sees a, its reply, then d.
     let branch = respond(&app, "d", Some(id(&first))).await;
-    assert_eq!(last_prompt(&fake), ["be brief", "a", "gpt: a", "d"]);
+    assert_eq!(fake.last_prompt(), ["be brief", "a", "gpt: a", "d"]);
     assert_eq!(branch["previous_response_id"], id(&first));
     let twig = dialogue_of(&branch);
     assert_ne!(twig, dialogue_of(&first));
@@ -124,7 +110,7 @@ async fn a_branch_shares_history_by_reference_and_outlives_its_parent() {
     );
     let borrowed_reply = format!("resp_{twig}~1");
     let sprig = respond(&app, "f", Some(&borrowed_reply)).await;
-    assert_eq!(last_prompt(&fake), ["be brief", "a", "gpt: a", "f"]);
+    assert_eq!(fake.last_prompt(), ["be brief", "a", "gpt: a", "f"]);
     let sprig = dialogue_of(&sprig);
 
     // Removing the trunk's later responses and then the trunk itself:
@@ -153,7 +139,7 @@ async fn a_branch_shares_history_by_reference_and_outlives_its_parent() {
     let last = format!("resp_{twig}~5");
     respond(&app, "g", Some(&last)).await;
     assert_eq!(
-        last_prompt(&fake),
+        fake.last_prompt(),
         ["be brief", "a", "gpt: a", "d", "gpt: d", "e", "gpt: e", "g"]
     );
     // The branch's own branch outlives it too.
@@ -246,13 +232,13 @@ async fn deleting_an_older_response_empties_it_for_its_chain_not_for_its_branche
     );
     respond(&app, "d", Some(id(&third))).await;
     assert_eq!(
-        last_prompt(&fake),
+        fake.last_prompt(),
         ["be brief", "b", "gpt: b", "c", "gpt: c", "d"]
     );
     // The branch shared the exchange: it kept its own copy.
     respond(&app, "y", Some(id(&branch))).await;
     assert_eq!(
-        last_prompt(&fake),
+        fake.last_prompt(),
         ["be brief", "a", "gpt: a", "b", "gpt: b", "x", "gpt: x", "y"]
     );
 }

@@ -21,19 +21,6 @@ async fn call(app: &TestApp, method: reqwest::Method, path: &str, body: Option<V
     answer.json().await.unwrap()
 }
 
-/// The texts of the messages the upstream was last sent.
-fn last_prompt(fake: &FakeUpstream) -> Vec<String> {
-    fake.requests().last().unwrap()["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| match &m["content"] {
-            Value::String(s) => s.clone(),
-            parts => parts[0]["text"].as_str().unwrap_or_default().to_owned(),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn added_items_reach_the_model_and_a_deleted_one_does_not() {
     use reqwest::Method;
@@ -66,7 +53,7 @@ async fn added_items_reach_the_model_and_a_deleted_one_does_not() {
     )
     .await;
     assert_eq!(
-        last_prompt(&fake),
+        fake.last_prompt(),
         ["my name is Ada", "hello Ada", "I like tea", "who am I?"]
     );
     call(
@@ -106,7 +93,7 @@ async fn added_items_reach_the_model_and_a_deleted_one_does_not() {
     )
     .await;
     assert_eq!(
-        last_prompt(&fake),
+        fake.last_prompt(),
         [
             "my name is Ada",
             "hello Ada",
@@ -126,7 +113,7 @@ async fn added_items_reach_the_model_and_a_deleted_one_does_not() {
     )
     .await;
     assert_eq!(
-        last_prompt(&fake),
+        fake.last_prompt(),
         [
             "my name is Ada",
             "hello Ada",

@@ -29,17 +29,11 @@ async fn turns_from(
     from: u64,
     limit: usize,
 ) -> Result<Vec<Turn>, Status> {
-    let scope = format!("{}/turns", dialogue.resource_name());
-    let token = match from {
-        0 => String::new(),
-        n => crate::dialogue::page_token::encode(&scope, &n.to_be_bytes()),
-    };
-    let page = front
+    front
         .engine
-        .list_turns(caller, dialogue, limit, &token, TurnView::Basic)
+        .turns_from(caller, dialogue, from, limit, TurnView::Basic)
         .await
-        .map_err(Status::from)?;
-    Ok(page.items)
+        .map_err(Status::from)
 }
 
 fn item_not_found(conversation: &str, item: &str) -> Status {

@@ -275,14 +275,12 @@ async fn previous_response(
         return Err(not_found(id));
     }
     // A response names a reply; any other turn is not one.
-    let scope = format!("{}/turns", dialogue_id.resource_name());
-    let token = crate::dialogue::page_token::encode(&scope, &turn.to_be_bytes());
-    let page = front
+    let read = front
         .engine
-        .list_turns(caller, &dialogue_id, 1, &token, TurnView::Basic)
+        .turns_from(caller, &dialogue_id, turn, 1, TurnView::Basic)
         .await
         .map_err(lookup)?;
-    match page.items.first() {
+    match read.first() {
         // A deleted (emptied) response is gone.
         Some(reply)
             if reply.index == turn
@@ -322,14 +320,12 @@ async fn exchange(
     if turn == 0 || turn >= dialogue.turn_count {
         return Err(not_found(id));
     }
-    let scope = format!("{}/turns", dialogue_id.resource_name());
-    let token = crate::dialogue::page_token::encode(&scope, &(turn - 1).to_be_bytes());
-    let page = front
+    let read = front
         .engine
-        .list_turns(&caller, &dialogue_id, 2, &token, TurnView::Full)
+        .turns_from(&caller, &dialogue_id, turn - 1, 2, TurnView::Full)
         .await
         .map_err(lookup)?;
-    let [input, reply] = <[_; 2]>::try_from(page.items).map_err(|_| not_found(id))?;
+    let [input, reply] = <[_; 2]>::try_from(read).map_err(|_| not_found(id))?;
     if reply.role != Role::Assistant || reply.index != turn || reply.content.is_empty() {
         return Err(not_found(id));
     }

@@ -158,6 +158,24 @@ impl FakeUpstream {
         self.inner.lock().unwrap().requests.clone()
     }
 
+    /// The texts of the messages of the last request (OpenAI shape), a
+    /// string or the first part's text each.
+    pub fn last_prompt(&self) -> Vec<String> {
+        let requests = self.requests();
+        let Some(last) = requests.last() else {
+            return Vec::new();
+        };
+        last["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| match &m["content"] {
+                Value::String(s) => s.clone(),
+                parts => parts[0]["text"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+
     pub fn last_headers(&self) -> HeaderMap {
         self.inner
             .lock()
