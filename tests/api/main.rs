@@ -42,3 +42,4 @@ mod summaries;
 mod tls;
 mod tools;
 mod websocket;
+mod write_ahead_log;

@@ -38,6 +38,11 @@ impl Started {
             .unwrap();
         assert!(exit.success(), "{exit:?}");
     }
+
+    /// SIGKILL: what a crash leaves on disk.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
 }
 
 /// Starts dialogd on `dir`: the server, or its stderr if it exited.
@@ -124,7 +129,7 @@ pub async fn filled_store() -> (TempDir, Contents) {
     (dir, held)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -143,7 +148,7 @@ fn truncate(path: &Path, len: impl FnOnce(u64) -> u64) {
     file.set_len(len(size)).unwrap();
 }
 
-fn garble(path: &Path, at: impl FnOnce(u64) -> u64, bytes: usize) {
+pub fn garble(path: &Path, at: impl FnOnce(u64) -> u64, bytes: usize) {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

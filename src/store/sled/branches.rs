@@ -3,6 +3,7 @@
 //! fork and its image bytes in one batch — and one turn rewritten in place
 //! (a deleted item).
 
+use super::write_set::WriteSet;
 use super::{SledStore, encode, keys};
 use crate::dialogue::content::media_bytes;
 use crate::dialogue::model::DialogueId;
@@ -25,7 +26,7 @@ impl SledStore {
         if stored.fork.as_ref().map(|f| f.turns) != Some(prefix.len() as u64) {
             return Err(StoreError::Conflict(id.resource_name()));
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteSet::default();
         let mut added_media = 0;
         for turn in prefix {
             batch.insert(keys::turn(id, turn.index), encode_turn(turn)?);
@@ -44,7 +45,7 @@ impl SledStore {
         let missing = |i: u64| StoreError::NotFound(format!("{}/turns/{i}", id.resource_name()));
         let mut head = Self::read_head(&self.tree, id)?
             .ok_or_else(|| missing(turns.first().map_or(0, |t| t.index)))?;
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteSet::default();
         for turn in turns {
             let old = self
                 .tree

@@ -1,10 +1,12 @@
-//! Commit sequences: every flush of the store first writes the next
-//! sequence into sled, then flushes, so the sequence on disk says how far
-//! the files reach. The keeper thread records the flushed sequence in the
-//! manifest (at most once a second, and at close), flushes on a timer in
-//! relaxed durability, and makes a last flush when the store closes.
+//! Commit sequences: every flush of sled first writes the next sequence
+//! into sled, then flushes, so the sequence on disk says how far the files
+//! reach. The keeper thread records the flushed sequence in the manifest
+//! (at most once a second, and at close), writes the log on a timer in
+//! relaxed durability, checkpoints (flushes sled and drops the log it
+//! covers), and makes a last checkpoint when the store closes.
 
 use super::manifest::Manifest;
+use super::wal::Wal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -12,6 +14,10 @@ use std::time::{Duration, Instant};
 /// Where the commit sequence lives: sled's default tree, apart from the
 /// dialogues' tree.
 pub const SEQ_KEY: &[u8] = b"dialogd/commit_seq";
+
+/// The first record of the write-ahead log segment that continues where
+/// sled's files end; that segment must exist when the store opens.
+const WAL_FROM_KEY: &[u8] = b"dialogd/wal_from";
 
 /// The commit sequence sled's files reach (0: none written).
 pub fn sequence_on_disk(db: &sled::Db) -> sled::Result<u64> {
@@ -54,6 +60,23 @@ impl Commits {
         Ok(())
     }
 
+    /// Notes (for the next flush) the log segment that continues sled.
+    pub fn mark_wal_from(&self, first_seq: u64) -> Result<(), String> {
+        self.db
+            .insert(WAL_FROM_KEY, &first_seq.to_be_bytes())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The log segment sled's files say continues them (None: a store
+    /// written before the log existed).
+    pub fn wal_from(&self) -> Result<Option<u64>, String> {
+        let value = self.db.get(WAL_FROM_KEY).map_err(|e| e.to_string())?;
+        Ok(value
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
     /// Brings the manifest up to the flushed sequence.
     pub fn record(&self) -> std::io::Result<()> {
         let seq = self.flushed.load(Ordering::Acquire);
@@ -80,7 +103,16 @@ impl Commits {
     }
 }
 
-/// The keeper thread; dropping it makes a last flush and stops it.
+/// Makes sled hold everything logged so far, then drops the log segments
+/// that are no longer needed (see `wal`).
+pub fn checkpoint(wal: &Wal, commits: &Commits) -> Result<(), String> {
+    let (first_seq, done) = wal.rotate()?;
+    commits.mark_wal_from(first_seq)?;
+    commits.settle()?;
+    wal.remove_done(&done)
+}
+
+/// The keeper thread; dropping it makes a last checkpoint and stops it.
 pub struct Keeper {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -88,30 +120,48 @@ pub struct Keeper {
 
 /// How often the manifest catches up with the flushed sequence.
 const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// A checkpoint once the log's segment grows past this size...
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+/// ...or this long after the last one, if anything was logged: the log
+/// replayed at start stays short.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
 impl Keeper {
-    /// Starts the keeper; with `flush_every` it also flushes on that
-    /// period (relaxed durability: nothing else does).
-    pub fn start(commits: Arc<Commits>, flush_every: Option<Duration>) -> std::io::Result<Keeper> {
+    /// Starts the keeper; with `flush_every` it also writes the log to
+    /// disk on that period (relaxed durability: nothing else does).
+    pub fn start(
+        commits: Arc<Commits>,
+        wal: Arc<Wal>,
+        flush_every: Option<Duration>,
+    ) -> std::io::Result<Keeper> {
         let (stop, stopped) = mpsc::channel::<()>();
         let tick = flush_every.map_or(RECORD_EVERY, |f| f.min(RECORD_EVERY));
         let thread = std::thread::Builder::new()
             .name("dialogd-manifest".into())
             .spawn(move || {
                 let mut last_flush = Instant::now();
+                let mut last_checkpoint = Instant::now();
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
                     if flush_every.is_some_and(|every| last_flush.elapsed() >= every) {
                         last_flush = Instant::now();
-                        if let Err(e) = commits.flush() {
+                        if let Err(e) = wal.sync() {
                             tracing::error!(error = %e, "store flush failed");
+                        }
+                    }
+                    if wal.segment_bytes() >= CHECKPOINT_BYTES
+                        || (last_checkpoint.elapsed() >= CHECKPOINT_EVERY && wal.has_records())
+                    {
+                        last_checkpoint = Instant::now();
+                        if let Err(e) = checkpoint(&wal, &commits) {
+                            tracing::error!(error = %e, "store checkpoint failed");
                         }
                     }
                     if let Err(e) = commits.record() {
                         tracing::error!(error = %e, "cannot write the store manifest");
                     }
                 }
-                if let Err(e) = commits.settle() {
-                    tracing::error!(error = %e, "last store flush failed");
+                if let Err(e) = checkpoint(&wal, &commits) {
+                    tracing::error!(error = %e, "last store checkpoint failed");
                 }
             })?;
         Ok(Keeper {

@@ -1,5 +1,6 @@
 //! Key layout of the sled tree. Everything lives in one tree so one
-//! `apply_batch` can change a dialogue, its turns and its indexes atomically.
+//! logged change (`wal`) can change a dialogue, its turns and its indexes
+//! atomically.
 //!
 //! | key                                      | value                    |
 //! |------------------------------------------|--------------------------|

@@ -1,12 +1,14 @@
 //! The embedded default store on sled 0.34.
 //!
-//! Reads and single-batch writes hit sled's in-memory structures and take
-//! microseconds, so they run inline on the async runtime; the flush to disk
-//! runs on the group-commit thread, and long scans (erasing a dialogue, the
-//! expiry sweep) on the blocking pool.
+//! Reads and writes hit sled's in-memory structures and take microseconds,
+//! so they run inline on the async runtime; every change is logged to
+//! dialogd's own write-ahead log (`wal`), which the group-commit thread
+//! writes to disk, and long scans (erasing a dialogue, the expiry sweep)
+//! run on the blocking pool.
 
 mod branches;
 mod commits;
+mod erase;
 pub mod export;
 mod keys;
 mod manifest;
@@ -14,6 +16,9 @@ pub mod opening;
 mod records;
 mod truncate;
 pub mod verify;
+mod wal;
+mod wal_replay;
+mod write_set;
 
 use super::turn_codec::{decode_turn, encode_turn};
 use super::{GroupCommit, OpenError};
@@ -28,13 +33,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
+use wal::Wal;
+use write_set::WriteSet;
 
 /// Cheap to clone: clones share the database.
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
-    /// Present in `Durability::Sync`: acknowledges writes once flushed.
+    /// Logs every change before it is applied to `tree`.
+    wal: Arc<Wal>,
+    /// Present in `Durability::Sync`: acknowledges writes once logged.
     group_commit: Option<Arc<GroupCommit>>,
     /// Commit sequences and the manifest.
     commits: Arc<Commits>,
@@ -72,23 +81,25 @@ impl SledStore {
         let tree = db
             .open_tree("dialogd.v1")
             .map_err(|e| unusable(e.to_string()))?;
+        let wal = Arc::new(wal_replay::recover(settings, &tree, &commits)?);
         let (group_commit, flush_every) = match settings.durability {
             Durability::Relaxed => (
                 None,
                 Some(Duration::from_millis(settings.flush_interval_ms)),
             ),
             Durability::Sync => {
-                let flusher = commits.clone();
-                let gc = GroupCommit::start(Box::new(move || flusher.flush()))
+                let log = wal.clone();
+                let gc = GroupCommit::start(Box::new(move || log.sync()))
                     .map_err(|e| unusable(format!("cannot start the flusher thread: {e}")))?;
                 (Some(Arc::new(gc)), None)
             }
         };
-        let keeper = Keeper::start(commits.clone(), flush_every)
+        let keeper = Keeper::start(commits.clone(), wal.clone(), flush_every)
             .map_err(|e| unusable(format!("cannot start the manifest thread: {e}")))?;
         Ok(SledStore {
             db,
             tree,
+            wal,
             group_commit,
             commits,
             _keeper: Arc::new(keeper),
@@ -96,11 +107,12 @@ impl SledStore {
         })
     }
 
-    /// Applies a batch and, in sync mode, waits until it is on disk.
-    async fn write(&self, batch: sled::Batch) -> Result<(), StoreError> {
+    /// Logs and applies a change and, in sync mode, waits until it is on
+    /// disk.
+    async fn write(&self, batch: WriteSet) -> Result<(), StoreError> {
         {
             let _open = self.gate.read().await;
-            self.tree.apply_batch(batch)?;
+            self.wal.apply(&batch, &self.tree).map_err(StoreError::Io)?;
         }
         if let Some(gc) = &self.group_commit {
             gc.wait_durable().await.map_err(StoreError::Io)?;
@@ -131,7 +143,7 @@ impl SledStore {
         Ok(Some(dialogue))
     }
 
-    fn insert_creation(batch: &mut sled::Batch, dialogue: &Dialogue) -> Result<(), StoreError> {
+    fn insert_creation(batch: &mut WriteSet, dialogue: &Dialogue) -> Result<(), StoreError> {
         let id = &dialogue.id;
         batch.insert(keys::meta(id), encode(dialogue)?);
         batch.insert(
@@ -155,95 +167,6 @@ impl SledStore {
             );
         }
         Ok(())
-    }
-
-    /// Erases everything of one dialogue in one batch (blocking: scans).
-    fn erase(tree: &sled::Tree, id: &DialogueId) -> Result<bool, StoreError> {
-        let Some(dialogue) = Self::read_dialogue(tree, id)? else {
-            return Ok(false);
-        };
-        let mut batch = sled::Batch::default();
-        let of_dialogue = keys::operations_of_prefix(id);
-        for entry in tree.scan_prefix(&of_dialogue) {
-            let (key, _) = entry?;
-            let operation = String::from_utf8_lossy(&key[of_dialogue.len()..]).into_owned();
-            batch.remove(keys::operation(&operation));
-            batch.remove(keys::pending(&operation));
-            batch.remove(key);
-        }
-        batch.remove(keys::meta(id));
-        batch.remove(keys::head(id));
-        batch.remove(keys::created(&dialogue.owner, dialogue.create_time, id));
-        if let Some(at) = dialogue.expire_time {
-            batch.remove(keys::expiry(
-                at,
-                keys::EXPIRY_DIALOGUE,
-                id.as_str().as_bytes(),
-            ));
-        }
-        for entry in tree.scan_prefix(keys::turn_prefix(id)).keys() {
-            batch.remove(entry?);
-        }
-        for entry in tree.scan_prefix(keys::idempotency_prefix(id)) {
-            let (key, value) = entry?;
-            // A damaged record must not block erasure: drop it and move on.
-            if let Ok(record) = decode::<IdempotencyRecord>(&value, "idempotency record") {
-                let rest = &key[2..];
-                batch.remove(keys::expiry(
-                    record.expire_time,
-                    keys::EXPIRY_IDEMPOTENCY,
-                    rest,
-                ));
-            }
-            batch.remove(key);
-        }
-        tree.apply_batch(batch)?;
-        Ok(true)
-    }
-
-    fn sweep(tree: &sled::Tree, now: Time, max: usize) -> Result<SweepReport, StoreError> {
-        let mut report = SweepReport::default();
-        let mut batch = sled::Batch::default();
-        for key in tree
-            .range(keys::EXPIRY.to_vec()..keys::expiry_end(now))
-            .keys()
-            .take(max)
-        {
-            let key = key?;
-            match keys::parse_expiry(&key) {
-                Some((keys::EXPIRY_DIALOGUE, rest)) => {
-                    match std::str::from_utf8(rest)
-                        .ok()
-                        .and_then(|s| DialogueId::from_stored(s).ok())
-                    {
-                        Some(id) => report.expired_dialogues.push(id),
-                        None => batch.remove(key.clone()),
-                    }
-                }
-                Some((keys::EXPIRY_OPERATION, rest)) => {
-                    // rest: {dialogue id}\0{operation id}
-                    if let Some(split) = rest.iter().position(|b| *b == 0) {
-                        let operation = String::from_utf8_lossy(&rest[split + 1..]);
-                        batch.remove(keys::operation(&operation));
-                        batch.remove(keys::pending(&operation));
-                    }
-                    let mut of_dialogue = b"q/".to_vec();
-                    of_dialogue.extend_from_slice(rest);
-                    batch.remove(of_dialogue);
-                    batch.remove(key.clone());
-                }
-                Some((keys::EXPIRY_IDEMPOTENCY, rest)) => {
-                    let mut idem_key = b"i/".to_vec();
-                    idem_key.extend_from_slice(rest);
-                    batch.remove(idem_key);
-                    batch.remove(key.clone());
-                    report.idempotency_records_removed += 1;
-                }
-                _ => batch.remove(key.clone()),
-            }
-        }
-        tree.apply_batch(batch)?;
-        Ok(report)
     }
 
     fn collect_turns(
@@ -279,12 +202,13 @@ impl DialogueStore for SledStore {
         if self.tree.contains_key(keys::meta(&dialogue.id))? {
             return Err(StoreError::AlreadyExists(dialogue.id.resource_name()));
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteSet::default();
         Self::insert_creation(&mut batch, dialogue)?;
         self.write(batch).await
     }
 
     async fn get_dialogue(&self, id: &DialogueId) -> Result<Option<Dialogue>, StoreError> {
+        let _whole = self.wal.view();
         Self::read_dialogue(&self.tree, id)
     }
 
@@ -292,7 +216,7 @@ impl DialogueStore for SledStore {
         let id = &dialogue.id;
         let old = Self::read_dialogue(&self.tree, id)?
             .ok_or_else(|| StoreError::NotFound(id.resource_name()))?;
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteSet::default();
         batch.insert(keys::meta(id), encode(dialogue)?);
         if old.expire_time != dialogue.expire_time {
             if let Some(at) = old.expire_time {
@@ -314,11 +238,14 @@ impl DialogueStore for SledStore {
 
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
         let owned = id.clone();
-        let erased = self.blocking(move |tree| Self::erase(tree, &owned)).await?;
-        if erased && let Some(gc) = &self.group_commit {
-            gc.wait_durable().await.map_err(StoreError::Io)?;
-        }
-        Ok(erased)
+        let Some(erasure) = self
+            .blocking(move |tree| Self::erasure(tree, &owned))
+            .await?
+        else {
+            return Ok(false);
+        };
+        self.write(erasure).await?;
+        Ok(true)
     }
 
     async fn list_dialogues(
@@ -340,6 +267,7 @@ impl DialogueStore for SledStore {
         let now = Time::now();
         let mut dialogues = Vec::new();
         let mut more = false;
+        let _whole = self.wal.view();
         for entry in self.tree.range(start..keys::prefix_end(&prefix)).values() {
             let raw = entry?;
             let Some(id) = std::str::from_utf8(&raw)
@@ -377,6 +305,7 @@ impl DialogueStore for SledStore {
         limit: usize,
     ) -> Result<Vec<Turn>, StoreError> {
         let range = keys::turn(id, from)..keys::prefix_end(&keys::turn_prefix(id));
+        let _whole = self.wal.view();
         Self::collect_turns(self.tree.range(range), limit)
     }
 
@@ -387,13 +316,14 @@ impl DialogueStore for SledStore {
         limit: usize,
     ) -> Result<Vec<Arc<Turn>>, StoreError> {
         let range = keys::turn_prefix(id)..keys::turn(id, before);
+        let _whole = self.wal.view();
         let turns = Self::collect_turns(self.tree.range(range).rev(), limit)?;
         Ok(turns.into_iter().map(Arc::new).collect())
     }
 
     async fn commit_exchange(&self, commit: ExchangeCommit<'_>) -> Result<(), StoreError> {
         let id = commit.dialogue_id;
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteSet::default();
         let head = match (commit.create, Self::read_head(&self.tree, id)?) {
             (Some(_), Some(_)) => return Err(StoreError::AlreadyExists(id.resource_name())),
             (None, None) => return Err(StoreError::NotFound(id.resource_name())),
@@ -474,13 +404,18 @@ impl DialogueStore for SledStore {
     }
 
     async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError> {
-        self.blocking(move |tree| Self::sweep(tree, now, 10_000))
-            .await
+        let (report, removals) = self
+            .blocking(move |tree| Self::sweep(tree, now, 10_000))
+            .await?;
+        if !removals.is_empty() {
+            self.write(removals).await?;
+        }
+        Ok(report)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let commits = self.commits.clone();
-        tokio::task::spawn_blocking(move || commits.settle())
+        let (commits, wal) = (self.commits.clone(), self.wal.clone());
+        tokio::task::spawn_blocking(move || commits::checkpoint(&wal, &commits))
             .await
             .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))?
             .map_err(StoreError::Io)

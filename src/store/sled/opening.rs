@@ -33,10 +33,11 @@ pub fn open(settings: &StoreSettings) -> Result<(sled::Db, Arc<Commits>), OpenEr
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(settings.cache_capacity_mb.saturating_mul(1024 * 1024))
-        // Writes that wait for no flush (audit events, erasures, sweeps)
-        // reach the disk within the interval; acknowledged turns do at once
-        // (group commit). Only dialogd's own flushes advance the commit
-        // sequence, so these never make the manifest promise too much.
+        // Writes outside the write-ahead log (audit events) reach the disk
+        // within the interval; every other change is durable through the
+        // log. Only dialogd's own checkpoints advance the commit sequence,
+        // so sled's background flushes never make the manifest promise too
+        // much.
         .flush_every_ms(Some(settings.flush_interval_ms));
     let opened = catch_quietly(|| config.open()).map_err(|panic| {
         unusable(format!(

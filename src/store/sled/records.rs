@@ -1,6 +1,7 @@
 //! The audit log and the operation records in sled, beside the
 //! dialogues in the same tree (see `keys`).
 
+use super::write_set::WriteSet;
 use super::{SledStore, decode, encode, keys};
 use crate::audit::{AuditEvent, AuditFilter, AuditLog};
 use crate::dialogue::model::Time;
@@ -52,7 +53,7 @@ impl AuditLog for SledStore {
 
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
         self.blocking(move |tree| {
-            let mut batch = sled::Batch::default();
+            let mut batch = WriteSet::default();
             let mut removed = 0;
             for key in tree
                 .range(keys::AUDIT.to_vec()..keys::audit_from(before))
@@ -61,7 +62,7 @@ impl AuditLog for SledStore {
                 batch.remove(key?);
                 removed += 1;
             }
-            tree.apply_batch(batch)?;
+            batch.apply(tree)?;
             Ok(removed)
         })
         .await
@@ -71,7 +72,7 @@ impl AuditLog for SledStore {
 #[async_trait]
 impl OperationStore for SledStore {
     async fn put_operation(&self, put: OperationPut<'_>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteSet::default();
         batch.insert(keys::operation(put.id), put.record);
         let of_dialogue = keys::operation_of(put.dialogue, put.id);
         match put.expire_time {

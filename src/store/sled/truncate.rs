@@ -2,6 +2,7 @@
 //! the idempotency records that answer with them, and their share of the
 //! head's counts, in one batch.
 
+use super::write_set::WriteSet;
 use super::{SledStore, decode, keys};
 use crate::dialogue::content::media_bytes;
 use crate::dialogue::model::DialogueId;
@@ -20,7 +21,7 @@ impl SledStore {
         if head.turn_count != expected_turn_count || keep > head.turn_count {
             return Err(StoreError::Conflict(id.resource_name()));
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteSet::default();
         let mut removed_media = 0;
         let end = keys::prefix_end(&keys::turn_prefix(id));
         for entry in self.tree.range(keys::turn(id, keep)..end) {
