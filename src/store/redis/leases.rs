@@ -55,7 +55,7 @@ pub struct RedisLeases {
 /// it drops.
 pub struct Lease {
     renewer: JoinHandle<()>,
-    release: Option<(RedisConnection, String, String, Duration)>,
+    release: Option<Release>,
 }
 
 impl RedisLeases {
@@ -77,8 +77,9 @@ impl RedisLeases {
     ///
     /// Cancellation-safe: the script runs in a task of its own, so a caller
     /// that gives up (deadline, disconnect) after Redis admitted it but
-    /// before hearing so cannot leave the place taken until it lapses —
-    /// the task sees nobody is waiting and gives it back.
+    /// before claiming the place cannot leave it taken until it lapses —
+    /// the unclaimed admission gives it back when it is dropped, whether
+    /// the caller left before the answer was sent or after.
     pub async fn try_acquire(&self, key: &str, capacity: u32) -> Result<Option<Lease>, StoreError> {
         let holder = format!("{:032x}", rand::random::<u128>());
         let (answer, answered) = oneshot::channel();
@@ -97,20 +98,27 @@ impl RedisLeases {
                     .await
                     .map_err(StoreError::from),
             };
-            if let Err(Ok(1)) = answer.send(admitted) {
-                give_back(
-                    leases.redis.clone(),
-                    task_key,
-                    task_holder,
-                    leases.lease_time,
-                )
-                .await;
-            }
+            // An admission travels as `Unclaimed`: if the caller gave up
+            // even after this send succeeded (its future dropped before it
+            // read the answer), dropping the answer gives the place back.
+            let _ = answer.send(admitted.map(|n| {
+                (n == 1).then(|| {
+                    Unclaimed(Some(Release {
+                        redis: leases.redis.clone(),
+                        key: task_key,
+                        holder: task_holder,
+                        lease_time: leases.lease_time,
+                    }))
+                })
+            }));
         });
         let admitted = answered
             .await
             .map_err(|_| StoreError::Io("the lease task stopped".into()))??;
-        Ok((admitted == 1).then(|| self.keep(key, holder)))
+        Ok(admitted.map(|mut unclaimed| {
+            unclaimed.0 = None;
+            self.keep(key, holder)
+        }))
     }
 
     /// The only place under `key`, waiting for it as long as it takes (the
@@ -159,7 +167,12 @@ impl RedisLeases {
         });
         Lease {
             renewer,
-            release: Some((self.redis.clone(), key, holder, self.lease_time)),
+            release: Some(Release {
+                redis: self.redis.clone(),
+                key,
+                holder,
+                lease_time: self.lease_time,
+            }),
         }
     }
 }
@@ -190,15 +203,44 @@ async fn give_back(redis: RedisConnection, key: String, holder: String, lease_ti
 /// Pause between tries to give a lease back while Redis is away.
 const GIVE_BACK_PAUSE: Duration = Duration::from_millis(100);
 
+/// What giving a place back needs.
+struct Release {
+    redis: RedisConnection,
+    key: String,
+    holder: String,
+    lease_time: Duration,
+}
+
+impl Release {
+    fn spawn(self) {
+        // Outside a runtime (process exit) the lease simply lapses.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(give_back(
+                self.redis,
+                self.key,
+                self.holder,
+                self.lease_time,
+            ));
+        }
+    }
+}
+
+/// A place Redis admitted that no caller has claimed yet.
+struct Unclaimed(Option<Release>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release.spawn();
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renewer.abort();
-        let Some((redis, key, holder, lease_time)) = self.release.take() else {
-            return;
-        };
-        // Outside a runtime (process exit) the lease simply lapses.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(give_back(redis, key, holder, lease_time));
+        if let Some(release) = self.release.take() {
+            release.spawn();
         }
     }
 }
