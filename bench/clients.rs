@@ -28,6 +28,17 @@ pub async fn connections(
     Ok(out)
 }
 
+/// Exchanges each load dialogue takes before its caller moves on to a new
+/// one: the "short dialogues (<= 20 turns)". Long dialogues are
+/// scenario (e)'s subject.
+pub const EXCHANGES_PER_DIALOGUE: u64 = 10;
+
+/// The dialogue a load call goes to: caller `slot` (one at a time per
+/// slot) on its `round`-th call.
+pub fn dialogue_of(prefix: &str, slot: u64, round: u64) -> String {
+    format!("{prefix}-{slot}-{}", round / EXCHANGES_PER_DIALOGUE)
+}
+
 pub fn request(dialogue: &str, text: &str) -> pb::ConverseRequest {
     pb::ConverseRequest {
         name: format!("dialogues/{dialogue}"),

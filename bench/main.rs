@@ -168,8 +168,8 @@ async fn load(
         Duration::from_secs(seconds),
         move |seq| {
             let client = clients[(seq % clients.len() as u64) as usize].clone();
-            let request =
-                clients::request(&format!("load-{}", seq % 256), "hello from dialogd-bench");
+            let dialogue = clients::dialogue_of("load", seq % 256, seq / 256);
+            let request = clients::request(&dialogue, "hello from dialogd-bench");
             async move {
                 if stream {
                     clients::converse_stream(client, request).await

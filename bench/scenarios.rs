@@ -164,9 +164,10 @@ backend = "echo"
             self.scale.warmup,
             self.scale.duration,
             move |seq| {
-                // Worker w always talks to its own dialogue.
-                let request =
-                    clients::request(&format!("{prefix}-{}", seq % WORKERS as u64), MESSAGE);
+                // Worker w talks to its own dialogues, 10 exchanges each.
+                let workers = WORKERS as u64;
+                let dialogue = clients::dialogue_of(&prefix, seq % workers, seq / workers);
+                let request = clients::request(&dialogue, MESSAGE);
                 clients::converse(pick(&clients, seq), request)
             },
         )
@@ -188,7 +189,8 @@ backend = "echo"
             self.scale.warmup,
             self.scale.duration,
             move |seq| {
-                let request = clients::request(&format!("{prefix}-{}", seq % 256), MESSAGE);
+                let dialogue = clients::dialogue_of(&prefix, seq % 256, seq / 256);
+                let request = clients::request(&dialogue, MESSAGE);
                 clients::converse(pick(&clients, seq), request)
             },
         )
@@ -227,7 +229,7 @@ backend = "echo"
     /// (a) and (b).
     pub async fn throughput(&mut self) -> Result<f64, String> {
         self.line("\n## (a)/(b) Converse peak throughput: bare tonic echo vs dialogd (echo backend, durable history)\n");
-        self.line(format!("closed loop, {WORKERS} workers over {CONNECTIONS} HTTP/2 connections, {}-byte message\n", MESSAGE.len()));
+        self.line(format!("closed loop, {WORKERS} workers over {CONNECTIONS} HTTP/2 connections, {}-byte message, a new dialogue every {} exchanges\n", MESSAGE.len(), clients::EXCHANGES_PER_DIALOGUE));
         let bare = Proc::spawn(&self.me, &["echo-server".into()], "listening on ").await?;
         let base = self.closed_converse(bare.addr, "bare").await?;
         bare.stop().await;
