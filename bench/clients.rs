@@ -99,10 +99,18 @@ pub async fn converse_stream(
 pub struct Upstream {
     http: reqwest::Client,
     url: String,
+    model: String,
+    api_key: Option<String>,
 }
 
 impl Upstream {
+    /// The mock upstream or dialogd at `addr`, model `mock`.
     pub fn new(addr: SocketAddr) -> Result<Upstream, String> {
+        Upstream::at(&format!("http://{addr}/v1"), "mock", None)
+    }
+
+    /// Any OpenAI-compatible base URL (`http://host:port/v1`).
+    pub fn at(base_url: &str, model: &str, api_key: Option<&str>) -> Result<Upstream, String> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1024)
@@ -110,39 +118,40 @@ impl Upstream {
             .map_err(|e| e.to_string())?;
         Ok(Upstream {
             http,
-            url: format!("http://{addr}/v1/chat/completions"),
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            model: model.to_owned(),
+            api_key: api_key.map(str::to_owned),
         })
     }
 
-    fn body(stream: bool) -> serde_json::Value {
-        serde_json::json!({
-            "model": "mock",
+    fn post(&self, stream: bool) -> reqwest::RequestBuilder {
+        let body = serde_json::json!({
+            "model": self.model,
             "stream": stream,
             "messages": [{"role": "user", "content": "hello from the benchmark"}]
-        })
+        });
+        let request = self.http.post(&self.url).json(&body);
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
     }
 
     pub async fn unary(&self) -> Result<Observed, String> {
-        let response = self
-            .http
-            .post(&self.url)
-            .json(&Self::body(false))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = self.post(false).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
         response.bytes().await.map_err(|e| e.to_string())?;
         Ok(Observed::default())
     }
 
     pub async fn stream(&self) -> Result<Observed, String> {
         let sent = Instant::now();
-        let response = self
-            .http
-            .post(&self.url)
-            .json(&Self::body(true))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = self.post(true).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
         let mut body = response.bytes_stream();
         let mut seen = Observed::default();
         while let Some(chunk) = body.next().await {

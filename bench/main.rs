@@ -78,6 +78,27 @@ enum Command {
         #[arg(long)]
         openai: bool,
     },
+    /// Stateless chat completions against any OpenAI-compatible gateway
+    /// (bench/peer_compare.sh runs the matrix with it).
+    OpenaiLoad {
+        /// e.g. http://127.0.0.1:4000/v1
+        #[arg(long)]
+        base_url: String,
+        #[arg(long, default_value = "mock")]
+        model: String,
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Open loop at this many requests per second; closed loop if unset.
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// SSE; reports the time to the first event.
+        #[arg(long)]
+        stream: bool,
+    },
 }
 
 #[tokio::main]
@@ -106,8 +127,23 @@ async fn main() {
             stream,
             openai,
         } => match openai {
-            true => load_openai(target, rate, concurrency, seconds, stream).await,
+            true => match clients::Upstream::new(target) {
+                Ok(upstream) => load_openai(upstream, rate, concurrency, seconds, stream).await,
+                Err(e) => Err(e),
+            },
             false => load(target, rate, concurrency, connections, seconds, stream).await,
+        },
+        Command::OpenaiLoad {
+            base_url,
+            model,
+            api_key,
+            rate,
+            concurrency,
+            seconds,
+            stream,
+        } => match clients::Upstream::at(&base_url, &model, api_key.as_deref()) {
+            Ok(upstream) => load_openai(upstream, rate, concurrency, seconds, stream).await,
+            Err(e) => Err(e),
         },
         Command::Run { quick, only, out } => run(quick, &only, out).await,
     };
@@ -119,13 +155,12 @@ async fn main() {
 
 /// The OpenAI path's load, as scenario (h) sends it.
 async fn load_openai(
-    target: SocketAddr,
+    upstream: clients::Upstream,
     rate: Option<f64>,
     concurrency: usize,
     seconds: u64,
     stream: bool,
 ) -> Result<(), String> {
-    let upstream = clients::Upstream::new(target)?;
     let mode = match rate {
         Some(rate) => loadgen::Mode::Open { rate },
         None => loadgen::Mode::Closed { concurrency },
@@ -146,6 +181,16 @@ async fn load_openai(
     )
     .await;
     println!("{}", report.summary());
+    if stream {
+        println!(
+            "first event p50={:.3}ms p99={:.3}ms",
+            report.ttft_ms(0.5),
+            report.ttft_ms(0.99)
+        );
+    }
+    if let Some(e) = report.first_error {
+        println!("first error: {e}");
+    }
     Ok(())
 }
 
