@@ -11,7 +11,7 @@ venv=${VENV:-/tmp/dialogd-peer-litellm}
 port=${PORT:-14000}
 mock=${MOCK:-127.0.0.1:18090}
 version=1.102.4
-if ! "$venv/bin/litellm" --version 2>/dev/null | grep -q "$version"; then
+if ! "$venv/bin/pip" show litellm 2>/dev/null | grep -qx "Version: $version"; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "litellm[proxy]==$version"
 fi
