@@ -96,6 +96,16 @@ pub trait AuditLog: Send + Sync + 'static {
     /// periodic flush covers it).
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
 
+    /// Appends several events in order (the writer's batches). On an
+    /// error, how many of the first ones were appended comes with it, so a
+    /// retry does not append them twice.
+    async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<(), (usize, StoreError)> {
+        for (written, event) in events.iter().enumerate() {
+            self.append_audit(event).await.map_err(|e| (written, e))?;
+        }
+        Ok(())
+    }
+
     /// Events oldest first from `after` (exclusive), within the filter's
     /// time range, at most `limit`; a cursor when more may follow.
     async fn list_audit(

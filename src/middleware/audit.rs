@@ -6,28 +6,28 @@
 use super::call::Resolved;
 use super::outcome::{self, OnEnd};
 use super::request_id::RequestId;
-use crate::audit::{AuditEvent, AuditLog, AuditNotes, redact};
+use crate::audit::writer::AuditWriter;
+use crate::audit::{AuditEvent, AuditNotes, redact};
 use crate::dialogue::model::Time;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 use tonic::Code;
 
-/// Audits calls into `log` (see the module).
+/// Audits calls through `writer` (see the module).
 #[derive(Clone)]
 pub struct Audit {
-    log: Arc<dyn AuditLog>,
+    writer: AuditWriter,
 }
 
 impl Audit {
-    pub fn new(log: Arc<dyn AuditLog>) -> Audit {
-        Audit { log }
+    pub fn new(writer: AuditWriter) -> Audit {
+        Audit { writer }
     }
 }
 
 /// Everything known of a call but its outcome.
 struct Recorder {
-    log: Arc<dyn AuditLog>,
+    writer: AuditWriter,
     notes: AuditNotes,
     action: String,
     mutating: bool,
@@ -55,7 +55,7 @@ impl Recorder {
             status: format!("{code:?}"),
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
         };
-        tokio::spawn(crate::audit::writer::append(self.log, event));
+        self.writer.submit(event);
     }
 }
 
@@ -75,7 +75,7 @@ impl super::Around for Audit {
         request.extensions_mut().insert(notes.clone());
         let call = Resolved::of(&request);
         let recorder = Recorder {
-            log: self.log.clone(),
+            writer: self.writer.clone(),
             notes,
             action: call.name.to_string(),
             mutating: call.mutating(),

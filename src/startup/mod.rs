@@ -9,6 +9,7 @@ mod parts;
 mod services;
 
 use crate::audit::AuditLog;
+use crate::audit::writer::AuditWriter;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::dialogue::ports::{DialogueStore, OperationStore, StoreError, StoreExport};
@@ -26,6 +27,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How long a stopping server waits for queued audit events to be written
+/// (longer only when the store is away; what is left is counted as lost).
+const AUDIT_DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -236,9 +241,10 @@ impl Application {
             Err(e) => tracing::error!(error = %e, "cannot read pending operations"),
         }
         let incoming = tls::incoming(listener, tls.map(|(_, acceptor)| acceptor));
+        let (audit_writer, audit_stop) = AuditWriter::start(audit);
         let layers = services::Layers {
             authenticator,
-            audit,
+            audit: audit_writer,
             rate_limits,
         };
         let mut server = services::serve(&settings, routes, layers, incoming, stop.clone())?;
@@ -293,6 +299,8 @@ impl Application {
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
         }
+        // Calls are over: the audit queue is complete; write it out.
+        audit_stop.finish(AUDIT_DRAIN).await;
         dialogue_store.flush().await.map_err(StartupError::Flush)?;
         tracing::info!("stopped; store flushed");
         Ok(())

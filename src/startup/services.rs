@@ -3,6 +3,7 @@
 
 use super::StartupError;
 use crate::audit::AuditLog;
+use crate::audit::writer::AuditWriter;
 use crate::auth::Authenticator;
 use crate::auth::failures::AuthFailures;
 use crate::config::Settings;
@@ -233,6 +234,6 @@ const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// What the layers around every call need.
 pub struct Layers {
     pub authenticator: Option<Arc<Authenticator>>,
-    pub audit: Arc<dyn AuditLog>,
+    pub audit: AuditWriter,
     pub rate_limits: Arc<RateLimits>,
 }

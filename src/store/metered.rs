@@ -138,6 +138,10 @@ impl<S: AuditLog> AuditLog for MeteredStore<S> {
         timed("append_audit", self.inner.append_audit(event)).await
     }
 
+    async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<(), (usize, StoreError)> {
+        timed("append_audit", self.inner.append_audit_batch(events)).await
+    }
+
     async fn list_audit(
         &self,
         filter: &AuditFilter,

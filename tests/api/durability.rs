@@ -204,3 +204,40 @@ async fn relaxed_durability_stores_turns_and_flushes_on_shutdown() {
     assert_eq!(settings.store.durability, app.settings.store.durability);
     assert_eq!(app.all_turns("relaxed").await.len(), 2);
 }
+
+/// A clean stop writes every queued audit event before the store closes:
+/// 200 mutating calls answered, SIGTERM at once, and all 200 are in the
+/// audit log after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_queued_at_a_clean_stop_are_written() {
+    use crate::store_integrity::try_start;
+    let dir = TempDir::new().unwrap();
+    let server = try_start(dir.path(), &[]).await.unwrap();
+    let api = Api::connect(server.addr).await;
+    let calls: Vec<_> = (0..200)
+        .map(|n| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut request = converse_request(&format!("a{n}"), "audited");
+                request.create_if_missing = true;
+                api.converse_with(request).await.unwrap();
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    server.stop().await;
+    let server = try_start(dir.path(), &[]).await.unwrap();
+    let api = Api::connect(server.addr).await;
+    let page = api
+        .list_audit_events(dialogd::pb::dialogue::v1::ListAuditEventsRequest {
+            action: "Converse".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 200);
+    server.stop().await;
+}

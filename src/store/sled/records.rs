@@ -16,6 +16,17 @@ impl AuditLog for SledStore {
         Ok(())
     }
 
+    async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<(), (usize, StoreError)> {
+        let _open = self.gate.read().await;
+        for (written, event) in events.iter().enumerate() {
+            let value = encode(event).map_err(|e| (written, e))?;
+            self.tree
+                .insert(keys::audit(event.time), value)
+                .map_err(|e| (written, e.into()))?;
+        }
+        Ok(())
+    }
+
     async fn list_audit(
         &self,
         filter: &AuditFilter,
