@@ -114,10 +114,15 @@ impl SledStore {
             let _open = self.gate.read().await;
             self.wal.apply(&batch, &self.tree).map_err(StoreError::Io)?;
         }
-        if let Some(gc) = &self.group_commit {
-            gc.wait_durable().await.map_err(StoreError::Io)?;
+        self.durable().await
+    }
+
+    /// In sync mode, waits until every change applied so far is on disk.
+    async fn durable(&self) -> Result<(), StoreError> {
+        match &self.group_commit {
+            Some(gc) => gc.wait_durable().await.map_err(StoreError::Io),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn read_head(tree: &sled::Tree, id: &DialogueId) -> Result<Option<keys::Head>, StoreError> {
@@ -237,15 +242,22 @@ impl DialogueStore for SledStore {
     }
 
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
-        let owned = id.clone();
-        let Some(erasure) = self
-            .blocking(move |tree| Self::erasure(tree, &owned))
-            .await?
-        else {
-            return Ok(false);
-        };
-        self.write(erasure).await?;
-        Ok(true)
+        let (owned, wal) = (id.clone(), self.wal.clone());
+        // Found and applied on the blocking pool: a long dialogue's erasure
+        // is thousands of removals.
+        let erased = self
+            .blocking(move |tree| match Self::erasure(tree, &owned)? {
+                None => Ok(false),
+                Some(erasure) => wal
+                    .apply(&erasure, tree)
+                    .map(|()| true)
+                    .map_err(StoreError::Io),
+            })
+            .await?;
+        if erased {
+            self.durable().await?;
+        }
+        Ok(erased)
     }
 
     async fn list_dialogues(
@@ -404,11 +416,18 @@ impl DialogueStore for SledStore {
     }
 
     async fn sweep_expired(&self, now: Time) -> Result<SweepReport, StoreError> {
-        let (report, removals) = self
-            .blocking(move |tree| Self::sweep(tree, now, 10_000))
+        let wal = self.wal.clone();
+        let (report, removed) = self
+            .blocking(move |tree| {
+                let (report, removals) = Self::sweep(tree, now, 10_000)?;
+                if !removals.is_empty() {
+                    wal.apply(&removals, tree).map_err(StoreError::Io)?;
+                }
+                Ok((report, !removals.is_empty()))
+            })
             .await?;
-        if !removals.is_empty() {
-            self.write(removals).await?;
+        if removed {
+            self.durable().await?;
         }
         Ok(report)
     }

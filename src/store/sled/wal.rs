@@ -16,7 +16,8 @@
 //! yields the state after the last logged change — a change is atomic
 //! across a crash because its record is (a CRC covers it). In-process,
 //! readers that read several keys take `view()`, so they never see half
-//! of a change.
+//! of a change (a large change — erasing a 10,000-turn dialogue — holds
+//! them off for the milliseconds its removals take).
 //!
 //! On disk: `<data_dir>/wal/<first seq, 20 digits>.wal`, each a header
 //! (`MAGIC`, first sequence number) and records `[len u32][crc u32][seq
