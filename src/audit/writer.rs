@@ -66,17 +66,20 @@ impl AuditWriter {
 
     /// Queues `event` for the writer.
     pub fn submit(&self, event: AuditEvent) {
-        match self.queue.try_send(event) {
-            Ok(()) => {
-                self.pending.fetch_add(1, Ordering::AcqRel);
-            }
+        // Counted before it is queued, so the writer never subtracts an
+        // event not yet counted.
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let refused = match self.queue.try_send(event) {
+            Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(event)) => {
-                lost(&event, "buffer_full", "the audit queue is full")
+                (event, "buffer_full", "the audit queue is full")
             }
             Err(mpsc::error::TrySendError::Closed(event)) => {
-                lost(&event, "store_gone", "the audit writer has stopped")
+                (event, "store_gone", "the audit writer has stopped")
             }
-        }
+        };
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        lost(&refused.0, refused.1, refused.2);
     }
 }
 
@@ -88,7 +91,10 @@ impl WriterStop {
         let mut task = self.task;
         if tokio::time::timeout(within, &mut task).await.is_err() {
             task.abort();
-            let left = self.pending.load(Ordering::Acquire);
+            let left = self
+                .pending
+                .load(Ordering::Acquire)
+                .min(MAX_PENDING + MAX_BATCH);
             for _ in 0..left {
                 crate::meter::audit_lost("store_gone");
             }
