@@ -1,8 +1,8 @@
 //! Commit sequences: every flush of sled first writes the next sequence
 //! into sled, then flushes, so the sequence on disk says how far the files
 //! reach. The keeper thread records the flushed sequence in the manifest
-//! (at most once a second, and at close), writes the log on a timer in
-//! relaxed durability, checkpoints (flushes sled and drops the log it
+//! (at most once a second, and at close), writes the log on a timer,
+//! checkpoints (flushes sled and drops the log it
 //! covers), and makes a last checkpoint when the store closes.
 
 use super::manifest::Manifest;
@@ -128,7 +128,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
 impl Keeper {
     /// Starts the keeper; with `flush_every` it also writes the log to
-    /// disk on that period (relaxed durability: nothing else does).
+    /// disk on that period (what makes changes nobody waits for durable:
+    /// relaxed turns, audit events).
     pub fn start(
         commits: Arc<Commits>,
         wal: Arc<Wal>,

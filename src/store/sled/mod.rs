@@ -82,19 +82,20 @@ impl SledStore {
             .open_tree("dialogd.v1")
             .map_err(|e| unusable(e.to_string()))?;
         let wal = Arc::new(wal_replay::recover(settings, &tree, &commits)?);
-        let (group_commit, flush_every) = match settings.durability {
-            Durability::Relaxed => (
-                None,
-                Some(Duration::from_millis(settings.flush_interval_ms)),
-            ),
+        let group_commit = match settings.durability {
+            Durability::Relaxed => None,
             Durability::Sync => {
                 let log = wal.clone();
                 let gc = GroupCommit::start(Box::new(move || log.sync()))
                     .map_err(|e| unusable(format!("cannot start the flusher thread: {e}")))?;
-                (Some(Arc::new(gc)), None)
+                Some(Arc::new(gc))
             }
         };
-        let keeper = Keeper::start(commits.clone(), wal.clone(), flush_every)
+        // The keeper writes the log on this period in both modes: it is
+        // what makes changes nobody waits for (relaxed turns, audit
+        // events) durable.
+        let flush_every = Duration::from_millis(settings.flush_interval_ms);
+        let keeper = Keeper::start(commits.clone(), wal.clone(), Some(flush_every))
             .map_err(|e| unusable(format!("cannot start the manifest thread: {e}")))?;
         Ok(SledStore {
             db,

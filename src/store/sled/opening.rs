@@ -33,12 +33,12 @@ pub fn open(settings: &StoreSettings) -> Result<(sled::Db, Arc<Commits>), OpenEr
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(settings.cache_capacity_mb.saturating_mul(1024 * 1024))
-        // Writes outside the write-ahead log (audit events) reach the disk
-        // within the interval; every other change is durable through the
-        // log. Only dialogd's own checkpoints advance the commit sequence,
-        // so sled's background flushes never make the manifest promise too
-        // much.
-        .flush_every_ms(Some(settings.flush_interval_ms));
+        // No background flush: every change is durable through dialogd's
+        // write-ahead log, and sled writing its buffer on a timer could
+        // persist part of a change whose log record is not yet on disk.
+        // sled's files move at dialogd's checkpoints (and when its buffer
+        // fills), and only those advance the commit sequence.
+        .flush_every_ms(None);
     let opened = catch_quietly(|| config.open()).map_err(|panic| {
         unusable(format!(
             "the store's files are damaged (sled could not read them: {panic})"

@@ -11,20 +11,24 @@ use async_trait::async_trait;
 #[async_trait]
 impl AuditLog for SledStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut set = WriteSet::default();
+        set.insert(keys::audit(event.time), encode(event)?);
+        // Logged, not waited on: the log is written within the flush
+        // interval (see `commits::Keeper`).
         let _open = self.gate.read().await;
-        self.tree.insert(keys::audit(event.time), encode(event)?)?;
-        Ok(())
+        self.wal.apply(&set, &self.tree).map_err(StoreError::Io)
     }
 
     async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<(), (usize, StoreError)> {
-        let _open = self.gate.read().await;
-        for (written, event) in events.iter().enumerate() {
-            let value = encode(event).map_err(|e| (written, e))?;
-            self.tree
-                .insert(keys::audit(event.time), value)
-                .map_err(|e| (written, e.into()))?;
+        let mut set = WriteSet::default();
+        for event in events {
+            set.insert(keys::audit(event.time), encode(event).map_err(|e| (0, e))?);
         }
-        Ok(())
+        // One logged change: all of the batch or none of it.
+        let _open = self.gate.read().await;
+        self.wal
+            .apply(&set, &self.tree)
+            .map_err(|e| (0, StoreError::Io(e)))
     }
 
     async fn list_audit(
@@ -63,6 +67,7 @@ impl AuditLog for SledStore {
     }
 
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
+        let wal = self.wal.clone();
         self.blocking(move |tree| {
             let mut batch = WriteSet::default();
             let mut removed = 0;
@@ -73,7 +78,7 @@ impl AuditLog for SledStore {
                 batch.remove(key?);
                 removed += 1;
             }
-            batch.apply(tree)?;
+            wal.apply(&batch, tree).map_err(StoreError::Io)?;
             Ok(removed)
         })
         .await
