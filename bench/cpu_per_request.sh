@@ -18,45 +18,15 @@ secs=${2:-8}
 bench=$root/target/release/dialogd-bench
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-"$bench" mock-upstream --tokens 16 > "$work/mock.out" 2>&1 &
-for _ in $(seq 50); do grep -q "listening on" "$work/mock.out" && break; sleep 0.1; done
-mock=$(sed -n 's/.*listening on //p' "$work/mock.out")
+. "$root/bench/lib.sh"
+start_mock
 path=${PATH_UNDER_TEST:-openai}
 case $path in
   openai) default_model=mock load_flags=(--openai) ;;
   converse) default_model=echo load_flags=() ;;
   *) echo "PATH_UNDER_TEST is openai or converse" >&2; exit 2 ;;
 esac
-cat > "$work/dialogd.toml" <<TOML
-default_model = "$default_model"
-[server]
-listen = "127.0.0.1:0"
-[store]
-data_dir = "$work/data"
-durability = "${DURABILITY:-sync}"
-[metrics]
-enabled = false
-[cache]
-enabled = false
-[limits]
-max_streams_per_principal = 0
-max_in_flight = 0
-[log]
-level = "warn"
-[[models]]
-name = "mock"
-backend = "mock"
-[[models]]
-name = "echo"
-backend = "echo"
-[backends.mock]
-kind = "openai"
-base_url = "http://$mock/v1"
-TOML
-"$bin" --config "$work/dialogd.toml" > "$work/dialogd.out" 2>/dev/null &
-server=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/dialogd.out" && break; sleep 0.1; done
-addr=$(sed -n 's/^dialogd listening on //p' "$work/dialogd.out")
+DEFAULT_MODEL=$default_model start_dialogd "$bin"
 cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 switches() { cat /proc/$server/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 "$bench" load --target "$addr" "${load_flags[@]}" --concurrency 64 --seconds "$secs" > "$work/load.out" &

@@ -14,35 +14,9 @@ bench=$root/target/release/dialogd-bench
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bench" mock-upstream --tokens 16 > "$work/mock.out" 2>&1 &
-for _ in $(seq 50); do grep -q "listening on" "$work/mock.out" && break; sleep 0.1; done
-mock=$(sed -n 's/.*listening on //p' "$work/mock.out")
-cat > "$work/dialogd.toml" <<TOML
-default_model = "mock"
-[server]
-listen = "127.0.0.1:0"
-[store]
-data_dir = "$work/data"
-[metrics]
-enabled = true
-listen = "127.0.0.1:$metrics_port"
-[cache]
-enabled = false
-[limits]
-max_streams_per_principal = 0
-max_in_flight = 0
-[log]
-level = "warn"
-[[models]]
-name = "mock"
-backend = "mock"
-[backends.mock]
-kind = "openai"
-base_url = "http://$mock/v1"
-TOML
-"$root/target/release/dialogd" --config "$work/dialogd.toml" > "$work/dialogd.out" 2>/dev/null &
-for _ in $(seq 100); do grep -q "listening on" "$work/dialogd.out" && break; sleep 0.1; done
-addr=$(sed -n 's/^dialogd listening on //p' "$work/dialogd.out")
+. "$root/bench/lib.sh"
+start_mock
+METRICS_LISTEN=127.0.0.1:$metrics_port start_dialogd "$root/target/release/dialogd"
 overhead() {
   curl -s "http://127.0.0.1:$metrics_port/metrics" \
     | awk '/^dialogd_gateway_overhead_seconds_(sum|count)\{kind="unary"\}/ {print $2}' | tr '\n' ' '

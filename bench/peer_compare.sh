@@ -30,8 +30,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$wo
 
 answers() { curl -s -o /dev/null -m 5 -H 'content-type: application/json' -d "{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}" "$1/chat/completions" -w '%{http_code}' | grep -q 200; }
 if ! answers "http://$mock/v1"; then
-  "$bench" mock-upstream --listen "$mock" --tokens 16 > "$work/mock.out" 2>&1 &
-  for _ in $(seq 50); do answers "http://$mock/v1" && break; sleep 0.1; done
+  . "$root/bench/lib.sh"
+  start_mock "$mock"
 fi
 answers "http://$mock/v1" || { echo "the mock upstream does not answer on $mock" >&2; exit 1; }
 answers "$base" || { echo "$base does not answer model $model with HTTP 200" >&2; exit 1; }

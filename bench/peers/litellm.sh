@@ -35,7 +35,9 @@ general_settings:
   disable_error_logs: true
 YAML
 # The mock must answer before LiteLLM is asked anything.
-"$root/target/release/dialogd-bench" mock-upstream --listen "$mock" --tokens 16 > "$work/mock.out" 2>&1 &
+bench=$root/target/release/dialogd-bench
+. "$root/bench/lib.sh"
+start_mock "$mock"
 LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR DISABLE_SCHEMA_UPDATE=True \
   "$venv/bin/litellm" --config "$work/config.yaml" --host 127.0.0.1 --port "$port" \
   --num_workers "${WORKERS:-1}" --telemetry False > "$work/litellm.out" 2>&1 &
