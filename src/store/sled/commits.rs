@@ -127,23 +127,23 @@ const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
 impl Keeper {
-    /// Starts the keeper; with `flush_every` it also writes the log to
-    /// disk on that period (what makes changes nobody waits for durable:
+    /// Starts the keeper; it also writes the log to disk every
+    /// `flush_every` (what makes changes nobody waits for durable:
     /// relaxed turns, audit events).
     pub fn start(
         commits: Arc<Commits>,
         wal: Arc<Wal>,
-        flush_every: Option<Duration>,
+        flush_every: Duration,
     ) -> std::io::Result<Keeper> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let tick = flush_every.map_or(RECORD_EVERY, |f| f.min(RECORD_EVERY));
+        let tick = flush_every.min(RECORD_EVERY);
         let thread = std::thread::Builder::new()
             .name("dialogd-manifest".into())
             .spawn(move || {
                 let mut last_flush = Instant::now();
                 let mut last_checkpoint = Instant::now();
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                    if flush_every.is_some_and(|every| last_flush.elapsed() >= every) {
+                    if last_flush.elapsed() >= flush_every {
                         last_flush = Instant::now();
                         if let Err(e) = wal.sync() {
                             tracing::error!(error = %e, "store flush failed");

@@ -95,7 +95,7 @@ impl SledStore {
         // what makes changes nobody waits for (relaxed turns, audit
         // events) durable.
         let flush_every = Duration::from_millis(settings.flush_interval_ms);
-        let keeper = Keeper::start(commits.clone(), wal.clone(), Some(flush_every))
+        let keeper = Keeper::start(commits.clone(), wal.clone(), flush_every)
             .map_err(|e| unusable(format!("cannot start the manifest thread: {e}")))?;
         Ok(SledStore {
             db,

@@ -11,12 +11,9 @@ use async_trait::async_trait;
 #[async_trait]
 impl AuditLog for SledStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut set = WriteSet::default();
-        set.insert(keys::audit(event.time), encode(event)?);
-        // Logged, not waited on: the log is written within the flush
-        // interval (see `commits::Keeper`).
-        let _open = self.gate.read().await;
-        self.wal.apply(&set, &self.tree).map_err(StoreError::Io)
+        self.append_audit_batch(std::slice::from_ref(event))
+            .await
+            .map_err(|(_, e)| e)
     }
 
     async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<(), (usize, StoreError)> {
@@ -24,7 +21,8 @@ impl AuditLog for SledStore {
         for event in events {
             set.insert(keys::audit(event.time), encode(event).map_err(|e| (0, e))?);
         }
-        // One logged change: all of the batch or none of it.
+        // One logged change, all of the batch or none of it; not waited on:
+        // the log is written within the flush interval (`commits::Keeper`).
         let _open = self.gate.read().await;
         self.wal
             .apply(&set, &self.tree)
