@@ -113,7 +113,7 @@ impl SledStore {
     async fn write(&self, batch: WriteSet) -> Result<(), StoreError> {
         {
             let _open = self.gate.read().await;
-            self.wal.apply(&batch, &self.tree).map_err(StoreError::Io)?;
+            self.wal.apply(batch).map_err(StoreError::Io)?;
         }
         self.durable().await
     }
@@ -249,10 +249,7 @@ impl DialogueStore for SledStore {
         let erased = self
             .blocking(move |tree| match Self::erasure(tree, &owned)? {
                 None => Ok(false),
-                Some(erasure) => wal
-                    .apply(&erasure, tree)
-                    .map(|()| true)
-                    .map_err(StoreError::Io),
+                Some(erasure) => wal.apply(erasure).map(|()| true).map_err(StoreError::Io),
             })
             .await?;
         if erased {
@@ -421,10 +418,11 @@ impl DialogueStore for SledStore {
         let (report, removed) = self
             .blocking(move |tree| {
                 let (report, removals) = Self::sweep(tree, now, 10_000)?;
-                if !removals.is_empty() {
-                    wal.apply(&removals, tree).map_err(StoreError::Io)?;
+                let removed = !removals.is_empty();
+                if removed {
+                    wal.apply(removals).map_err(StoreError::Io)?;
                 }
-                Ok((report, !removals.is_empty()))
+                Ok((report, removed))
             })
             .await?;
         if removed {

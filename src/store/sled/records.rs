@@ -23,9 +23,10 @@ impl AuditLog for SledStore {
         }
         // One logged change, all of the batch or none of it; not waited on:
         // the log is written within the flush interval (`commits::Keeper`).
+        // Each event has a key of its own, so it is applied at once.
         let _open = self.gate.read().await;
         self.wal
-            .apply(&set, &self.tree)
+            .apply_independent(set)
             .map_err(|e| (0, StoreError::Io(e)))
     }
 
@@ -66,20 +67,24 @@ impl AuditLog for SledStore {
 
     async fn sweep_audit(&self, before: Time) -> Result<u64, StoreError> {
         let wal = self.wal.clone();
-        self.blocking(move |tree| {
-            let mut batch = WriteSet::default();
-            let mut removed = 0;
-            for key in tree
-                .range(keys::AUDIT.to_vec()..keys::audit_from(before))
-                .keys()
-            {
-                batch.remove(key?);
-                removed += 1;
-            }
-            wal.apply(&batch, tree).map_err(StoreError::Io)?;
-            Ok(removed)
-        })
-        .await
+        let removed = self
+            .blocking(move |tree| {
+                let mut batch = WriteSet::default();
+                let mut removed = 0;
+                for key in tree
+                    .range(keys::AUDIT.to_vec()..keys::audit_from(before))
+                    .keys()
+                {
+                    batch.remove(key?);
+                    removed += 1;
+                }
+                wal.apply(batch).map_err(StoreError::Io)?;
+                Ok(removed)
+            })
+            .await?;
+        // In sync mode the removals reach the tree once they are durable.
+        self.durable().await?;
+        Ok(removed)
     }
 }
 

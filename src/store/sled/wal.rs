@@ -4,20 +4,25 @@
 //! (it "rolls" it before and after the batch, through a thread pool that
 //! wakes all its idle threads for each job), and every `flush` does the
 //! same again: two to three disk writes and ~15 thread switches per turn.
-//! Here each change is one record appended to an in-memory buffer and then
-//! applied to sled's tree key by key (no sled batch); the group-commit
-//! flusher writes the buffer with one `write` and one `fdatasync` for
-//! every change that came before it. sled itself is flushed only at a
-//! checkpoint, after which the log segments it covers are deleted.
+//! Here each change is one record appended to an in-memory buffer; the
+//! group-commit flusher writes the buffer with one `write` and one
+//! `fdatasync` for every change that came before it. sled itself is
+//! flushed only at a checkpoint, after which the log segments it covers
+//! are deleted.
 //!
-//! Crash safety: records are applied in the order they are logged (one
-//! lock covers both), and every write is a blind insert or removal, so
-//! replaying the log's records in order over whatever sled recovered
-//! yields the state after the last logged change — a change is atomic
-//! across a crash because its record is (a CRC covers it). In-process,
-//! readers that read several keys take `view()`, so they never see half
-//! of a change (a large change — erasing a 10,000-turn dialogue — holds
-//! them off for the milliseconds its removals take).
+//! Crash safety: sled may write its own buffers to disk at any moment, so
+//! a change must not reach sled's tree before its record is in the file —
+//! otherwise a crash could keep part of a change the log never saw (a
+//! turn without its dialogue's head). In `Mode::Sync` a change is applied
+//! after the `fdatasync` that made its record durable, in log order, by
+//! whoever synced (its writer is still waiting for durability then); in
+//! `Mode::Relaxed` (nobody waits) the record is handed to the OS with a
+//! `write` and the change applied at once, which survives a killed
+//! process. Every write is a blind insert or removal, so replaying the
+//! log's records in order over whatever sled recovered yields the state
+//! after the last logged change; a change is atomic across a crash
+//! because its record is (a CRC covers it). In-process, readers that read
+//! several keys take `view()`, so they never see half of a change.
 //!
 //! On disk: `<data_dir>/wal/<first seq, 20 digits>.wal`, each a header
 //! (`MAGIC`, first sequence number) and records `[len u32][crc u32][seq
@@ -34,9 +39,20 @@ pub const SEGMENT_HEADER: usize = MAGIC.len() + 8;
 const HEADER: usize = SEGMENT_HEADER;
 const RECORD_HEADER: usize = 16;
 
+/// When a logged change reaches the tree (see the module's comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Once its record is on disk; writers wait for that (group commit).
+    Sync,
+    /// At once, after its record is written to the file (not synced).
+    Relaxed,
+}
+
 /// The log of one open store.
 pub struct Wal {
     dir: PathBuf,
+    tree: sled::Tree,
+    mode: Mode,
     pending: Mutex<Pending>,
     segment: Mutex<Segment>,
     view: RwLock<()>,
@@ -45,10 +61,12 @@ pub struct Wal {
     failed: OnceLock<String>,
 }
 
-/// Records logged but not yet written to the file.
+/// Records logged but not yet written to the file, and (in sync mode) the
+/// changes they carry, applied once the records are durable.
 struct Pending {
     buf: Vec<u8>,
     next_seq: u64,
+    unapplied: Vec<WriteSet>,
 }
 
 struct Segment {
@@ -64,13 +82,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Wal {
     /// Starts a fresh segment in `dir` whose first record is `next_seq`;
     /// the caller has replayed and checkpointed any older segments.
-    pub fn start(dir: &Path, next_seq: u64) -> std::io::Result<Wal> {
+    pub fn start(dir: &Path, next_seq: u64, tree: sled::Tree, mode: Mode) -> std::io::Result<Wal> {
         let segment = Segment::create(dir, next_seq)?;
         Ok(Wal {
             dir: dir.to_path_buf(),
+            tree,
+            mode,
             pending: Mutex::new(Pending {
                 buf: Vec::with_capacity(64 * 1024),
                 next_seq,
+                unapplied: Vec::new(),
             }),
             segment: Mutex::new(segment),
             view: RwLock::new(()),
@@ -78,21 +99,75 @@ impl Wal {
         })
     }
 
-    /// Logs `set` and applies it to `tree`, both under one lock, so the
-    /// log's order is the tree's order. Durable after the next `sync`.
-    pub fn apply(&self, set: &WriteSet, tree: &sled::Tree) -> Result<(), String> {
-        let payload = encode(set);
-        let _exclusive = self.view.write().unwrap_or_else(|p| p.into_inner());
-        let mut pending = lock(&self.pending);
-        if let Some(e) = self.failed.get() {
-            return Err(format!(
+    fn check(&self) -> Result<(), String> {
+        match self.failed.get() {
+            Some(e) => Err(format!(
                 "the write-ahead log failed earlier ({e}); restart dialogd"
-            ));
+            )),
+            None => Ok(()),
         }
-        let seq = pending.next_seq;
-        pending.next_seq += 1;
-        append_record(&mut pending.buf, seq, &payload);
-        set.apply(tree).map_err(|e| e.to_string())
+    }
+
+    /// Logs `set`. In sync mode it reaches the tree with the `sync` that
+    /// makes it durable (the caller waits for that); in relaxed mode its
+    /// record is written to the file and it is applied before this returns.
+    pub fn apply(&self, set: WriteSet) -> Result<(), String> {
+        let payload = encode(&set);
+        match self.mode {
+            Mode::Sync => {
+                let mut pending = lock(&self.pending);
+                self.check()?;
+                let seq = pending.next_seq;
+                pending.next_seq += 1;
+                append_record(&mut pending.buf, seq, &payload);
+                pending.unapplied.push(set);
+                Ok(())
+            }
+            Mode::Relaxed => {
+                let mut segment = lock(&self.segment);
+                let _exclusive = self.view.write().unwrap_or_else(|p| p.into_inner());
+                let buf = {
+                    let mut pending = lock(&self.pending);
+                    self.check()?;
+                    let seq = pending.next_seq;
+                    pending.next_seq += 1;
+                    append_record(&mut pending.buf, seq, &payload);
+                    std::mem::take(&mut pending.buf)
+                };
+                self.write(&mut segment, buf)?;
+                self.apply_now(&set)
+            }
+        }
+    }
+
+    /// Logs `set` and applies it at once, in both modes: only for changes
+    /// whose keys no other change writes (audit events), where a crash that
+    /// keeps some of an unlogged change keeps a few whole, unacknowledged
+    /// events and nothing inconsistent. Durable after the next `sync`.
+    pub fn apply_independent(&self, set: WriteSet) -> Result<(), String> {
+        if self.mode == Mode::Relaxed {
+            return self.apply(set);
+        }
+        let payload = encode(&set);
+        let _exclusive = self.view.write().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut pending = lock(&self.pending);
+            self.check()?;
+            let seq = pending.next_seq;
+            pending.next_seq += 1;
+            append_record(&mut pending.buf, seq, &payload);
+        }
+        self.apply_now(&set)
+    }
+
+    fn apply_now(&self, set: &WriteSet) -> Result<(), String> {
+        set.apply(&self.tree).map_err(|e| {
+            // Its record is (or will be) in the log: later records must
+            // not be applied over a tree that misses it.
+            let e = format!("cannot apply a logged change to the store: {e}");
+            let _ = self.failed.set(e.clone());
+            e
+        })
     }
 
     /// Held by readers of several keys, so they see whole changes only.
@@ -100,34 +175,68 @@ impl Wal {
         self.view.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes every logged record to the file and waits until it is on
-    /// disk. Only one sync runs at a time.
+    /// Writes every logged record to the file, waits until it is on disk
+    /// and applies the changes that waited for that. Only one sync runs at
+    /// a time.
     pub fn sync(&self) -> Result<(), String> {
         let mut segment = lock(&self.segment);
-        let buf = std::mem::take(&mut lock(&self.pending).buf);
-        self.write_out(&mut segment, buf)
+        match self.mode {
+            Mode::Sync => self.sync_and_apply(&mut segment).map(drop),
+            Mode::Relaxed => {
+                let buf = std::mem::take(&mut lock(&self.pending).buf);
+                self.write(&mut segment, buf)?;
+                // Relaxed writers append while the disk syncs.
+                let file = segment.file.try_clone();
+                drop(segment);
+                file.and_then(|f| f.sync_data())
+                    .map_err(|e| self.fail(format!("cannot sync the write-ahead log: {e}")))
+            }
+        }
     }
 
-    fn write_out(&self, segment: &mut Segment, mut buf: Vec<u8>) -> Result<(), String> {
-        if let Some(e) = self.failed.get() {
-            return Err(format!(
-                "the write-ahead log failed earlier ({e}); restart dialogd"
-            ));
+    /// Writes and syncs the pending records, then applies their changes
+    /// in log order (under the exclusive view: whole changes only).
+    /// Returns the sequence number of the first record it did not cover.
+    fn sync_and_apply(&self, segment: &mut Segment) -> Result<u64, String> {
+        let (buf, unapplied, next_seq) = {
+            let mut pending = lock(&self.pending);
+            let unapplied = std::mem::take(&mut pending.unapplied);
+            (
+                std::mem::take(&mut pending.buf),
+                unapplied,
+                pending.next_seq,
+            )
+        };
+        self.write(segment, buf)?;
+        segment
+            .file
+            .sync_data()
+            .map_err(|e| self.fail(format!("cannot sync {}: {e}", segment.path.display())))?;
+        if !unapplied.is_empty() {
+            let _exclusive = self.view.write().unwrap_or_else(|p| p.into_inner());
+            for set in &unapplied {
+                self.apply_now(set)?;
+            }
         }
+        Ok(next_seq)
+    }
+
+    fn fail(&self, e: String) -> String {
+        let _ = self.failed.set(e.clone());
+        e
+    }
+
+    /// Appends `buf` to the segment's file (not synced) and hands the
+    /// (cleared) allocation back for the next records.
+    fn write(&self, segment: &mut Segment, mut buf: Vec<u8>) -> Result<(), String> {
+        self.check()?;
         if buf.is_empty() {
             return Ok(());
         }
-        let written = segment
-            .file
-            .write_all(&buf)
-            .and_then(|()| segment.file.sync_data());
-        if let Err(e) = written {
-            let e = format!("cannot write {}: {e}", segment.path.display());
-            let _ = self.failed.set(e.clone());
-            return Err(e);
+        if let Err(e) = segment.file.write_all(&buf) {
+            return Err(self.fail(format!("cannot write {}: {e}", segment.path.display())));
         }
         segment.bytes += buf.len() as u64;
-        // Hand the (cleared) allocation back, unless records arrived.
         buf.clear();
         let mut pending = lock(&self.pending);
         if pending.buf.is_empty() && pending.buf.capacity() < buf.capacity() {
@@ -153,23 +262,16 @@ impl Wal {
         segment.bytes > HEADER as u64 || !lock(&self.pending).buf.is_empty()
     }
 
-    /// Closes the current segment (its records written and synced) and
-    /// opens the next; returns the next's first sequence number and the
-    /// segments that are now complete. They may be deleted once sled is
-    /// flushed: every record in them was applied to the tree before this
-    /// returned.
+    /// Closes the current segment (its records written, synced and
+    /// applied) and opens the next; returns the next's first sequence
+    /// number and the segments that are now complete. They may be deleted
+    /// once sled is flushed: every record in them is in the tree.
     pub fn rotate(&self) -> Result<(u64, Vec<PathBuf>), String> {
         let mut segment = lock(&self.segment);
-        let (buf, next_seq) = {
-            let mut pending = lock(&self.pending);
-            (std::mem::take(&mut pending.buf), pending.next_seq)
-        };
-        self.write_out(&mut segment, buf)?;
-        let next = Segment::create(&self.dir, next_seq).map_err(|e| {
-            let e = format!("cannot start a write-ahead log segment: {e}");
-            let _ = self.failed.set(e.clone());
-            e
-        })?;
+        // Records logged from here on belong to the next segment.
+        let next_seq = self.sync_and_apply(&mut segment)?;
+        let next = Segment::create(&self.dir, next_seq)
+            .map_err(|e| self.fail(format!("cannot start a write-ahead log segment: {e}")))?;
         *segment = next;
         let current = segment.path.clone();
         let mut done = segments(&self.dir).map_err(|e| e.to_string())?;

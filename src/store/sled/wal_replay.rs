@@ -8,8 +8,8 @@
 
 use super::commits::Commits;
 use super::opening::recovery;
-use super::wal::{self, SEGMENT_HEADER, Wal, parse_record, segment_header, segments};
-use crate::config::StoreSettings;
+use super::wal::{self, Mode, SEGMENT_HEADER, Wal, parse_record, segment_header, segments};
+use crate::config::{Durability, StoreSettings};
 use crate::store::OpenError;
 use std::path::{Path, PathBuf};
 
@@ -51,7 +51,11 @@ pub fn recover(
     }
     // sled must hold the replayed records, and name the fresh segment as
     // its continuation, before the old segments go.
-    let fresh = Wal::start(&wal_dir, replayed.next_seq).map_err(|e| {
+    let mode = match settings.durability {
+        Durability::Sync => Mode::Sync,
+        Durability::Relaxed => Mode::Relaxed,
+    };
+    let fresh = Wal::start(&wal_dir, replayed.next_seq, tree.clone(), mode).map_err(|e| {
         unusable(format!(
             "cannot start the write-ahead log in {}: {e}",
             wal_dir.display()
