@@ -35,7 +35,7 @@ sleep 1 # the load generator's warm-up second, not counted in its report
 before=$(cpu)
 switched=$(switches)
 if [ -n "${PERF:-}" ]; then
-  perf record -g -o "$PERF" -p "$server" -- sleep $((secs - 2)) > /dev/null 2>&1 &
+  perf record ${PERF_CALL_GRAPH:--g} -o "$PERF" -p "$server" -- sleep $((secs - 2)) > /dev/null 2>&1 &
 fi
 wait "$load"
 after=$(cpu)

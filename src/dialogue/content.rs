@@ -227,6 +227,20 @@ pub fn estimate_tokens(parts: &[ContentPart]) -> u64 {
     count_tokens(&text) + images
 }
 
+/// An upper bound of `estimate_tokens` without tokenizing: every token
+/// covers at least one byte of the transcript.
+pub fn tokens_at_most(parts: &[ContentPart]) -> u64 {
+    let text = transcript_without_images(parts).len() as u64;
+    let images: u64 = images(parts)
+        .iter()
+        .map(|image| match image.detail {
+            ImageDetail::Low => LOW_DETAIL_IMAGE_TOKENS,
+            ImageDetail::Auto | ImageDetail::High => IMAGE_TOKENS,
+        })
+        .sum();
+    text + images
+}
+
 fn transcript_without_images(parts: &[ContentPart]) -> String {
     let mut out = String::new();
     for part in parts {

@@ -139,8 +139,10 @@ impl Engine {
             _ => estimate_tokens(&content),
         };
         // Backends that report no usage get our tokenizer's counts.
-        let usage = usage.unwrap_or(Usage {
-            prompt_tokens: planned.prompt_tokens,
+        let usage = usage.unwrap_or_else(|| Usage {
+            prompt_tokens: planned.prompt_tokens.unwrap_or_else(|| {
+                super::plan::prompt_tokens(&planned.request.messages, &planned.request.params)
+            }),
             completion_tokens: reply_tokens,
         });
         let now = Time::now();

@@ -9,11 +9,11 @@ use super::reply_cache::{CacheKey, ReplyCache};
 use super::{Engine, EngineError, quota_key};
 use crate::auth::Principal;
 use crate::backend::ModelRequest;
-use crate::dialogue::content::{estimate_tokens, filtered_texts};
+use crate::dialogue::content::{estimate_tokens, filtered_texts, tokens_at_most};
 use crate::dialogue::context::MESSAGE_OVERHEAD;
 use crate::dialogue::model::{
-    CompletionRequest, ContentPart, Dialogue, DialogueId, Owner, PromptMessage, Role, Time, Turn,
-    TurnOutcome, TurnRequest,
+    CompletionRequest, ContentPart, Dialogue, DialogueId, GenerationParams, Owner, PromptMessage,
+    Role, Time, Turn, TurnOutcome, TurnRequest,
 };
 use crate::dialogue::validate;
 use crate::failure::Violations;
@@ -32,8 +32,9 @@ pub(super) struct PlannedTurn {
     pub request: ModelRequest,
     /// A summary of older history to store ahead of the exchange.
     pub summary: Option<Turn>,
-    /// Tokens of `request.messages`.
-    pub prompt_tokens: u64,
+    /// Tokens of `request.messages`; None when nobody needed the count yet
+    /// (a stateless call whose bytes fit: see `plan_completion`).
+    pub prompt_tokens: Option<u64>,
     pub user_turn: Turn,
     pub started: Instant,
     /// Time planning spent waiting on a model (summarizing old history).
@@ -205,7 +206,7 @@ impl Engine {
             request: model_request,
             route,
             summary,
-            prompt_tokens: prompt.tokens,
+            prompt_tokens: Some(prompt.tokens),
             user_turn,
             started,
             waited,
@@ -247,21 +248,29 @@ impl Engine {
             .route(&model)
             .cloned()
             .ok_or_else(|| EngineError::invalid("model", format!("unknown model {model:?}")))?;
-        // Counted once per message (the last one's count is the turn's).
-        let counts: Vec<u64> = request
-            .messages
-            .iter()
-            .map(|m| estimate_tokens(&m.content))
-            .collect();
-        let prompt_tokens: u64 = counts.iter().map(|n| n + MESSAGE_OVERHEAD).sum::<u64>()
-            + request.params.schema_tokens();
         let room = u64::from(route.context_tokens)
             .saturating_sub(u64::from(request.params.max_tokens.unwrap_or(0)));
-        if prompt_tokens > room {
+        // Tokenizing is a stateless call's costliest step, and a token
+        // covers at least one byte: when the messages' bytes fit, so do
+        // their tokens, and the count waits until an upstream reports no
+        // usage (`commit`).
+        let at_most = request
+            .messages
+            .iter()
+            .map(|m| tokens_at_most(&m.content) + MESSAGE_OVERHEAD)
+            .sum::<u64>()
+            + request.params.schema_tokens();
+        let prompt_tokens = match at_most <= room {
+            true => None,
+            false => Some(prompt_tokens(&request.messages, &request.params)),
+        };
+        if let Some(tokens) = prompt_tokens
+            && tokens > room
+        {
             return Err(EngineError::invalid(
                 "messages",
                 format!(
-                    "take {prompt_tokens} tokens; {model} fits {room} with the requested max_tokens (context window {})",
+                    "take {tokens} tokens; {model} fits {room} with the requested max_tokens (context window {})",
                     route.context_tokens
                 ),
             ));
@@ -276,7 +285,6 @@ impl Engine {
             .last()
             .cloned()
             .unwrap_or_else(|| PromptMessage::text(Role::User, ""));
-        let last_tokens = counts.last().copied().unwrap_or(0);
         // The messages move into the model request: no copy of the prompt.
         let model_request = ModelRequest { messages, params };
         self.check_capabilities(&route, &model_request)?;
@@ -290,7 +298,8 @@ impl Engine {
             route,
             summary: None,
             prompt_tokens,
-            user_turn: user_turn(0, last.role, last.content, last_tokens, Time::now()),
+            // Not counted: a stateless turn is neither stored nor shown.
+            user_turn: user_turn(0, last.role, last.content, 0, Time::now()),
             started,
             waited: Duration::ZERO,
             deadline,
@@ -312,6 +321,15 @@ impl Engine {
             .filter(|_| ReplyCache::applies_to(&request.params))
             .map(|_| ReplyCache::key(&caller.tenant, &route.name, request))
     }
+}
+
+/// Tokens a stateless call's prompt takes (`MESSAGE_OVERHEAD` each).
+pub(super) fn prompt_tokens(messages: &[PromptMessage], params: &GenerationParams) -> u64 {
+    messages
+        .iter()
+        .map(|m| estimate_tokens(&m.content) + MESSAGE_OVERHEAD)
+        .sum::<u64>()
+        + params.schema_tokens()
 }
 
 /// The caller's turn of an exchange (user text, tool results), at `index`.

@@ -126,6 +126,25 @@ async fn a_stateless_completion_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_stateless_prompt_is_tokenized_only_when_its_bytes_do_not_fit() {
+    let f = engine_with(|s| s.models[0].context_tokens = 40);
+    let ask = |text: String| CompletionRequest {
+        caller: caller("alice"),
+        messages: vec![PromptMessage::text(Role::User, &text)],
+        params: GenerationParams::default(),
+        deadline: None,
+    };
+    // 180 bytes exceed the window, but 30 tokens (+4 per message) fit.
+    let outcome = f.engine.complete(ask("hello ".repeat(30))).await.unwrap();
+    assert!(outcome.assistant_turn.text().starts_with("echo: hello"));
+    let err = f.engine.complete(ask("hello ".repeat(50))).await.unwrap_err();
+    assert!(
+        err.to_string().contains("take 55 tokens") && err.to_string().contains("fits 40"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn blocked_terms_refuse_messages_and_cut_replies() {
     let f =
         engine_with(|s| s.content_filter.blocked_terms = vec!["forbidden".into(), "echo".into()]);
