@@ -13,7 +13,8 @@ start_mock() {
 
 # Starts dialogd binary $1 routed to $mock; sets $server (pid) and $addr.
 # Env: DEFAULT_MODEL (mock), DURABILITY (sync), METRICS_LISTEN (metrics
-# off unless set).
+# off unless set), DIALOGD_WRAPPER (a command or function that runs the
+# binary, e.g. under valgrind; it must exec, so $server is dialogd).
 start_dialogd() {
   local metrics="enabled = false"
   [ -n "${METRICS_LISTEN:-}" ] && metrics="enabled = true
@@ -44,8 +45,8 @@ backend = "echo"
 kind = "openai"
 base_url = "http://$mock/v1"
 TOML
-  "$1" --config "$work/dialogd.toml" > "$work/dialogd.out" 2>/dev/null &
+  ${DIALOGD_WRAPPER:-} "$1" --config "$work/dialogd.toml" > "$work/dialogd.out" 2>/dev/null &
   server=$!
-  for _ in $(seq 100); do grep -q "listening on" "$work/dialogd.out" && break; sleep 0.1; done
+  for _ in $(seq 600); do grep -q "listening on" "$work/dialogd.out" && break; sleep 0.1; done
   addr=$(sed -n 's/^dialogd listening on //p' "$work/dialogd.out")
 }
