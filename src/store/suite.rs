@@ -1,7 +1,7 @@
 //! One behaviour suite for every store: the same checks run against sled
 //! and against a real Redis, so both keep the same guarantees.
 
-use crate::audit::{AuditEvent, AuditFilter, AuditLog};
+use crate::audit::AuditLog;
 use crate::dialogue::model::{
     ContentPart, Dialogue, DialogueId, Owner, Role, SummaryRange, Time, Turn,
 };
@@ -254,57 +254,6 @@ pub async fn listing_by_owner(store: &dyn DialogueStore) {
         .unwrap();
 }
 
-pub async fn audit_events(store: &dyn AuditLog) {
-    let event = |secs: i64, who: &str, action: &str| AuditEvent {
-        time: Time(secs * 1_000_000_000),
-        request_id: format!("r{secs}"),
-        principal: who.into(),
-        tenant: "t".into(),
-        client_ip: "127.0.0.1".into(),
-        action: action.into(),
-        resource: "dialogues/x".into(),
-        status: "Ok".into(),
-        duration_ms: 1.0,
-    };
-    for (secs, who, action) in [
-        (1, "a", "Create"),
-        (2, "b", "Delete"),
-        (3, "a", "Delete"),
-        (4, "a", "Create"),
-    ] {
-        store.append_audit(&event(secs, who, action)).await.unwrap();
-    }
-    let all = AuditFilter::default();
-    let mut times = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let (page, next) = store.list_audit(&all, after.as_deref(), 3).await.unwrap();
-        times.extend(page.iter().map(|e| e.time.0 / 1_000_000_000));
-        match next {
-            Some(c) => after = Some(c),
-            None => break,
-        }
-    }
-    assert_eq!(times, [1, 2, 3, 4]);
-    let filter = AuditFilter {
-        principal: Some("a".into()),
-        action: Some("Delete".into()),
-        ..AuditFilter::default()
-    };
-    let (only, _) = store.list_audit(&filter, None, 10).await.unwrap();
-    assert_eq!(only.len(), 1);
-    let window = AuditFilter {
-        from: Some(Time(2_000_000_000)),
-        to: Some(Time(4_000_000_000)),
-        ..AuditFilter::default()
-    };
-    let (inside, _) = store.list_audit(&window, None, 10).await.unwrap();
-    assert_eq!(inside.len(), 2);
-    assert_eq!(store.sweep_audit(Time(3_000_000_000)).await.unwrap(), 2);
-    let (left, _) = store.list_audit(&all, None, 10).await.unwrap();
-    assert_eq!(left.len(), 2);
-}
-
 fn put<'a>(
     id: &'a str,
     d: &'a Dialogue,
@@ -391,10 +340,12 @@ pub async fn everything<S: DialogueStore + AuditLog + OperationStore>(store: &S)
     branches::branches_borrow_then_adopt(store).await;
     branches::a_turn_is_rewritten_in_place(store).await;
     listing_by_owner(store).await;
-    audit_events(store).await;
+    audit::audit_events(store).await;
+    audit::audit_batches(store).await;
     operations(store).await;
 }
 
+mod audit;
 mod branches;
 mod rich;
 mod truncate;

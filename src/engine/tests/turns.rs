@@ -137,7 +137,11 @@ async fn a_stateless_prompt_is_tokenized_only_when_its_bytes_do_not_fit() {
     // 180 bytes exceed the window, but 30 tokens (+4 per message) fit.
     let outcome = f.engine.complete(ask("hello ".repeat(30))).await.unwrap();
     assert!(outcome.assistant_turn.text().starts_with("echo: hello"));
-    let err = f.engine.complete(ask("hello ".repeat(50))).await.unwrap_err();
+    let err = f
+        .engine
+        .complete(ask("hello ".repeat(50)))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("take 55 tokens") && err.to_string().contains("fits 40"),
         "{err}"

@@ -10,7 +10,7 @@
 //! | `i/{id}\0{request_id}`                   | idempotency record (JSON)|
 //! | `c/{owner}{!create_time:u64 BE}{id}`     | the id: each owner's newest-first listing |
 //! | `x/{expire_time:u64 BE}{kind}{key rest}` | empty: expiry queue      |
-//! | `a/{time:u64 BE}{random:u64}`            | audit event (JSON)       |
+//! | `a/{time:u64 BE}{random:u64}`            | audit events (`audit`)   |
 //! | `o/{operation id}`                       | asynchronous turn record |
 //! | `p/{operation id}`                       | empty: the operation is pending |
 //! | `q/{dialogue id}\0{operation id}`        | empty: the dialogue's operations |

@@ -6,6 +6,7 @@
 //! writes to disk, and long scans (erasing a dialogue, the expiry sweep)
 //! run on the blocking pool.
 
+mod audit;
 mod branches;
 mod commits;
 mod erase;
