@@ -89,51 +89,65 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
 /// it, so a GET of `…:converse` is a wrong method, not a dialogue named
 /// `x:converse`, and an unknown verb is no route at all.
 fn routes_of(path: &str) -> Vec<(Rpc, &'static str, Option<String>)> {
-    let all: Vec<_> = Rpc::ALL
+    let given: Vec<&str> = path.split('/').collect();
+    let verb = given.last().is_some_and(|last| last.contains(':'));
+    compiled_routes()
         .iter()
-        .flat_map(|&rpc| {
-            rpc.spec().routes.iter().filter_map(move |r| {
-                match_route(r.pattern, path).map(|id| (rpc, r.method, id, r.pattern.contains(':')))
-            })
-        })
-        .collect();
-    let verb = path
-        .rsplit('/')
-        .next()
-        .is_some_and(|last| last.contains(':'));
-    all.into_iter()
-        .filter(|(.., has_verb)| *has_verb == verb)
-        .map(|(rpc, method, id, _)| (rpc, method, id))
+        .filter(|r| r.verb == verb && r.segments.len() == given.len())
+        .filter_map(|r| match_route(&r.segments, &given).map(|id| (r.rpc, r.method, id)))
         .collect()
 }
 
-/// The `{id}` of `path` when it matches `pattern` (`Some(None)` for a
-/// pattern without one); a pattern with two (`…/{id}/items/{id}`) gives
-/// both joined by `ID_SEPARATOR`.
-fn match_route(pattern: &str, path: &str) -> Option<Option<String>> {
+/// A route of the table with its pattern split once (every HTTP request
+/// looks its route up; splitting every pattern each time cost ~6% of a
+/// stateless call's instructions).
+struct CompiledRoute {
+    rpc: Rpc,
+    method: &'static str,
+    segments: Vec<&'static str>,
+    verb: bool,
+}
+
+fn compiled_routes() -> &'static [CompiledRoute] {
+    static ROUTES: std::sync::OnceLock<Vec<CompiledRoute>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| {
+        Rpc::ALL
+            .iter()
+            .flat_map(|&rpc| {
+                rpc.spec().routes.iter().map(move |r| CompiledRoute {
+                    rpc,
+                    method: r.method,
+                    segments: r.pattern.split('/').collect(),
+                    verb: r.pattern.contains(':'),
+                })
+            })
+            .collect()
+    })
+}
+
+/// The `{id}` of a path (split at `/`) when it matches a pattern's
+/// segments (`Some(None)` for a pattern without one); a pattern with two
+/// (`…/{id}/items/{id}`) gives both joined by `ID_SEPARATOR`.
+fn match_route(wanted: &[&str], given: &[&str]) -> Option<Option<String>> {
     let mut id: Option<String> = None;
-    let (mut wanted, mut given) = (pattern.split('/'), path.split('/'));
-    loop {
-        match (wanted.next(), given.next()) {
-            (None, None) => return Some(id),
-            (Some(w), Some(g)) => match w.strip_prefix("{id}") {
-                Some(suffix) => {
-                    let raw = g.strip_suffix(suffix)?;
-                    if raw.is_empty() {
-                        return None;
-                    }
-                    let decoded = percent_decode(raw)?;
-                    id = Some(match id {
-                        None => decoded,
-                        Some(first) => format!("{first}{ID_SEPARATOR}{decoded}"),
-                    });
+    for (w, g) in wanted.iter().zip(given) {
+        match w.strip_prefix("{id}") {
+            Some(suffix) => {
+                let raw = g.strip_suffix(suffix)?;
+                if raw.is_empty() {
+                    return None;
                 }
-                None if w == g => {}
-                None => return None,
-            },
-            _ => return None,
+                let decoded = percent_decode(raw)?;
+                id = Some(match id {
+                    None => decoded,
+                    Some(first) => format!("{first}{ID_SEPARATOR}{decoded}"),
+                });
+            }
+            None if w == g => {}
+            None => return None,
         }
     }
+    Some(id)
 }
 
 /// `raw` with `%XX` escapes decoded; `None` if that is not UTF-8.
