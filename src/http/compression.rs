@@ -32,7 +32,10 @@ pub fn front_service(
         .layer(RequestDecompressionLayer::new())
         .service_fn(move |request: http::Request<DecompressionBody<Body>>| {
             let front = front.clone();
-            async move { Ok::<_, Infallible>(dispatch(front, request.map(Body::new)).await) }
+            // Boxed at once: the handler's future is kilobytes, and every
+            // layer above would otherwise move it (~200 KB copied per call).
+            let handled = Box::pin(dispatch(front, request.map(Body::new)));
+            async move { Ok::<_, Infallible>(handled.await) }
         });
     tower::service_fn(move |request: Request| {
         let mut inner = inner.clone();
