@@ -113,7 +113,7 @@ impl Engine {
     /// then stores the exchange (user turn and reply) in one durable write.
     pub(super) async fn commit(
         &self,
-        planned: PlannedTurn,
+        planned: Box<PlannedTurn>,
         reply: ModelReply,
         served: Served,
     ) -> Result<TurnOutcome, EngineError> {

@@ -164,6 +164,9 @@ impl Engine {
         deadline: Option<Instant>,
         work: impl Future<Output = Result<T, EngineError>>,
     ) -> Result<T, EngineError> {
+        // Boxed once: a turn's future is kilobytes, and the deadline and
+        // the select would otherwise move it again.
+        let work = Box::pin(work);
         tokio::select! {
             outcome = within_deadline(deadline, work) => outcome,
             _ = self.cut_turns.cancelled() => Err(EngineError::ShuttingDown),

@@ -35,7 +35,7 @@ impl Engine {
                     }
                     Ok(())
                 }
-                (Plan::Run(planned), _guard) => engine.execute_stream(*planned, &tx).await,
+                (Plan::Run(planned), _guard) => engine.execute_stream(planned, &tx).await,
             }
         });
         if !resumable {
@@ -52,7 +52,7 @@ impl Engine {
     pub fn complete_stream(self: &Arc<Self>, request: CompletionRequest) -> Events {
         let (caller, deadline) = (request.caller.clone(), request.deadline);
         self.spawn_stream(&caller, deadline, async move |engine, tx| {
-            let planned = engine.plan_completion(request).await?;
+            let planned = Box::new(engine.plan_completion(request).await?);
             engine.execute_stream(planned, &tx).await
         })
     }
@@ -125,7 +125,7 @@ impl Engine {
     /// and commits it.
     async fn execute_stream(
         &self,
-        planned: PlannedTurn,
+        planned: Box<PlannedTurn>,
         tx: &EventSender,
     ) -> Result<(), EngineError> {
         let (chunks, mut served) = self.reply_stream_to(&planned).await?;

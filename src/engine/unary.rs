@@ -13,7 +13,7 @@ impl Engine {
         self.guarded(request.deadline, async {
             match self.prepare_turn(&request).await? {
                 (Plan::Replay(outcome), _guard) => Ok(*outcome),
-                (Plan::Run(planned), _guard) => self.execute_unary(*planned).await,
+                (Plan::Run(planned), _guard) => self.execute_unary(planned).await,
             }
         })
         .await
@@ -54,14 +54,14 @@ impl Engine {
     /// stored. The outcome's dialogue ID is a fresh completion ID.
     pub async fn complete(&self, request: CompletionRequest) -> Result<TurnOutcome, EngineError> {
         self.guarded(request.deadline, async {
-            let planned = self.plan_completion(request).await?;
+            let planned = Box::new(self.plan_completion(request).await?);
             self.execute_unary(planned).await
         })
         .await
     }
 
     /// Gets the whole reply to a planned turn and commits it.
-    async fn execute_unary(&self, planned: PlannedTurn) -> Result<TurnOutcome, EngineError> {
+    async fn execute_unary(&self, planned: Box<PlannedTurn>) -> Result<TurnOutcome, EngineError> {
         let (reply, served) = self.reply_to(&planned).await?;
         self.commit(planned, reply, served).await
     }
