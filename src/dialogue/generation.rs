@@ -123,12 +123,14 @@ impl GenerationParams {
     /// requests apart.
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let json = serde_json::to_vec(self).unwrap_or_default();
-        Sha256::digest(json)
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let mut hex = String::with_capacity(32);
+        for b in Sha256::digest(json).iter().take(16) {
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        hex
     }
 
     /// Tokens the tool definitions and the response schema add to a

@@ -46,7 +46,7 @@ pub(super) struct PlannedTurn {
     /// A stateless completion: nothing is stored.
     pub stateless: bool,
     /// `GenerationParams::digest` of the request, kept with its
-    /// idempotency key.
+    /// idempotency key (empty without one).
     pub settings_digest: String,
 }
 
@@ -212,7 +212,11 @@ impl Engine {
             waited,
             deadline: request.deadline,
             stateless: false,
-            settings_digest: request.params.digest(),
+            // Kept only in an idempotency record, which needs a request ID.
+            settings_digest: match request.request_id {
+                Some(_) => request.params.digest(),
+                None => String::new(),
+            },
         })))
     }
 
