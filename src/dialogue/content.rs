@@ -216,29 +216,24 @@ pub fn tool_results(parts: &[ContentPart]) -> impl Iterator<Item = &ToolResult> 
 /// Tokens `parts` take in a prompt: their transcript's, images at their
 /// estimate (see `IMAGE_TOKENS`) instead of their note.
 pub fn estimate_tokens(parts: &[ContentPart]) -> u64 {
-    let text: String = transcript_without_images(parts);
-    let images: u64 = images(parts)
-        .iter()
-        .map(|image| match image.detail {
-            ImageDetail::Low => LOW_DETAIL_IMAGE_TOKENS,
-            ImageDetail::Auto | ImageDetail::High => IMAGE_TOKENS,
-        })
-        .sum();
-    count_tokens(&text) + images
+    count_tokens(&transcript_without_images(parts)) + image_tokens(parts)
 }
 
 /// An upper bound of `estimate_tokens` without tokenizing: every token
 /// covers at least one byte of the transcript.
 pub fn tokens_at_most(parts: &[ContentPart]) -> u64 {
-    let text = transcript_without_images(parts).len() as u64;
-    let images: u64 = images(parts)
+    transcript_without_images(parts).len() as u64 + image_tokens(parts)
+}
+
+/// The images' estimate (see `IMAGE_TOKENS`).
+fn image_tokens(parts: &[ContentPart]) -> u64 {
+    images(parts)
         .iter()
         .map(|image| match image.detail {
             ImageDetail::Low => LOW_DETAIL_IMAGE_TOKENS,
             ImageDetail::Auto | ImageDetail::High => IMAGE_TOKENS,
         })
-        .sum();
-    text + images
+        .sum()
 }
 
 fn transcript_without_images(parts: &[ContentPart]) -> String {

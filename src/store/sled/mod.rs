@@ -245,8 +245,11 @@ impl DialogueStore for SledStore {
 
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
         let (owned, wal) = (id.clone(), self.wal.clone());
-        // Found and applied on the blocking pool: a long dialogue's erasure
-        // is thousands of removals.
+        // Found and logged on the blocking pool: a long dialogue's erasure
+        // is thousands of removals. In relaxed mode they are applied there
+        // too; in sync mode by the thread whose sync makes them durable
+        // (log order), which holds other writers' acknowledgements that
+        // long.
         let erased = self
             .blocking(move |tree| match Self::erasure(tree, &owned)? {
                 None => Ok(false),
