@@ -34,6 +34,7 @@ fn turn(index: u64, role: Role, text: &str, now: Time) -> Turn {
         tokens: 18,
         summary: None,
         added: false,
+        rule: None,
     }
 }
 

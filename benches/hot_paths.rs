@@ -36,6 +36,7 @@ fn turn(index: u64, role: Role) -> Turn {
         tokens: 16,
         summary: None,
         added: false,
+        rule: None,
     }
 }
 

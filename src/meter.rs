@@ -31,6 +31,8 @@ pub const STORE_DURATION: &str = "dialogd_store_operation_duration_seconds";
 pub const STORE_SIZE: &str = "dialogd_store_size_bytes";
 pub const AUDIT_PENDING: &str = "dialogd_audit_events_pending";
 pub const AUDIT_LOST: &str = "dialogd_audit_events_lost_total";
+pub const RULE_HITS: &str = "dialogd_rule_hits_total";
+pub const RULE_RELOADS: &str = "dialogd_rule_reloads_total";
 
 /// Histogram buckets in seconds, 10 µs to 2 minutes: fits the gateway's own
 /// microseconds as well as a long generation.
@@ -104,6 +106,14 @@ pub fn describe() {
     describe_counter!(
         AUDIT_LOST,
         "Audit events that could not be written, by reason (buffer_full, store_gone)."
+    );
+    describe_counter!(
+        RULE_HITS,
+        "Requests a traffic rule decided, by rule name and action (route, reply, refuse)."
+    );
+    describe_counter!(
+        RULE_RELOADS,
+        "Reloads of the rules file, by result (ok, failed: the previous table stays)."
     );
 }
 
@@ -294,4 +304,14 @@ pub fn audit_pending(n: usize) {
 /// An audit event given up; `reason` is buffer_full or store_gone.
 pub fn audit_lost(reason: &'static str) {
     counter!(AUDIT_LOST, "reason" => reason).increment(1);
+}
+
+/// A request decided by the rule `rule` (a configured, bounded name).
+pub fn rule_hit(rule: &str, action: &'static str) {
+    counter!(RULE_HITS, "rule" => rule.to_owned(), "action" => action).increment(1);
+}
+
+pub fn rule_reload(ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!(RULE_RELOADS, "result" => result).increment(1);
 }

@@ -265,40 +265,14 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-/// Reloads the certificate on SIGHUP and whenever its files change
-/// (checked every `every`), until `stop`.
-pub async fn reload_until_stopped(
-    cert: Arc<ReloadingCert>,
-    every: Duration,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    // The certificate was loaded at start: the first check is one period
-    // later (an immediate tick would pick up files replaced meanwhile, as
-    // if a change had been asked for).
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        #[cfg(unix)]
-        let hup = async {
-            match hangup.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hup = std::future::pending::<Option<()>>();
-        let forced = tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => false,
-            _ = hup => true,
-        };
-        match cert.reload(forced) {
-            Ok(true) => tracing::info!("TLS certificate reloaded"),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "TLS certificate reload failed; still serving the previous one")
-            }
+/// Reloads the certificate when its files changed (or `forced`: SIGHUP);
+/// a failed reload keeps the previous one served.
+pub fn reload_logged(cert: &ReloadingCert, forced: bool) {
+    match cert.reload(forced) {
+        Ok(true) => tracing::info!("TLS certificate reloaded"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "TLS certificate reload failed; still serving the previous one")
         }
     }
 }

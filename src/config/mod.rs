@@ -14,6 +14,7 @@ mod flags;
 mod messages;
 mod models;
 mod observability;
+mod rules;
 mod server;
 mod store;
 mod webhooks;
@@ -24,6 +25,10 @@ pub use engine::{CacheSettings, ContentFilterSettings, LimitSettings};
 pub use flags::Flags;
 pub use models::{BreakerSettings, Capability, ModelSettings, RoutingSettings, TargetSettings};
 pub use observability::{AuditSettings, LogFormat, LogSettings, MetricsSettings};
+pub use rules::{
+    RefuseSettings, RefuseStatus, RuleAction, RuleConditions, RuleSettings, RulesSettings,
+    parse_hours, read_rule_file, validate_rules,
+};
 pub use server::{ServerSettings, TlsSettings};
 pub use store::{Durability, RedisSettings, StoreKind, StoreSettings};
 pub use webhooks::WebhookSettings;
@@ -63,6 +68,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The response cache of deterministic turns.
     pub cache: CacheSettings,
+    /// Traffic rules evaluated before each model call.
+    pub rules: RulesSettings,
 }
 
 impl Default for Settings {
@@ -82,6 +89,7 @@ impl Default for Settings {
             webhooks: WebhookSettings::default(),
             metrics: MetricsSettings::default(),
             cache: CacheSettings::default(),
+            rules: RulesSettings::default(),
         }
     }
 }
@@ -169,7 +177,38 @@ impl Settings {
         self.auth.validate().map_err(ConfigError::Invalid)?;
         self.audit.validate().map_err(ConfigError::Invalid)?;
         self.routing.validate().map_err(ConfigError::Invalid)?;
+        self.validate_rules()?;
         Ok(())
+    }
+
+    /// The rule table in force at start: the config's own, or the rules
+    /// file's (a file that does not validate stops the start).
+    pub fn initial_rules(&self) -> Result<Vec<RuleSettings>, ConfigError> {
+        let rules = match &self.rules.file {
+            Some(file) => read_rule_file(Path::new(file)).map_err(ConfigError::Invalid)?,
+            None => self.rules.rule.clone(),
+        };
+        validate_rules(&rules, &self.model_names()).map_err(ConfigError::Invalid)?;
+        Ok(rules)
+    }
+
+    /// The public model names.
+    pub fn model_names(&self) -> Vec<&str> {
+        self.models.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    fn validate_rules(&self) -> Result<(), ConfigError> {
+        if self.rules.file.is_some() && !self.rules.rule.is_empty() {
+            return Err(ConfigError::Invalid(
+                "rules: give rules either in rules.file or as [[rules.rule]], not both".into(),
+            ));
+        }
+        if self.rules.reload_check_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "rules.reload_check_secs must be at least 1".into(),
+            ));
+        }
+        self.initial_rules().map(|_| ())
     }
 }
 

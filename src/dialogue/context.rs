@@ -151,6 +151,7 @@ mod tests {
             tokens: 0,
             summary: None,
             added: false,
+            rule: None,
         }
     }
 

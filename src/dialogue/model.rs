@@ -142,6 +142,10 @@ pub struct Turn {
     /// that may end the dialogue unanswered (the next turn follows it).
     #[serde(default, skip_serializing_if = "is_false")]
     pub added: bool,
+    /// Assistant turns: the traffic rule that routed the call or answered
+    /// it with a canned reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -256,6 +260,9 @@ pub struct ReplyMetadata {
     pub attempts: u32,
     /// The upstream model (and version, when the backend says) that answered.
     pub upstream_model: String,
+    /// The traffic rule that routed or answered the turn (empty: none).
+    #[serde(default)]
+    pub rule: String,
 }
 
 /// The stored result of one turn.

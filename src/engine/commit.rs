@@ -32,7 +32,19 @@ pub(super) struct Served {
     pub waited: Duration,
     /// From the response cache: no model was called.
     pub cached: bool,
+    /// A traffic rule's canned reply: no model was called.
+    pub canned: bool,
 }
+
+impl Served {
+    /// Whether a model call produced the reply (and its tokens count).
+    fn called_a_model(&self) -> bool {
+        !self.cached && !self.canned
+    }
+}
+
+/// The backend named for a rule's canned replies.
+pub const CANNED_BACKEND: &str = "canned";
 
 /// Calls the model through the router (`call` gets the turn's deadline)
 /// and tells where the answer came from.
@@ -53,6 +65,7 @@ where
         kind,
         waited: planned.waited + started.elapsed(),
         cached: false,
+        canned: false,
     };
     Ok((routed.value, served))
 }
@@ -68,8 +81,32 @@ impl Engine {
             kind,
             waited: Duration::ZERO,
             cached: true,
+            canned: false,
         };
         Some((hit.reply.clone(), served))
+    }
+
+    /// A rule's canned reply to `planned`, when it has one: no model is
+    /// called, and no model tokens are spent.
+    fn canned(planned: &PlannedTurn, kind: TurnKind) -> Option<(ModelReply, Served)> {
+        let text = planned.canned.clone()?;
+        let reply = ModelReply {
+            usage: Some(Usage {
+                prompt_tokens: 0,
+                completion_tokens: 0,
+            }),
+            ..ModelReply::text(text, FinishReason::Stop)
+        };
+        let served = Served {
+            backend: CANNED_BACKEND.to_owned(),
+            attempts: 0,
+            upstream_model: String::new(),
+            kind,
+            waited: Duration::ZERO,
+            cached: false,
+            canned: true,
+        };
+        Some((reply, served))
     }
 
     /// The whole reply to `planned`: cached, or from the model with the
@@ -78,8 +115,10 @@ impl Engine {
         &self,
         planned: &PlannedTurn,
     ) -> Result<(ModelReply, Served), EngineError> {
-        if let Some(cached) = self.cached(planned, TurnKind::Unary) {
-            return Ok(cached);
+        if let Some(answer) =
+            Self::canned(planned, TurnKind::Unary).or_else(|| self.cached(planned, TurnKind::Unary))
+        {
+            return Ok(answer);
         }
         let (mut reply, served) = call_model(planned, TurnKind::Unary, |deadline| {
             self.router
@@ -98,7 +137,9 @@ impl Engine {
         &self,
         planned: &PlannedTurn,
     ) -> Result<(ReplyStream, Served), EngineError> {
-        if let Some((reply, served)) = self.cached(planned, TurnKind::Stream) {
+        if let Some((reply, served)) = Self::canned(planned, TurnKind::Stream)
+            .or_else(|| self.cached(planned, TurnKind::Stream))
+        {
             let chunks = as_chunks(reply).into_iter().map(Ok);
             return Ok((Box::pin(futures_util::stream::iter(chunks)), served));
         }
@@ -117,7 +158,8 @@ impl Engine {
         reply: ModelReply,
         served: Served,
     ) -> Result<TurnOutcome, EngineError> {
-        if let (Some(cache), Some(key), false) = (&self.cache, planned.cache_key, served.cached)
+        if let (Some(cache), Some(key), true) =
+            (&self.cache, planned.cache_key, served.called_a_model())
             && reply.finish_reason != FinishReason::ContentFilter
         {
             let backend = served.backend.clone();
@@ -141,11 +183,12 @@ impl Engine {
         // Backends that report no usage get our tokenizer's counts.
         let usage = usage.unwrap_or_else(|| Usage {
             prompt_tokens: planned.prompt_tokens.unwrap_or_else(|| {
-                super::plan::prompt_tokens(&planned.request.messages, &planned.request.params)
+                super::stateless::prompt_tokens(&planned.request.messages, &planned.request.params)
             }),
             completion_tokens: reply_tokens,
         });
         let now = Time::now();
+        let called_a_model = served.called_a_model();
         let backend = served.backend;
         let assistant_turn = Turn {
             index: planned.user_turn.index + 1,
@@ -159,6 +202,7 @@ impl Engine {
             tokens: u32::try_from(reply_tokens).unwrap_or(u32::MAX),
             summary: None,
             added: false,
+            rule: planned.rule.as_deref().map(str::to_owned),
         };
         let idempotency = planned
             .user_turn
@@ -188,8 +232,8 @@ impl Engine {
                 })
                 .await?;
         }
-        // A cached reply spent no model tokens.
-        if !served.cached {
+        // A cached or canned reply spent no model tokens.
+        if called_a_model {
             if let Some(budget) = &self.token_budget {
                 let spent = usage.prompt_tokens.saturating_add(usage.completion_tokens);
                 budget.charge(&planned.quota_key, spent).await;
@@ -215,6 +259,11 @@ impl Engine {
                 replayed: false,
                 attempts: served.attempts,
                 upstream_model: reported_model.unwrap_or(served.upstream_model),
+                rule: planned
+                    .rule
+                    .as_deref()
+                    .map(str::to_owned)
+                    .unwrap_or_default(),
             },
             logprobs,
         })

@@ -2,6 +2,7 @@
 //! (`Failure`): the transport maps that to its wire form in one place.
 
 use crate::backend::BackendError;
+use crate::config::RefuseStatus;
 use crate::dialogue::ports::StoreError;
 use crate::failure::{ErrorKind, Failure, Invalid};
 use std::time::Duration;
@@ -39,6 +40,13 @@ pub enum EngineError {
     /// The message holds a blocked term (which one is not said).
     #[error("the message contains blocked content")]
     ContentBlocked,
+    /// A traffic rule refuses the request with its configured status.
+    #[error("{message}")]
+    RuleRefused {
+        status: RefuseStatus,
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl EngineError {
@@ -61,6 +69,7 @@ impl EngineError {
             EngineError::DeadlineExceeded => "DEADLINE_EXCEEDED",
             EngineError::ContentBlocked => "CONTENT_BLOCKED",
             EngineError::RateLimited { reason, .. } => reason,
+            EngineError::RuleRefused { .. } => "RULE_REFUSED",
         }
     }
 }
@@ -162,6 +171,21 @@ impl From<EngineError> for Failure {
             EngineError::ShuttingDown => {
                 plain(ErrorKind::Unavailable).retry_after(Duration::from_secs(1))
             }
+            EngineError::RuleRefused {
+                status,
+                retry_after,
+                ..
+            } => match status {
+                RefuseStatus::InvalidArgument => {
+                    plain(ErrorKind::InvalidArgument).with_violation("content", message.clone())
+                }
+                RefuseStatus::PermissionDenied => plain(ErrorKind::PermissionDenied),
+                RefuseStatus::FailedPrecondition => plain(ErrorKind::FailedPrecondition),
+                RefuseStatus::ResourceExhausted => {
+                    plain(ErrorKind::ResourceExhausted).retry_after(retry_after)
+                }
+                RefuseStatus::Unavailable => plain(ErrorKind::Unavailable).retry_after(retry_after),
+            },
         }
     }
 }

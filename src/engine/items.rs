@@ -132,6 +132,7 @@ impl Engine {
                 request_id: None,
                 summary: None,
                 added: true,
+                rule: None,
             })
             .collect();
         let refs: Vec<&Turn> = turns.iter().collect();

@@ -5,7 +5,8 @@
 //! the exchange in one durable write, streams, replays and resumes.
 //!
 //! One job per file: `dialogues` (CRUD, paging, expiry), `plan` (checks,
-//! quotas, the prompt), `unary` and `stream` (running a turn), `commit`
+//! quotas, the prompt; `stateless` for completions), `rules` (the traffic
+//! rule table), `unary` and `stream` (running a turn), `commit`
 //! (where a reply comes from, and storing it), `replay` (idempotent
 //! replays and resumed streams). This file holds the engine itself and what
 //! they share.
@@ -25,6 +26,8 @@ mod relay;
 mod replay;
 pub mod reply_cache;
 pub mod resumable;
+pub mod rules;
+mod stateless;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -45,6 +48,7 @@ use locks::DialogueLocks;
 use quota::{StreamSlots, TokenBudget};
 use reply_cache::ReplyCache;
 use resumable::LiveTurns;
+use rules::RuleBook;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,6 +100,8 @@ pub struct Engine {
     cut_turns: CancellationToken,
     /// Resumable streamed turns, while they run and shortly after.
     live: Arc<LiveTurns>,
+    /// Traffic rules, evaluated before each model call.
+    rules: Arc<RuleBook>,
 }
 
 impl Engine {
@@ -122,7 +128,15 @@ impl Engine {
             tasks,
             cut_turns: CancellationToken::new(),
             live: Arc::default(),
+            rules: Arc::default(),
         }
+    }
+
+    /// Evaluates `rules` before each model call (the book may be replaced
+    /// while serving: a reloaded rules file).
+    pub fn with_rules(mut self, rules: Arc<RuleBook>) -> Engine {
+        self.rules = rules;
+        self
     }
 
     /// Serializes changes to a dialogue and counts a caller's streams

@@ -1,23 +1,23 @@
 //! Everything before the model call: the plan of the call (after the
 //! checks of `checks.rs`) — the dialogue it belongs to (created if asked),
-//! the prompt fitted into the model's context window, the turns to store
-//! and where the reply sits in the response cache. A repeated request is
-//! planned as a replay.
+//! what the traffic rules decide (another model, a canned reply, a
+//! refusal), the prompt fitted into the model's context window, the turns
+//! to store and where the reply sits in the response cache. A repeated
+//! request is planned as a replay. Stateless completions: `stateless.rs`.
 
 use super::prompt::PromptBuilder;
 use super::reply_cache::{CacheKey, ReplyCache};
+use super::rules::{Decided, RuleInput};
 use super::{Engine, EngineError, quota_key};
 use crate::auth::Principal;
 use crate::backend::ModelRequest;
-use crate::dialogue::content::{estimate_tokens, filtered_texts, tokens_at_most};
-use crate::dialogue::context::MESSAGE_OVERHEAD;
+use crate::dialogue::content::estimate_tokens;
 use crate::dialogue::model::{
-    CompletionRequest, ContentPart, Dialogue, DialogueId, GenerationParams, Owner, PromptMessage,
-    Role, Time, Turn, TurnOutcome, TurnRequest,
+    ContentPart, Dialogue, DialogueId, Owner, PromptMessage, Role, Time, Turn, TurnOutcome,
+    TurnRequest,
 };
-use crate::dialogue::validate;
-use crate::failure::Violations;
 use crate::router::ModelRoute;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A turn that passed every check and is ready for the model call.
@@ -48,6 +48,18 @@ pub(super) struct PlannedTurn {
     /// `GenerationParams::digest` of the request, kept with its
     /// idempotency key (empty without one).
     pub settings_digest: String,
+    /// The traffic rule that routed or answered the turn.
+    pub rule: Option<Arc<str>>,
+    /// A rule's canned reply: no model is called.
+    pub canned: Option<String>,
+}
+
+/// What the traffic rules make of a request: the model to call, or a
+/// canned reply; a refusal is an error.
+pub(super) struct Ruled {
+    pub model: String,
+    pub rule: Option<Arc<str>>,
+    pub canned: Option<String>,
 }
 
 pub(super) enum Plan {
@@ -122,7 +134,17 @@ impl Engine {
                 ),
             });
         }
-        let model = request.params.model.as_deref().unwrap_or(&dialogue.model);
+        let requested = request.params.model.as_deref().unwrap_or(&dialogue.model);
+        let ruled = self.apply_rules(RuleInput {
+            caller: &request.caller,
+            labels: Some(&dialogue.labels),
+            model: requested,
+            newest: &request.content,
+            images: has_images(&request.content),
+            tools: !request.params.tools.is_empty() || has_tool_parts(&request.content),
+            tokens: &|| estimate_tokens(&request.content),
+        })?;
+        let model = ruled.model.as_str();
         let route = self.router.route(model).cloned().ok_or_else(|| EngineError::FailedPrecondition {
             reason: "MODEL_NOT_SERVED",
             message: format!(
@@ -150,6 +172,37 @@ impl Engine {
             messages: vec![message.clone()],
             params: request.params.clone(),
         };
+        if ruled.canned.is_some() {
+            let user_turn = Turn {
+                request_id: request.request_id.clone(),
+                ..user_turn(
+                    dialogue.turn_count,
+                    role,
+                    request.content.clone(),
+                    user_tokens,
+                    now,
+                )
+            };
+            return Ok(Plan::Run(Box::new(PlannedTurn {
+                cache_key: None,
+                dialogue_id: id.clone(),
+                quota_key: quota_key(&request.caller),
+                create,
+                expected_turn_count: dialogue.turn_count,
+                request: this_turn,
+                route,
+                summary: None,
+                prompt_tokens: Some(user_tokens),
+                user_turn,
+                started,
+                waited: Duration::ZERO,
+                deadline: request.deadline,
+                stateless: false,
+                settings_digest: settings_digest(request),
+                rule: ruled.rule,
+                canned: ruled.canned,
+            })));
+        }
         self.check_capabilities(&route, &this_turn)?;
         let building = Instant::now();
         let prompt = PromptBuilder {
@@ -212,109 +265,37 @@ impl Engine {
             waited,
             deadline: request.deadline,
             stateless: false,
-            // Kept only in an idempotency record, which needs a request ID.
-            settings_digest: match request.request_id {
-                Some(_) => request.params.digest(),
-                None => String::new(),
-            },
+            settings_digest: settings_digest(request),
+            rule: ruled.rule,
+            canned: None,
         })))
     }
 
-    /// Checks a stateless completion and fits nothing: the caller's
-    /// messages are the prompt and must fit the model's context window.
-    pub(super) async fn plan_completion(
-        &self,
-        request: CompletionRequest,
-    ) -> Result<PlannedTurn, EngineError> {
-        let started = Instant::now();
-        let mut v = Violations::default();
-        validate::check_prompt(&self.limits, &request.messages, &mut v);
-        validate::check_params(&request.params, &mut v);
-        let model = request
-            .params
-            .model
-            .clone()
-            .unwrap_or_else(|| self.model_or_default(""));
-        self.check_model(&model, "model", &mut v);
-        v.into_result(())?;
-        let callers_texts = request
-            .messages
-            .iter()
-            .filter(|m| matches!(m.role, Role::User | Role::Tool))
-            .flat_map(|m| filtered_texts(&m.content))
-            .collect();
-        if self.blocks(callers_texts) {
-            return Err(EngineError::ContentBlocked);
-        }
-        self.admit_tokens(&request.caller).await?;
-        let route = self
-            .router
-            .route(&model)
-            .cloned()
-            .ok_or_else(|| EngineError::invalid("model", format!("unknown model {model:?}")))?;
-        let room = u64::from(route.context_tokens)
-            .saturating_sub(u64::from(request.params.max_tokens.unwrap_or(0)));
-        // Tokenizing is a stateless call's costliest step, and a token
-        // covers at least one byte: when the messages' bytes fit, so do
-        // their tokens, and the count waits until an upstream reports no
-        // usage (`commit`).
-        let at_most = request
-            .messages
-            .iter()
-            .map(|m| tokens_at_most(&m.content) + MESSAGE_OVERHEAD)
-            .sum::<u64>()
-            + request.params.schema_tokens();
-        let prompt_tokens = match at_most <= room {
-            true => None,
-            false => Some(prompt_tokens(&request.messages, &request.params)),
+    /// Lets the first matching traffic rule decide: the model to call (the
+    /// requested one, or the rule's), a canned reply, or a refusal.
+    pub(super) fn apply_rules(&self, input: RuleInput) -> Result<Ruled, EngineError> {
+        let Some(decision) = self.rules.decide(&input) else {
+            return Ok(Ruled {
+                model: input.model.to_owned(),
+                rule: None,
+                canned: None,
+            });
         };
-        if let Some(tokens) = prompt_tokens
-            && tokens > room
-        {
-            return Err(EngineError::invalid(
-                "messages",
-                format!(
-                    "take {tokens} tokens; {model} fits {room} with the requested max_tokens (context window {})",
-                    route.context_tokens
-                ),
-            ));
-        }
-        let CompletionRequest {
-            caller,
-            messages,
-            params,
-            deadline,
-        } = request;
-        let last = messages
-            .last()
-            .cloned()
-            .unwrap_or_else(|| PromptMessage::text(Role::User, ""));
-        // The messages move into the model request: no copy of the prompt.
-        let model_request = ModelRequest { messages, params };
-        self.check_capabilities(&route, &model_request)?;
-        Ok(PlannedTurn {
-            cache_key: self.cache_key(&caller, &route, &model_request),
-            dialogue_id: DialogueId::generate(),
-            quota_key: quota_key(&caller),
-            create: None,
-            expected_turn_count: 0,
-            request: model_request,
-            route,
-            summary: None,
-            prompt_tokens,
-            // Not counted: a stateless turn is neither stored nor shown.
-            user_turn: user_turn(0, last.role, last.content, 0, Time::now()),
-            started,
-            waited: Duration::ZERO,
-            deadline,
-            stateless: true,
-            settings_digest: String::new(),
+        let (model, canned) = match decision.action {
+            Decided::Refuse(refusal) => return Err(refusal),
+            Decided::Route(model) => (model, None),
+            Decided::Reply(text) => (input.model.to_owned(), Some(text)),
+        };
+        Ok(Ruled {
+            model,
+            rule: Some(decision.rule),
+            canned,
         })
     }
 
     /// Where this model call's reply is (or goes) in the response cache,
     /// when the cache is on and the call's parameters allow it.
-    fn cache_key(
+    pub(super) fn cache_key(
         &self,
         caller: &Principal,
         route: &ModelRoute,
@@ -327,17 +308,33 @@ impl Engine {
     }
 }
 
-/// Tokens a stateless call's prompt takes (`MESSAGE_OVERHEAD` each).
-pub(super) fn prompt_tokens(messages: &[PromptMessage], params: &GenerationParams) -> u64 {
-    messages
+/// `GenerationParams::digest` of the request, kept only in an idempotency
+/// record (which needs a request ID).
+fn settings_digest(request: &TurnRequest) -> String {
+    match request.request_id {
+        Some(_) => request.params.digest(),
+        None => String::new(),
+    }
+}
+
+pub(super) fn has_images(parts: &[ContentPart]) -> bool {
+    parts.iter().any(|p| matches!(p, ContentPart::Image(_)))
+}
+
+pub(super) fn has_tool_parts(parts: &[ContentPart]) -> bool {
+    parts
         .iter()
-        .map(|m| estimate_tokens(&m.content) + MESSAGE_OVERHEAD)
-        .sum::<u64>()
-        + params.schema_tokens()
+        .any(|p| matches!(p, ContentPart::ToolCall(_) | ContentPart::ToolResult(_)))
 }
 
 /// The caller's turn of an exchange (user text, tool results), at `index`.
-fn user_turn(index: u64, role: Role, content: Vec<ContentPart>, tokens: u64, now: Time) -> Turn {
+pub(super) fn user_turn(
+    index: u64,
+    role: Role,
+    content: Vec<ContentPart>,
+    tokens: u64,
+    now: Time,
+) -> Turn {
     Turn {
         index,
         role,
@@ -350,5 +347,6 @@ fn user_turn(index: u64, role: Role, content: Vec<ContentPart>, tokens: u64, now
         tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
         summary: None,
         added: false,
+        rule: None,
     }
 }

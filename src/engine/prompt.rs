@@ -309,5 +309,6 @@ fn summary_turn(text: &str, last_index: u64) -> Turn {
             last_index,
         }),
         added: false,
+        rule: None,
     }
 }

@@ -121,6 +121,7 @@ fn stored_outcome(
             replayed: true,
             attempts: 0,
             upstream_model: String::new(),
+            rule: assistant_turn.rule.clone().unwrap_or_default(),
         },
         user_turn,
         assistant_turn,

@@ -3,6 +3,7 @@
 use super::convert;
 use crate::audit::{self, AuditFilter, AuditLog};
 use crate::dialogue::ports::StoreExport;
+use crate::engine::rules::RuleBook;
 use crate::failure::{ErrorKind, Failure};
 use crate::grpc::pb::dialogue::v1 as pb;
 use crate::grpc::pb::dialogue::v1::admin_service_server::AdminService;
@@ -16,11 +17,16 @@ use tonic::{Request, Response, Status};
 pub struct AdminGrpc {
     log: Arc<dyn AuditLog>,
     export: Option<Arc<dyn StoreExport>>,
+    rules: Arc<RuleBook>,
 }
 
 impl AdminGrpc {
-    pub fn new(log: Arc<dyn AuditLog>, export: Option<Arc<dyn StoreExport>>) -> AdminGrpc {
-        AdminGrpc { log, export }
+    pub fn new(
+        log: Arc<dyn AuditLog>,
+        export: Option<Arc<dyn StoreExport>>,
+        rules: Arc<RuleBook>,
+    ) -> AdminGrpc {
+        AdminGrpc { log, export, rules }
     }
 }
 
@@ -86,6 +92,23 @@ impl AdminService for AdminGrpc {
                 .map(convert::audit_event_to_pb)
                 .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_rules(
+        &self,
+        _request: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let rules = self.rules.list().into_iter().map(|r| pb::TrafficRule {
+            name: r.name,
+            action: r.action.to_owned(),
+            definition_json: r.definition,
+            hits: i64::try_from(r.hits).unwrap_or(i64::MAX),
+        });
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: rules.collect(),
+            source: self.rules.source().to_owned(),
+            load_time: Some(convert::time_to_pb(self.rules.loaded())),
         }))
     }
 

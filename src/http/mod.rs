@@ -113,6 +113,7 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         | Rpc::IssueToken
         | Rpc::ListAuditEvents
         | Rpc::ExportStore
+        | Rpc::ListRules
         | Rpc::HealthCheck
         | Rpc::HealthWatch
         | Rpc::Reflection

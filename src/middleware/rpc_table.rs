@@ -75,6 +75,7 @@ methods!(
     IssueToken,
     ListAuditEvents,
     ExportStore,
+    ListRules,
     ChatCompletions,
     OpenAiListModels,
     OpenAiGetModel,
@@ -244,6 +245,12 @@ impl Rpc {
             ),
             ExportStore => spec(
                 "/dialogue.v1.AdminService/ExportStore",
+                Access::Scope(Scope::Admin),
+                READS,
+                &[],
+            ),
+            ListRules => spec(
+                "/dialogue.v1.AdminService/ListRules",
                 Access::Scope(Scope::Admin),
                 READS,
                 &[],

@@ -6,6 +6,7 @@
 mod background;
 mod connections;
 mod parts;
+mod reload;
 mod services;
 
 use crate::audit::AuditLog;
@@ -14,6 +15,7 @@ use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::dialogue::ports::{DialogueStore, OperationStore, StoreError, StoreExport};
 use crate::engine::Engine;
+use crate::engine::rules::RuleBook;
 use crate::limits::RateLimits;
 use crate::operations::Operations;
 use crate::router::Router;
@@ -55,6 +57,8 @@ pub enum StartupError {
     Webhooks(String),
     #[error("cannot set up CORS: {0}")]
     Cors(String),
+    #[error("cannot load the traffic rules: {0}")]
+    Rules(String),
     #[error("the gRPC server failed: {0}")]
     Serve(String),
     #[error("flushing the store at shutdown failed: {0}")]
@@ -72,6 +76,8 @@ pub struct Application {
     /// The `/metrics` listener, when metrics are on.
     metrics: Option<(TcpListener, SocketAddr)>,
     engine: Arc<Engine>,
+    /// The traffic rules in force (the engine reads the same book).
+    rules: Arc<RuleBook>,
     router: Arc<Router>,
     /// Streamed turns and operations; shutdown waits for them.
     tasks: TaskTracker,
@@ -112,7 +118,7 @@ impl Application {
         let router = Arc::new(Router::from_settings(&settings)?);
         tokio::task::spawn_blocking(crate::dialogue::tokenizer::warm_up);
         let tasks = TaskTracker::new();
-        let (engine, rate_limits) = parts::engine(
+        let (engine, rate_limits, rules) = parts::engine(
             &settings,
             dialogue_store.clone(),
             router.clone(),
@@ -142,6 +148,7 @@ impl Application {
             local_addr,
             metrics,
             engine: Arc::new(engine),
+            rules,
             router,
             tasks,
             dialogue_store,
@@ -178,6 +185,7 @@ impl Application {
             local_addr,
             metrics,
             engine,
+            rules,
             router,
             tasks,
             dialogue_store,
@@ -208,6 +216,7 @@ impl Application {
                 audit: audit.clone(),
                 export,
                 rate_limits: rate_limits.clone(),
+                rules: rules.clone(),
                 stop: stop.clone(),
             },
         )?;
@@ -226,8 +235,15 @@ impl Application {
             .zip(settings.server.tls.as_ref())
             .map(|((cert, _), t)| {
                 let every = Duration::from_secs(t.reload_check_secs);
-                tokio::spawn(tls::reload_until_stopped(cert.clone(), every, stop.clone()))
+                let cert = cert.clone();
+                let reload = move |forced| tls::reload_logged(&cert, forced);
+                tokio::spawn(reload::on_change_or_hangup(every, stop.clone(), reload))
             });
+        let rule_reloader = reload::RuleFileWatch::of(&settings, rules).map(|mut watch| {
+            let every = Duration::from_secs(settings.rules.reload_check_secs);
+            let reload = move |forced| watch.reload(forced);
+            tokio::spawn(reload::on_change_or_hangup(every, stop.clone(), reload))
+        });
         // Metrics outlive the drain, so a scrape can watch it.
         let metrics_stop = CancellationToken::new();
         let metrics_server = metrics.map(|(listener, _)| {
@@ -292,7 +308,7 @@ impl Application {
             let _ = server.await;
         }
         let _ = sweeper.await;
-        if let Some(reloader) = reloader {
+        for reloader in [reloader, rule_reloader].into_iter().flatten() {
             let _ = reloader.await;
         }
         metrics_stop.cancel();

@@ -9,6 +9,7 @@ use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::ports::DialogueStore;
 use crate::engine::Engine;
 use crate::engine::reply_cache::ReplyCache;
+use crate::engine::rules::RuleBook;
 use crate::limits::RateLimits;
 use crate::router::Router;
 use crate::store::Shared;
@@ -77,15 +78,16 @@ fn authenticator_of(settings: &AuthSettings) -> Result<Authenticator, String> {
     Ok(authenticator)
 }
 
-/// The engine over `store`, and the request limits; with `shared` (Redis),
-/// callers' limits and dialogue locks hold across replicas.
+/// The engine over `store`, the request limits and the traffic rules the
+/// engine follows; with `shared` (Redis), callers' limits and dialogue
+/// locks hold across replicas.
 pub fn engine(
     settings: &Settings,
     store: Arc<dyn DialogueStore>,
     router: Arc<Router>,
     shared: Option<Shared>,
     tasks: TaskTracker,
-) -> Result<(Engine, RateLimits), StartupError> {
+) -> Result<(Engine, RateLimits, Arc<RuleBook>), StartupError> {
     let filter = ContentFilter::new(
         &settings.content_filter.blocked_terms,
         settings.content_filter.check_output,
@@ -93,7 +95,13 @@ pub fn engine(
     .map_err(StartupError::ContentFilter)?;
     let cache = ReplyCache::new(&settings.cache);
     let limits = &settings.limits;
-    let mut engine = Engine::new(store, router, limits.clone(), filter, cache, tasks);
+    let rules = settings
+        .initial_rules()
+        .map_err(|e| StartupError::Rules(e.to_string()))?;
+    let source = settings.rules.file.as_deref().unwrap_or("config");
+    let rules = Arc::new(RuleBook::new(&rules, source).map_err(StartupError::Rules)?);
+    let mut engine =
+        Engine::new(store, router, limits.clone(), filter, cache, tasks).with_rules(rules.clone());
     let mut rate_limits = RateLimits::new(
         limits.requests_per_second,
         limits.request_burst,
@@ -105,5 +113,5 @@ pub fn engine(
             .with_shared_leases(shared.leases.clone(), shared.leases);
         rate_limits = rate_limits.shared_through(shared.requests);
     }
-    Ok((engine, rate_limits))
+    Ok((engine, rate_limits, rules))
 }

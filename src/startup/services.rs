@@ -9,6 +9,7 @@ use crate::auth::failures::AuthFailures;
 use crate::config::Settings;
 use crate::dialogue::ports::StoreExport;
 use crate::engine::Engine;
+use crate::engine::rules::RuleBook;
 use crate::grpc::dialogue_calls::DialogueCalls;
 use crate::grpc::pb::dialogue::v1 as pb;
 use crate::grpc::pb::dialogue::v1::admin_service_server::AdminServiceServer;
@@ -109,6 +110,8 @@ pub struct Backing {
     /// Online backups (the embedded store only).
     pub export: Option<Arc<dyn StoreExport>>,
     pub rate_limits: Arc<RateLimits>,
+    /// The traffic rules in force (listed to admins).
+    pub rules: Arc<RuleBook>,
     /// Cancelled when the drain starts.
     pub stop: CancellationToken,
 }
@@ -127,6 +130,7 @@ pub fn routes(
         audit,
         export,
         rate_limits,
+        rules,
         stop,
     } = backing;
     let max_request = settings.server.max_request_bytes;
@@ -165,7 +169,7 @@ pub fn routes(
             authenticator
         ))))
         .add_service(compressed!(AdminServiceServer::new(AdminGrpc::new(
-            audit, export,
+            audit, export, rules,
         ))));
     let front = crate::http::Front {
         engine,

@@ -54,6 +54,7 @@ pub(crate) fn turn(index: u64, at: i64) -> Turn {
         tokens: 3,
         summary: None,
         added: false,
+        rule: None,
     }
 }
 

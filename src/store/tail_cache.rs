@@ -334,6 +334,7 @@ mod tests {
             tokens: 2,
             summary: None,
             added: false,
+            rule: None,
         }
     }
 

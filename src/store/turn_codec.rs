@@ -93,6 +93,7 @@ mod tests {
             tokens: 9,
             summary: None,
             added: false,
+            rule: None,
         }
     }
 

@@ -268,6 +268,7 @@ impl Api {
     unary!(ModelServiceClient, list_models, pb::ListModelsRequest => pb::ListModelsResponse);
     unary!(AuthServiceClient, issue_token, pb::IssueTokenRequest => pb::IssueTokenResponse);
     unary!(AdminServiceClient, list_audit_events, pb::ListAuditEventsRequest => pb::ListAuditEventsResponse);
+    unary!(AdminServiceClient, list_rules, pb::ListRulesRequest => pb::ListRulesResponse);
 
     pub async fn create(&self, id: &str) -> pb::Dialogue {
         self.create_with(pb::Dialogue {

@@ -33,6 +33,7 @@ mod redis_outage;
 mod replicas;
 mod replicas_on_a_cluster;
 mod rpc_table;
+mod rules;
 mod security;
 mod service;
 mod store_backup;

@@ -51,22 +51,47 @@ def pb(tmp_path_factory):
     return Stubs
 
 
-@pytest.fixture()
-def server(tmp_path):
-    """A dialogd process; yields its address and checks it stops cleanly."""
+def _start(tmp_path, extra):
     binary = os.environ.get("DIALOGD_BIN", str(ROOT / "target" / "debug" / "dialogd"))
     proc = subprocess.Popen(
         [binary, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-         "--data-dir", str(tmp_path / "data"), "--log-level", "warn"],
+         "--data-dir", str(tmp_path / "data"), "--log-level", "warn", *extra],
         stdout=subprocess.PIPE,
         text=True,
     )
     line = proc.stdout.readline().strip()
     assert line.startswith("dialogd listening on "), f"unexpected first line: {line!r}"
-    addr = line.removeprefix("dialogd listening on ")
-    yield addr
+    return proc, line.removeprefix("dialogd listening on ")
+
+
+def _stop(proc):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, "dialogd did not stop cleanly on SIGTERM"
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """A dialogd process; yields its address and checks it stops cleanly."""
+    proc, addr = _start(tmp_path, [])
+    yield addr
+    _stop(proc)
+
+
+@pytest.fixture()
+def server_with_config(tmp_path):
+    """Starts dialogd with the given config file text; returns its address."""
+    started = []
+
+    def start(config_text):
+        config = tmp_path / "dialogd.toml"
+        config.write_text(config_text)
+        proc, addr = _start(tmp_path, ["--config", str(config)])
+        started.append(proc)
+        return addr
+
+    yield start
+    for proc in started:
+        _stop(proc)
 
 
 @pytest.fixture()

@@ -99,6 +99,7 @@ pub fn turn_to_pb(dialogue: &DialogueId, t: &Turn, view: TurnView) -> pb::Turn {
             first_index: i64::try_from(s.first_index).unwrap_or(i64::MAX),
             last_index: i64::try_from(s.last_index).unwrap_or(i64::MAX),
         }),
+        rule: t.rule.clone().unwrap_or_default(),
     }
 }
 
@@ -111,6 +112,7 @@ fn metadata_to_pb(m: ReplyMetadata) -> pb::ResponseMetadata {
         replayed: m.replayed,
         attempts: i32::try_from(m.attempts).unwrap_or(i32::MAX),
         upstream_model: m.upstream_model,
+        rule: m.rule,
     }
 }
 

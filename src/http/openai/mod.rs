@@ -92,11 +92,20 @@ pub async fn chat_completions(front: &Front, request: Request) -> Response {
             if let Some(id) = dialogue_header {
                 response.headers_mut().insert(DIALOGUE_HEADER, id);
             }
+            // Rule names are configured ASCII: always a valid header value.
+            if let Ok(rule) = axum::http::HeaderValue::from_str(&outcome.metadata.rule)
+                && !rule.is_empty()
+            {
+                response.headers_mut().insert(RULE_HEADER, rule);
+            }
             response
         }
         Err(e) => engine_error(e),
     }
 }
+
+/// Names the traffic rule that routed or answered a completion.
+const RULE_HEADER: &str = "x-dialogd-rule";
 
 /// An engine error as OpenAI's error, naming parameters as OpenAI does
 /// (`tools[0].function.name`, not `generation.tools[0].name`).

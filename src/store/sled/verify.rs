@@ -241,6 +241,7 @@ mod tests {
             exchange(&store, &branch, false, 2, None).await.unwrap();
             let added = crate::dialogue::model::Turn {
                 added: true,
+                rule: None,
                 ..crate::store::suite::turn(4, 9_000)
             };
             store

@@ -32,6 +32,7 @@ fn turn(index: u64, role: Role, content: Vec<ContentPart>) -> Turn {
         tokens: 7,
         summary: None,
         added: false,
+        rule: None,
     }
 }
 
