@@ -33,6 +33,8 @@ pub const AUDIT_PENDING: &str = "dialogd_audit_events_pending";
 pub const AUDIT_LOST: &str = "dialogd_audit_events_lost_total";
 pub const RULE_HITS: &str = "dialogd_rule_hits_total";
 pub const RULE_RELOADS: &str = "dialogd_rule_reloads_total";
+pub const OPERATIONS_QUEUED: &str = "dialogd_operations_queued";
+pub const OPERATION_WAIT: &str = "dialogd_operation_queue_seconds";
 
 /// Histogram buckets in seconds, 10 µs to 2 minutes: fits the gateway's own
 /// microseconds as well as a long generation.
@@ -110,6 +112,15 @@ pub fn describe() {
     describe_counter!(
         RULE_HITS,
         "Requests a traffic rule decided, by rule name and action (route, reply, refuse)."
+    );
+    describe_gauge!(
+        OPERATIONS_QUEUED,
+        "Asynchronous turns waiting for a worker."
+    );
+    describe_histogram!(
+        OPERATION_WAIT,
+        metrics::Unit::Seconds,
+        "Time an asynchronous turn waited for a worker, by priority (high, normal, low)."
     );
     describe_counter!(
         RULE_RELOADS,
@@ -314,4 +325,13 @@ pub fn rule_hit(rule: &str, action: &'static str) {
 pub fn rule_reload(ok: bool) {
     let result = if ok { "ok" } else { "failed" };
     counter!(RULE_RELOADS, "result" => result).increment(1);
+}
+
+pub fn operations_queued(n: usize) {
+    gauge!(OPERATIONS_QUEUED).set(n as f64);
+}
+
+/// An asynchronous turn of `priority` starts after waiting `waited`.
+pub fn operation_waited(priority: &'static str, waited: Duration) {
+    histogram!(OPERATION_WAIT, "priority" => priority).record(waited.as_secs_f64());
 }

@@ -14,6 +14,7 @@ mod flags;
 mod messages;
 mod models;
 mod observability;
+mod operations;
 mod rules;
 mod server;
 mod store;
@@ -25,6 +26,7 @@ pub use engine::{CacheSettings, ContentFilterSettings, LimitSettings};
 pub use flags::Flags;
 pub use models::{BreakerSettings, Capability, ModelSettings, RoutingSettings, TargetSettings};
 pub use observability::{AuditSettings, LogFormat, LogSettings, MetricsSettings};
+pub use operations::OperationSettings;
 pub use rules::{
     RefuseSettings, RefuseStatus, RuleAction, RuleConditions, RuleSettings, RulesSettings,
     parse_hours, read_rule_file, validate_rules,
@@ -64,6 +66,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// Callbacks of asynchronous turns (SubmitTurn).
     pub webhooks: WebhookSettings,
+    /// How asynchronous turns are run: workers and priorities.
+    pub operations: OperationSettings,
     /// The Prometheus scrape endpoint.
     pub metrics: MetricsSettings,
     /// The response cache of deterministic turns.
@@ -87,6 +91,7 @@ impl Default for Settings {
             content_filter: ContentFilterSettings::default(),
             audit: AuditSettings::default(),
             webhooks: WebhookSettings::default(),
+            operations: OperationSettings::default(),
             metrics: MetricsSettings::default(),
             cache: CacheSettings::default(),
             rules: RulesSettings::default(),
@@ -177,6 +182,7 @@ impl Settings {
         self.auth.validate().map_err(ConfigError::Invalid)?;
         self.audit.validate().map_err(ConfigError::Invalid)?;
         self.routing.validate().map_err(ConfigError::Invalid)?;
+        self.operations.validate().map_err(ConfigError::Invalid)?;
         self.validate_rules()?;
         Ok(())
     }

@@ -265,7 +265,8 @@ impl DialogueCalls {
         cx.notes.set_resource(&turn.name);
         let turn = convert::turn_request(turn, cx.caller.clone(), None)?;
         let callback_url = Some(req.callback_url).filter(|url| !url.is_empty());
-        let operation = self.operations.submit(turn, callback_url).await?;
+        let priority = convert::priority_from_pb(req.priority)?;
+        let operation = self.operations.submit(turn, callback_url, priority).await?;
         Ok(convert::operation_to_pb(&operation))
     }
 

@@ -1,5 +1,6 @@
 //! Asynchronous turns (SubmitTurn, GetOperation, WatchOperation): a turn
-//! is accepted at once as an operation, runs through the engine like any
+//! is accepted at once as an operation, waits in priority order for one of
+//! `operations.workers` (`queue`), runs through the engine like any
 //! Converse, and its outcome is kept with the operation and POSTed to the
 //! callback URL if one was given. Operations are stored (serde records in
 //! the operation store), so a restart resumes the pending ones: their turn
@@ -7,17 +8,23 @@
 //! before the restart is replayed, never run twice.
 
 pub mod destinations;
+mod queue;
 mod record;
 pub mod webhook;
 
+pub use queue::Priority;
+
 use crate::auth::Principal;
+use crate::config::OperationSettings;
 use crate::dialogue::model::{Owner, Time, TurnOutcome, TurnRequest};
 use crate::dialogue::ports::{OperationPut, OperationStore, StoreError};
 use crate::engine::{Engine, EngineError};
 use crate::failure::Failure;
+use queue::Queue;
 use record::Record;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -61,6 +68,9 @@ pub struct Operation {
     pub callback_url: String,
     pub callback_state: CallbackState,
     pub callback_attempts: u32,
+    /// Records written before priorities are normal.
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 impl Operation {
@@ -88,6 +98,12 @@ pub struct Operations {
     tasks: TaskTracker,
     /// How long a settled operation's record is kept.
     retention_secs: i64,
+    /// Turns waiting for a worker, in priority order.
+    queue: Queue,
+    /// Turns running at once, at most.
+    workers: usize,
+    /// Workers running now.
+    running: AtomicUsize,
 }
 
 impl Operations {
@@ -98,6 +114,7 @@ impl Operations {
         callback_body: CallbackBody,
         tasks: TaskTracker,
         retention: Duration,
+        settings: &OperationSettings,
     ) -> Arc<Operations> {
         Arc::new(Operations {
             engine,
@@ -106,6 +123,9 @@ impl Operations {
             callback_body,
             tasks,
             retention_secs: i64::try_from(retention.as_secs()).unwrap_or(i64::MAX),
+            queue: Queue::new(Duration::from_secs(settings.aging_secs)),
+            workers: settings.workers.max(1),
+            running: AtomicUsize::new(0),
         })
     }
 
@@ -115,6 +135,7 @@ impl Operations {
         self: &Arc<Self>,
         mut turn: TurnRequest,
         callback_url: Option<String>,
+        priority: Priority,
     ) -> Result<Operation, EngineError> {
         if let Some(url) = &callback_url {
             self.webhooks.check_url(url)?;
@@ -137,11 +158,54 @@ impl Operations {
             },
             callback_url: callback_url.unwrap_or_default(),
             callback_attempts: 0,
+            priority,
         };
         let record = Record::new(&turn, operation.clone());
         self.save(&record).await?;
-        self.tasks.spawn(self.clone().run(record));
+        self.enqueue(record);
         Ok(operation)
+    }
+
+    /// Puts a saved operation in line and starts a worker if one is free.
+    fn enqueue(self: &Arc<Self>, record: Record) {
+        let arrival = record.operation.create_time.0;
+        self.queue.push(record, arrival);
+        self.start_workers();
+    }
+
+    /// Starts workers while turns wait and fewer than `workers` run. Not
+    /// once the drain began: what waits then stays pending in the store and
+    /// the next start resumes it.
+    fn start_workers(self: &Arc<Self>) {
+        loop {
+            let running = self.running.load(Ordering::Acquire);
+            if running >= self.workers || self.queue.is_empty() || self.tasks.is_closed() {
+                return;
+            }
+            if self
+                .running
+                .compare_exchange(running, running + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.tasks.spawn(self.clone().work());
+            }
+        }
+    }
+
+    /// A worker: runs waiting turns, best first, until none wait.
+    async fn work(self: Arc<Self>) {
+        while !self.tasks.is_closed()
+            && let Some(record) = self.queue.pop()
+        {
+            let waited = Time::now().0.saturating_sub(record.operation.create_time.0);
+            let waited = Duration::from_nanos(u64::try_from(waited).unwrap_or(0));
+            crate::meter::operation_waited(record.operation.priority.as_str(), waited);
+            self.clone().run(record).await;
+        }
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        // A turn put in line while this worker was leaving found every
+        // worker busy: start one for it.
+        self.start_workers();
     }
 
     async fn save(&self, record: &Record) -> Result<(), StoreError> {
@@ -221,7 +285,7 @@ impl Operations {
                 tracing::error!("a pending operation's record is unreadable; skipped");
                 continue;
             };
-            self.tasks.spawn(self.clone().run(record));
+            self.enqueue(record);
             resumed += 1;
         }
         Ok(resumed)

@@ -75,3 +75,36 @@ impl Record {
         }
     }
 }
+
+#[cfg(test)]
+impl Record {
+    /// A record of an empty turn, for the queue's tests.
+    pub fn for_test(id: &str, priority: super::Priority) -> Record {
+        let caller = Principal::new("p".into(), "t".into(), [Role::User].into(), None);
+        let turn = TurnRequest {
+            caller,
+            dialogue_id: DialogueId::generate(),
+            content: Vec::new(),
+            params: GenerationParams::default(),
+            request_id: None,
+            create_if_missing: None,
+            deadline: None,
+            resumable: false,
+        };
+        let now = crate::dialogue::model::Time::now();
+        Record::new(
+            &turn,
+            Operation {
+                id: id.into(),
+                done: false,
+                result: None,
+                create_time: now,
+                update_time: now,
+                callback_url: String::new(),
+                callback_state: super::CallbackState::None,
+                callback_attempts: 0,
+                priority,
+            },
+        )
+    }
+}

@@ -204,6 +204,7 @@ impl Application {
             crate::grpc::convert::callback_body(),
             tasks.clone(),
             Duration::from_secs(settings.store.operation_retention_hours * 3600),
+            &settings.operations,
         );
         let stop = CancellationToken::new();
         let (routes, health) = services::routes(

@@ -29,6 +29,7 @@ mod media;
 mod metrics;
 mod operations;
 mod outbound;
+mod priorities;
 mod redis_outage;
 mod replicas;
 mod replicas_on_a_cluster;

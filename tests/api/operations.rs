@@ -21,6 +21,7 @@ pub(crate) fn submit(id: &str, text: &str, callback_url: &str) -> pb::SubmitTurn
     pb::SubmitTurnRequest {
         turn: Some(turn),
         callback_url: callback_url.into(),
+        priority: 0,
     }
 }
 
@@ -96,6 +97,7 @@ async fn a_submitted_turn_answers_at_once_and_can_be_polled_and_watched() {
         .submit_turn(pb::SubmitTurnRequest {
             turn: Some(converse_request("never-created", "hi")),
             callback_url: String::new(),
+            priority: 0,
         })
         .await
         .unwrap();

@@ -14,7 +14,7 @@ mod turn;
 pub use dialogue::{
     dialogue_spec, dialogue_to_pb, optional_dialogue_id, owner_from_pb, update_mask,
 };
-pub use operation::{callback_body, operation_id, operation_to_pb};
+pub use operation::{callback_body, operation_id, operation_to_pb, priority_from_pb};
 pub use turn::{event_to_pb, outcome_to_pb, turn_request, turn_to_pb};
 
 use crate::dialogue::model::{DialogueId, Time, TurnView};

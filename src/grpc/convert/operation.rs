@@ -5,7 +5,7 @@ use super::{outcome_to_pb, time_to_pb};
 use crate::engine::EngineError;
 use crate::grpc::pb::dialogue::v1 as pb;
 use crate::grpc::status::turn_error;
-use crate::operations::{CallbackBody, CallbackState, Operation, OperationResult};
+use crate::operations::{CallbackBody, CallbackState, Operation, OperationResult, Priority};
 use std::sync::Arc;
 
 /// The ID in `operations/{id}`.
@@ -44,6 +44,26 @@ pub fn operation_to_pb(op: &Operation) -> pb::Operation {
         callback_url: op.callback_url.clone(),
         callback_state: callback_state_to_pb(op.callback_state) as i32,
         callback_attempts: i32::try_from(op.callback_attempts).unwrap_or(i32::MAX),
+        priority: match op.priority {
+            Priority::High => pb::OperationPriority::High,
+            Priority::Normal => pb::OperationPriority::Normal,
+            Priority::Low => pb::OperationPriority::Low,
+        } as i32,
+    }
+}
+
+/// A SubmitTurn priority; unspecified is normal.
+pub fn priority_from_pb(value: i32) -> Result<Priority, EngineError> {
+    match pb::OperationPriority::try_from(value) {
+        Ok(pb::OperationPriority::High) => Ok(Priority::High),
+        Ok(pb::OperationPriority::Normal | pb::OperationPriority::Unspecified) => {
+            Ok(Priority::Normal)
+        }
+        Ok(pb::OperationPriority::Low) => Ok(Priority::Low),
+        Err(_) => Err(EngineError::invalid(
+            "priority",
+            format!("{value} is not an OperationPriority"),
+        )),
     }
 }
 
