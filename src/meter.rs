@@ -24,6 +24,7 @@ pub const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai_server_time_per_output_token_sec
 pub const TOKENS: &str = "gen_ai_client_token_usage_total";
 pub const BACKEND_RETRIES: &str = "dialogd_backend_retries_total";
 pub const CIRCUIT_STATE: &str = "dialogd_backend_circuit_state";
+pub const CONCURRENCY_LIMIT: &str = "dialogd_backend_concurrency_limit";
 pub const RATE_LIMITED: &str = "dialogd_rate_limited_total";
 pub const CACHE_LOOKUPS: &str = "dialogd_cache_lookups_total";
 pub const CACHE_ENTRIES: &str = "dialogd_cache_entries";
@@ -88,6 +89,10 @@ pub fn describe() {
     describe_gauge!(
         CIRCUIT_STATE,
         "Circuit breaker per model and target: 0 closed, 1 half-open, 2 open."
+    );
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "Adaptive limit of calls in flight per model and target (refreshed at every scrape)."
     );
     describe_counter!(RATE_LIMITED, "Calls refused by a limit, by reason.");
     describe_counter!(
@@ -334,4 +339,9 @@ pub fn operations_queued(n: usize) {
 /// An asynchronous turn of `priority` starts after waiting `waited`.
 pub fn operation_waited(priority: &'static str, waited: Duration) {
     histogram!(OPERATION_WAIT, "priority" => priority).record(waited.as_secs_f64());
+}
+
+pub fn concurrency_limit(model: &str, target: &str, limit: usize) {
+    gauge!(CONCURRENCY_LIMIT, "gen_ai_request_model" => model.to_owned(), "target" => target.to_owned())
+        .set(limit as f64);
 }

@@ -24,7 +24,10 @@ pub use auth::{ApiKeySettings, AuthMode, AuthSettings, JwtSettings};
 pub use backends::{BackendSettings, TimeoutSettings};
 pub use engine::{CacheSettings, ContentFilterSettings, LimitSettings};
 pub use flags::Flags;
-pub use models::{BreakerSettings, Capability, ModelSettings, RoutingSettings, TargetSettings};
+pub use models::{
+    AdaptiveConcurrencySettings, BreakerSettings, Capability, ModelSettings, RoutingSettings,
+    TargetSettings,
+};
 pub use observability::{AuditSettings, LogFormat, LogSettings, MetricsSettings};
 pub use operations::OperationSettings;
 pub use rules::{

@@ -208,6 +208,39 @@ pub struct RoutingSettings {
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub breaker: BreakerSettings,
+    /// An adaptive limit of calls in flight per target.
+    pub adaptive_concurrency: AdaptiveConcurrencySettings,
+}
+
+/// `[routing.adaptive_concurrency]`: each target's limit of calls in
+/// flight follows its latency (TCP Vegas, as Netflix's concurrency-limits
+/// applies it): it rises while latency stays near the lowest seen and falls
+/// when queueing shows; calls over every target's limit are shed with
+/// UNAVAILABLE and a retry hint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveConcurrencySettings {
+    pub enabled: bool,
+    /// The limit a target starts with.
+    pub initial_limit: u32,
+    /// The lowest limit; also the one the baseline latency is probed at.
+    pub min_limit: u32,
+    pub max_limit: u32,
+    /// The lowest latency is measured again after this many samples per
+    /// unit of limit (it may have changed for good).
+    pub probe_multiplier: u32,
+}
+
+impl Default for AdaptiveConcurrencySettings {
+    fn default() -> Self {
+        AdaptiveConcurrencySettings {
+            enabled: false,
+            initial_limit: 20,
+            min_limit: 3,
+            max_limit: 1000,
+            probe_multiplier: 30,
+        }
+    }
 }
 
 impl Default for RoutingSettings {
@@ -219,6 +252,7 @@ impl Default for RoutingSettings {
             backoff_base_ms: 100,
             backoff_max_ms: 2_000,
             breaker: BreakerSettings::default(),
+            adaptive_concurrency: AdaptiveConcurrencySettings::default(),
         }
     }
 }
@@ -227,6 +261,16 @@ impl RoutingSettings {
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.max_attempts == 0 || self.max_attempts > 10 {
             return Err("routing.max_attempts must be 1 to 10".into());
+        }
+        let a = &self.adaptive_concurrency;
+        if a.min_limit == 0 || a.min_limit > a.initial_limit || a.initial_limit > a.max_limit {
+            return Err(
+                "routing.adaptive_concurrency needs 1 <= min_limit <= initial_limit <= max_limit"
+                    .into(),
+            );
+        }
+        if a.probe_multiplier == 0 {
+            return Err("routing.adaptive_concurrency.probe_multiplier must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.retry_budget_ratio) {
             return Err("routing.retry_budget_ratio must be 0.0 to 1.0".into());

@@ -13,21 +13,23 @@
 //!   before the target was settled.
 
 mod breaker;
+mod limit;
 mod retry;
 mod target;
 
 pub use breaker::CircuitState;
-use target::last_standing;
+use target::{Busy, last_standing};
 pub use target::{ModelRoute, SummaryPolicy, Target};
 
 use crate::backend::{
     self, BackendError, ModelBackend, ModelReply, ModelRequest, ReplyChunk, ReplyStream,
 };
-use crate::config::{Capability, RoutingSettings, Settings};
+use crate::config::{RoutingSettings, Settings};
 use breaker::CircuitBreaker;
 use futures_util::StreamExt;
+use limit::{AdaptiveLimit, Slot};
 use retry::{RetryBudget, backoff};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +48,9 @@ pub struct Routed<T> {
     pub attempts: u32,
     /// The answering target's configured upstream model name.
     pub model: String,
+    /// The call's place under the target's adaptive limit (a stream keeps
+    /// it until it ends).
+    slot: Option<Slot>,
 }
 
 pub struct Router {
@@ -65,6 +70,7 @@ impl Router {
             backends.insert(name.as_str(), backend::build(name, cfg)?);
         }
         let routing = &settings.routing;
+        let adaptive = &routing.adaptive_concurrency;
         let mut routes = Vec::new();
         for model in &settings.models {
             let targets = model
@@ -84,6 +90,7 @@ impl Router {
                         weight: t.weight,
                         breaker: CircuitBreaker::new(routing.breaker.clone()),
                         resting_until: Mutex::new(None),
+                        limit: adaptive.enabled.then(|| AdaptiveLimit::new(adaptive)),
                     }))
                 })
                 .collect();
@@ -155,6 +162,9 @@ impl Router {
                     target.backend.name(),
                     target.circuit_state().gauge_value(),
                 );
+                if let Some(limit) = target.concurrency_limit() {
+                    crate::meter::concurrency_limit(&route.name, target.backend.name(), limit);
+                }
             }
         }
     }
@@ -208,12 +218,15 @@ impl Router {
         // Includes retries: what the caller waited for its first token.
         let first_after = started.elapsed();
         let (first, rest, target) = routed.value;
+        // The target is busy with the stream until it ends.
+        let slot = routed.slot;
         let model = route.name.clone();
         let target_name = target.backend.name().to_owned();
         crate::meter::time_to_first_token(&model, &target_name, first_after);
         let mut last_chunk = Instant::now();
         let others = route.targets.clone();
         let watched = rest.map(move |item| {
+            let _busy = &slot;
             match &item {
                 Err(e) if e.is_target_failure() => {
                     let last_standing = last_standing(&others, &target);
@@ -237,44 +250,8 @@ impl Router {
             backend: routed.backend,
             attempts: routed.attempts,
             model: routed.model,
+            slot: None,
         })
-    }
-
-    /// Target order of one call among the targets that can take it: a
-    /// weighted pick first, then the others in configured order.
-    fn attempt_order(route: &ModelRoute, needs: &BTreeSet<Capability>) -> Vec<Arc<Target>> {
-        let able: Vec<&Arc<Target>> = route
-            .targets
-            .iter()
-            .filter(|t| t.capabilities.is_superset(needs))
-            .collect();
-        let total: u64 = able.iter().map(|t| u64::from(t.weight)).sum();
-        let mut pick = if total == 0 {
-            0
-        } else {
-            rand::random::<u64>() % total
-        };
-        let first = able
-            .iter()
-            .position(|t| {
-                let w = u64::from(t.weight);
-                if pick < w {
-                    true
-                } else {
-                    pick -= w;
-                    false
-                }
-            })
-            .unwrap_or(0);
-        let mut order = Vec::with_capacity(able.len());
-        order.extend(able.get(first).map(|t| Arc::clone(t)));
-        order.extend(
-            able.iter()
-                .enumerate()
-                .filter(|(i, _)| *i != first)
-                .map(|(_, t)| Arc::clone(t)),
-        );
-        order
     }
 
     async fn run<T, F, Fut>(
@@ -289,7 +266,7 @@ impl Router {
         Fut: Future<Output = Result<T, BackendError>>,
     {
         self.budget.on_call();
-        let order = Self::attempt_order(route, &request.needs());
+        let order = route.attempt_order(&request.needs());
         let deadline_error = || BackendError::Deadline {
             model: route.name.clone(),
         };
@@ -301,16 +278,21 @@ impl Router {
         while attempts < self.settings.max_attempts {
             let now = Instant::now();
             // The next target in order that can take a call now.
+            let mut at_limit = false;
             let candidate = (0..order.len())
                 .map(|k| (next + k) % order.len())
-                .find_map(|i| {
-                    let target = &order[i];
-                    if target.resting_for(now).is_some() {
-                        return None;
+                .find_map(|i| match order[i].try_take(now) {
+                    Ok((permit, slot)) => Some((i, permit, slot)),
+                    Err(Busy::AtLimit) => {
+                        at_limit = true;
+                        None
                     }
-                    target.breaker.try_acquire(now).map(|permit| (i, permit))
+                    Err(Busy::Unavailable) => None,
                 });
-            let Some((index, permit)) = candidate else {
+            let Some((index, permit, mut slot)) = candidate else {
+                if at_limit && last.is_none() {
+                    crate::meter::rate_limited("concurrency_limit");
+                }
                 // Everything rests or is open: after a failure, wait once if
                 // a target is back soon (this honours Retry-After).
                 let wait = order
@@ -372,6 +354,12 @@ impl Router {
                 outcome.is_ok(),
                 attempt_started.elapsed(),
             );
+            if let Some(slot) = &mut slot {
+                let failed = outcome.as_ref().is_err_and(|e| {
+                    e.is_target_failure() || matches!(e, BackendError::RateLimited { .. })
+                });
+                slot.sample(failed);
+            }
             match outcome {
                 Ok(value) => {
                     permit.success();
@@ -385,6 +373,7 @@ impl Router {
                         backend: target.backend.name().to_owned(),
                         attempts,
                         model: target.upstream_model.clone(),
+                        slot,
                     });
                 }
                 Err(error) => {

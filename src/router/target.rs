@@ -1,7 +1,8 @@
 //! Where a model is served: its targets, each with a circuit breaker and
 //! a rest set by 429s.
 
-use super::breaker::{CircuitBreaker, CircuitState};
+use super::breaker::{CircuitBreaker, CircuitState, Permit};
+use super::limit::{AdaptiveLimit, Slot};
 use crate::backend::ModelBackend;
 use crate::config::Capability;
 use std::collections::BTreeSet;
@@ -19,11 +20,18 @@ pub struct Target {
     pub(super) breaker: CircuitBreaker,
     /// Set by a 429: skip this target until then.
     pub(super) resting_until: Mutex<Option<Instant>>,
+    /// Its adaptive limit of calls in flight, when on.
+    pub(super) limit: Option<Arc<AdaptiveLimit>>,
 }
 
 impl Target {
     pub fn circuit_state(&self) -> CircuitState {
         self.breaker.state(Instant::now())
+    }
+
+    /// Its adaptive limit of calls in flight now, when on.
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        self.limit.as_ref().map(|l| l.current())
     }
 
     pub(super) fn resting_for(&self, now: Instant) -> Option<Duration> {
@@ -36,12 +44,34 @@ impl Target {
         *slot = Some(slot.map_or(until, |u| u.max(until)));
     }
 
+    /// A call's admission: the breaker's permit, and a place under the
+    /// adaptive limit when it is on.
+    pub(super) fn try_take(&self, now: Instant) -> Result<(Permit<'_>, Option<Slot>), Busy> {
+        if self.resting_for(now).is_some() {
+            return Err(Busy::Unavailable);
+        }
+        let slot = match &self.limit {
+            None => None,
+            Some(limit) => Some(limit.try_acquire().ok_or(Busy::AtLimit)?),
+        };
+        let permit = self.breaker.try_acquire(now).ok_or(Busy::Unavailable)?;
+        Ok((permit, slot))
+    }
+
     /// When this target may take a call again (zero: now).
     pub(super) fn available_in(&self, now: Instant) -> Duration {
         let rest = self.resting_for(now).unwrap_or_default();
         let breaker = self.breaker.reopens_in(now).unwrap_or_default();
         rest.max(breaker)
     }
+}
+
+/// Why a target cannot take a call now.
+pub(super) enum Busy {
+    /// Resting after a 429, or its circuit is open.
+    Unavailable,
+    /// At its adaptive limit of calls in flight.
+    AtLimit,
 }
 
 /// A public model and where it is served.
@@ -56,6 +86,43 @@ pub struct ModelRoute {
 }
 
 impl ModelRoute {
+    /// Target order of one call among the targets that can take it: a
+    /// weighted pick first, then the others in configured order.
+    pub(super) fn attempt_order(&self, needs: &BTreeSet<Capability>) -> Vec<Arc<Target>> {
+        let able: Vec<&Arc<Target>> = self
+            .targets
+            .iter()
+            .filter(|t| t.capabilities.is_superset(needs))
+            .collect();
+        let total: u64 = able.iter().map(|t| u64::from(t.weight)).sum();
+        let mut pick = if total == 0 {
+            0
+        } else {
+            rand::random::<u64>() % total
+        };
+        let first = able
+            .iter()
+            .position(|t| {
+                let w = u64::from(t.weight);
+                if pick < w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        let mut order = Vec::with_capacity(able.len());
+        order.extend(able.get(first).map(|t| Arc::clone(t)));
+        order.extend(
+            able.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != first)
+                .map(|(_, t)| Arc::clone(t)),
+        );
+        order
+    }
+
     /// What `needs` asks that no target of the model can do all of, as
     /// its first target lacks it; `None` when some target can take it.
     pub fn lacks(&self, needs: &BTreeSet<Capability>) -> Option<Vec<Capability>> {

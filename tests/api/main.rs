@@ -10,6 +10,7 @@ mod rich;
 mod redis_cluster;
 mod upstream;
 
+mod adaptive;
 mod anthropic_front;
 mod backends;
 mod bad_input;
