@@ -6,6 +6,7 @@ mod call;
 mod echo;
 mod http;
 mod openai;
+mod tesseract;
 mod timeouts;
 
 /// The OpenAI stream decoder, public for the micro-benchmarks.
@@ -16,6 +17,7 @@ pub use anthropic::AnthropicBackend;
 pub use call::{ModelReply, ModelRequest, ReplyChunk, ToolCallChunk, ToolCalls};
 pub use echo::EchoBackend;
 pub use openai::OpenAiBackend;
+pub use tesseract::Tesseract;
 pub use timeouts::with_stream_timeouts;
 
 use crate::config::BackendSettings;

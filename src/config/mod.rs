@@ -11,6 +11,7 @@ mod auth;
 mod backends;
 mod engine;
 mod flags;
+mod image_text;
 mod messages;
 mod models;
 mod observability;
@@ -24,6 +25,7 @@ pub use auth::{ApiKeySettings, AuthMode, AuthSettings, JwtSettings};
 pub use backends::{BackendSettings, TimeoutSettings};
 pub use engine::{CacheSettings, ContentFilterSettings, LimitSettings};
 pub use flags::Flags;
+pub use image_text::ImageTextSettings;
 pub use models::{
     AdaptiveConcurrencySettings, BreakerSettings, Capability, ModelSettings, RoutingSettings,
     TargetSettings,
@@ -77,6 +79,10 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// Traffic rules evaluated before each model call.
     pub rules: RulesSettings,
+    /// Images turned into text for models without `vision` (unset: such
+    /// requests are refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_text: Option<ImageTextSettings>,
 }
 
 impl Default for Settings {
@@ -98,6 +104,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             cache: CacheSettings::default(),
             rules: RulesSettings::default(),
+            image_text: None,
         }
     }
 }
@@ -186,6 +193,11 @@ impl Settings {
         self.audit.validate().map_err(ConfigError::Invalid)?;
         self.routing.validate().map_err(ConfigError::Invalid)?;
         self.operations.validate().map_err(ConfigError::Invalid)?;
+        if let Some(image_text) = &self.image_text {
+            image_text
+                .validate(&self.model_names())
+                .map_err(ConfigError::Invalid)?;
+        }
         self.validate_rules()?;
         Ok(())
     }

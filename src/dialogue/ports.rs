@@ -244,3 +244,24 @@ pub trait OperationStore: Send + Sync + 'static {
     /// The records last put with `pending` (at start-up: work to resume).
     async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 }
+
+/// Turns an image into text (OCR, or a model that can see) for models that
+/// cannot see.
+#[async_trait]
+pub trait ImageReader: Send + Sync + 'static {
+    /// Names the reader in the note saying where a text came from.
+    fn name(&self) -> &str;
+
+    async fn read(&self, image: &crate::dialogue::content::Image)
+    -> Result<String, ImageReadError>;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ImageReadError {
+    /// This reader cannot take this image; the message is the caller's.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The reader failed; the detail is for the server log only.
+    #[error("{0}")]
+    Failed(String),
+}

@@ -17,6 +17,7 @@ mod commit;
 mod dialogues;
 pub mod error;
 pub mod history;
+pub mod image_text;
 mod items;
 pub mod locks;
 mod plan;
@@ -39,7 +40,7 @@ use crate::auth::Principal;
 use crate::config::LimitSettings;
 use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::model::{Dialogue, DialogueId, DialogueSpec, Owner, StreamEvent, Time};
-use crate::dialogue::ports::{DialogueStore, SharedLocks, SharedSlots, TokenLedger};
+use crate::dialogue::ports::{DialogueStore, ImageReader, SharedLocks, SharedSlots, TokenLedger};
 use crate::dialogue::tokenizer::count_tokens;
 use crate::dialogue::validate;
 use crate::failure::Violations;
@@ -102,6 +103,8 @@ pub struct Engine {
     live: Arc<LiveTurns>,
     /// Traffic rules, evaluated before each model call.
     rules: Arc<RuleBook>,
+    /// Reads images as text for models that cannot see, when configured.
+    image_reader: Option<Arc<dyn ImageReader>>,
 }
 
 impl Engine {
@@ -129,7 +132,14 @@ impl Engine {
             cut_turns: CancellationToken::new(),
             live: Arc::default(),
             rules: Arc::default(),
+            image_reader: None,
         }
+    }
+
+    /// Reads images as text with `reader` for models that cannot see.
+    pub fn with_image_reader(mut self, reader: Arc<dyn ImageReader>) -> Engine {
+        self.image_reader = Some(reader);
+        self
     }
 
     /// Evaluates `rules` before each model call (the book may be replaced

@@ -162,26 +162,26 @@ impl Engine {
             true => Role::Tool,
             false => Role::User,
         };
-        let user_tokens = estimate_tokens(&request.content);
+        // A model that cannot see gets the images' text, which the stored
+        // turn keeps beside them (a canned reply reads nothing).
+        let mut content = request.content.clone();
+        if ruled.canned.is_none() {
+            self.add_image_text(&route, &mut content).await?;
+        }
+        let user_tokens = estimate_tokens(&content);
         // Images are reference-counted: the copies share their bytes.
         let message = PromptMessage {
             role,
-            content: request.content.clone(),
+            content: content.clone(),
         };
-        let this_turn = ModelRequest {
+        let mut this_turn = ModelRequest {
             messages: vec![message.clone()],
             params: request.params.clone(),
         };
         if ruled.canned.is_some() {
             let user_turn = Turn {
                 request_id: request.request_id.clone(),
-                ..user_turn(
-                    dialogue.turn_count,
-                    role,
-                    request.content.clone(),
-                    user_tokens,
-                    now,
-                )
+                ..user_turn(dialogue.turn_count, role, content, user_tokens, now)
             };
             return Ok(Plan::Run(Box::new(PlannedTurn {
                 cache_key: None,
@@ -203,6 +203,8 @@ impl Engine {
                 canned: ruled.canned,
             })));
         }
+        // Images with their text next to them go as the text alone.
+        self.images_to_text(&route, &mut this_turn.messages).await?;
         self.check_capabilities(&route, &this_turn)?;
         let building = Instant::now();
         let prompt = PromptBuilder {
@@ -238,13 +240,15 @@ impl Engine {
             ..user_turn(
                 dialogue.turn_count + u64::from(summary.is_some()),
                 role,
-                request.content.clone(),
+                content,
                 user_tokens,
                 now,
             )
         };
+        let mut messages = prompt.messages;
+        self.images_to_text(&route, &mut messages).await?;
         let model_request = ModelRequest {
-            messages: prompt.messages,
+            messages,
             params: request.params.clone(),
         };
         // History may need more than the new message (images or tool calls

@@ -104,8 +104,10 @@ impl Engine {
             .cloned()
             .unwrap_or_else(|| PromptMessage::text(Role::User, ""));
         // The messages move into the model request: no copy of the prompt.
-        let model_request = ModelRequest { messages, params };
+        let mut model_request = ModelRequest { messages, params };
         if ruled.canned.is_none() {
+            self.images_to_text(&route, &mut model_request.messages)
+                .await?;
             self.check_capabilities(&route, &model_request)?;
         }
         Ok(PlannedTurn {

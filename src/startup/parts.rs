@@ -4,16 +4,20 @@
 use super::StartupError;
 use crate::auth::jwt::{JwtIssuer, JwtVerifier};
 use crate::auth::{Authenticator, Principal, keys};
-use crate::config::{AuthMode, AuthSettings, Settings};
+use crate::backend::Tesseract;
+use crate::config::{AuthMode, AuthSettings, ImageTextSettings, Settings};
 use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::ports::DialogueStore;
+use crate::dialogue::ports::ImageReader;
 use crate::engine::Engine;
+use crate::engine::image_text::ModelReader;
 use crate::engine::reply_cache::ReplyCache;
 use crate::engine::rules::RuleBook;
 use crate::limits::RateLimits;
 use crate::router::Router;
 use crate::store::Shared;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 /// The authenticator of `auth.mode = "required"`; `None` when auth is off.
@@ -100,8 +104,11 @@ pub fn engine(
         .map_err(|e| StartupError::Rules(e.to_string()))?;
     let source = settings.rules.file.as_deref().unwrap_or("config");
     let rules = Arc::new(RuleBook::new(&rules, source).map_err(StartupError::Rules)?);
-    let mut engine =
-        Engine::new(store, router, limits.clone(), filter, cache, tasks).with_rules(rules.clone());
+    let mut engine = Engine::new(store, router.clone(), limits.clone(), filter, cache, tasks)
+        .with_rules(rules.clone());
+    if let Some(reader) = image_reader(settings, router) {
+        engine = engine.with_image_reader(reader);
+    }
     let mut rate_limits = RateLimits::new(
         limits.requests_per_second,
         limits.request_burst,
@@ -114,4 +121,22 @@ pub fn engine(
         rate_limits = rate_limits.shared_through(shared.requests);
     }
     Ok((engine, rate_limits, rules))
+}
+
+/// The `[image_text]` step, when configured.
+fn image_reader(settings: &Settings, router: Arc<Router>) -> Option<Arc<dyn ImageReader>> {
+    Some(match settings.image_text.as_ref()? {
+        ImageTextSettings::Tesseract {
+            command,
+            languages,
+            timeout_ms,
+        } => Arc::new(Tesseract::new(
+            command,
+            languages,
+            Duration::from_millis(*timeout_ms),
+        )),
+        ImageTextSettings::Model { model, instruction } => {
+            Arc::new(ModelReader::new(router, model, instruction))
+        }
+    })
 }

@@ -26,6 +26,7 @@ mod converse;
 mod dialogues;
 mod durability;
 mod http_front;
+mod image_text;
 mod media;
 mod metrics;
 mod operations;
