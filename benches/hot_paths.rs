@@ -181,5 +181,74 @@ fn sse_decoding(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, prompt_assembly, store_append, sse_decoding);
+/// The semantic cache's lookup: a brute-force scan of one namespace of
+/// 1536-dimension unit vectors (OpenAI's text-embedding-3-small), at 10k
+/// and 100k entries.
+fn semantic_lookup(c: &mut Criterion) {
+    use dialogd::backend::{ModelReply, ModelRequest};
+    use dialogd::config::SemanticCacheSettings;
+    use dialogd::dialogue::model::GenerationParams;
+    use dialogd::engine::semantic_cache::SemanticCache;
+    use dialogd::router::ModelRoute;
+    const DIMS: usize = 1536;
+    // xorshift: reproducible vectors without a dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut vector = move || -> Vec<f32> {
+        (0..DIMS)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    };
+    let mut group = c.benchmark_group("semantic_lookup");
+    group.sample_size(20);
+    for entries in [10_000usize, 100_000] {
+        let settings = SemanticCacheSettings {
+            embedding_model: "e".into(),
+            threshold: 0.95,
+            ttl_secs: 3600,
+            max_entries: entries,
+        };
+        let cache = SemanticCache::new([("m".to_string(), settings)].into()).unwrap();
+        let route = ModelRoute {
+            name: "m".into(),
+            context_tokens: 8192,
+            max_history_turns: 100,
+            summary: None,
+            targets: Vec::new(),
+            embeddings: false,
+        };
+        let request = ModelRequest {
+            messages: vec![PromptMessage::text(Role::User, "when are you open?")],
+            params: GenerationParams {
+                temperature: Some(0.0),
+                ..Default::default()
+            },
+        };
+        let query = cache
+            .query("tenant", &route, &request, &DialogueId::generate())
+            .unwrap();
+        for _ in 0..entries {
+            let reply = ModelReply::text("a reply".into(), FinishReason::Stop);
+            cache.insert(query.clone(), &vector(), reply, "b".into());
+        }
+        let probe = vector();
+        group.throughput(Throughput::Elements(entries as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(entries), &entries, |b, _| {
+            b.iter(|| black_box(cache.lookup(&query, &probe).is_some()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    prompt_assembly,
+    store_append,
+    sse_decoding,
+    semantic_lookup
+);
 criterion_main!(benches);

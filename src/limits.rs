@@ -4,8 +4,10 @@
 //! once instead of queueing without bound. Per-caller stream counts and
 //! token budgets are the engine's (it knows each turn's usage).
 
+use crate::config::AdaptiveConcurrencySettings;
 use crate::dialogue::ports::StoreError;
 use crate::failure::Failure;
+use crate::router::limit::{AdaptiveLimit, Slot};
 use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -40,6 +42,8 @@ pub struct RateLimits {
     /// Replaces `per_principal` when replicas share one.
     shared: Option<Arc<dyn SharedRequestLimiter>>,
     in_flight: Option<Arc<Semaphore>>,
+    /// An adaptive limit of calls in flight, beside `in_flight`.
+    adaptive: Option<Arc<AdaptiveLimit>>,
     /// The per-caller burst, when limited.
     burst: Option<u32>,
 }
@@ -63,7 +67,37 @@ impl RateLimits {
             shared: None,
             in_flight: (max_in_flight > 0)
                 .then(|| Arc::new(Semaphore::new(max_in_flight as usize))),
+            adaptive: None,
         }
+    }
+
+    /// Also limits calls in flight adaptively (see `router::limit`): the
+    /// latency it follows is each call's own time in the server.
+    pub fn with_adaptive_limit(mut self, settings: &AdaptiveConcurrencySettings) -> RateLimits {
+        self.adaptive = settings.enabled.then(|| AdaptiveLimit::new(settings));
+        self
+    }
+
+    /// A place under the adaptive limit, when on; refused (UNAVAILABLE,
+    /// retry soon) when the server is at it.
+    pub fn enter_adaptive(&self) -> Result<Option<Slot>, Failure> {
+        let Some(limit) = &self.adaptive else {
+            return Ok(None);
+        };
+        limit.try_acquire().map(Some).ok_or_else(|| {
+            crate::meter::rate_limited("adaptive_limit");
+            Failure::new(
+                crate::failure::ErrorKind::Unavailable,
+                "OVERLOADED",
+                "the server is at its adaptive concurrency limit; retry shortly",
+            )
+            .retry_after(Duration::from_millis(100))
+        })
+    }
+
+    /// The server's adaptive limit now, when on.
+    pub fn adaptive_limit(&self) -> Option<usize> {
+        self.adaptive.as_ref().map(|l| l.current())
     }
 
     /// Counts requests in `limiter` instead, across every replica using it.

@@ -25,9 +25,12 @@ pub const TOKENS: &str = "gen_ai_client_token_usage_total";
 pub const BACKEND_RETRIES: &str = "dialogd_backend_retries_total";
 pub const CIRCUIT_STATE: &str = "dialogd_backend_circuit_state";
 pub const CONCURRENCY_LIMIT: &str = "dialogd_backend_concurrency_limit";
+pub const SERVER_CONCURRENCY_LIMIT: &str = "dialogd_server_concurrency_limit";
 pub const RATE_LIMITED: &str = "dialogd_rate_limited_total";
 pub const CACHE_LOOKUPS: &str = "dialogd_cache_lookups_total";
 pub const CACHE_ENTRIES: &str = "dialogd_cache_entries";
+pub const SEMANTIC_LOOKUPS: &str = "dialogd_semantic_cache_lookups_total";
+pub const SEMANTIC_SIMILARITY: &str = "dialogd_semantic_cache_hit_similarity";
 pub const STORE_DURATION: &str = "dialogd_store_operation_duration_seconds";
 pub const STORE_SIZE: &str = "dialogd_store_size_bytes";
 pub const AUDIT_PENDING: &str = "dialogd_audit_events_pending";
@@ -42,6 +45,11 @@ pub const OPERATION_WAIT: &str = "dialogd_operation_queue_seconds";
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Buckets of the semantic cache hits' similarity.
+pub const SIMILARITY_BUCKETS: &[f64] = &[
+    0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99, 0.995, 1.0,
 ];
 
 /// Explains every series on /metrics (HELP lines).
@@ -94,12 +102,24 @@ pub fn describe() {
         CONCURRENCY_LIMIT,
         "Adaptive limit of calls in flight per model and target (refreshed at every scrape)."
     );
+    describe_gauge!(
+        SERVER_CONCURRENCY_LIMIT,
+        "Adaptive limit of the server's calls in flight (refreshed at every scrape)."
+    );
     describe_counter!(RATE_LIMITED, "Calls refused by a limit, by reason.");
     describe_counter!(
         CACHE_LOOKUPS,
         "Response cache lookups, by result (hit, miss)."
     );
     describe_gauge!(CACHE_ENTRIES, "Replies held by the response cache.");
+    describe_counter!(
+        SEMANTIC_LOOKUPS,
+        "Semantic cache lookups, by result (hit, miss, error: the embedding failed)."
+    );
+    describe_histogram!(
+        SEMANTIC_SIMILARITY,
+        "Cosine similarity of the prompts of semantic cache hits."
+    );
     describe_histogram!(
         STORE_DURATION,
         metrics::Unit::Seconds,
@@ -190,7 +210,13 @@ pub struct CallTiming {
     /// 1: unary, 2: stream (of the last turn reported).
     kind: AtomicU8,
     waited_ns: AtomicU64,
+    /// Told the call's own time (None: a batch, not measured) when it
+    /// ends: the server's adaptive limit learns from it.
+    on_overhead: std::sync::Mutex<Option<OverheadSink>>,
 }
+
+/// Takes a call's own time when it ends.
+pub type OverheadSink = Box<dyn FnOnce(Option<Duration>) + Send>;
 
 tokio::task_local! {
     static CALL_TIMING: Arc<CallTiming>;
@@ -208,18 +234,37 @@ impl CallTiming {
         CALL_TIMING.try_with(Arc::clone).ok()
     }
 
+    /// Tells `sink` the call's own time when it ends.
+    pub fn on_overhead(&self, sink: OverheadSink) {
+        *self.on_overhead.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
     /// Records the call's overhead once it ended after `elapsed`, when
-    /// exactly one turn ran in it.
+    /// exactly one turn ran in it (a call without turns is all overhead,
+    /// for the `on_overhead` sink).
     pub fn finish(&self, elapsed: Duration) {
-        if self.turns.load(Ordering::Acquire) != 1 {
-            return;
-        }
-        let kind = match self.kind.load(Ordering::Acquire) {
-            2 => TurnKind::Stream,
-            _ => TurnKind::Unary,
+        let sink = self
+            .on_overhead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let own = match self.turns.load(Ordering::Acquire) {
+            0 => Some(elapsed),
+            1 => {
+                let kind = match self.kind.load(Ordering::Acquire) {
+                    2 => TurnKind::Stream,
+                    _ => TurnKind::Unary,
+                };
+                let waited = Duration::from_nanos(self.waited_ns.load(Ordering::Acquire));
+                let own = elapsed.saturating_sub(waited);
+                gateway_overhead(kind, own);
+                Some(own)
+            }
+            _ => None,
         };
-        let waited = Duration::from_nanos(self.waited_ns.load(Ordering::Acquire));
-        gateway_overhead(kind, elapsed.saturating_sub(waited));
+        if let Some(sink) = sink {
+            sink(own);
+        }
     }
 }
 
@@ -344,4 +389,24 @@ pub fn operation_waited(priority: &'static str, waited: Duration) {
 pub fn concurrency_limit(model: &str, target: &str, limit: usize) {
     gauge!(CONCURRENCY_LIMIT, "gen_ai_request_model" => model.to_owned(), "target" => target.to_owned())
         .set(limit as f64);
+}
+
+/// A semantic cache lookup: the hit's similarity, or a miss.
+pub fn semantic_lookup(hit: Option<f32>) {
+    match hit {
+        Some(similarity) => {
+            counter!(SEMANTIC_LOOKUPS, "result" => "hit").increment(1);
+            histogram!(SEMANTIC_SIMILARITY).record(f64::from(similarity));
+        }
+        None => counter!(SEMANTIC_LOOKUPS, "result" => "miss").increment(1),
+    }
+}
+
+/// A semantic cache lookup that could not embed the prompt.
+pub fn semantic_lookup_failed() {
+    counter!(SEMANTIC_LOOKUPS, "result" => "error").increment(1);
+}
+
+pub fn server_concurrency_limit(limit: usize) {
+    gauge!(SERVER_CONCURRENCY_LIMIT).set(limit as f64);
 }

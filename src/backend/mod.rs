@@ -137,6 +137,32 @@ pub trait ModelBackend: Send + Sync + 'static {
     ) -> Result<ReplyStream, BackendError>;
     /// Whether the backend answers at all (ListModels probes it).
     async fn healthy(&self) -> bool;
+    /// Vectors of `inputs`, in order (OpenAI's `/embeddings`); backends
+    /// that serve none refuse.
+    async fn embed(&self, model: &str, request: &EmbedRequest) -> Result<Embedded, BackendError> {
+        let _ = (model, request);
+        Err(BackendError::Rejected {
+            backend: self.name().to_owned(),
+            status: 400,
+            detail: format!("a {} backend serves no embeddings", self.kind()),
+        })
+    }
+}
+
+/// Texts to turn into vectors.
+#[derive(Debug, Clone)]
+pub struct EmbedRequest {
+    pub inputs: Vec<String>,
+    /// Length of the vectors, for models that can shorten them.
+    pub dimensions: Option<u32>,
+}
+
+/// Vectors of an `EmbedRequest`, in its order.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    /// Input tokens, when the backend reports them.
+    pub prompt_tokens: Option<u64>,
 }
 
 /// An API key read from the environment. Its Debug form hides it, so it

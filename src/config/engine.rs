@@ -31,6 +31,9 @@ pub struct LimitSettings {
     /// Calls in flight in the whole server before new ones are shed with
     /// RESOURCE_EXHAUSTED (0: unlimited).
     pub max_in_flight: u32,
+    /// An adaptive limit of the server's calls in flight, beside
+    /// `max_in_flight`, following each call's own time in the server.
+    pub adaptive_concurrency: super::AdaptiveConcurrencySettings,
 }
 
 impl Default for LimitSettings {
@@ -48,12 +51,15 @@ impl Default for LimitSettings {
             tokens_per_minute: 0,
             max_streams_per_principal: 64,
             max_in_flight: 4096,
+            adaptive_concurrency: super::AdaptiveConcurrencySettings::default(),
         }
     }
 }
 
 impl LimitSettings {
     pub(super) fn validate(&self) -> Result<(), String> {
+        self.adaptive_concurrency
+            .validate("limits.adaptive_concurrency")?;
         for (key, value) in [
             ("limits.max_message_bytes", self.max_message_bytes),
             (

@@ -28,7 +28,7 @@ pub use flags::Flags;
 pub use image_text::ImageTextSettings;
 pub use models::{
     AdaptiveConcurrencySettings, BreakerSettings, Capability, ModelSettings, RoutingSettings,
-    TargetSettings,
+    SemanticCacheSettings, TargetSettings,
 };
 pub use observability::{AuditSettings, LogFormat, LogSettings, MetricsSettings};
 pub use operations::OperationSettings;

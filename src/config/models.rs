@@ -40,6 +40,44 @@ pub struct ModelSettings {
     /// more is refused, and fallback skips targets that cannot take it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<Capability>>,
+    /// An embeddings model: it serves `POST /v1/embeddings`, not turns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embeddings: bool,
+    /// Reuse replies of prompts that mean the same (see README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_cache: Option<SemanticCacheSettings>,
+}
+
+/// `[models.semantic_cache]`: a reply is reused for a new prompt whose
+/// newest message means the same as a cached one's (cosine similarity of
+/// their embeddings at least `threshold`) when everything else of the
+/// prompt is identical.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticCacheSettings {
+    /// The embeddings model (`embeddings = true`) the messages go to.
+    pub embedding_model: String,
+    /// Lowest cosine similarity that counts as the same (0 to 1].
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// How long a reply is reused.
+    #[serde(default = "default_semantic_ttl_secs")]
+    pub ttl_secs: u64,
+    /// Replies kept for this model; the oldest go first.
+    #[serde(default = "default_semantic_entries")]
+    pub max_entries: usize,
+}
+
+fn default_threshold() -> f32 {
+    0.95
+}
+
+fn default_semantic_ttl_secs() -> u64 {
+    3600
+}
+
+fn default_semantic_entries() -> usize {
+    10_000
 }
 
 /// Something a request may need of a model beyond plain text.
@@ -102,6 +140,8 @@ pub(super) fn echo_model() -> ModelSettings {
         summarize_after_tokens: None,
         summary_max_tokens: default_summary_max_tokens(),
         capabilities: None,
+        embeddings: false,
+        semantic_cache: None,
     }
 }
 
@@ -172,6 +212,48 @@ pub(super) fn validate_models(
             default_model
         ));
     }
+    if models
+        .iter()
+        .any(|m| m.embeddings && m.name == default_model)
+    {
+        return Err(format!(
+            "default_model {default_model:?} is an embeddings model; it takes no turns"
+        ));
+    }
+    for model in models {
+        if let Some(cache) = &model.semantic_cache {
+            check_semantic_cache(model, cache, models)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_semantic_cache(
+    model: &ModelSettings,
+    cache: &SemanticCacheSettings,
+    models: &[ModelSettings],
+) -> Result<(), String> {
+    let at = format!("model {:?}: semantic_cache", model.name);
+    if model.embeddings {
+        return Err(format!("{at}: an embeddings model has no replies to cache"));
+    }
+    if !models
+        .iter()
+        .any(|m| m.name == cache.embedding_model && m.embeddings)
+    {
+        return Err(format!(
+            "{at}.embedding_model {:?} is not a model with `embeddings = true`",
+            cache.embedding_model
+        ));
+    }
+    if !(cache.threshold > 0.0 && cache.threshold <= 1.0) {
+        return Err(format!("{at}.threshold must be above 0 and at most 1"));
+    }
+    if cache.ttl_secs == 0 || !(1..=1_000_000).contains(&cache.max_entries) {
+        return Err(format!(
+            "{at}: ttl_secs must be at least 1 and max_entries 1 to 1000000"
+        ));
+    }
     Ok(())
 }
 
@@ -231,6 +313,24 @@ pub struct AdaptiveConcurrencySettings {
     pub probe_multiplier: u32,
 }
 
+impl AdaptiveConcurrencySettings {
+    /// `key` names the settings in errors.
+    pub(super) fn validate(&self, key: &str) -> Result<(), String> {
+        if self.min_limit == 0
+            || self.min_limit > self.initial_limit
+            || self.initial_limit > self.max_limit
+        {
+            return Err(format!(
+                "{key} needs 1 <= min_limit <= initial_limit <= max_limit"
+            ));
+        }
+        if self.probe_multiplier == 0 {
+            return Err(format!("{key}.probe_multiplier must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for AdaptiveConcurrencySettings {
     fn default() -> Self {
         AdaptiveConcurrencySettings {
@@ -262,16 +362,8 @@ impl RoutingSettings {
         if self.max_attempts == 0 || self.max_attempts > 10 {
             return Err("routing.max_attempts must be 1 to 10".into());
         }
-        let a = &self.adaptive_concurrency;
-        if a.min_limit == 0 || a.min_limit > a.initial_limit || a.initial_limit > a.max_limit {
-            return Err(
-                "routing.adaptive_concurrency needs 1 <= min_limit <= initial_limit <= max_limit"
-                    .into(),
-            );
-        }
-        if a.probe_multiplier == 0 {
-            return Err("routing.adaptive_concurrency.probe_multiplier must be at least 1".into());
-        }
+        self.adaptive_concurrency
+            .validate("routing.adaptive_concurrency")?;
         if !(0.0..=1.0).contains(&self.retry_budget_ratio) {
             return Err("routing.retry_budget_ratio must be 0.0 to 1.0".into());
         }

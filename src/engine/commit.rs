@@ -4,9 +4,10 @@
 //! caller charged the model tokens spent.
 
 use super::plan::PlannedTurn;
+use super::semantic_cache::SemanticQuery;
 use super::{Engine, EngineError};
 use crate::backend::ToolCallChunk;
-use crate::backend::{BackendError, ModelReply, ReplyChunk, ReplyStream};
+use crate::backend::{BackendError, EmbedRequest, ModelReply, ReplyChunk, ReplyStream};
 use crate::dialogue::content::estimate_tokens;
 use crate::dialogue::content_filter::ContentFilter;
 use crate::dialogue::model::{FinishReason, ReplyMetadata, Role, Time, Turn, TurnOutcome, Usage};
@@ -34,6 +35,8 @@ pub(super) struct Served {
     pub cached: bool,
     /// A traffic rule's canned reply: no model was called.
     pub canned: bool,
+    /// A semantic cache miss: where the model's reply goes in the cache.
+    pub semantic_miss: Option<(SemanticQuery, Vec<f32>)>,
 }
 
 impl Served {
@@ -66,6 +69,7 @@ where
         waited: planned.waited + started.elapsed(),
         cached: false,
         canned: false,
+        semantic_miss: None,
     };
     Ok((routed.value, served))
 }
@@ -82,6 +86,7 @@ impl Engine {
             waited: Duration::ZERO,
             cached: true,
             canned: false,
+            semantic_miss: None,
         };
         Some((hit.reply.clone(), served))
     }
@@ -105,6 +110,7 @@ impl Engine {
             waited: Duration::ZERO,
             cached: false,
             canned: true,
+            semantic_miss: None,
         };
         Some((reply, served))
     }
@@ -120,11 +126,16 @@ impl Engine {
         {
             return Ok(answer);
         }
-        let (mut reply, served) = call_model(planned, TurnKind::Unary, |deadline| {
+        let (hit, miss) = self.semantic(planned, TurnKind::Unary).await;
+        if let Some(hit) = hit {
+            return Ok(hit);
+        }
+        let (mut reply, mut served) = call_model(planned, TurnKind::Unary, |deadline| {
             self.router
                 .complete(&planned.route, &planned.request, deadline)
         })
         .await?;
+        served.semantic_miss = miss;
         if let Some(filter) = self.output_filter() {
             filter_reply(filter, &mut reply);
         }
@@ -143,11 +154,74 @@ impl Engine {
             let chunks = as_chunks(reply).into_iter().map(Ok);
             return Ok((Box::pin(futures_util::stream::iter(chunks)), served));
         }
-        call_model(planned, TurnKind::Stream, |deadline| {
+        let (hit, miss) = self.semantic(planned, TurnKind::Stream).await;
+        if let Some((reply, served)) = hit {
+            let chunks = as_chunks(reply).into_iter().map(Ok);
+            return Ok((Box::pin(futures_util::stream::iter(chunks)), served));
+        }
+        let (stream, mut served) = call_model(planned, TurnKind::Stream, |deadline| {
             self.router
                 .stream(&planned.route, &planned.request, deadline)
         })
-        .await
+        .await?;
+        served.semantic_miss = miss;
+        Ok((stream, served))
+    }
+
+    /// The semantic cache's answer to `planned`: a close enough reply, or
+    /// (on a miss) where the model's reply is to go. An embedding that
+    /// fails only skips the cache.
+    async fn semantic(
+        &self,
+        planned: &PlannedTurn,
+        kind: TurnKind,
+    ) -> (
+        Option<(ModelReply, Served)>,
+        Option<(SemanticQuery, Vec<f32>)>,
+    ) {
+        let (Some(cache), Some(query)) = (&self.semantic, &planned.semantic) else {
+            return (None, None);
+        };
+        let Some(route) = self.router.route(&query.embedding_model) else {
+            return (None, None);
+        };
+        let started = Instant::now();
+        let request = EmbedRequest {
+            inputs: vec![query.text.clone()],
+            dimensions: None,
+        };
+        let deadline = planned.deadline.map(tokio::time::Instant::from_std);
+        let vector = match self.router.embed(route, &request, deadline).await {
+            Ok(routed) => {
+                let tokens = routed.value.prompt_tokens.unwrap_or(0);
+                crate::meter::tokens(&route.name, tokens, 0);
+                routed.value.vectors.into_iter().next()
+            }
+            Err(e) => {
+                tracing::warn!(model = %route.name, error = %e, "embedding for the semantic cache failed; not using it");
+                crate::meter::semantic_lookup_failed();
+                None
+            }
+        };
+        let Some(vector) = vector else {
+            return (None, None);
+        };
+        match cache.lookup(query, &vector) {
+            Some(hit) => {
+                let served = Served {
+                    backend: hit.backend,
+                    attempts: 0,
+                    upstream_model: String::new(),
+                    kind,
+                    waited: planned.waited + started.elapsed(),
+                    cached: true,
+                    canned: false,
+                    semantic_miss: None,
+                };
+                (Some((hit.reply, served)), None)
+            }
+            None => (None, Some((query.clone(), vector))),
+        }
     }
 
     /// Keeps a model's complete, unfiltered reply for identical requests,
@@ -156,7 +230,7 @@ impl Engine {
         &self,
         planned: Box<PlannedTurn>,
         reply: ModelReply,
-        served: Served,
+        mut served: Served,
     ) -> Result<TurnOutcome, EngineError> {
         if let (Some(cache), Some(key), true) =
             (&self.cache, planned.cache_key, served.called_a_model())
@@ -164,6 +238,12 @@ impl Engine {
         {
             let backend = served.backend.clone();
             cache.insert(key, &planned.dialogue_id, reply.clone(), backend);
+        }
+        if let (Some(cache), Some((query, vector))) = (&self.semantic, served.semantic_miss.take())
+            && served.called_a_model()
+            && reply.finish_reason != FinishReason::ContentFilter
+        {
+            cache.insert(query, &vector, reply.clone(), served.backend.clone());
         }
         let content = reply.content();
         let ModelReply {

@@ -15,6 +15,7 @@ pub mod branches;
 mod checks;
 mod commit;
 mod dialogues;
+pub mod embeddings;
 pub mod error;
 pub mod history;
 pub mod image_text;
@@ -28,6 +29,7 @@ mod replay;
 pub mod reply_cache;
 pub mod resumable;
 pub mod rules;
+pub mod semantic_cache;
 mod stateless;
 mod stream;
 #[cfg(test)]
@@ -50,6 +52,7 @@ use quota::{StreamSlots, TokenBudget};
 use reply_cache::ReplyCache;
 use resumable::LiveTurns;
 use rules::RuleBook;
+use semantic_cache::SemanticCache;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,6 +108,8 @@ pub struct Engine {
     rules: Arc<RuleBook>,
     /// Reads images as text for models that cannot see, when configured.
     image_reader: Option<Arc<dyn ImageReader>>,
+    /// Replies reused for prompts that mean the same, when configured.
+    semantic: Option<SemanticCache>,
 }
 
 impl Engine {
@@ -133,7 +138,14 @@ impl Engine {
             live: Arc::default(),
             rules: Arc::default(),
             image_reader: None,
+            semantic: None,
         }
+    }
+
+    /// Reuses replies of prompts that mean the same (the models of `cache`).
+    pub fn with_semantic_cache(mut self, cache: SemanticCache) -> Engine {
+        self.semantic = Some(cache);
+        self
     }
 
     /// Reads images as text with `reader` for models that cannot see.
@@ -239,6 +251,9 @@ impl Engine {
         if let Some(cache) = &self.cache {
             cache.forget_dialogue(id);
         }
+        if let Some(semantic) = &self.semantic {
+            semantic.forget_dialogue(id);
+        }
         Ok(erased)
     }
 
@@ -286,6 +301,12 @@ impl Engine {
     }
 
     fn check_model(&self, model: &str, field: &str, v: &mut Violations) {
+        if self.router.route(model).is_some_and(|r| r.embeddings) {
+            v.add(
+                field,
+                format!("{model} is an embeddings model (POST /v1/embeddings); it takes no turns"),
+            );
+        }
         if !model.is_empty() && self.router.route(model).is_none() {
             v.add(
                 field,

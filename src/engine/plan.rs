@@ -8,6 +8,7 @@
 use super::prompt::PromptBuilder;
 use super::reply_cache::{CacheKey, ReplyCache};
 use super::rules::{Decided, RuleInput};
+use super::semantic_cache::SemanticQuery;
 use super::{Engine, EngineError, quota_key};
 use crate::auth::Principal;
 use crate::backend::ModelRequest;
@@ -52,6 +53,8 @@ pub(super) struct PlannedTurn {
     pub rule: Option<Arc<str>>,
     /// A rule's canned reply: no model is called.
     pub canned: Option<String>,
+    /// Where the reply may be found in (or go into) the semantic cache.
+    pub semantic: Option<SemanticQuery>,
 }
 
 /// What the traffic rules make of a request: the model to call, or a
@@ -201,6 +204,7 @@ impl Engine {
                 settings_digest: settings_digest(request),
                 rule: ruled.rule,
                 canned: ruled.canned,
+                semantic: None,
             })));
         }
         // Images with their text next to them go as the text alone.
@@ -256,6 +260,7 @@ impl Engine {
         self.check_capabilities(&route, &model_request)?;
         Ok(Plan::Run(Box::new(PlannedTurn {
             cache_key: self.cache_key(&request.caller, &route, &model_request),
+            semantic: self.semantic_query(&request.caller, &route, &model_request, id),
             dialogue_id: id.clone(),
             quota_key: quota_key(&request.caller),
             create,
@@ -299,6 +304,19 @@ impl Engine {
 
     /// Where this model call's reply is (or goes) in the response cache,
     /// when the cache is on and the call's parameters allow it.
+    /// Where this model call's reply may be in the semantic cache.
+    pub(super) fn semantic_query(
+        &self,
+        caller: &Principal,
+        route: &ModelRoute,
+        request: &ModelRequest,
+        dialogue: &DialogueId,
+    ) -> Option<SemanticQuery> {
+        self.semantic
+            .as_ref()?
+            .query(&caller.tenant, route, request, dialogue)
+    }
+
     pub(super) fn cache_key(
         &self,
         caller: &Principal,

@@ -110,12 +110,16 @@ impl Engine {
                 .await?;
             self.check_capabilities(&route, &model_request)?;
         }
+        let dialogue_id = DialogueId::generate();
+        let semantic = match ruled.canned {
+            None => self.semantic_query(&caller, &route, &model_request, &dialogue_id),
+            Some(_) => None,
+        };
         Ok(PlannedTurn {
             cache_key: match ruled.canned {
                 None => self.cache_key(&caller, &route, &model_request),
                 Some(_) => None,
             },
-            dialogue_id: DialogueId::generate(),
             quota_key: quota_key(&caller),
             create: None,
             expected_turn_count: 0,
@@ -130,6 +134,8 @@ impl Engine {
             deadline,
             stateless: true,
             settings_digest: String::new(),
+            semantic,
+            dialogue_id,
             rule: ruled.rule,
             canned: ruled.canned,
         })

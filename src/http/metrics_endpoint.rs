@@ -28,6 +28,19 @@ pub fn handle() -> PrometheusHandle {
                     PrometheusBuilder::new()
                 }
             };
+            // Similarities are not seconds: buckets where hits fall.
+            let builder = match builder.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    crate::meter::SEMANTIC_SIMILARITY.to_owned(),
+                ),
+                crate::meter::SIMILARITY_BUCKETS,
+            ) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "similarity buckets refused");
+                    PrometheusBuilder::new()
+                }
+            };
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {

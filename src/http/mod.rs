@@ -73,6 +73,7 @@ async fn dispatch(front: Front, request: Request) -> Response {
 async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<Response, Request> {
     Ok(match rpc {
         Rpc::ChatCompletions => openai::chat_completions(front, request).await,
+        Rpc::OpenAiEmbeddings => openai::embeddings(front, request).await,
         Rpc::OpenAiListModels => openai::list_models(&front.models),
         Rpc::OpenAiGetModel => openai::get_model(&front.models, &id),
         Rpc::AnthropicMessages => anthropic::messages(front, request).await,

@@ -30,6 +30,10 @@ impl super::Around for RpcMetrics {
         let in_flight = meter::rpc_started(service, method);
         let started = Instant::now();
         let timing = std::sync::Arc::new(meter::CallTiming::default());
+        // Inner layers reach the call's timing (the rate-limit layer hands
+        // it the server's adaptive limit slot).
+        let mut request = request;
+        request.extensions_mut().insert(timing.clone());
         let response = timing.clone().scope(next(request));
         Box::pin(outcome::watch(
             response,

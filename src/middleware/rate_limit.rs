@@ -44,6 +44,19 @@ impl super::Around for RateLimiting {
             Ok(permit) => permit,
             Err(refusal) => return super::refuse_now(&self.refuse, &request, refusal),
         };
+        match self.limits.enter_adaptive() {
+            Err(refusal) => return super::refuse_now(&self.refuse, &request, refusal),
+            // Held until the call ends, then told the call's own time.
+            Ok(Some(slot)) => {
+                if let Some(timing) = request.extensions().get::<Arc<crate::meter::CallTiming>>() {
+                    timing.on_overhead(Box::new(move |own| match own {
+                        Some(own) => slot.sample_latency(own),
+                        None => drop(slot),
+                    }));
+                }
+            }
+            Ok(None) => {}
+        }
         let key = request
             .extensions()
             .get::<Principal>()

@@ -77,6 +77,7 @@ methods!(
     ExportStore,
     ListRules,
     ChatCompletions,
+    OpenAiEmbeddings,
     OpenAiListModels,
     OpenAiGetModel,
     AnthropicMessages,
@@ -99,6 +100,16 @@ methods!(
     Reflection,
     ReflectionV1Alpha,
 );
+
+/// One HTTP route of a method.
+macro_rules! route {
+    ($method:literal, $pattern:literal) => {
+        &[Route {
+            method: $method,
+            pattern: $pattern,
+        }]
+    };
+}
 
 const READ: Access = Access::Scope(Scope::DialogueRead);
 const WRITE: Access = Access::Scope(Scope::DialogueWrite);
@@ -129,82 +140,55 @@ impl Rpc {
                 "/dialogue.v1.DialogueService/CreateDialogue",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/dialogues",
-                }],
+                route!("POST", "/v1/dialogues"),
             ),
             GetDialogue => spec(
                 "/dialogue.v1.DialogueService/GetDialogue",
                 READ,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/dialogues/{id}",
-                }],
+                route!("GET", "/v1/dialogues/{id}"),
             ),
             ListDialogues => spec(
                 "/dialogue.v1.DialogueService/ListDialogues",
                 READ,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/dialogues",
-                }],
+                route!("GET", "/v1/dialogues"),
             ),
             UpdateDialogue => spec(
                 "/dialogue.v1.DialogueService/UpdateDialogue",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "PATCH",
-                    pattern: "/v1/dialogues/{id}",
-                }],
+                route!("PATCH", "/v1/dialogues/{id}"),
             ),
             DeleteDialogue => spec(
                 "/dialogue.v1.DialogueService/DeleteDialogue",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "DELETE",
-                    pattern: "/v1/dialogues/{id}",
-                }],
+                route!("DELETE", "/v1/dialogues/{id}"),
             ),
             ListTurns => spec(
                 "/dialogue.v1.DialogueService/ListTurns",
                 READ,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/dialogues/{id}/turns",
-                }],
+                route!("GET", "/v1/dialogues/{id}/turns"),
             ),
             Converse => spec(
                 "/dialogue.v1.DialogueService/Converse",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/dialogues/{id}:converse",
-                }],
+                route!("POST", "/v1/dialogues/{id}:converse"),
             ),
             ConverseStream => spec(
                 "/dialogue.v1.DialogueService/ConverseStream",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/dialogues/{id}:converseStream",
-                }],
+                route!("POST", "/v1/dialogues/{id}:converseStream"),
             ),
             BatchConverse => spec(
                 "/dialogue.v1.DialogueService/BatchConverse",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/dialogues:batchConverse",
-                }],
+                route!("POST", "/v1/dialogues:batchConverse"),
             ),
             ResumeStream => spec(
                 "/dialogue.v1.DialogueService/ResumeStream",
@@ -259,163 +243,115 @@ impl Rpc {
                 "/http.OpenAi/ChatCompletions",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/chat/completions",
-                }],
+                route!("POST", "/v1/chat/completions"),
+            ),
+            OpenAiEmbeddings => spec(
+                "/http.OpenAi/Embeddings",
+                WRITE,
+                READS,
+                route!("POST", "/v1/embeddings"),
             ),
             OpenAiListModels => spec(
                 "/http.OpenAi/ListModels",
                 MODELS,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/models",
-                }],
+                route!("GET", "/v1/models"),
             ),
             OpenAiGetModel => spec(
                 "/http.OpenAi/GetModel",
                 MODELS,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/models/{id}",
-                }],
+                route!("GET", "/v1/models/{id}"),
             ),
             AnthropicMessages => spec(
                 "/http.Anthropic/Messages",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/messages",
-                }],
+                route!("POST", "/v1/messages"),
             ),
             ResponsesCreate => spec(
                 "/http.OpenAiResponses/Create",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/responses",
-                }],
+                route!("POST", "/v1/responses"),
             ),
             ResponsesGet => spec(
                 "/http.OpenAiResponses/Get",
                 READ,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/responses/{id}",
-                }],
+                route!("GET", "/v1/responses/{id}"),
             ),
             ResponsesInputItems => spec(
                 "/http.OpenAiResponses/InputItems",
                 READ,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/responses/{id}/input_items",
-                }],
+                route!("GET", "/v1/responses/{id}/input_items"),
             ),
             ResponsesDelete => spec(
                 "/http.OpenAiResponses/Delete",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "DELETE",
-                    pattern: "/v1/responses/{id}",
-                }],
+                route!("DELETE", "/v1/responses/{id}"),
             ),
             DialogueConnect => spec(
                 "/http.DialogueWebSocket/Connect",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/dialogues/{id}:connect",
-                }],
+                route!("GET", "/v1/dialogues/{id}:connect"),
             ),
             ConversationsCreate => spec(
                 "/http.OpenAiConversations/Create",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/conversations",
-                }],
+                route!("POST", "/v1/conversations"),
             ),
             ConversationsGet => spec(
                 "/http.OpenAiConversations/Get",
                 READ,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/conversations/{id}",
-                }],
+                route!("GET", "/v1/conversations/{id}"),
             ),
             ConversationsUpdate => spec(
                 "/http.OpenAiConversations/Update",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/conversations/{id}",
-                }],
+                route!("POST", "/v1/conversations/{id}"),
             ),
             ConversationsDelete => spec(
                 "/http.OpenAiConversations/Delete",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "DELETE",
-                    pattern: "/v1/conversations/{id}",
-                }],
+                route!("DELETE", "/v1/conversations/{id}"),
             ),
             ConversationsListItems => spec(
                 "/http.OpenAiConversations/ListItems",
                 READ,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/conversations/{id}/items",
-                }],
+                route!("GET", "/v1/conversations/{id}/items"),
             ),
             ConversationsCreateItems => spec(
                 "/http.OpenAiConversations/CreateItems",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/conversations/{id}/items",
-                }],
+                route!("POST", "/v1/conversations/{id}/items"),
             ),
             ConversationsGetItem => spec(
                 "/http.OpenAiConversations/GetItem",
                 READ,
                 READS,
-                &[Route {
-                    method: "GET",
-                    pattern: "/v1/conversations/{id}/items/{id}",
-                }],
+                route!("GET", "/v1/conversations/{id}/items/{id}"),
             ),
             ConversationsDeleteItem => spec(
                 "/http.OpenAiConversations/DeleteItem",
                 WRITE,
                 MUTATES,
-                &[Route {
-                    method: "DELETE",
-                    pattern: "/v1/conversations/{id}/items/{id}",
-                }],
+                route!("DELETE", "/v1/conversations/{id}/items/{id}"),
             ),
             AnthropicCountTokens => spec(
                 "/http.Anthropic/CountTokens",
                 MODELS,
                 READS,
-                &[Route {
-                    method: "POST",
-                    pattern: "/v1/messages/count_tokens",
-                }],
+                route!("POST", "/v1/messages/count_tokens"),
             ),
             HealthCheck => spec("/grpc.health.v1.Health/Check", Access::Public, READS, &[]),
             HealthWatch => spec("/grpc.health.v1.Health/Watch", Access::Public, READS, &[]),

@@ -156,6 +156,13 @@ fn probe_interval(settings: &AdaptiveConcurrencySettings, limit: f64) -> u64 {
 }
 
 impl Slot {
+    /// Reports `latency` as the call's (the server's limit: the call's own
+    /// time, without its waits on models).
+    pub fn sample_latency(mut self, latency: Duration) {
+        self.sampled = true;
+        self.limit.sample(latency, self.started_with, false);
+    }
+
     /// Reports the call's latency so far (its first chunk, for a stream):
     /// the slot stays taken until dropped.
     pub fn sample(&mut self, failed: bool) {

@@ -13,7 +13,7 @@
 //!   before the target was settled.
 
 mod breaker;
-mod limit;
+pub mod limit;
 mod retry;
 mod target;
 
@@ -22,7 +22,8 @@ use target::{Busy, last_standing};
 pub use target::{ModelRoute, SummaryPolicy, Target};
 
 use crate::backend::{
-    self, BackendError, ModelBackend, ModelReply, ModelRequest, ReplyChunk, ReplyStream,
+    self, BackendError, EmbedRequest, Embedded, ModelBackend, ModelReply, ModelRequest, ReplyChunk,
+    ReplyStream,
 };
 use crate::config::{RoutingSettings, Settings};
 use breaker::CircuitBreaker;
@@ -103,6 +104,7 @@ impl Router {
                     max_tokens: model.summary_max_tokens,
                 }),
                 targets,
+                embeddings: model.embeddings,
             });
         }
         let by_name = routes
@@ -185,6 +187,24 @@ impl Router {
                 .backend
                 .complete(&target.upstream_model, request)
                 .await
+        })
+        .await
+    }
+
+    /// Vectors of texts, with retries and fallback (an embeddings model).
+    pub async fn embed(
+        &self,
+        route: &ModelRoute,
+        request: &EmbedRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Routed<Embedded>, BackendError> {
+        // An embedding needs no capability of a chat model.
+        let needs_nothing = ModelRequest {
+            messages: Vec::new(),
+            params: Default::default(),
+        };
+        self.run(route, &needs_nothing, deadline, |target| async move {
+            target.backend.embed(&target.upstream_model, request).await
         })
         .await
     }

@@ -83,6 +83,8 @@ pub struct ModelRoute {
     /// History summarizing, when on.
     pub summary: Option<SummaryPolicy>,
     pub targets: Vec<Arc<Target>>,
+    /// An embeddings model: it takes `embed` calls, not turns.
+    pub embeddings: bool,
 }
 
 impl ModelRoute {

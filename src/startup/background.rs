@@ -51,6 +51,7 @@ pub fn serve_metrics(
     listener: TcpListener,
     store: Arc<dyn DialogueStore>,
     router: Arc<Router>,
+    rate_limits: Arc<RateLimits>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let refresh: crate::http::metrics_endpoint::Refresh = Arc::new(move || {
@@ -58,6 +59,9 @@ pub fn serve_metrics(
             crate::meter::store_size(bytes);
         }
         router.report_circuits();
+        if let Some(limit) = rate_limits.adaptive_limit() {
+            crate::meter::server_concurrency_limit(limit);
+        }
     });
     tokio::spawn(crate::http::metrics_endpoint::serve(
         listener, refresh, stop,

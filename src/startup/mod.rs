@@ -249,7 +249,8 @@ impl Application {
         let metrics_stop = CancellationToken::new();
         let metrics_server = metrics.map(|(listener, _)| {
             let (store, router) = (dialogue_store.clone(), router.clone());
-            background::serve_metrics(listener, store, router, metrics_stop.clone())
+            let limits = rate_limits.clone();
+            background::serve_metrics(listener, store, router, limits, metrics_stop.clone())
         });
         // What a previous run left pending goes on (turns run, callbacks sent).
         match operations.resume_pending().await {

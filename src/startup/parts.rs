@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::engine::image_text::ModelReader;
 use crate::engine::reply_cache::ReplyCache;
 use crate::engine::rules::RuleBook;
+use crate::engine::semantic_cache::SemanticCache;
 use crate::limits::RateLimits;
 use crate::router::Router;
 use crate::store::Shared;
@@ -109,11 +110,20 @@ pub fn engine(
     if let Some(reader) = image_reader(settings, router) {
         engine = engine.with_image_reader(reader);
     }
+    let semantic = settings
+        .models
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), m.semantic_cache.clone()?)))
+        .collect();
+    if let Some(cache) = SemanticCache::new(semantic) {
+        engine = engine.with_semantic_cache(cache);
+    }
     let mut rate_limits = RateLimits::new(
         limits.requests_per_second,
         limits.request_burst,
         limits.max_in_flight,
-    );
+    )
+    .with_adaptive_limit(&limits.adaptive_concurrency);
     if let Some(shared) = shared {
         engine = engine
             .with_token_ledger(shared.tokens)

@@ -208,3 +208,44 @@ async fn the_limit_settles_near_the_knee_and_keeps_p99_bounded() {
     );
     assert!(answered > 100, "{answered}");
 }
+
+#[tokio::test]
+async fn the_server_sheds_calls_over_its_own_adaptive_limit_but_not_probes() {
+    // The server's limit held at 1: a streamed turn (300 ms a word) holds
+    // the only place until its stream ends.
+    let app = spawn_app_with(|s| {
+        set_echo_delay(s, 300);
+        let limit = &mut s.limits.adaptive_concurrency;
+        (
+            limit.enabled,
+            limit.min_limit,
+            limit.initial_limit,
+            limit.max_limit,
+        ) = (true, 1, 1, 1);
+    })
+    .await;
+    let mut request = converse_request("long", "one two three");
+    request.create_if_missing = true;
+    let mut stream = app.converse_stream(request).await.unwrap();
+    let shed = app
+        .list_dialogues(dialogd::pb::dialogue::v1::ListDialoguesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(shed.code(), Code::Unavailable);
+    assert_eq!(error_reason(&shed).as_deref(), Some("OVERLOADED"));
+    let details = tonic_types::StatusExt::get_error_details(&shed);
+    assert_eq!(
+        details.retry_info().and_then(|r| r.retry_delay),
+        Some(Duration::from_millis(100))
+    );
+    // Health checks are never shed.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    while stream.message().await.unwrap().is_some() {}
+    app.list_dialogues(dialogd::pb::dialogue::v1::ListDialoguesRequest::default())
+        .await
+        .unwrap();
+}

@@ -70,6 +70,8 @@ pub(crate) fn with_model(
         summarize_after_tokens: None,
         summary_max_tokens: 512,
         capabilities: None,
+        embeddings: false,
+        semantic_cache: None,
     });
     s.default_model = "m".into();
     s.routing.backoff_base_ms = 10;

@@ -38,6 +38,7 @@ mod replicas_on_a_cluster;
 mod rpc_table;
 mod rules;
 mod security;
+mod semantic;
 mod service;
 mod store_backup;
 mod store_integrity;

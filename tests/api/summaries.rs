@@ -32,6 +32,8 @@ async fn app_with_summaries(fake: &FakeUpstream) -> TestApp {
             summarize_after_tokens: Some(40),
             summary_max_tokens: 150,
             capabilities: None,
+            embeddings: false,
+            semantic_cache: None,
         });
         s.default_model = "m".into();
     })

@@ -10,7 +10,8 @@ pub use decode::ChunkDecoder;
 
 use super::http::Endpoint;
 use super::{
-    ApiKey, BackendError, BuildError, ModelBackend, ModelReply, ModelRequest, ReplyStream,
+    ApiKey, BackendError, BuildError, EmbedRequest, Embedded, ModelBackend, ModelReply,
+    ModelRequest, ReplyStream,
 };
 use crate::config::BackendSettings;
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ pub struct OpenAiBackend {
     endpoint: Endpoint,
     chat_url: reqwest::Url,
     models_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
 }
 
 fn header_error(name: &str, what: &str) -> BuildError {
@@ -83,6 +85,7 @@ impl OpenAiBackend {
             endpoint: Endpoint::new(name, headers, key, timeouts)?,
             chat_url: Endpoint::url(name, &format!("{base}{chat_path}"))?,
             models_url: Endpoint::url(name, &format!("{base}/models"))?,
+            embeddings_url: Endpoint::url(name, &format!("{base}/embeddings"))?,
         })
     }
 }
@@ -122,5 +125,19 @@ impl ModelBackend for OpenAiBackend {
 
     async fn healthy(&self) -> bool {
         self.endpoint.probe(&self.models_url).await
+    }
+
+    async fn embed(&self, model: &str, request: &EmbedRequest) -> Result<Embedded, BackendError> {
+        let mut body = serde_json::json!({
+            "model": model,
+            "input": request.inputs,
+            "encoding_format": "float",
+        });
+        if let Some(dimensions) = request.dimensions {
+            body["dimensions"] = dimensions.into();
+        }
+        let reply: wire::EmbeddingsReply =
+            self.endpoint.post_json(&self.embeddings_url, &body).await?;
+        reply.embedded(&self.endpoint.name, request.inputs.len())
     }
 }

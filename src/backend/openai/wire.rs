@@ -293,3 +293,59 @@ mod tests {
         assert_eq!(body["response_format"], json!({"type": "json_object"}));
     }
 }
+
+/// An `/embeddings` answer.
+#[derive(serde::Deserialize)]
+pub struct EmbeddingsReply {
+    data: Vec<EmbeddingItem>,
+    #[serde(default)]
+    usage: Option<EmbeddingsUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct EmbeddingItem {
+    #[serde(default)]
+    index: Option<usize>,
+    embedding: Vec<f32>,
+}
+
+#[derive(serde::Deserialize)]
+struct EmbeddingsUsage {
+    prompt_tokens: u64,
+}
+
+impl EmbeddingsReply {
+    /// The vectors in input order; one per input or the reply is invalid.
+    pub fn embedded(
+        self,
+        backend: &str,
+        inputs: usize,
+    ) -> Result<crate::backend::Embedded, crate::backend::BackendError> {
+        let invalid = |detail: String| crate::backend::BackendError::InvalidReply {
+            backend: backend.to_owned(),
+            detail,
+        };
+        if self.data.len() != inputs {
+            return Err(invalid(format!(
+                "{} embeddings for {inputs} inputs",
+                self.data.len()
+            )));
+        }
+        let mut vectors = vec![Vec::new(); inputs];
+        for (position, item) in self.data.into_iter().enumerate() {
+            let index = item.index.unwrap_or(position);
+            let slot = vectors
+                .get_mut(index)
+                .filter(|v| v.is_empty())
+                .ok_or_else(|| invalid(format!("embedding index {index} is out of place")))?;
+            if item.embedding.is_empty() {
+                return Err(invalid(format!("embedding {index} is empty")));
+            }
+            *slot = item.embedding;
+        }
+        Ok(crate::backend::Embedded {
+            vectors,
+            prompt_tokens: self.usage.map(|u| u.prompt_tokens),
+        })
+    }
+}

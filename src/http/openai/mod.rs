@@ -11,8 +11,11 @@
 //! history comes from the store, and a missing dialogue is created with the
 //! request's system message as its system prompt.
 
+mod embeddings;
 mod messages;
 mod request;
+
+pub use embeddings::embeddings;
 mod response;
 
 use super::Front;
