@@ -195,7 +195,7 @@ impl Settings {
         self.operations.validate().map_err(ConfigError::Invalid)?;
         if let Some(image_text) = &self.image_text {
             image_text
-                .validate(&self.model_names())
+                .validate(&self.chat_model_names())
                 .map_err(ConfigError::Invalid)?;
         }
         self.validate_rules()?;
@@ -209,13 +209,23 @@ impl Settings {
             Some(file) => read_rule_file(Path::new(file)).map_err(ConfigError::Invalid)?,
             None => self.rules.rule.clone(),
         };
-        validate_rules(&rules, &self.model_names()).map_err(ConfigError::Invalid)?;
+        validate_rules(&rules, &self.chat_model_names()).map_err(ConfigError::Invalid)?;
         Ok(rules)
     }
 
     /// The public model names.
     pub fn model_names(&self) -> Vec<&str> {
         self.models.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    /// The models that take turns (not embeddings models): what rules may
+    /// match and route to.
+    pub fn chat_model_names(&self) -> Vec<&str> {
+        self.models
+            .iter()
+            .filter(|m| !m.embeddings)
+            .map(|m| m.name.as_str())
+            .collect()
     }
 
     fn validate_rules(&self) -> Result<(), ConfigError> {
@@ -390,6 +400,35 @@ mod tests {
             assert_eq!(s.backends["echo"], BackendSettings::Echo { delay_ms: 25 });
             Ok(())
         });
+    }
+
+    #[test]
+    fn rules_and_image_text_name_only_models_that_take_turns() {
+        let mut settings = Settings::default();
+        let mut embeddings = settings.models[0].clone();
+        embeddings.name = "emb".into();
+        embeddings.embeddings = true;
+        settings.models.push(embeddings);
+        settings.rules.rule = vec![RuleSettings {
+            name: "to-emb".into(),
+            when: RuleConditions::default(),
+            then: RuleAction {
+                route: Some("emb".into()),
+                ..RuleAction::default()
+            },
+        }];
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("then.route: unknown model \"emb\""),
+            "{error}"
+        );
+        settings.rules.rule.clear();
+        settings.image_text = Some(ImageTextSettings::Model {
+            model: "emb".into(),
+            instruction: "read".into(),
+        });
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("image_text.model: unknown model"), "{error}");
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl RuleFileWatch {
             book,
             seen: modified(&path),
             models: settings
-                .model_names()
+                .chat_model_names()
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
