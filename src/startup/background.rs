@@ -54,6 +54,9 @@ pub fn serve_metrics(
     rate_limits: Arc<RateLimits>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
+    // The recorder goes in now, before the server accepts calls: installed
+    // by the spawned task, the first calls' metrics could go nowhere.
+    let _ = crate::http::metrics_endpoint::handle();
     let refresh: crate::http::metrics_endpoint::Refresh = Arc::new(move || {
         if let Some(bytes) = store.size_on_disk() {
             crate::meter::store_size(bytes);
