@@ -202,8 +202,9 @@ async fn the_limit_settles_near_the_knee_and_keeps_p99_bounded() {
         "limited p99 {limited_p99:?} vs unlimited {unlimited_p99:?}"
     );
     let limit = limit.unwrap();
+    // A scrape may land in a baseline probe, when the limit is min_limit (3).
     assert!(
-        (4.0..=16.0).contains(&limit),
+        (3.0..=16.0).contains(&limit),
         "limit {limit} is not near the knee (4)"
     );
     assert!(answered > 100, "{answered}");
