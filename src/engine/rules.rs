@@ -165,10 +165,6 @@ impl RuleBook {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.current().is_empty()
-    }
-
     /// The first rule matching `input`, counted as a hit.
     pub fn decide(&self, input: &RuleInput) -> Option<Decision> {
         let table = self.current();
