@@ -26,6 +26,8 @@ pub const BACKEND_RETRIES: &str = "dialogd_backend_retries_total";
 pub const CIRCUIT_STATE: &str = "dialogd_backend_circuit_state";
 pub const CONCURRENCY_LIMIT: &str = "dialogd_backend_concurrency_limit";
 pub const SERVER_CONCURRENCY_LIMIT: &str = "dialogd_server_concurrency_limit";
+pub const API_KEY_EXPIRES: &str = "dialogd_api_key_expires_timestamp_seconds";
+pub const API_KEY_EARLIEST_EXPIRY: &str = "dialogd_api_key_earliest_expiry_days";
 pub const RATE_LIMITED: &str = "dialogd_rate_limited_total";
 pub const CACHE_LOOKUPS: &str = "dialogd_cache_lookups_total";
 pub const CACHE_ENTRIES: &str = "dialogd_cache_entries";
@@ -105,6 +107,14 @@ pub fn describe() {
     describe_gauge!(
         SERVER_CONCURRENCY_LIMIT,
         "Adaptive limit of the server's calls in flight (refreshed at every scrape)."
+    );
+    describe_gauge!(
+        API_KEY_EXPIRES,
+        "When each API key with an `expires` time expires (Unix seconds), by key id."
+    );
+    describe_gauge!(
+        API_KEY_EARLIEST_EXPIRY,
+        "Days until the earliest API key expiry (negative: a configured key has expired); refreshed at every scrape."
     );
     describe_counter!(RATE_LIMITED, "Calls refused by a limit, by reason.");
     describe_counter!(
@@ -409,4 +419,14 @@ pub fn semantic_lookup_failed() {
 
 pub fn server_concurrency_limit(limit: usize) {
     gauge!(SERVER_CONCURRENCY_LIMIT).set(limit as f64);
+}
+
+/// Key expiry times (`(key id, Unix seconds)`) as seen at `now`.
+pub fn api_key_expiries(expiries: &[(String, i64)], now: i64) {
+    for (key_id, expires) in expiries {
+        gauge!(API_KEY_EXPIRES, "key_id" => key_id.clone()).set(*expires as f64);
+    }
+    if let Some(earliest) = expiries.iter().map(|(_, t)| *t).min() {
+        gauge!(API_KEY_EARLIEST_EXPIRY).set((earliest - now) as f64 / 86_400.0);
+    }
 }

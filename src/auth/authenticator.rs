@@ -2,9 +2,11 @@
 //! into a short-lived token.
 
 use super::jwt::{JwtIssuer, JwtVerifier};
+use super::networks::Networks;
 use super::{Principal, Scope, keys};
 use crate::failure::{ErrorKind, Failure};
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 
 /// The longest `authorization` value read: API keys and the JWTs dialogd
 /// and identity providers issue are far shorter.
@@ -23,6 +25,9 @@ pub enum AuthError {
     ScopeNotGranted(String),
     #[error("token issuance is not configured (auth.jwt.hs256_secret_env)")]
     IssuanceDisabled,
+    /// Says nothing of the credentials: they are not even checked.
+    #[error("calls from this address are not allowed")]
+    AddressNotAllowed,
 }
 
 impl From<AuthError> for Failure {
@@ -36,6 +41,7 @@ impl From<AuthError> for Failure {
             AuthError::IssuanceDisabled => {
                 (ErrorKind::FailedPrecondition, "TOKEN_ISSUANCE_DISABLED")
             }
+            AuthError::AddressNotAllowed => (ErrorKind::PermissionDenied, "ADDRESS_NOT_ALLOWED"),
         };
         let failure = Failure::new(kind, reason, e.to_string());
         match e {
@@ -51,9 +57,34 @@ pub struct IssuedToken {
     pub scopes: Vec<Scope>,
 }
 
+/// When and from where a key may be used.
+#[derive(Debug, Clone, Default)]
+pub struct KeyLimits {
+    /// Unix seconds before which the key is refused.
+    pub not_before: Option<i64>,
+    /// Unix seconds from which the key is refused.
+    pub expires: Option<i64>,
+    /// Networks callers using the key must come from (empty: any).
+    pub networks: Networks,
+}
+
+impl KeyLimits {
+    /// Whether the key is valid at `now` (Unix seconds).
+    fn in_force_at(&self, now: i64) -> bool {
+        self.not_before.is_none_or(|t| now >= t) && self.expires.is_none_or(|t| now < t)
+    }
+}
+
 struct KeyEntry {
     hash: [u8; 32],
     principal: Principal,
+    limits: KeyLimits,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 pub struct Authenticator {
@@ -75,9 +106,17 @@ impl Authenticator {
         }
     }
 
-    /// Accepts the API key `id` whose secret hashes to `hash`, as `principal`.
-    pub fn add_key(&mut self, id: String, hash: [u8; 32], principal: Principal) {
-        self.keys.insert(id, KeyEntry { hash, principal });
+    /// Accepts the API key `id` whose secret hashes to `hash`, as
+    /// `principal`, within `limits`.
+    pub fn add_key(&mut self, id: String, hash: [u8; 32], principal: Principal, limits: KeyLimits) {
+        self.keys.insert(
+            id,
+            KeyEntry {
+                hash,
+                principal,
+                limits,
+            },
+        );
     }
 
     /// Accepts JWTs `verifier` verifies, and issues tokens with `issuer`.
@@ -87,8 +126,13 @@ impl Authenticator {
     }
 
     /// The caller named by an `authorization` header value (at most
-    /// `MAX_AUTHORIZATION_BYTES`: longer is no credential dialogd issues).
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    /// `MAX_AUTHORIZATION_BYTES`: longer is no credential dialogd issues),
+    /// calling from `client`.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
         let raw = authorization.ok_or(AuthError::Missing)?;
         if raw.len() > MAX_AUTHORIZATION_BYTES {
             return Err(AuthError::Invalid);
@@ -101,7 +145,7 @@ impl Authenticator {
             _ => return Err(AuthError::Missing),
         };
         if let Some(key) = keys::parse(credential) {
-            return self.check_key(key.id, key.secret);
+            return self.check_key(key.id, key.secret, client);
         }
         self.verifier
             .as_ref()
@@ -109,11 +153,32 @@ impl Authenticator {
             .ok_or(AuthError::Invalid)
     }
 
-    fn check_key(&self, id: &str, secret: &str) -> Result<Principal, AuthError> {
-        match self.keys.get(id) {
-            Some(entry) if keys::matches(secret, &entry.hash) => Ok(entry.principal.clone()),
-            _ => Err(AuthError::Invalid),
+    /// A key from a network it may not be used from is refused before its
+    /// secret is checked; one outside its validity window like a wrong one.
+    fn check_key(
+        &self,
+        id: &str,
+        secret: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let entry = self.keys.get(id).ok_or(AuthError::Invalid)?;
+        if !entry.limits.networks.admits(client) {
+            return Err(AuthError::AddressNotAllowed);
         }
+        if !keys::matches(secret, &entry.hash) {
+            return Err(AuthError::Invalid);
+        }
+        let limits = &entry.limits;
+        if (limits.not_before.is_some() || limits.expires.is_some())
+            && !limits.in_force_at(unix_now())
+        {
+            tracing::info!(
+                key_id = id,
+                "API key refused: outside its validity (not_before/expires)"
+            );
+            return Err(AuthError::Invalid);
+        }
+        Ok(entry.principal.clone())
     }
 
     /// OAuth2 client-credentials style: a key's id and secret (or the whole
@@ -123,13 +188,14 @@ impl Authenticator {
         client_id: &str,
         client_secret: &str,
         requested: &[String],
+        client: Option<IpAddr>,
         now_secs: u64,
     ) -> Result<IssuedToken, AuthError> {
         let issuer = self.issuer.as_ref().ok_or(AuthError::IssuanceDisabled)?;
         let secret = keys::parse(client_secret)
             .filter(|k| k.id == client_id)
             .map_or(client_secret, |k| k.secret);
-        let mut principal = self.check_key(client_id, secret)?;
+        let mut principal = self.check_key(client_id, secret, client)?;
         if !requested.is_empty() {
             let mut scopes = BTreeSet::new();
             for name in requested {

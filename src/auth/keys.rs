@@ -59,6 +59,24 @@ pub fn matches(secret: &str, expected: &[u8; 32]) -> bool {
     sha256(secret).ct_eq(expected).into()
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 time (`2027-03-01T00:00:00Z`).
+pub fn parse_time(raw: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// The RFC 3339 form (UTC) of `secs` since the Unix epoch.
+pub fn format_time(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// A new key for `id`: 32 random bytes of secret.
 pub fn generate(id: &str) -> (String, String) {
     let bytes: [u8; 32] = rand::random();
@@ -98,5 +116,12 @@ mod tests {
         }
         assert!(parse_hash("md5:00").is_none());
         assert!(parse_hash("sha256:zz").is_none());
+    }
+
+    #[test]
+    fn times_round_trip_in_rfc_3339() {
+        let t = parse_time("2027-03-01T12:00:00+01:00").unwrap();
+        assert_eq!(format_time(t), "2027-03-01T11:00:00Z");
+        assert!(parse_time("2027-03-01").is_none());
     }
 }

@@ -8,8 +8,9 @@ mod authenticator;
 pub mod failures;
 pub mod jwt;
 pub mod keys;
+pub mod networks;
 
-pub use authenticator::{AuthError, Authenticator, IssuedToken};
+pub use authenticator::{AuthError, Authenticator, IssuedToken, KeyLimits};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

@@ -1,6 +1,7 @@
 //! The command line: serve (the default), `keygen`, `chat` and `store`. Flags that
 //! set configuration keys are declared once, in `config::Flags`.
 
+mod keygen;
 mod store;
 
 use crate::config::{Flags, Settings};
@@ -21,7 +22,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// TOML config file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     #[command(flatten)]
     flags: Flags,
@@ -30,17 +31,30 @@ struct Cli {
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// Creates an API key: prints the key once, and the [[auth.api_keys]]
-    /// entry (with only the key's hash) to paste into the config.
+    /// entry (with only the key's hash) to paste into the config. With
+    /// --successor-of (and --config), a key for the same principal, tenant,
+    /// roles and networks, for a rotation.
     Keygen {
-        /// The key's public id: lowercase letters, digits and '-'.
+        /// The key's public id: lowercase letters, digits and '-'
+        /// [default with --successor-of: the old id dated today].
         #[arg(long)]
-        id: String,
+        id: Option<String>,
         /// The tenant whose dialogues the key reaches.
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, conflicts_with = "successor_of")]
+        tenant: Option<String>,
         /// Comma-separated roles: user, admin, auditor.
-        #[arg(long, default_value = "user")]
+        #[arg(long, default_value = "user", conflicts_with = "successor_of")]
         roles: String,
+        /// Days until the key expires [default: never; 90 with --successor-of].
+        #[arg(long)]
+        valid_days: Option<u32>,
+        /// The configured key id the new key succeeds.
+        #[arg(long)]
+        successor_of: Option<String>,
+        /// Days the old key stays valid beside its successor (printed as
+        /// the `expires` to set on it).
+        #[arg(long, default_value_t = 14)]
+        overlap_days: u32,
     },
     /// Chats with a running dialogd: each line is a turn of one dialogue
     /// (created if missing), the reply streams back.
@@ -67,7 +81,28 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Keygen { id, tenant, roles }) => keygen(&id, &tenant, &roles),
+        Some(Command::Keygen {
+            id,
+            tenant,
+            roles,
+            valid_days,
+            successor_of,
+            overlap_days,
+        }) => {
+            let settings = cli
+                .config
+                .as_deref()
+                .map(|path| Settings::load(Some(path), &cli.flags).map_err(|e| e.to_string()));
+            let options = keygen::KeygenOptions {
+                id,
+                tenant,
+                roles,
+                valid_days,
+                successor_of,
+                overlap_days,
+            };
+            keygen::run(options, settings)
+        }
         Some(Command::Chat {
             addr,
             dialogue,
@@ -144,28 +179,4 @@ fn chat(options: crate::grpc::chat_client::ChatOptions) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Prints a new key and its config entry; the key is not stored anywhere.
-fn keygen(id: &str, tenant: &str, roles: &str) -> ExitCode {
-    if !crate::auth::keys::valid_id(id) {
-        eprintln!("dialogd: --id must be 1 to 64 of a-z, 0-9 and '-'");
-        return ExitCode::from(2);
-    }
-    let roles: Vec<&str> = roles.split(',').map(str::trim).collect();
-    if let Some(bad) = roles.iter().find(|r| crate::auth::Role::parse(r).is_none()) {
-        eprintln!("dialogd: unknown role {bad:?} (user, admin, auditor)");
-        return ExitCode::from(2);
-    }
-    let (key, secret) = crate::auth::keys::generate(id);
-    let roles_toml: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
-    println!("# API key for {id} (shown once; give it to the client, keep it secret):");
-    println!("# {key}");
-    println!();
-    println!("[[auth.api_keys]]");
-    println!("id = {id:?}");
-    println!("hash = {:?}", crate::auth::keys::hash_for_config(&secret));
-    println!("tenant = {tenant:?}");
-    println!("roles = [{}]", roles_toml.join(", "));
-    ExitCode::SUCCESS
 }

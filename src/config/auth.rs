@@ -1,6 +1,7 @@
 //! `[auth]`: who may call — API keys, JWTs, token issuance.
 
-use crate::auth::{Role, Scope, keys};
+use crate::auth::networks::Networks;
+use crate::auth::{KeyLimits, Role, Scope, keys};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -28,6 +29,12 @@ pub struct AuthSettings {
     /// (and for one API key id) before further tries are refused with
     /// RESOURCE_EXHAUSTED; 0 turns the limit off.
     pub max_failures_per_minute: u32,
+    /// Networks (CIDR) every caller must come from; empty lets any in.
+    /// Health checks are exempt (probes come from the node).
+    pub allowed_networks: Vec<String>,
+    /// Proxies (CIDR) whose `Forwarded` / `X-Forwarded-For` headers name
+    /// the caller; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for AuthSettings {
@@ -38,6 +45,8 @@ impl Default for AuthSettings {
             jwt: JwtSettings::default(),
             api_keys: Vec::new(),
             max_failures_per_minute: 20,
+            allowed_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -66,7 +75,10 @@ impl AuthSettings {
                     key.id
                 ));
             }
+            key.limits()?;
         }
+        Networks::parse("auth.allowed_networks", &self.allowed_networks)?;
+        Networks::parse("auth.trusted_proxies", &self.trusted_proxies)?;
         self.jwt.validate()?;
         if self.mode == AuthMode::Required && self.api_keys.is_empty() && !self.jwt.any_key() {
             return Err("auth.mode = \"required\" needs auth.api_keys or an auth.jwt key".into());
@@ -145,7 +157,7 @@ impl JwtSettings {
 }
 
 /// One API key: only its id and the hash of its secret are configured.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySettings {
     /// The key's public id (`dk_<id>_...`): `[a-z0-9-]`, 1 to 64.
@@ -162,6 +174,50 @@ pub struct ApiKeySettings {
     /// Narrower scopes than the roles grant, if set.
     #[serde(default)]
     pub scopes: Option<Vec<Scope>>,
+    /// RFC 3339 time before which the key is refused (a successor's start).
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// RFC 3339 time from which the key is refused like a wrong one.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Networks (CIDR) callers using this key must come from; empty: any.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+}
+
+impl ApiKeySettings {
+    /// The key's validity window and networks, or what is wrong with them.
+    pub fn limits(&self) -> Result<KeyLimits, String> {
+        let time = |field: &str, raw: &Option<String>| -> Result<Option<i64>, String> {
+            raw.as_deref()
+                .map(|t| {
+                    keys::parse_time(t).ok_or_else(|| {
+                        format!(
+                            "auth.api_keys {:?}: {field} {t:?} is not an RFC 3339 time (e.g. 2027-03-01T00:00:00Z)",
+                            self.id
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let limits = KeyLimits {
+            not_before: time("not_before", &self.not_before)?,
+            expires: time("expires", &self.expires)?,
+            networks: Networks::parse(
+                &format!("auth.api_keys {:?}: allowed_networks", self.id),
+                &self.allowed_networks,
+            )?,
+        };
+        if let (Some(start), Some(end)) = (limits.not_before, limits.expires)
+            && start >= end
+        {
+            return Err(format!(
+                "auth.api_keys {:?}: not_before must come before expires",
+                self.id
+            ));
+        }
+        Ok(limits)
+    }
 }
 
 fn default_roles() -> Vec<Role> {

@@ -27,6 +27,7 @@ impl AuthService for AuthGrpc {
         if let Some(notes) = request.extensions().get::<crate::audit::AuditNotes>() {
             notes.set_resource(&format!("clients/{}", request.get_ref().client_id));
         }
+        let client = crate::middleware::client_address::ClientAddress::of_grpc(&request);
         let req = request.into_inner();
         if !matches!(req.grant_type.as_str(), "" | "client_credentials") {
             return Err(Failure::invalid("grant_type", "must be client_credentials").into());
@@ -39,8 +40,13 @@ impl AuthService for AuthGrpc {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let issued =
-            authenticator.issue_token(&req.client_id, &req.client_secret, &req.scopes, now)?;
+        let issued = authenticator.issue_token(
+            &req.client_id,
+            &req.client_secret,
+            &req.scopes,
+            client,
+            now,
+        )?;
         Ok(Response::new(pb::IssueTokenResponse {
             access_token: issued.access_token,
             token_type: "Bearer".into(),

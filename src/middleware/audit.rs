@@ -84,11 +84,8 @@ impl super::Around for Audit {
                 .get::<RequestId>()
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
-            client_ip: request
-                .extensions()
-                .get::<crate::tls::PeerInfo>()
-                .and_then(|p| p.remote_addr)
-                .map(|a| a.ip().to_string())
+            client_ip: super::client_address::ClientAddress::of(&request)
+                .map(|a| a.to_string())
                 .unwrap_or_default(),
             time: Time::now(),
             started: Instant::now(),

@@ -5,14 +5,17 @@
 
 use super::Refuse;
 use super::call::Resolved;
-use super::rpc_table::Access;
+use super::client_address::ClientAddress;
+use super::rpc_table::{Access, Rpc};
 use crate::audit::AuditNotes;
 use crate::auth::failures::AuthFailures;
+use crate::auth::networks::Networks;
 use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::failure::Failure;
 use crate::tls::{PeerInfo, certificate_subject};
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// `None` authenticator: `auth.mode = "none"`, every caller is local.
@@ -24,6 +27,8 @@ pub struct Authentication {
     /// of their client certificate, with these roles.
     client_cert_roles: Option<BTreeSet<Role>>,
     failures: Arc<AuthFailures>,
+    /// `auth.allowed_networks`: every call but health checks.
+    allowed_networks: Arc<Networks>,
 }
 
 impl Authentication {
@@ -31,6 +36,7 @@ impl Authentication {
         authenticator: Option<Arc<Authenticator>>,
         client_cert_roles: Option<BTreeSet<Role>>,
         failures: Arc<AuthFailures>,
+        allowed_networks: Networks,
         refuse: Refuse,
     ) -> Authentication {
         Authentication {
@@ -38,6 +44,7 @@ impl Authentication {
             refuse,
             client_cert_roles,
             failures,
+            allowed_networks: Arc::new(allowed_networks),
         }
     }
 }
@@ -65,6 +72,7 @@ impl Authentication {
         access: Access,
         authorization: Option<&str>,
         peer: Option<&PeerInfo>,
+        client: Option<IpAddr>,
     ) -> Result<Option<Principal>, AuthError> {
         if access == Access::Public {
             return Ok(None);
@@ -78,7 +86,7 @@ impl Authentication {
         let principal = match (from_cert, &self.authenticator) {
             (Some(p), _) => p,
             (None, None) => Principal::local(),
-            (None, Some(auth)) => auth.authenticate(authorization)?,
+            (None, Some(auth)) => auth.authenticate(authorization, client)?,
         };
         match access {
             Access::Scope(scope) if !principal.has_scope(scope) => {
@@ -101,7 +109,8 @@ impl super::Around for Authentication {
         Next: FnOnce(http::Request<B>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<super::Response, E>> + Send + 'static,
     {
-        let access = Resolved::of(&request).access();
+        let call = Resolved::of(&request);
+        let access = call.access();
         // Anthropic's SDKs send the key as `x-api-key`, browsers opening a
         // WebSocket as a `dialogd.bearer.<token>` subprotocol: the same
         // credential.
@@ -124,17 +133,19 @@ impl super::Around for Authentication {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .or(api_key_header.as_deref());
-        let address = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.remote_addr)
-            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let client = ClientAddress::of(&request);
+        let address = client.map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let notes = request.extensions().get::<AuditNotes>().cloned();
         let note_refusal = || {
             if let Some(notes) = &notes {
                 notes.set_security_refusal();
             }
         };
+        let health_check = matches!(call.rpc, Some(Rpc::HealthCheck | Rpc::HealthWatch));
+        if !health_check && !self.allowed_networks.admits(client) {
+            tracing::info!(%address, call = %call.name, "call refused: address not in auth.allowed_networks");
+            return super::refuse_now(&self.refuse, &request, AuthError::AddressNotAllowed.into());
+        }
         if access != Access::Public
             && let Some(wait) = self.failures.address_blocked(&address)
         {
@@ -145,6 +156,7 @@ impl super::Around for Authentication {
             access,
             authorization,
             request.extensions().get::<PeerInfo>(),
+            client,
         ) {
             Ok(principal) => {
                 if let Some(p) = principal {

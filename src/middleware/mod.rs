@@ -1,11 +1,12 @@
 //! Tower layers around every call (gRPC and HTTP alike), outermost first:
-//! request ID, metrics, audit, auth, rate limits. Each knows the call's
+//! request ID, client address, metrics, audit, auth, rate limits. Each knows the call's
 //! method from the one table of methods (`rpc_table`); none depends on the
 //! fronts, which depend on it.
 
 pub mod audit;
 pub mod auth;
 pub mod call;
+pub mod client_address;
 pub mod deadline;
 pub mod drain;
 pub mod metrics;

@@ -45,15 +45,29 @@ pub async fn sweep_until_stopped(
     }
 }
 
+/// What the `/metrics` endpoint reads at each scrape.
+pub struct ScrapeSources {
+    pub store: Arc<dyn DialogueStore>,
+    pub router: Arc<Router>,
+    pub rate_limits: Arc<RateLimits>,
+    /// `(key id, expires)` of the API keys that expire (Unix seconds).
+    pub key_expiries: Vec<(String, i64)>,
+}
+
 /// Serves `/metrics` on `listener` until `stop`; each scrape first
-/// refreshes the gauges read at scrape time (store size, circuits).
+/// refreshes the gauges read at scrape time (store size, circuits, key
+/// expiry).
 pub fn serve_metrics(
     listener: TcpListener,
-    store: Arc<dyn DialogueStore>,
-    router: Arc<Router>,
-    rate_limits: Arc<RateLimits>,
+    sources: ScrapeSources,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
+    let ScrapeSources {
+        store,
+        router,
+        rate_limits,
+        key_expiries,
+    } = sources;
     // The recorder goes in now, before the server accepts calls: installed
     // by the spawned task, the first calls' metrics could go nowhere.
     let _ = crate::http::metrics_endpoint::handle();
@@ -65,6 +79,7 @@ pub fn serve_metrics(
         if let Some(limit) = rate_limits.adaptive_limit() {
             crate::meter::server_concurrency_limit(limit);
         }
+        crate::meter::api_key_expiries(&key_expiries, Time::now().0 / 1_000_000_000);
     });
     tokio::spawn(crate::http::metrics_endpoint::serve(
         listener, refresh, stop,

@@ -248,9 +248,13 @@ impl Application {
         // Metrics outlive the drain, so a scrape can watch it.
         let metrics_stop = CancellationToken::new();
         let metrics_server = metrics.map(|(listener, _)| {
-            let (store, router) = (dialogue_store.clone(), router.clone());
-            let limits = rate_limits.clone();
-            background::serve_metrics(listener, store, router, limits, metrics_stop.clone())
+            let sources = background::ScrapeSources {
+                store: dialogue_store.clone(),
+                router: router.clone(),
+                rate_limits: rate_limits.clone(),
+                key_expiries: key_expiries(&settings.auth),
+            };
+            background::serve_metrics(listener, sources, metrics_stop.clone())
         });
         // What a previous run left pending goes on (turns run, callbacks sent).
         match operations.resume_pending().await {
@@ -323,4 +327,12 @@ impl Application {
         tracing::info!("stopped; store flushed");
         Ok(())
     }
+}
+
+/// The expiry times of the API keys that have one (validated at load).
+fn key_expiries(auth: &crate::config::AuthSettings) -> Vec<(String, i64)> {
+    auth.api_keys
+        .iter()
+        .filter_map(|k| Some((k.id.clone(), k.limits().ok()?.expires?)))
+        .collect()
 }

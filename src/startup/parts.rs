@@ -50,7 +50,7 @@ fn authenticator_of(settings: &AuthSettings) -> Result<Authenticator, String> {
             k.roles.iter().copied().collect(),
             k.scopes.as_ref().map(|s| s.iter().copied().collect()),
         );
-        authenticator.add_key(k.id.clone(), hash, principal);
+        authenticator.add_key(k.id.clone(), hash, principal, k.limits()?);
     }
     let jwt = &settings.jwt;
     let secret = jwt

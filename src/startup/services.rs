@@ -6,6 +6,7 @@ use crate::audit::AuditLog;
 use crate::audit::writer::AuditWriter;
 use crate::auth::Authenticator;
 use crate::auth::failures::AuthFailures;
+use crate::auth::networks::Networks;
 use crate::config::Settings;
 use crate::dialogue::ports::StoreExport;
 use crate::engine::Engine;
@@ -20,6 +21,7 @@ use crate::grpc::{AdminGrpc, AuthGrpc, DialogueGrpc, ModelGrpc};
 use crate::limits::RateLimits;
 use crate::middleware::audit::Audit;
 use crate::middleware::auth::Authentication;
+use crate::middleware::client_address::ClientAddresses;
 use crate::middleware::deadline::GrpcDeadline;
 use crate::middleware::drain::EndWatchesOnDrain;
 use crate::middleware::metrics::RpcMetrics;
@@ -200,6 +202,13 @@ pub fn serve(
         .filter(|t| t.client_ca_file.is_some())
         .map(|t| t.client_cert_roles.iter().copied().collect());
     let refuse: Refuse = Arc::new(crate::http::refusal);
+    let networks =
+        |field: &str, raw: &[String]| Networks::parse(field, raw).map_err(StartupError::Auth);
+    let trusted_proxies = networks("auth.trusted_proxies", &settings.auth.trusted_proxies)?;
+    // Without trusted proxies the connection's address is the caller's:
+    // no layer needed to work it out.
+    let client_addresses =
+        (!trusted_proxies.is_empty()).then(|| AroundLayer(ClientAddresses::new(trusted_proxies)));
     let service = tower::ServiceBuilder::new()
         // Outermost: CORS preflights are answered before anything (they
         // carry no credentials), and gRPC-Web becomes gRPC before our layers.
@@ -209,6 +218,7 @@ pub fn serve(
         )))
         .layer(crate::http::grpc_web::GrpcWebOnly)
         .layer(AroundLayer(RequestIds))
+        .option_layer(client_addresses)
         .layer(AroundLayer(EndWatchesOnDrain(stop.clone())))
         .layer(AroundLayer(GrpcDeadline))
         .layer(AroundLayer(RpcMetrics))
@@ -217,6 +227,7 @@ pub fn serve(
             layers.authenticator,
             client_cert_roles,
             Arc::new(AuthFailures::new(settings.auth.max_failures_per_minute)),
+            networks("auth.allowed_networks", &settings.auth.allowed_networks)?,
             refuse.clone(),
         )))
         .layer(AroundLayer(RateLimiting::new(layers.rate_limits, refuse)))

@@ -26,6 +26,7 @@ async fn app_with_tenants(fake: &FakeUpstream) -> (TestApp, HashMap<&'static str
             tenant: tenant.into(),
             roles: [dialogd::auth::Role::User].into(),
             scopes: None,
+            ..Default::default()
         });
     }
     let backend = openai(fake, None);

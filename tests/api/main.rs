@@ -27,6 +27,7 @@ mod dialogues;
 mod durability;
 mod http_front;
 mod image_text;
+mod key_lifecycle;
 mod media;
 mod metrics;
 mod operations;

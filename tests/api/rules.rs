@@ -64,6 +64,7 @@ fn setup(s: &mut Settings, fake: &FakeUpstream, keys_out: &mut HashMap<&'static 
                 .map(|r| dialogd::auth::Role::parse(r).unwrap())
                 .collect(),
             scopes: None,
+            ..Default::default()
         });
     }
     with_model(s, vec![("up", openai(fake, None))], &[("up", 1)]);

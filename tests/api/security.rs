@@ -58,6 +58,7 @@ async fn secured_app_limiting(max_failures: u32) -> (TestApp, HashMap<&'static s
                     .map(|x| dialogd::auth::Scope::parse(x).unwrap())
                     .collect()
             }),
+            ..Default::default()
         });
     }
     let app = spawn_app_with(move |s| {

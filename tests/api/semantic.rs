@@ -99,6 +99,7 @@ async fn setup() -> Setup {
             tenant: tenant.into(),
             roles: [dialogd::auth::Role::User].into(),
             scopes: None,
+            ..Default::default()
         });
     }
     let app = spawn_app_with(|s| {
