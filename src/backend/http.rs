@@ -17,7 +17,7 @@ const MAX_DETAIL: usize = 300;
 fn client(name: &str, timeouts: &TimeoutSettings) -> Result<reqwest::Client, super::BuildError> {
     // rustls needs a process-wide crypto provider; the first call installs ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    super::roots::with_trusted_roots(reqwest::Client::builder())
         .connect_timeout(Duration::from_millis(timeouts.connect_ms))
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))

@@ -6,6 +6,7 @@ mod call;
 mod echo;
 mod http;
 mod openai;
+pub mod roots;
 mod tesseract;
 mod timeouts;
 

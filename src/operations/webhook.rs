@@ -41,7 +41,7 @@ impl Webhooks {
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
         let destinations = Destinations::new(&settings.allowed_hosts);
-        let client = reqwest::Client::builder()
+        let client = crate::backend::roots::with_trusted_roots(reqwest::Client::builder())
             .timeout(Duration::from_secs(settings.timeout_secs.max(1)))
             // A callback answers where it was asked; no redirects followed.
             .redirect(reqwest::redirect::Policy::none())

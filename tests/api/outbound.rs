@@ -149,3 +149,25 @@ async fn upstream_urls_never_reach_clients() {
     assert_eq!(error.code(), Code::Unavailable);
     assert_hides_the_url(&error, &fake.addr.to_string());
 }
+
+#[tokio::test]
+async fn a_machine_without_a_ca_bundle_still_starts_and_serves() {
+    // As in an image FROM scratch: no system CA certificates to be found
+    // (rustls-native-certs reads these variables instead of the usual
+    // places). The HTTP clients fall back to the built-in roots.
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::process::ServerProcess::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt"),
+            ("SSL_CERT_DIR", "/nonexistent/certs"),
+        ],
+    )
+    .await;
+    let api = server.api().await;
+    api.create("no-ca").await;
+    let reply = api.converse("no-ca", "hello").await.unwrap();
+    assert!(reply.turn.is_some());
+    server.kill9().await;
+}

@@ -30,7 +30,17 @@ impl ServerProcess {
 
     /// Like `start`, with extra command-line arguments (e.g. `--config`).
     pub async fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        Self::start_with_env(data_dir, extra, &[]).await
+    }
+
+    /// Like `start_with`, with extra environment variables.
+    pub async fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         let mut child = tokio::process::Command::new(binary())
+            .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
