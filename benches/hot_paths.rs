@@ -72,6 +72,23 @@ fn store(dir: &std::path::Path) -> SledStore {
     .unwrap()
 }
 
+/// `store` with encryption at rest (a one-key ring beside the data).
+fn sealed_store(dir: &std::path::Path) -> SledStore {
+    let key_file = dir.join("keys");
+    std::fs::write(&key_file, dialogd::store::sealing::KeyRing::new_entry("k1")).unwrap();
+    SledStore::open(&StoreSettings {
+        data_dir: dir.join("data"),
+        durability: Durability::Relaxed,
+        encryption: dialogd::config::EncryptionSettings {
+            key_file: Some(key_file),
+            keys_env: None,
+            primary: Some("k1".into()),
+        },
+        ..StoreSettings::default()
+    })
+    .unwrap()
+}
+
 /// Appends `exchanges` exchanges to `d`, returning its new turn count.
 async fn fill(store: &dyn DialogueStore, d: &Dialogue, from: u64, exchanges: u64) -> u64 {
     for i in (from..from + exchanges * 2).step_by(2) {
@@ -96,11 +113,17 @@ fn prompt_assembly(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::TempDir::new().unwrap();
     let cached_dir = tempfile::TempDir::new().unwrap();
+    let sealed_dir = tempfile::TempDir::new().unwrap();
     let sled = store(dir.path());
+    let sealed = sealed_store(sealed_dir.path());
     let cached = TailCachedStore::new(store(cached_dir.path()), 64 << 20);
     let router = Router::from_settings(&Settings::default()).unwrap();
     let route = router.route("echo").unwrap().clone();
-    let stores: [(&str, &dyn DialogueStore); 2] = [("sled", &sled), ("cached", &cached)];
+    let stores: [(&str, &dyn DialogueStore); 3] = [
+        ("sled", &sled),
+        ("sled_sealed", &sealed),
+        ("cached", &cached),
+    ];
     let mut group = c.benchmark_group("prompt_assembly");
     for ((name, store), turns) in stores
         .into_iter()
@@ -126,17 +149,27 @@ fn prompt_assembly(c: &mut Criterion) {
     group.finish();
 }
 
+/// One exchange appended, plain and with encryption at rest.
 fn store_append(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::TempDir::new().unwrap();
-    let store = store(dir.path());
-    let d = dialogue("append");
-    let mut count = rt.block_on(fill(&store, &d, 0, 1));
-    c.bench_function("store_append_exchange", |b| {
-        b.iter(|| {
-            count = rt.block_on(fill(&store, &d, count, 1));
-        })
-    });
+    for (name, sealed) in [
+        ("store_append_exchange", false),
+        ("store_append_exchange_sealed", true),
+    ] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = if sealed {
+            sealed_store(dir.path())
+        } else {
+            store(dir.path())
+        };
+        let d = dialogue("append");
+        let mut count = rt.block_on(fill(&store, &d, 0, 1));
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                count = rt.block_on(fill(&store, &d, count, 1));
+            })
+        });
+    }
 }
 
 fn sse_decoding(c: &mut Criterion) {

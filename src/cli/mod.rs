@@ -2,6 +2,7 @@
 //! set configuration keys are declared once, in `config::Flags`.
 
 mod keygen;
+mod rekey;
 mod store;
 
 use crate::config::{Flags, Settings};
@@ -114,7 +115,13 @@ pub fn run() -> ExitCode {
             key: key.or_else(|| std::env::var("DIALOGD_API_KEY").ok()),
             model,
         }),
-        Some(Command::Store(command)) => store::run(command),
+        Some(Command::Store(command)) => {
+            let config = cli
+                .config
+                .as_deref()
+                .map(|path| Settings::load(Some(path), &cli.flags).map_err(|e| e.to_string()));
+            store::run(command, config)
+        }
         None => serve(cli.config, &cli.flags),
     }
 }

@@ -1,7 +1,7 @@
-//! `dialogd store verify | backup | restore`: checking, copying and
-//! restoring the embedded store.
+//! `dialogd store verify | backup | restore | rekey | newkey`: checking,
+//! copying and restoring the embedded store, and its encryption keys.
 
-use crate::config::StoreSettings;
+use crate::config::{Settings, StoreSettings};
 use crate::store::backup;
 use crate::store::sled::{export, verify};
 use std::io::{Seek, SeekFrom, Write};
@@ -54,16 +54,41 @@ pub enum StoreCommand {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Seals every record with store.encryption's primary key — records
+    /// sealed with older keys and records written before encryption — so
+    /// the older keys can leave the ring. Reads the store and the keys
+    /// from --config. The embedded store must be stopped; Redis is
+    /// rekeyed online.
+    Rekey,
+    /// Prints a new key for store.encryption's key ring.
+    Newkey {
+        /// The key's id: lowercase letters, digits and '-'.
+        #[arg(long)]
+        id: String,
+    },
 }
 
-fn settings(data_dir: &Path) -> StoreSettings {
+/// Store settings for `data_dir`, with the config's encryption keys.
+fn settings_with(data_dir: &Path, config: Option<&Settings>) -> StoreSettings {
     StoreSettings {
         data_dir: data_dir.to_owned(),
+        encryption: config
+            .map(|c| c.store.encryption.clone())
+            .unwrap_or_default(),
         ..StoreSettings::default()
     }
 }
 
-pub fn run(command: StoreCommand) -> ExitCode {
+/// Runs `command`; `config` is the loaded `--config`, if one was given.
+pub fn run(command: StoreCommand, config: Option<Result<Settings, String>>) -> ExitCode {
+    let config = match config.transpose() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("dialogd store: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = |dir: &Path| settings_with(dir, config.as_ref());
     let prune = match &command {
         StoreCommand::Backup {
             to, keep: Some(n), ..
@@ -71,7 +96,12 @@ pub fn run(command: StoreCommand) -> ExitCode {
         _ => None,
     };
     let mut result = match command {
-        StoreCommand::Verify { data_dir } => run_verify(&data_dir),
+        StoreCommand::Verify { data_dir } => run_verify(&settings(&data_dir)),
+        StoreCommand::Rekey => match &config {
+            Some(config) => super::rekey::rekey(config),
+            None => Err("rekey needs --config (the store and store.encryption)".into()),
+        },
+        StoreCommand::Newkey { id } => super::rekey::new_key(&id),
         StoreCommand::Backup {
             data_dir: Some(dir),
             to,
@@ -115,11 +145,11 @@ pub fn run(command: StoreCommand) -> ExitCode {
     }
 }
 
-fn run_verify(data_dir: &Path) -> Result<bool, String> {
-    let report = verify::verify(&settings(data_dir))?;
+fn run_verify(settings: &StoreSettings) -> Result<bool, String> {
+    let report = verify::verify(settings)?;
     println!(
         "{}: {} dialogues, {} turns, {} records",
-        data_dir.display(),
+        settings.data_dir.display(),
         report.dialogues,
         report.turns,
         report.records

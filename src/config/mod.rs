@@ -37,7 +37,7 @@ pub use rules::{
     parse_hours, read_rule_file, validate_rules,
 };
 pub use server::{ServerSettings, TlsSettings};
-pub use store::{Durability, RedisSettings, StoreKind, StoreSettings};
+pub use store::{Durability, EncryptionSettings, RedisSettings, StoreKind, StoreSettings};
 pub use webhooks::WebhookSettings;
 
 use figment::Figment;

@@ -48,6 +48,47 @@ pub struct StoreSettings {
     /// Start even when the data dir holds less than its manifest promised
     /// (a deliberately emptied or knowingly damaged store).
     pub accept_loss: bool,
+    /// Encryption at rest of dialogue content (off without a key ring).
+    pub encryption: EncryptionSettings,
+}
+
+/// `[store.encryption]`: where the AES-256 key ring is (a file or an
+/// environment variable — never this config), and which key seals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionSettings {
+    /// File of `id:base64(32 bytes)` entries, one per line.
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the same entries, comma-separated.
+    pub keys_env: Option<String>,
+    /// The key id new records are sealed with.
+    pub primary: Option<String>,
+}
+
+impl EncryptionSettings {
+    /// The key ring's text, if encryption is configured.
+    pub fn key_ring_text(&self) -> Result<Option<(String, String)>, String> {
+        let text = match (&self.key_file, &self.keys_env) {
+            (None, None) => {
+                return match &self.primary {
+                    None => Ok(None),
+                    Some(_) => Err("store.encryption.primary needs key_file or keys_env".into()),
+                };
+            }
+            (Some(_), Some(_)) => {
+                return Err("store.encryption: set key_file or keys_env, not both".into());
+            }
+            (Some(path), None) => std::fs::read_to_string(path)
+                .map_err(|e| format!("store.encryption.key_file {}: {e}", path.display()))?,
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| format!("store.encryption.keys_env names {var}, which is not set"))?,
+        };
+        let primary = self
+            .primary
+            .clone()
+            .ok_or("store.encryption.primary must name the key that seals new records")?;
+        Ok(Some((text, primary)))
+    }
 }
 
 impl Default for StoreSettings {
@@ -63,6 +104,7 @@ impl Default for StoreSettings {
             history_cache_mb: 64,
             accept_loss: false,
             operation_retention_hours: 168,
+            encryption: EncryptionSettings::default(),
         }
     }
 }

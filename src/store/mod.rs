@@ -10,6 +10,7 @@ mod group_commit;
 pub mod memory;
 pub mod metered;
 pub mod redis;
+pub mod sealing;
 pub mod sled;
 #[cfg(test)]
 mod suite;
@@ -50,6 +51,8 @@ pub enum OpenError {
     },
     #[error("cannot reach the Redis store: {0}")]
     Redis(StoreError),
+    #[error("store encryption: {0}")]
+    Keys(String),
 }
 
 /// Dialogue locks and stream slots held across replicas.
@@ -84,6 +87,7 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
     match settings.kind {
         StoreKind::Sled => {
             let sled = self::sled::SledStore::open(settings)?;
+            sled.check_keys(false).await?;
             let export: Arc<dyn StoreExport> = Arc::new(sled.clone());
             let dialogues: Arc<dyn DialogueStore> = match settings.history_cache_mb {
                 0 => Arc::new(MeteredStore::new(sled.clone())),
@@ -108,9 +112,14 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
                 .await
                 .map_err(OpenError::Redis)?;
             let reachability = redis.reachability();
-            let store = Arc::new(MeteredStore::new(self::redis::RedisStore::new(
-                redis.clone(),
-            )));
+            let sealer =
+                sealing::Sealer::from_settings(&settings.encryption).map_err(OpenError::Keys)?;
+            let redis_store = self::redis::RedisStore::new(redis.clone(), sealer);
+            redis_store
+                .check_keys(false)
+                .await
+                .map_err(OpenError::Keys)?;
+            let store = Arc::new(MeteredStore::new(redis_store));
             let lease_time = Duration::from_secs(r.lease_secs);
             let shared = Shared {
                 leases: Arc::new(self::redis::leases::RedisLeases::new(

@@ -376,11 +376,33 @@ mod sled_store {
         .unwrap();
         super::everything(&store).await;
     }
+
+    /// The same contract with every record sealed (`store::sealing`).
+    #[tokio::test]
+    async fn sled_keeps_the_store_contract_with_encryption() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let key_file = dir.path().join("keys");
+        std::fs::write(&key_file, crate::store::sealing::KeyRing::new_entry("k1")).unwrap();
+        let store = SledStore::open(&StoreSettings {
+            data_dir: dir.path().join("data"),
+            durability: Durability::Sync,
+            encryption: crate::config::EncryptionSettings {
+                key_file: Some(key_file),
+                keys_env: None,
+                primary: Some("k1".into()),
+            },
+            ..StoreSettings::default()
+        })
+        .unwrap();
+        store.check_keys(false).await.unwrap();
+        super::everything(&store).await;
+    }
 }
 
 mod redis_store {
     use crate::dialogue::ports::DialogueStore;
     use crate::store::redis::{RedisConnection, RedisStore};
+    use crate::store::sealing::{KeyRing, Sealer};
 
     /// A real redis-server (`.ci/run` makes sure one runs), each test
     /// under its own key prefix.
@@ -391,12 +413,22 @@ mod redis_store {
         let redis = RedisConnection::connect(&RedisConnection::settings(&url, &[], &prefix))
             .await
             .unwrap_or_else(|e| panic!("no redis-server at {url} ({e}); start one"));
-        RedisStore::new(redis)
+        RedisStore::new(redis, Sealer::default())
     }
 
     #[tokio::test]
     async fn redis_keeps_the_store_contract() {
         super::everything(&connect().await).await;
+    }
+
+    /// The same contract with every record sealed (`store::sealing`).
+    #[tokio::test]
+    async fn redis_keeps_the_store_contract_with_encryption() {
+        let plain = connect().await;
+        let ring = KeyRing::parse(&KeyRing::new_entry("k1"), "k1").unwrap();
+        let store = RedisStore::new(plain.connection(), Sealer::new(Some(ring)));
+        store.check_keys(false).await.unwrap();
+        super::everything(&store).await;
     }
 
     /// The same contract on a real three-node Redis Cluster, where every
@@ -408,7 +440,7 @@ mod redis_store {
             RedisConnection::connect(&RedisConnection::settings("", &cluster.nodes(), "test:"))
                 .await
                 .expect("the cluster answers");
-        let store = RedisStore::new(redis);
+        let store = RedisStore::new(redis, Sealer::default());
         super::everything(&store).await;
         for n in 0..12 {
             let who = super::owner(&format!("spread-{n}"));

@@ -88,7 +88,7 @@ pub async fn spawn_app_on(data_dir: std::sync::Arc<TempDir>) -> TestApp {
     start(test_settings(data_dir.path()), data_dir).await
 }
 
-async fn start(settings: Settings, data_dir: std::sync::Arc<TempDir>) -> TestApp {
+pub async fn start(settings: Settings, data_dir: std::sync::Arc<TempDir>) -> TestApp {
     TRACING.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
             dialogd::telemetry::init(&LogSettings {

@@ -25,6 +25,7 @@ mod conversation_items;
 mod converse;
 mod dialogues;
 mod durability;
+mod encryption;
 mod http_front;
 mod image_text;
 mod key_lifecycle;

@@ -19,14 +19,18 @@ impl RedisStore {
         let id = &dialogue.id;
         let script = redis::Script::new(ADOPT);
         let mut call = script.prepare_invoke();
-        call.key(self.dialogue_key(id, "meta"))
+        let (meta, turns) = (
+            self.dialogue_key(id, "meta"),
+            self.dialogue_key(id, "turns"),
+        );
+        call.key(&meta)
             .key(self.dialogue_key(id, "head"))
-            .key(self.dialogue_key(id, "turns"))
-            .arg(encode(dialogue)?)
+            .key(&turns)
+            .arg(self.seal(&meta, encode(dialogue)?))
             .arg(prefix.len())
             .arg(prefix.iter().map(|t| media_bytes(&t.content)).sum::<u64>());
         for turn in prefix {
-            call.arg(encode_turn_text(turn)?);
+            call.arg(self.seal(&turns, encode_turn_text(turn)?));
         }
         let outcome: String = call.invoke_async(&mut self.con()?).await?;
         match outcome.as_str() {
@@ -44,8 +48,9 @@ impl RedisStore {
         };
         let script = redis::Script::new(REPLACE);
         let mut call = script.prepare_invoke();
+        let turns_key = self.dialogue_key(id, "turns");
         call.key(self.dialogue_key(id, "head"))
-            .key(self.dialogue_key(id, "turns"))
+            .key(&turns_key)
             .arg(count);
         let mut change = 0i128;
         for turn in turns {
@@ -57,7 +62,8 @@ impl RedisStore {
                 .ok_or_else(|| missing(turn.index))?;
             change +=
                 i128::from(media_bytes(&turn.content)) - i128::from(media_bytes(&old.content));
-            call.arg(turn.index).arg(encode_turn_text(turn)?);
+            call.arg(turn.index)
+                .arg(self.seal(&turns_key, encode_turn_text(turn)?));
         }
         call.arg(change.to_string());
         let outcome: String = call.invoke_async(&mut self.con()?).await?;

@@ -145,6 +145,11 @@ impl RedisConnection {
         self.reachability.changes.subscribe()
     }
 
+    /// The deployment's key prefix (`store.redis.key_prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// A key of its own (its own slot in a cluster).
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)

@@ -18,12 +18,14 @@ mod connection;
 pub mod leases;
 pub mod limits;
 mod records;
+mod rekey;
 mod scripts;
 mod truncate;
 
 pub use connection::{Connection, RedisConnection};
 use scripts::{COMMIT, CREATE, ERASE, READ};
 
+use super::sealing::Sealer;
 use super::turn_codec::{decode_turn, encode_turn_text};
 use crate::dialogue::model::{Dialogue, DialogueId, Owner, Time, Turn};
 use crate::dialogue::ports::{
@@ -31,6 +33,7 @@ use crate::dialogue::ports::{
 };
 use async_trait::async_trait;
 use redis::AsyncCommands;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -54,11 +57,17 @@ pub struct RedisStore {
     commit: Arc<redis::Script>,
     erase: Arc<redis::Script>,
     read: Arc<redis::Script>,
+    /// Seals dialogue content before it is sent (`store::sealing`).
+    sealer: Sealer,
 }
 
+/// The key-check record's name (`store::sealing`).
+const KEY_CHECK: &str = "keycheck";
+
 impl RedisStore {
-    pub fn new(redis: RedisConnection) -> RedisStore {
+    pub fn new(redis: RedisConnection, sealer: Sealer) -> RedisStore {
         RedisStore {
+            sealer,
             redis,
             create: Arc::new(redis::Script::new(CREATE)),
             commit: Arc::new(redis::Script::new(COMMIT)),
@@ -69,6 +78,52 @@ impl RedisStore {
 
     fn key(&self, name: &str) -> String {
         self.redis.key(name)
+    }
+
+    /// The connection (for tools working on the same keys).
+    pub fn connection(&self) -> RedisConnection {
+        self.redis.clone()
+    }
+
+    /// A record's associated data: its key without the deployment prefix,
+    /// so a sealed value opens only under its own name.
+    fn aad<'a>(&self, key: &'a str) -> &'a [u8] {
+        key.strip_prefix(self.redis.prefix())
+            .unwrap_or(key)
+            .as_bytes()
+    }
+
+    /// `plain`, sealed for `key` when encryption is on.
+    fn seal(&self, key: &str, plain: String) -> String {
+        self.sealer.seal_text(self.aad(key), plain)
+    }
+
+    /// The plain value of `stored`, read from `key`.
+    fn open<'a>(&self, key: &str, stored: &'a str) -> Result<Cow<'a, str>, StoreError> {
+        Ok(self.sealer.open_text(self.aad(key), stored)?)
+    }
+
+    /// Checks the key ring against the key-check record, as the sled
+    /// store does (see `SledStore::check_keys`).
+    pub async fn check_keys(&self, only_primary: bool) -> Result<(), String> {
+        let key = self.key(KEY_CHECK);
+        let failed = |e: StoreError| e.to_string();
+        let stored: Option<Vec<u8>> = self
+            .con()
+            .map_err(failed)?
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let update = self.sealer.check_keys(stored.as_deref(), only_primary)?;
+        if let Some(record) = update {
+            let _: () = self
+                .con()
+                .map_err(failed)?
+                .set(&key, record)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn dialogue_key(&self, id: &DialogueId, part: &str) -> String {
@@ -126,16 +181,17 @@ impl RedisStore {
         from: isize,
         to: isize,
     ) -> Result<Vec<Turn>, StoreError> {
+        let turns = self.dialogue_key(id, "turns");
         let raw: Vec<String> = self
             .read
             .key(self.dialogue_key(id, "head"))
-            .key(self.dialogue_key(id, "turns"))
+            .key(&turns)
             .arg(from)
             .arg(to)
             .invoke_async(&mut self.con()?)
             .await?;
         raw.iter()
-            .map(|r| decode_turn(r.as_bytes(), "turn"))
+            .map(|r| decode_turn(self.open(&turns, r)?.as_bytes(), "turn"))
             .collect()
     }
 }
@@ -144,12 +200,13 @@ impl RedisStore {
 impl DialogueStore for RedisStore {
     async fn create_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
         let id = &dialogue.id;
+        let meta = self.dialogue_key(id, "meta");
         let created: i64 = self
             .create
-            .key(self.dialogue_key(id, "meta"))
+            .key(&meta)
             .key(self.dialogue_key(id, "head"))
             .key(self.owner_index(&dialogue.owner))
-            .arg(encode(dialogue)?)
+            .arg(self.seal(&meta, encode(dialogue)?))
             .arg(dialogue.create_time.0)
             .arg(Self::index_member(dialogue))
             .arg(dialogue.fork.as_ref().map_or(0, |f| f.turns))
@@ -173,14 +230,15 @@ impl DialogueStore for RedisStore {
     }
 
     async fn get_dialogue(&self, id: &DialogueId) -> Result<Option<Dialogue>, StoreError> {
+        let meta_key = self.dialogue_key(id, "meta");
         let (meta, head): (Option<String>, std::collections::HashMap<String, String>) =
             redis::pipe()
-                .get(self.dialogue_key(id, "meta"))
+                .get(&meta_key)
                 .hgetall(self.dialogue_key(id, "head"))
                 .query_async(&mut self.con()?)
                 .await?;
         let Some(meta) = meta else { return Ok(None) };
-        let mut dialogue: Dialogue = decode(&meta, &id.resource_name())?;
+        let mut dialogue: Dialogue = decode(&self.open(&meta_key, &meta)?, &id.resource_name())?;
         let number = |field: &str| head.get(field).and_then(|v| v.parse::<i64>().ok());
         dialogue.turn_count = number("n").and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
         if let Some(t) = number("t") {
@@ -201,9 +259,10 @@ impl DialogueStore for RedisStore {
         if old.expire_time != dialogue.expire_time {
             self.index_expiry(dialogue).await?;
         }
+        let meta = self.dialogue_key(id, "meta");
         let _: () = self
             .con()?
-            .set(self.dialogue_key(id, "meta"), encode(dialogue)?)
+            .set(&meta, self.seal(&meta, encode(dialogue)?))
             .await?;
         if old.expire_time.is_some() && dialogue.expire_time.is_none() {
             let _: () = self.con()?.zrem(self.expiry(), id.as_str()).await?;
@@ -327,26 +386,32 @@ impl DialogueStore for RedisStore {
             .find(|t| t.summary.is_some())
             .map(|t| t.index.to_string())
             .unwrap_or_default();
-        let (idem_json, idem_ttl_ms, request_id) = match commit.idempotency {
+        let request_id = commit.idempotency.map_or("", |r| r.request_id.as_str());
+        let (meta, turns) = (
+            self.dialogue_key(id, "meta"),
+            self.dialogue_key(id, "turns"),
+        );
+        let idem = self.dialogue_key(id, &format!("i:{request_id}"));
+        let (idem_json, idem_ttl_ms) = match commit.idempotency {
             Some(r) => {
                 let ttl = (r.expire_time.0 - Time::now().0).max(1_000_000) / 1_000_000;
-                (encode(r)?, ttl, r.request_id.as_str())
+                (self.seal(&idem, encode(r)?), ttl)
             }
-            None => (String::new(), 1, ""),
+            None => (String::new(), 1),
         };
         let (create_json, member) = match commit.create {
             Some(d) => {
                 self.index_expiry(d).await?;
-                (encode(d)?, Self::index_member(d))
+                (self.seal(&meta, encode(d)?), Self::index_member(d))
             }
             None => (String::new(), String::new()),
         };
         let mut call = self.commit.prepare_invoke();
-        call.key(self.dialogue_key(id, "meta"))
+        call.key(&meta)
             .key(self.dialogue_key(id, "head"))
-            .key(self.dialogue_key(id, "turns"))
+            .key(&turns)
             .key(self.redis.owner_key(id.owner_key(), "dialogues"))
-            .key(self.dialogue_key(id, &format!("i:{request_id}")))
+            .key(&idem)
             .key(self.dialogue_key(id, "idem"))
             .arg(create_json)
             .arg(commit.expected_turn_count)
@@ -358,7 +423,7 @@ impl DialogueStore for RedisStore {
             .arg(member)
             .arg(commit.media_bytes());
         for turn in commit.turns {
-            call.arg(encode_turn_text(turn)?);
+            call.arg(self.seal(&turns, encode_turn_text(turn)?));
         }
         let outcome: String = call.invoke_async(&mut self.con()?).await?;
         match outcome.as_str() {
@@ -395,11 +460,10 @@ impl DialogueStore for RedisStore {
         id: &DialogueId,
         request_id: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let raw: Option<String> = self
-            .con()?
-            .get(self.dialogue_key(id, &format!("i:{request_id}")))
-            .await?;
-        raw.map(|r| decode(&r, "idempotency record")).transpose()
+        let key = self.dialogue_key(id, &format!("i:{request_id}"));
+        let raw: Option<String> = self.con()?.get(&key).await?;
+        raw.map(|r| decode(&self.open(&key, &r)?, "idempotency record"))
+            .transpose()
     }
 
     /// Idempotency records expire by themselves (Redis TTLs).
@@ -456,7 +520,7 @@ mod tests {
         ))
         .await
         .expect("a redis-server on 127.0.0.1:6379 (.ci/run starts one)");
-        let store = RedisStore::new(redis);
+        let store = RedisStore::new(redis, crate::store::sealing::Sealer::default());
         let owner = crate::store::suite::owner("p");
         let now = Time::now();
         let mut dialogue = crate::store::suite::dialogue("kept", &owner, now.0);

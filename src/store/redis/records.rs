@@ -79,16 +79,17 @@ impl OperationStore for RedisStore {
         let mut con = self.con()?;
         let id = put.id;
         let (key, set) = (self.key(&format!("op:{id}")), self.key("ops:pending"));
+        let record = self.sealer.seal(self.aad(&key), put.record.to_vec());
         let _: () = con.sadd(self.dialogue_key(put.dialogue, "ops"), id).await?;
         match put.expire_time {
             None => {
                 let _: () = con.sadd(&set, id).await?;
-                let _: () = con.set(&key, put.record).await?;
+                let _: () = con.set(&key, record).await?;
             }
             Some(at) => {
                 let nanos = at.0.saturating_sub(Time::now().0);
                 let ttl = u64::try_from(nanos / 1_000_000_000).unwrap_or(0).max(1);
-                let _: () = con.set_ex(&key, put.record, ttl).await?;
+                let _: () = con.set_ex(&key, record, ttl).await?;
                 let _: () = con.srem(&set, id).await?;
             }
         }
@@ -96,7 +97,12 @@ impl OperationStore for RedisStore {
     }
 
     async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.con()?.get(self.key(&format!("op:{id}"))).await?)
+        let key = self.key(&format!("op:{id}"));
+        let stored: Option<Vec<u8>> = self.con()?.get(&key).await?;
+        match stored {
+            None => Ok(None),
+            Some(v) => Ok(Some(self.sealer.open(self.aad(&key), &v)?.into_owned())),
+        }
     }
 
     async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {

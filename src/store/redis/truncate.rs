@@ -42,12 +42,13 @@ impl RedisStore {
         let request_ids: Vec<String> = self.con()?.smembers(self.dialogue_key(id, "idem")).await?;
         let mut dropped = Vec::new();
         for request_id in request_ids {
-            let record: Option<String> = self
-                .con()?
-                .get(self.dialogue_key(id, &format!("i:{request_id}")))
-                .await?;
+            let key = self.dialogue_key(id, &format!("i:{request_id}"));
+            let record: Option<String> = self.con()?.get(&key).await?;
             let answers_removed = record
-                .and_then(|r| serde_json::from_str::<IdempotencyRecord>(&r).ok())
+                .and_then(|r| {
+                    let plain = self.open(&key, &r).ok()?;
+                    serde_json::from_str::<IdempotencyRecord>(&plain).ok()
+                })
                 .is_none_or(|r| r.user_turn_index >= keep);
             if answers_removed {
                 dropped.push(request_id);

@@ -19,7 +19,7 @@ impl SledStore {
         prefix: &[Arc<Turn>],
     ) -> Result<(), StoreError> {
         let id = &dialogue.id;
-        let stored = Self::read_dialogue(&self.tree, id)?
+        let stored = Self::read_dialogue(&self.sealer, &self.tree, id)?
             .ok_or_else(|| StoreError::NotFound(id.resource_name()))?;
         let head = Self::read_head(&self.tree, id)?
             .ok_or_else(|| StoreError::NotFound(id.resource_name()))?;
@@ -47,11 +47,9 @@ impl SledStore {
             .ok_or_else(|| missing(turns.first().map_or(0, |t| t.index)))?;
         let mut batch = WriteSet::default();
         for turn in turns {
-            let old = self
-                .tree
-                .get(keys::turn(id, turn.index))?
-                .ok_or_else(|| missing(turn.index))?;
-            let old = decode_turn(&old, "turn")?;
+            let key = keys::turn(id, turn.index);
+            let old = self.tree.get(&key)?.ok_or_else(|| missing(turn.index))?;
+            let old = decode_turn(&super::opened(&self.sealer, &key, &old)?, "turn")?;
             head.media_bytes = (head.media_bytes + media_bytes(&turn.content))
                 .saturating_sub(media_bytes(&old.content));
             batch.insert(keys::turn(id, turn.index), encode_turn(turn)?);

@@ -3,18 +3,20 @@
 
 use super::keys;
 use super::write_set::WriteSet;
-use super::{SledStore, decode};
+use super::{SledStore, decode, opened};
 use crate::dialogue::model::{DialogueId, Time};
 use crate::dialogue::ports::{IdempotencyRecord, StoreError, SweepReport};
+use crate::store::sealing::Sealer;
 
 impl SledStore {
     /// The writes that erase everything of one dialogue, or None if it is
     /// gone (blocking: scans).
     pub(super) fn erasure(
+        sealer: &Sealer,
         tree: &sled::Tree,
         id: &DialogueId,
     ) -> Result<Option<WriteSet>, StoreError> {
-        let Some(dialogue) = Self::read_dialogue(tree, id)? else {
+        let Some(dialogue) = Self::read_dialogue(sealer, tree, id)? else {
             return Ok(None);
         };
         let mut batch = WriteSet::default();
@@ -42,7 +44,10 @@ impl SledStore {
         for entry in tree.scan_prefix(keys::idempotency_prefix(id)) {
             let (key, value) = entry?;
             // A damaged record must not block erasure: drop it and move on.
-            if let Ok(record) = decode::<IdempotencyRecord>(&value, "idempotency record") {
+            let value = opened(sealer, &key, &value);
+            if let Ok(record) =
+                value.and_then(|v| decode::<IdempotencyRecord>(&v, "idempotency record"))
+            {
                 let rest = &key[2..];
                 batch.remove(keys::expiry(
                     record.expire_time,

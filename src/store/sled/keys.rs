@@ -24,6 +24,17 @@ pub const CREATED: &[u8] = b"c/";
 pub const EXPIRY: &[u8] = b"x/";
 pub const AUDIT: &[u8] = b"a/";
 pub const PENDING: &[u8] = b"p/";
+/// Which keys seal the store's records (`store::sealing`), in clear.
+pub const KEY_CHECK: &[u8] = b"k/check";
+
+/// Whether the value under `key` is dialogue content, sealed when
+/// encryption is on: settings, turns, idempotency records (replies) and
+/// operation records (requests and replies).
+pub fn is_sealed(key: &[u8]) -> bool {
+    [b"m/", b"t/", b"i/", b"o/"]
+        .iter()
+        .any(|p| key.starts_with(*p))
+}
 
 pub fn operation(id: &str) -> Vec<u8> {
     join(b"o/", &[id.as_bytes()])

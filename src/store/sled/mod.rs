@@ -15,12 +15,14 @@ mod keys;
 mod manifest;
 pub mod opening;
 mod records;
+mod rekey;
 mod truncate;
 pub mod verify;
 mod wal;
 mod wal_replay;
 mod write_set;
 
+use super::sealing::Sealer;
 use super::turn_codec::{decode_turn, encode_turn};
 use super::{GroupCommit, OpenError};
 use crate::config::{Durability, StoreSettings};
@@ -32,6 +34,7 @@ use async_trait::async_trait;
 use commits::{Commits, Keeper};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use wal::Wal;
@@ -54,6 +57,8 @@ pub struct SledStore {
     /// Writes hold it shared; a backup holds it alone, so it copies one
     /// moment of the store.
     gate: Arc<tokio::sync::RwLock<()>>,
+    /// Seals dialogue content before it is logged (`store::sealing`).
+    sealer: Sealer,
 }
 
 impl From<sled::Error> for StoreError {
@@ -70,10 +75,16 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// The plain value stored under `key` (see `store::sealing`).
+fn opened<'a>(sealer: &Sealer, key: &[u8], value: &'a [u8]) -> Result<Cow<'a, [u8]>, StoreError> {
+    sealer.open(key, value).map_err(StoreError::from)
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `settings.data_dir`, refusing files
     /// that hold less than the manifest promised (see `opening`).
     pub fn open(settings: &StoreSettings) -> Result<SledStore, OpenError> {
+        let sealer = Sealer::from_settings(&settings.encryption).map_err(OpenError::Keys)?;
         let (db, commits) = opening::open(settings)?;
         let unusable = |reason: String| OpenError::Unusable {
             dir: settings.data_dir.display().to_string(),
@@ -106,12 +117,43 @@ impl SledStore {
             commits,
             _keeper: Arc::new(keeper),
             gate: Arc::new(tokio::sync::RwLock::new(())),
+            sealer,
         })
+    }
+
+    /// Checks the key ring against the store's key-check record (a missing
+    /// or wrong key stops the start) and records the primary key's use;
+    /// `only_primary` after a rekey, when no other key is in use.
+    pub async fn check_keys(&self, only_primary: bool) -> Result<(), OpenError> {
+        let stored = self
+            .tree
+            .get(keys::KEY_CHECK)
+            .map_err(|e| OpenError::Keys(e.to_string()))?;
+        let update = self
+            .sealer
+            .check_keys(stored.as_deref(), only_primary)
+            .map_err(OpenError::Keys)?;
+        if let Some(record) = update {
+            let mut batch = WriteSet::default();
+            batch.insert(keys::KEY_CHECK, record);
+            self.write(batch)
+                .await
+                .map_err(|e| OpenError::Keys(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Logs and applies a change and, in sync mode, waits until it is on
     /// disk.
     async fn write(&self, batch: WriteSet) -> Result<(), StoreError> {
+        let batch = if self.sealer.enabled() {
+            batch.map_values(|key, value| match keys::is_sealed(key) {
+                true => self.sealer.seal(key, value.to_vec()).into(),
+                false => value,
+            })
+        } else {
+            batch
+        };
         {
             let _open = self.gate.read().await;
             self.wal.apply(batch).map_err(StoreError::Io)?;
@@ -136,11 +178,16 @@ impl SledStore {
         }
     }
 
-    fn read_dialogue(tree: &sled::Tree, id: &DialogueId) -> Result<Option<Dialogue>, StoreError> {
-        let Some(meta) = tree.get(keys::meta(id))? else {
+    fn read_dialogue(
+        sealer: &Sealer,
+        tree: &sled::Tree,
+        id: &DialogueId,
+    ) -> Result<Option<Dialogue>, StoreError> {
+        let key = keys::meta(id);
+        let Some(meta) = tree.get(&key)? else {
             return Ok(None);
         };
-        let mut dialogue: Dialogue = decode(&meta, &id.resource_name())?;
+        let mut dialogue: Dialogue = decode(&opened(sealer, &key, &meta)?, &id.resource_name())?;
         if let Some(head) = Self::read_head(tree, id)? {
             dialogue.turn_count = head.turn_count;
             dialogue.update_time = dialogue.update_time.max(head.last_turn_time);
@@ -177,13 +224,14 @@ impl SledStore {
     }
 
     fn collect_turns(
+        &self,
         iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
         limit: usize,
     ) -> Result<Vec<Turn>, StoreError> {
         iter.take(limit)
             .map(|entry| {
-                let (_, value) = entry?;
-                decode_turn(&value, "turn")
+                let (key, value) = entry?;
+                decode_turn(&opened(&self.sealer, &key, &value)?, "turn")
             })
             .collect()
     }
@@ -216,12 +264,12 @@ impl DialogueStore for SledStore {
 
     async fn get_dialogue(&self, id: &DialogueId) -> Result<Option<Dialogue>, StoreError> {
         let _whole = self.wal.view();
-        Self::read_dialogue(&self.tree, id)
+        Self::read_dialogue(&self.sealer, &self.tree, id)
     }
 
     async fn update_dialogue(&self, dialogue: &Dialogue) -> Result<(), StoreError> {
         let id = &dialogue.id;
-        let old = Self::read_dialogue(&self.tree, id)?
+        let old = Self::read_dialogue(&self.sealer, &self.tree, id)?
             .ok_or_else(|| StoreError::NotFound(id.resource_name()))?;
         let mut batch = WriteSet::default();
         batch.insert(keys::meta(id), encode(dialogue)?);
@@ -244,14 +292,14 @@ impl DialogueStore for SledStore {
     }
 
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
-        let (owned, wal) = (id.clone(), self.wal.clone());
+        let (owned, wal, sealer) = (id.clone(), self.wal.clone(), self.sealer.clone());
         // Found and logged on the blocking pool: a long dialogue's erasure
         // is thousands of removals. In relaxed mode they are applied there
         // too; in sync mode by the thread whose sync makes them durable
         // (log order), which holds other writers' acknowledgements that
         // long.
         let erased = self
-            .blocking(move |tree| match Self::erasure(tree, &owned)? {
+            .blocking(move |tree| match Self::erasure(&sealer, tree, &owned)? {
                 None => Ok(false),
                 Some(erasure) => wal.apply(erasure).map(|()| true).map_err(StoreError::Io),
             })
@@ -290,7 +338,7 @@ impl DialogueStore for SledStore {
             else {
                 continue;
             };
-            let Some(dialogue) = Self::read_dialogue(&self.tree, &id)? else {
+            let Some(dialogue) = Self::read_dialogue(&self.sealer, &self.tree, &id)? else {
                 continue;
             };
             if dialogue.is_expired(now) {
@@ -320,7 +368,7 @@ impl DialogueStore for SledStore {
     ) -> Result<Vec<Turn>, StoreError> {
         let range = keys::turn(id, from)..keys::prefix_end(&keys::turn_prefix(id));
         let _whole = self.wal.view();
-        Self::collect_turns(self.tree.range(range), limit)
+        self.collect_turns(self.tree.range(range), limit)
     }
 
     async fn turns_before(
@@ -331,7 +379,7 @@ impl DialogueStore for SledStore {
     ) -> Result<Vec<Arc<Turn>>, StoreError> {
         let range = keys::turn_prefix(id)..keys::turn(id, before);
         let _whole = self.wal.view();
-        let turns = Self::collect_turns(self.tree.range(range).rev(), limit)?;
+        let turns = self.collect_turns(self.tree.range(range).rev(), limit)?;
         Ok(turns.into_iter().map(Arc::new).collect())
     }
 
@@ -411,9 +459,10 @@ impl DialogueStore for SledStore {
         id: &DialogueId,
         request_id: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        match self.tree.get(keys::idempotency(id, request_id))? {
+        let key = keys::idempotency(id, request_id);
+        match self.tree.get(&key)? {
             None => Ok(None),
-            Some(v) => decode(&v, "idempotency record").map(Some),
+            Some(v) => decode(&opened(&self.sealer, &key, &v)?, "idempotency record").map(Some),
         }
     }
 

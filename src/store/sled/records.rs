@@ -27,7 +27,11 @@ impl OperationStore for SledStore {
     }
 
     async fn get_operation(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(keys::operation(id))?.map(|v| v.to_vec()))
+        let key = keys::operation(id);
+        match self.tree.get(&key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(super::opened(&self.sealer, &key, &v)?.into_owned())),
+        }
     }
 
     async fn pending_operations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -35,8 +39,9 @@ impl OperationStore for SledStore {
         for entry in self.tree.scan_prefix(keys::PENDING) {
             let (key, _) = entry?;
             let id = String::from_utf8_lossy(&key[keys::PENDING.len()..]).into_owned();
-            if let Some(record) = self.tree.get(keys::operation(&id))? {
-                records.push(record.to_vec());
+            let key = keys::operation(&id);
+            if let Some(record) = self.tree.get(&key)? {
+                records.push(super::opened(&self.sealer, &key, &record)?.into_owned());
             }
         }
         Ok(records)

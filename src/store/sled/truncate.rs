@@ -3,7 +3,7 @@
 //! head's counts, in one batch.
 
 use super::write_set::WriteSet;
-use super::{SledStore, decode, keys};
+use super::{SledStore, decode, keys, opened};
 use crate::dialogue::content::media_bytes;
 use crate::dialogue::model::DialogueId;
 use crate::dialogue::ports::{IdempotencyRecord, StoreError};
@@ -26,12 +26,14 @@ impl SledStore {
         let end = keys::prefix_end(&keys::turn_prefix(id));
         for entry in self.tree.range(keys::turn(id, keep)..end) {
             let (key, value) = entry?;
-            removed_media += media_bytes(&decode_turn(&value, "turn")?.content);
+            let turn = decode_turn(&opened(&self.sealer, &key, &value)?, "turn")?;
+            removed_media += media_bytes(&turn.content);
             batch.remove(key);
         }
         for entry in self.tree.scan_prefix(keys::idempotency_prefix(id)) {
             let (key, value) = entry?;
-            let record: IdempotencyRecord = decode(&value, "idempotency record")?;
+            let record: IdempotencyRecord =
+                decode(&opened(&self.sealer, &key, &value)?, "idempotency record")?;
             if record.user_turn_index >= keep {
                 batch.remove(keys::expiry(
                     record.expire_time,

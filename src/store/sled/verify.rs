@@ -55,6 +55,13 @@ fn scan(store: &SledStore) -> Result<Report, String> {
     for entry in store.tree.iter() {
         let (key, value) = entry.map_err(|e| format!("reading the store: {e}"))?;
         report.records += 1;
+        let value = match store.sealer.open(&key, &value) {
+            Ok(value) => value,
+            Err(e) => {
+                report.problems.push(e.to_string());
+                continue;
+            }
+        };
         let (prefix, rest) = key.split_at(2.min(key.len()));
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         match prefix {

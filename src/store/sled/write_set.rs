@@ -19,6 +19,19 @@ impl WriteSet {
         self.ops.push((key.into(), None));
     }
 
+    /// The same writes, each inserted value replaced by `f(key, value)`.
+    pub fn map_values(self, mut f: impl FnMut(&[u8], IVec) -> IVec) -> WriteSet {
+        let ops = self
+            .ops
+            .into_iter()
+            .map(|(key, value)| {
+                let value = value.map(|v| f(&key, v));
+                (key, value)
+            })
+            .collect();
+        WriteSet { ops }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

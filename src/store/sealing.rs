@@ -1,0 +1,413 @@
+//! Encryption at rest: record values sealed with AES-256-GCM before they
+//! reach either store. A sealed value is text (Redis values are strings):
+//! `\x01s1:{key id}:{base64(nonce ‖ ciphertext ‖ tag)}`, the nonce random
+//! per record; the record's key (without a deployment prefix) is the
+//! associated data, so a sealed value moved under another key — another
+//! dialogue's, another tenant's — fails authentication instead of being
+//! served there. A value without the prefix is a record written before
+//! encryption was turned on: read as it is, sealed by `store rekey`.
+//!
+//! The key ring comes from a file or an environment variable, never the
+//! config file: entries `id:base64(32 bytes)`, one per line or
+//! comma-separated; the config's `primary` names the key new writes use.
+//! The store keeps a key-check record (`KeyCheck`): per key id in use, a
+//! value sealed with it, so a missing or wrong key is a start-up error,
+//! not a stream of damaged reads.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+const PREFIX: &[u8] = b"\x01s1:";
+const NONCE_LEN: usize = 12;
+
+/// Why a sealed value could not be opened (or a key ring not read).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SealError {
+    #[error("record {0} is sealed with key {1:?}, which the key ring does not hold")]
+    UnknownKey(String, String),
+    #[error(
+        "record {0} fails authentication: tampered with, moved, or sealed with another key of the same id"
+    )]
+    Tampered(String),
+    #[error("record {0} is encrypted, but no key ring is configured (store.encryption)")]
+    NoKeyRing(String),
+    #[error("record {0} is not a well-formed sealed value")]
+    Malformed(String),
+}
+
+impl From<SealError> for crate::dialogue::ports::StoreError {
+    fn from(e: SealError) -> Self {
+        crate::dialogue::ports::StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// The keys: every id that may open records, and the one that seals.
+pub struct KeyRing {
+    primary: String,
+    keys: HashMap<String, Aes256Gcm>,
+}
+
+impl KeyRing {
+    /// Reads `text` (`id:base64` entries) with `primary` sealing.
+    pub fn parse(text: &str, primary: &str) -> Result<KeyRing, String> {
+        let mut keys = HashMap::new();
+        let entries = text
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|e| !e.is_empty() && !e.starts_with('#'));
+        for entry in entries {
+            let (id, material) = entry
+                .split_once(':')
+                .ok_or("each key is `id:base64 of 32 bytes`")?;
+            let id = id.trim();
+            if !crate::auth::keys::valid_id(id) || id.len() > 32 {
+                return Err(format!("key id {id:?}: 1 to 32 of a-z, 0-9 and '-'"));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(material.trim())
+                .or_else(|_| STANDARD_NO_PAD.decode(material.trim()))
+                .map_err(|_| format!("key {id:?} is not base64"))?;
+            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| {
+                format!("key {id:?} must be 32 bytes (AES-256), not {}", bytes.len())
+            })?;
+            if keys.insert(id.to_owned(), cipher).is_some() {
+                return Err(format!("key {id:?} is listed twice"));
+            }
+        }
+        if !keys.contains_key(primary) {
+            return Err(format!(
+                "the primary key {primary:?} is not in the key ring"
+            ));
+        }
+        Ok(KeyRing {
+            primary: primary.to_owned(),
+            keys,
+        })
+    }
+
+    pub fn primary(&self) -> &str {
+        &self.primary
+    }
+
+    /// A new random key entry for a ring: `id:base64`.
+    pub fn new_entry(id: &str) -> String {
+        let key: [u8; 32] = rand::random();
+        format!(
+            "{id}:{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        )
+    }
+}
+
+/// Seals and opens record values; without a key ring it passes them
+/// through (and refuses sealed ones). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Sealer {
+    ring: Option<Arc<KeyRing>>,
+}
+
+/// A record key as errors show it (`\0` separators as `/`).
+fn readable(aad: &[u8]) -> String {
+    String::from_utf8_lossy(aad).replace('\0', "/")
+}
+
+impl Sealer {
+    /// The sealer `settings` configure: a clear error for a missing file
+    /// or variable, a malformed key, or a primary not in the ring.
+    pub fn from_settings(settings: &crate::config::EncryptionSettings) -> Result<Sealer, String> {
+        let ring = match settings.key_ring_text()? {
+            None => None,
+            Some((text, primary)) => Some(
+                KeyRing::parse(&text, &primary).map_err(|e| format!("store.encryption: {e}"))?,
+            ),
+        };
+        Ok(Sealer::new(ring))
+    }
+
+    pub fn new(ring: Option<KeyRing>) -> Sealer {
+        Sealer {
+            ring: ring.map(Arc::new),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// The key id new writes use, if sealing.
+    pub fn primary(&self) -> Option<&str> {
+        self.ring.as_deref().map(KeyRing::primary)
+    }
+
+    /// `plain` sealed for the record `aad` with the primary key.
+    pub fn seal(&self, aad: &[u8], plain: Vec<u8>) -> Vec<u8> {
+        match &self.ring {
+            None => plain,
+            Some(ring) => seal_with(ring, &ring.primary, aad, &plain),
+        }
+    }
+
+    /// `seal` of text (Redis values are strings; sealed values are text).
+    pub fn seal_text(&self, aad: &[u8], plain: String) -> String {
+        match &self.ring {
+            None => plain,
+            Some(_) => String::from_utf8(self.seal(aad, plain.into_bytes())).unwrap_or_default(),
+        }
+    }
+
+    /// The plain value of the record `aad` as stored (`stored` itself when
+    /// it was never sealed).
+    pub fn open<'a>(&self, aad: &[u8], stored: &'a [u8]) -> Result<Cow<'a, [u8]>, SealError> {
+        let Some(rest) = stored.strip_prefix(PREFIX) else {
+            return Ok(Cow::Borrowed(stored));
+        };
+        let ring = self
+            .ring
+            .as_deref()
+            .ok_or_else(|| SealError::NoKeyRing(readable(aad)))?;
+        let malformed = || SealError::Malformed(readable(aad));
+        let colon = rest.iter().position(|b| *b == b':').ok_or_else(malformed)?;
+        let key_id = std::str::from_utf8(&rest[..colon]).map_err(|_| malformed())?;
+        let cipher = ring
+            .keys
+            .get(key_id)
+            .ok_or_else(|| SealError::UnknownKey(readable(aad), key_id.to_owned()))?;
+        let sealed = STANDARD_NO_PAD
+            .decode(&rest[colon + 1..])
+            .map_err(|_| malformed())?;
+        if sealed.len() < NONCE_LEN {
+            return Err(malformed());
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| malformed())?;
+        cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map(Cow::Owned)
+            .map_err(|_| SealError::Tampered(readable(aad)))
+    }
+
+    /// `open` of a text value.
+    pub fn open_text<'a>(&self, aad: &[u8], stored: &'a str) -> Result<Cow<'a, str>, SealError> {
+        match self.open(aad, stored.as_bytes())? {
+            Cow::Borrowed(_) => Ok(Cow::Borrowed(stored)),
+            Cow::Owned(bytes) => String::from_utf8(bytes)
+                .map(Cow::Owned)
+                .map_err(|_| SealError::Malformed(readable(aad))),
+        }
+    }
+
+    /// Whether `stored` needs sealing again for the ring to lose its other
+    /// keys: never sealed, or sealed with a key that is not the primary.
+    pub fn needs_rekey(&self, stored: &[u8]) -> bool {
+        let Some(primary) = self.primary() else {
+            return false;
+        };
+        match stored.strip_prefix(PREFIX) {
+            None => true,
+            Some(rest) => !rest.starts_with(format!("{primary}:").as_bytes()),
+        }
+    }
+}
+
+fn seal_with(ring: &KeyRing, key_id: &str, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let nonce: [u8; NONCE_LEN] = rand::random();
+    let Some(cipher) = ring.keys.get(key_id) else {
+        return Vec::new();
+    };
+    // AES-GCM encryption fails only for messages over 64 GiB.
+    let ciphertext = cipher
+        .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
+        .unwrap_or_default();
+    let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&ciphertext);
+    let mut out = Vec::with_capacity(PREFIX.len() + key_id.len() + 1 + sealed.len() * 4 / 3 + 4);
+    out.extend_from_slice(PREFIX);
+    out.extend_from_slice(key_id.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(STANDARD_NO_PAD.encode(&sealed).as_bytes());
+    out
+}
+
+/// The key-check record: for each key id records may be sealed with, a
+/// value sealed with that key (JSON, no secrets).
+pub const KEY_CHECK_AAD: &[u8] = b"dialogd key check";
+const CANARY: &[u8] = b"dialogd";
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct KeyCheck {
+    keys: BTreeMap<String, String>,
+}
+
+impl Sealer {
+    /// Checks the store's key-check record against the ring: every key in
+    /// use must be held and be the same key. Returns the record to write
+    /// (the primary added, or `only_primary` after a rekey), if it changes.
+    pub fn check_keys(
+        &self,
+        stored: Option<&[u8]>,
+        only_primary: bool,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let check: KeyCheck = match stored {
+            None => KeyCheck::default(),
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map_err(|e| format!("the store's key-check record is unreadable: {e}"))?,
+        };
+        let Some(ring) = &self.ring else {
+            return match check.keys.keys().next() {
+                None => Ok(None),
+                Some(_) => Err(format!(
+                    "the store is encrypted (keys {}), but store.encryption configures no key ring",
+                    check.keys.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            };
+        };
+        for (id, sealed) in &check.keys {
+            match self.open(KEY_CHECK_AAD, sealed.as_bytes()) {
+                Ok(plain) if plain.as_ref() == CANARY => {}
+                Ok(_) | Err(SealError::Tampered(_)) | Err(SealError::Malformed(_)) => {
+                    return Err(format!(
+                        "key {id:?} of the key ring is not the key the store's records were sealed with"
+                    ));
+                }
+                Err(SealError::UnknownKey(..)) | Err(SealError::NoKeyRing(_)) => {
+                    return Err(format!(
+                        "records are sealed with key {id:?}, which the key ring does not hold: add it back (and run `dialogd store rekey` before retiring it)"
+                    ));
+                }
+            }
+        }
+        let primary = ring.primary.clone();
+        let mut next = KeyCheck::default();
+        if !only_primary {
+            next.keys = check.keys.clone();
+        }
+        let canary = check.keys.get(&primary).cloned().unwrap_or_else(|| {
+            String::from_utf8(seal_with(ring, &primary, KEY_CHECK_AAD, CANARY)).unwrap_or_default()
+        });
+        next.keys.insert(primary, canary);
+        if stored.is_some() && next.keys.keys().eq(check.keys.keys()) {
+            return Ok(None);
+        }
+        serde_json::to_vec(&next)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(entries: &[&str], primary: &str) -> Sealer {
+        Sealer::new(Some(KeyRing::parse(&entries.join("\n"), primary).unwrap()))
+    }
+
+    fn entry(id: &str) -> String {
+        KeyRing::new_entry(id)
+    }
+
+    #[test]
+    fn a_sealed_record_opens_only_under_its_own_key_and_name() {
+        let (a, b) = (entry("a"), entry("b"));
+        let sealer = ring(&[&a], "a");
+        let sealed = sealer.seal(b"t/d1", b"secret text".to_vec());
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(
+            sealer.open(b"t/d1", &sealed).unwrap().as_ref(),
+            b"secret text"
+        );
+        assert!(matches!(
+            sealer.open(b"t/d2", &sealed),
+            Err(SealError::Tampered(_))
+        ));
+        let mut flipped = sealed.clone();
+        let last = flipped.len() - 3;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        assert!(sealer.open(b"t/d1", &flipped).is_err());
+        assert!(matches!(
+            ring(&[&b], "b").open(b"t/d1", &sealed),
+            Err(SealError::UnknownKey(..))
+        ));
+        assert!(matches!(
+            Sealer::default().open(b"t/d1", &sealed),
+            Err(SealError::NoKeyRing(_))
+        ));
+        // Written before encryption: read as it is.
+        assert_eq!(
+            sealer.open(b"t/d1", b"{\"v\":2}").unwrap().as_ref(),
+            b"{\"v\":2}"
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_old_records_readable_and_marks_them_for_rekey() {
+        let (old, new) = (entry("old"), entry("new"));
+        let before = ring(&[&old], "old");
+        let sealed = before.seal(b"m/d", b"x".to_vec());
+        let after = ring(&[&old, &new], "new");
+        assert_eq!(after.open(b"m/d", &sealed).unwrap().as_ref(), b"x");
+        assert!(after.needs_rekey(&sealed));
+        assert!(after.needs_rekey(b"{}"));
+        assert!(!after.needs_rekey(&after.seal(b"m/d", b"x".to_vec())));
+    }
+
+    #[test]
+    fn the_key_check_catches_missing_and_wrong_keys() {
+        let (k1, k2) = (entry("k1"), entry("k2"));
+        let first = ring(&[&k1], "k1");
+        let record = first
+            .check_keys(None, false)
+            .unwrap()
+            .expect("written at first");
+        assert_eq!(first.check_keys(Some(&record), false).unwrap(), None);
+        // A new primary joins the record; the old key stays listed.
+        let rotated = ring(&[&k1, &k2], "k2");
+        let record = rotated.check_keys(Some(&record), false).unwrap().unwrap();
+        let err = ring(&[&k2], "k2")
+            .check_keys(Some(&record), false)
+            .unwrap_err();
+        assert!(
+            err.contains("\"k1\"") && err.contains("does not hold"),
+            "{err}"
+        );
+        let wrong_k1 = entry("k1");
+        let err = ring(&[&wrong_k1, &k2], "k2")
+            .check_keys(Some(&record), false)
+            .unwrap_err();
+        assert!(err.contains("not the key"), "{err}");
+        let err = Sealer::default()
+            .check_keys(Some(&record), false)
+            .unwrap_err();
+        assert!(err.contains("encrypted"), "{err}");
+        // After a rekey only the primary is in use: k1 may go.
+        let record = rotated.check_keys(Some(&record), true).unwrap().unwrap();
+        assert!(ring(&[&k2], "k2").check_keys(Some(&record), false).is_ok());
+    }
+
+    #[test]
+    fn bad_rings_are_refused_with_the_reason() {
+        let k = entry("k");
+        for (text, primary, expected) in [
+            ("k:c2hvcnQ=", "k", "32 bytes"),
+            ("k:!!!", "k", "base64"),
+            (k.as_str(), "other", "primary"),
+            ("nocolon", "k", "id:base64"),
+        ] {
+            let err = KeyRing::parse(text, primary).err().unwrap();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        assert!(KeyRing::parse(&format!("{k},{k}"), "k").is_err());
+    }
+}
