@@ -49,6 +49,13 @@ pub fn open(settings: &StoreSettings) -> Result<(sled::Db, Arc<Commits>), OpenEr
             OpenError::Locked(dir.clone())
         }
         sled::Error::Corruption { .. } => unusable(format!("the store's files are damaged: {e}")),
+        // Not damage: restoring a backup would not help.
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            OpenError::Unusable {
+                dir: dir.clone(),
+                reason: "permission denied: the data dir must be writable by the user dialogd runs as (in a container, own the volume by that uid, e.g. Kubernetes fsGroup)".into(),
+            }
+        }
         other => unusable(other.to_string()),
     })?;
     let on_disk = catch_quietly(|| sequence_on_disk(&db))
