@@ -228,10 +228,16 @@ impl Endpoint {
     /// `url` is parsed once, when the backend is built: parsing it per
     /// call (url + idna) showed in the OpenAI path's profile.
     fn post(&self, url: &reqwest::Url, body: &serde_json::Value) -> reqwest::RequestBuilder {
-        self.client
+        let mut request = self
+            .client
             .post(url.clone())
             .headers(self.headers.clone())
-            .json(body)
+            .json(body);
+        // The attempt's trace context, when traces are exported.
+        for (name, value) in crate::telemetry::traces::outbound_headers() {
+            request = request.header(name, value);
+        }
+        request
     }
 
     /// A unary call: the JSON reply, within `request_ms`.

@@ -142,7 +142,14 @@ fn serve(config: Option<PathBuf>, flags: &Flags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(&settings.log);
+    // Dropped last, after the runtime: flushes the spans still queued.
+    let _traces = match crate::telemetry::init_with_traces(&settings.log, &settings.tracing) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("dialogd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     for key in crate::config::ignored_env_keys() {
         tracing::warn!(%key, "environment variable ignored: it names no configuration key");
     }

@@ -30,7 +30,7 @@ pub use models::{
     AdaptiveConcurrencySettings, BreakerSettings, Capability, ModelSettings, RoutingSettings,
     SemanticCacheSettings, TargetSettings,
 };
-pub use observability::{AuditSettings, LogFormat, LogSettings, MetricsSettings};
+pub use observability::{AuditSettings, LogFormat, LogSettings, MetricsSettings, TracingSettings};
 pub use operations::OperationSettings;
 pub use rules::{
     RefuseSettings, RefuseStatus, RuleAction, RuleConditions, RuleSettings, RulesSettings,
@@ -55,6 +55,8 @@ pub struct Settings {
     pub store: StoreSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    /// OpenTelemetry traces (off by default).
+    pub tracing: TracingSettings,
     /// Public model used when neither the dialogue nor the request names one.
     pub default_model: String,
     /// Public models and the backend serving each.
@@ -92,6 +94,7 @@ impl Default for Settings {
             store: StoreSettings::default(),
             limits: LimitSettings::default(),
             log: LogSettings::default(),
+            tracing: TracingSettings::default(),
             default_model: "echo".into(),
             models: vec![models::echo_model()],
             backends: BTreeMap::from([("echo".into(), BackendSettings::Echo { delay_ms: 0 })]),
@@ -178,6 +181,7 @@ impl Settings {
         self.server.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.log.validate().map_err(ConfigError::Invalid)?;
+        self.tracing.validate().map_err(ConfigError::Invalid)?;
         models::validate_models(&self.models, &self.backends, &self.default_model)
             .map_err(ConfigError::Invalid)?;
         for (name, backend) in &self.backends {

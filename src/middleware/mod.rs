@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod read_deadline;
 pub mod request_id;
 pub mod rpc_table;
+pub mod traces;
 
 use crate::failure::Failure;
 use std::future::Future;

@@ -35,6 +35,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Longest Retry-After worth waiting for inside one call; beyond it the
 /// call fails with RESOURCE_EXHAUSTED and the client is told when to retry.
@@ -182,11 +183,19 @@ impl Router {
         request: &ModelRequest,
         deadline: Option<Instant>,
     ) -> Result<Routed<ModelReply>, BackendError> {
-        self.run(route, request, deadline, |target| async move {
-            target
+        self.run("chat", route, request, deadline, |target| async move {
+            let reply = target
                 .backend
                 .complete(&target.upstream_model, request)
-                .await
+                .await?;
+            let usage = reply.usage.as_ref();
+            crate::telemetry::traces::record_reply(
+                usage.map(|u| u.prompt_tokens),
+                usage.map(|u| u.completion_tokens),
+                finish_reason_name(reply.finish_reason),
+                reply.model.as_deref(),
+            );
+            Ok(reply)
         })
         .await
     }
@@ -203,9 +212,13 @@ impl Router {
             messages: Vec::new(),
             params: Default::default(),
         };
-        self.run(route, &needs_nothing, deadline, |target| async move {
-            target.backend.embed(&target.upstream_model, request).await
-        })
+        self.run(
+            "embeddings",
+            route,
+            &needs_nothing,
+            deadline,
+            |target| async move { target.backend.embed(&target.upstream_model, request).await },
+        )
         .await
     }
 
@@ -220,7 +233,7 @@ impl Router {
     ) -> Result<Routed<ReplyStream>, BackendError> {
         let started = Instant::now();
         let routed = self
-            .run(route, request, deadline, |target| async move {
+            .run("chat", route, request, deadline, |target| async move {
                 let mut stream = target
                     .backend
                     .stream(&target.upstream_model, request)
@@ -276,6 +289,7 @@ impl Router {
 
     async fn run<T, F, Fut>(
         &self,
+        operation: &'static str,
         route: &ModelRoute,
         request: &ModelRequest,
         deadline: Option<Instant>,
@@ -361,13 +375,28 @@ impl Router {
                 crate::meter::backend_retry(&route.name, target.backend.name());
             }
             let attempt_started = Instant::now();
+            let span = crate::telemetry::traces::model_call_span(
+                operation,
+                &route.name,
+                target.backend.kind(),
+                target.backend.name(),
+                &target.upstream_model,
+                attempts,
+            );
+            let attempt = call(target.clone()).instrument(span.clone());
             let outcome = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, call(target.clone())).await {
+                Some(d) => match tokio::time::timeout_at(d, attempt).await {
                     Ok(result) => result,
-                    Err(_) => return Err(deadline_error()),
+                    Err(_) => {
+                        crate::telemetry::traces::record_error(&span, "DEADLINE_EXCEEDED");
+                        return Err(deadline_error());
+                    }
                 },
-                None => call(target.clone()).await,
+                None => attempt.await,
             };
+            if let Err(e) = &outcome {
+                crate::telemetry::traces::record_error(&span, e.reason());
+            }
             crate::meter::backend_call(
                 &route.name,
                 target.backend.name(),
@@ -429,5 +458,16 @@ impl Router {
             model: route.name.clone(),
             retry_after: Duration::from_secs(1),
         }))
+    }
+}
+
+/// A finish reason as the GenAI conventions spell it.
+fn finish_reason_name(reason: crate::dialogue::model::FinishReason) -> &'static str {
+    use crate::dialogue::model::FinishReason;
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::ToolCalls => "tool_calls",
     }
 }

@@ -28,6 +28,7 @@ use crate::middleware::metrics::RpcMetrics;
 use crate::middleware::rate_limit::RateLimiting;
 use crate::middleware::read_deadline::ReadDeadlineLayer;
 use crate::middleware::request_id::RequestIds;
+use crate::middleware::traces::Traces;
 use crate::middleware::{AroundLayer, Refuse};
 use crate::operations::Operations;
 use crate::router::Router;
@@ -219,6 +220,7 @@ pub fn serve(
         .layer(crate::http::grpc_web::GrpcWebOnly)
         .layer(AroundLayer(RequestIds))
         .option_layer(client_addresses)
+        .option_layer(crate::telemetry::traces::enabled().then_some(AroundLayer(Traces)))
         .layer(AroundLayer(EndWatchesOnDrain(stop.clone())))
         .layer(AroundLayer(GrpcDeadline))
         .layer(AroundLayer(RpcMetrics))

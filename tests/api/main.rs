@@ -48,5 +48,6 @@ mod streaming;
 mod summaries;
 mod tls;
 mod tools;
+mod traces;
 mod websocket;
 mod write_ahead_log;
