@@ -16,6 +16,7 @@ pub mod grpc_web;
 pub mod json_mapping;
 pub mod metrics_endpoint;
 pub mod openai;
+pub mod openapi;
 pub mod request_json;
 pub mod responses;
 pub mod rest;
@@ -106,6 +107,7 @@ async fn serve(front: &Front, rpc: Rpc, id: String, request: Request) -> Result<
         Rpc::ConverseStream => rest::converse_stream(front, &id, request).await,
         Rpc::DialogueConnect => websocket::connect(front, &id, request).await,
         Rpc::BatchConverse => rest::batch_converse(front, request).await,
+        Rpc::OpenApi => openapi::serve(),
         Rpc::ResumeStream
         | Rpc::SubmitTurn
         | Rpc::GetOperation

@@ -22,6 +22,7 @@ use super::{Front, Response};
 use crate::failure::Failure;
 use crate::grpc::dialogue_calls::CallContext;
 use crate::grpc::pb::dialogue::v1 as pb;
+use crate::middleware::rpc_table::Rpc;
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, Sse};
@@ -125,12 +126,59 @@ fn answer<T: Serialize>(result: Result<T, Status>) -> Response {
     }
 }
 
-/// Builds the call, then runs it with `run`.
+/// How a route builds its request message: the field its body fills
+/// (`None`: the body is the whole message) and the field its `{id}` names
+/// (as `dialogues/{id}`); the rest come from the query string. The
+/// OpenAPI document is generated from the same shapes.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub body: Option<&'static str>,
+    pub id: Option<&'static str>,
+}
+
+const WHOLE: Shape = Shape {
+    body: None,
+    id: None,
+};
+const DIALOGUE_BODY: Shape = Shape {
+    body: Some("dialogue"),
+    id: None,
+};
+const NAMED: Shape = Shape {
+    body: None,
+    id: Some("name"),
+};
+const PARENT: Shape = Shape {
+    body: None,
+    id: Some("parent"),
+};
+
+/// The shape of each REST route's method.
+pub fn shape(rpc: Rpc) -> Option<Shape> {
+    Some(match rpc {
+        Rpc::CreateDialogue => DIALOGUE_BODY,
+        Rpc::UpdateDialogue => Shape {
+            body: Some("dialogue"),
+            id: Some("dialogue.name"),
+        },
+        Rpc::ListDialogues | Rpc::BatchConverse => WHOLE,
+        Rpc::GetDialogue | Rpc::DeleteDialogue | Rpc::Converse | Rpc::ConverseStream => NAMED,
+        Rpc::ListTurns => PARENT,
+        _ => return None,
+    })
+}
+
+/// Builds the call as `shape` says, then runs it.
 macro_rules! unary {
-    ($front:expr, $request:expr, $body_field:expr, $path:expr, $method:ident) => {
+    ($front:expr, $request:expr, $shape:expr, $id:expr, $method:ident) => {
         answer(
             async {
-                let (cx, message) = call($front, $request, $body_field, $path).await?;
+                let path: Vec<(&str, String)> = $shape
+                    .id
+                    .map(|field| (field, name($id)))
+                    .into_iter()
+                    .collect();
+                let (cx, message) = call($front, $request, $shape.body, &path).await?;
                 $front.dialogues.$method(&cx, message).await
             }
             .await,
@@ -143,31 +191,31 @@ fn name(id: &str) -> String {
 }
 
 pub async fn create(front: &Front, request: Request) -> Response {
-    unary!(front, request, Some("dialogue"), &[], create_dialogue)
+    unary!(front, request, DIALOGUE_BODY, "", create_dialogue)
 }
 
 pub async fn list(front: &Front, request: Request) -> Response {
-    unary!(front, request, None, &[], list_dialogues)
+    unary!(front, request, WHOLE, "", list_dialogues)
 }
 
 pub async fn get(front: &Front, id: &str, request: Request) -> Response {
-    unary!(front, request, None, &[("name", name(id))], get_dialogue)
+    unary!(front, request, NAMED, id, get_dialogue)
 }
 
 pub async fn delete(front: &Front, id: &str, request: Request) -> Response {
-    unary!(front, request, None, &[("name", name(id))], delete_dialogue)
+    unary!(front, request, NAMED, id, delete_dialogue)
 }
 
 pub async fn list_turns(front: &Front, id: &str, request: Request) -> Response {
-    unary!(front, request, None, &[("parent", name(id))], list_turns)
+    unary!(front, request, PARENT, id, list_turns)
 }
 
 pub async fn converse(front: &Front, id: &str, request: Request) -> Response {
-    unary!(front, request, None, &[("name", name(id))], converse)
+    unary!(front, request, NAMED, id, converse)
 }
 
 pub async fn batch_converse(front: &Front, request: Request) -> Response {
-    unary!(front, request, None, &[], batch_converse)
+    unary!(front, request, WHOLE, "", batch_converse)
 }
 
 /// The path names the dialogue; a body naming another is refused.
@@ -175,7 +223,7 @@ pub async fn update(front: &Front, id: &str, request: Request) -> Response {
     answer(
         async {
             let (cx, mut message) =
-                call::<pb::UpdateDialogueRequest>(front, request, Some("dialogue"), &[]).await?;
+                call::<pb::UpdateDialogueRequest>(front, request, DIALOGUE_BODY.body, &[]).await?;
             let dialogue = message.dialogue.get_or_insert_with(Default::default);
             if !dialogue.name.is_empty() && dialogue.name != name(id) {
                 let why = "differs from the dialogue in the path";
@@ -193,7 +241,7 @@ pub async fn update(front: &Front, id: &str, request: Request) -> Response {
 /// google.rpc's JSON shape.
 pub async fn converse_stream(front: &Front, id: &str, request: Request) -> Response {
     let fields = [("name", name(id))];
-    let stream = match call::<pb::ConverseRequest>(front, request, None, &fields).await {
+    let stream = match call::<pb::ConverseRequest>(front, request, NAMED.body, &fields).await {
         Ok((cx, message)) => front.dialogues.converse_stream(&cx, message).await,
         Err(status) => Err(status),
     };

@@ -99,6 +99,7 @@ methods!(
     HealthWatch,
     Reflection,
     ReflectionV1Alpha,
+    OpenApi,
 );
 
 /// One HTTP route of a method.
@@ -352,6 +353,12 @@ impl Rpc {
                 MODELS,
                 READS,
                 route!("POST", "/v1/messages/count_tokens"),
+            ),
+            OpenApi => spec(
+                "/http.Docs/OpenApi",
+                Access::Public,
+                READS,
+                route!("GET", "/openapi.json"),
             ),
             HealthCheck => spec("/grpc.health.v1.Health/Check", Access::Public, READS, &[]),
             HealthWatch => spec("/grpc.health.v1.Health/Watch", Access::Public, READS, &[]),

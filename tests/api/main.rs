@@ -31,6 +31,7 @@ mod image_text;
 mod key_lifecycle;
 mod media;
 mod metrics;
+mod openapi;
 mod operations;
 mod outbound;
 mod priorities;

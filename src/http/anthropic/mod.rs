@@ -7,7 +7,7 @@
 //! OpenAI front (`X-Dialogue-Id`, see `binding`), so a dialogue continues
 //! across fronts. Errors use Anthropic's shape and status codes.
 
-mod request;
+pub(crate) mod request;
 mod response;
 
 use super::Front;

@@ -24,7 +24,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use tonic::Status;
 
-const HANDLED: &[&str] = &[
+pub(crate) const HANDLED: &[&str] = &[
     "model",
     "max_tokens",
     "messages",

@@ -13,7 +13,7 @@
 
 mod embeddings;
 mod messages;
-mod request;
+pub(crate) mod request;
 
 pub use embeddings::embeddings;
 mod response;

@@ -46,7 +46,7 @@ const UNSUPPORTED: &[&str] = &[
     "web_search_options",
 ];
 
-const HANDLED: &[&str] = &[
+pub(crate) const HANDLED: &[&str] = &[
     "model",
     "messages",
     "stream",

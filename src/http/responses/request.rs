@@ -27,7 +27,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 use tonic::Status;
 
-const HANDLED: &[&str] = &[
+pub(crate) const HANDLED: &[&str] = &[
     "model",
     "input",
     "instructions",

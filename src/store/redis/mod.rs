@@ -20,6 +20,7 @@ pub mod limits;
 mod records;
 mod rekey;
 mod scripts;
+mod sealed;
 mod truncate;
 
 pub use connection::{Connection, RedisConnection};
@@ -33,7 +34,6 @@ use crate::dialogue::ports::{
 };
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use std::borrow::Cow;
 use std::sync::Arc;
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -61,9 +61,6 @@ pub struct RedisStore {
     sealer: Sealer,
 }
 
-/// The key-check record's name (`store::sealing`).
-const KEY_CHECK: &str = "keycheck";
-
 impl RedisStore {
     pub fn new(redis: RedisConnection, sealer: Sealer) -> RedisStore {
         RedisStore {
@@ -83,47 +80,6 @@ impl RedisStore {
     /// The connection (for tools working on the same keys).
     pub fn connection(&self) -> RedisConnection {
         self.redis.clone()
-    }
-
-    /// A record's associated data: its key without the deployment prefix,
-    /// so a sealed value opens only under its own name.
-    fn aad<'a>(&self, key: &'a str) -> &'a [u8] {
-        key.strip_prefix(self.redis.prefix())
-            .unwrap_or(key)
-            .as_bytes()
-    }
-
-    /// `plain`, sealed for `key` when encryption is on.
-    fn seal(&self, key: &str, plain: String) -> String {
-        self.sealer.seal_text(self.aad(key), plain)
-    }
-
-    /// The plain value of `stored`, read from `key`.
-    fn open<'a>(&self, key: &str, stored: &'a str) -> Result<Cow<'a, str>, StoreError> {
-        Ok(self.sealer.open_text(self.aad(key), stored)?)
-    }
-
-    /// Checks the key ring against the key-check record, as the sled
-    /// store does (see `SledStore::check_keys`).
-    pub async fn check_keys(&self, only_primary: bool) -> Result<(), String> {
-        let key = self.key(KEY_CHECK);
-        let failed = |e: StoreError| e.to_string();
-        let stored: Option<Vec<u8>> = self
-            .con()
-            .map_err(failed)?
-            .get(&key)
-            .await
-            .map_err(|e| e.to_string())?;
-        let update = self.sealer.check_keys(stored.as_deref(), only_primary)?;
-        if let Some(record) = update {
-            let _: () = self
-                .con()
-                .map_err(failed)?
-                .set(&key, record)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 
     fn dialogue_key(&self, id: &DialogueId, part: &str) -> String {
@@ -507,47 +463,4 @@ impl DialogueStore for RedisStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_sweep_repairs_expiry_entries_a_crash_left_out_of_step() {
-        let prefix = format!("test-{:016x}:", rand::random::<u64>());
-        let redis = RedisConnection::connect(&RedisConnection::settings(
-            "redis://127.0.0.1:6379",
-            &[],
-            &prefix,
-        ))
-        .await
-        .expect("a redis-server on 127.0.0.1:6379 (.ci/run starts one)");
-        let store = RedisStore::new(redis, crate::store::sealing::Sealer::default());
-        let owner = crate::store::suite::owner("p");
-        let now = Time::now();
-        let mut dialogue = crate::store::suite::dialogue("kept", &owner, now.0);
-        store.create_dialogue(&dialogue).await.unwrap();
-        let later = Time(now.0 + 3_600_000_000_000);
-        dialogue.id = DialogueId::parse("later").unwrap().scoped_to(&owner);
-        dialogue.expire_time = Some(later);
-        store.create_dialogue(&dialogue).await.unwrap();
-        // Stale entries, as a crash between the index and the write leaves
-        // them: one never expiring, one expiring later, one gone.
-        let gone = DialogueId::parse("gone").unwrap().scoped_to(&owner);
-        let past = RedisStore::expiry_score(Time(now.0 - 1));
-        let mut con = store.con().unwrap();
-        for id in ["kept", "later"].map(|p| DialogueId::parse(p).unwrap().scoped_to(&owner)) {
-            let _: () = con.zadd(store.expiry(), id.as_str(), past).await.unwrap();
-        }
-        let _: () = con.zadd(store.expiry(), gone.as_str(), past).await.unwrap();
-
-        let report = store.sweep_expired(now).await.unwrap();
-        assert!(report.expired_dialogues.is_empty(), "{report:?}");
-        let left: Vec<(String, f64)> = con.zrange_withscores(store.expiry(), 0, -1).await.unwrap();
-        assert_eq!(
-            left,
-            vec![(
-                dialogue.id.as_str().to_owned(),
-                RedisStore::expiry_score(later)
-            )]
-        );
-    }
-}
+mod tests;
