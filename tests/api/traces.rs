@@ -102,6 +102,16 @@ async fn a_retried_turn_is_one_trace_continuing_the_callers_with_genai_spans() {
         2,
         "the first call failed and was retried"
     );
+    // A streamed turn: its model call runs on the stream's own task.
+    let mut stream = api
+        .converse_stream(pb::ConverseRequest {
+            name: "dialogues/traced".into(),
+            content: vec![crate::helpers::text("and streamed")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    while stream.message().await.unwrap().is_some() {}
 
     // SIGTERM: the process flushes its spans before it exits.
     let pid = server.child.id().unwrap().to_string();
@@ -137,9 +147,30 @@ async fn a_retried_turn_is_one_trace_continuing_the_callers_with_genai_spans() {
     assert_eq!(server_attrs["rpc.method"], "Converse");
     assert_eq!(server_attrs["rpc.grpc.status_code"], "0");
 
-    let mut attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "chat gpt-test").collect();
+    let streamed = spans
+        .iter()
+        .find(|s| s.name == "dialogue.v1.DialogueService/ConverseStream")
+        .unwrap_or_else(|| {
+            let names: Vec<_> = spans
+                .iter()
+                .map(|s| (&s.name, hex(&s.parent_span_id)))
+                .collect();
+            panic!("the stream's server span in {names:?}")
+        });
+    let mut attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "chat gpt-test" && s.parent_span_id == server_span.span_id)
+        .collect();
     attempts.sort_by_key(|s| s.start_time_unix_nano);
     assert_eq!(attempts.len(), 2, "one span per attempt");
+    let stream_calls = spans
+        .iter()
+        .filter(|s| s.name == "chat gpt-test" && s.parent_span_id == streamed.span_id)
+        .count();
+    assert_eq!(
+        stream_calls, 1,
+        "the streamed turn's model call is its child"
+    );
     for attempt in &attempts {
         assert_eq!(attempt.trace_id, server_span.trace_id);
         assert_eq!(
@@ -174,8 +205,9 @@ async fn a_retried_turn_is_one_trace_continuing_the_callers_with_genai_spans() {
         "no upstream URL in spans"
     );
 
-    // The answered attempt's context reached the upstream.
-    let sent = upstream.last_headers();
+    // The answered attempt's context reached the upstream (the stream's
+    // call came later, in its own trace).
+    let sent = upstream.headers_of(1);
     let traceparent = sent["traceparent"].to_str().unwrap();
     assert_eq!(
         traceparent,

@@ -176,6 +176,17 @@ impl FakeUpstream {
             .collect()
     }
 
+    /// The headers of the `n`th request (from 0).
+    pub fn headers_of(&self, n: usize) -> HeaderMap {
+        self.inner
+            .lock()
+            .unwrap()
+            .headers
+            .get(n)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn last_headers(&self) -> HeaderMap {
         self.inner
             .lock()
