@@ -89,6 +89,9 @@ fn unix_now() -> i64 {
 
 pub struct Authenticator {
     keys: HashMap<String, KeyEntry>,
+    /// Networks a principal's calls must come from, whatever credential
+    /// it presents (`auth.principal_networks`).
+    principal_networks: HashMap<String, Networks>,
     verifier: Option<JwtVerifier>,
     issuer: Option<JwtIssuer>,
     token_ttl_secs: u64,
@@ -100,6 +103,7 @@ impl Authenticator {
     pub fn new(token_ttl_secs: u64) -> Authenticator {
         Authenticator {
             keys: HashMap::new(),
+            principal_networks: HashMap::new(),
             verifier: None,
             issuer: None,
             token_ttl_secs,
@@ -117,6 +121,18 @@ impl Authenticator {
                 limits,
             },
         );
+    }
+
+    /// Admits `principal`'s calls only from `networks`.
+    pub fn restrict_principal(&mut self, principal: String, networks: Networks) {
+        self.principal_networks.insert(principal, networks);
+    }
+
+    /// Whether `principal` may call from `client` (no list: from anywhere).
+    pub fn principal_admits(&self, principal: &str, client: Option<IpAddr>) -> bool {
+        self.principal_networks
+            .get(principal)
+            .is_none_or(|networks| networks.admits(client))
     }
 
     /// Accepts JWTs `verifier` verifies, and issues tokens with `issuer`.
@@ -147,10 +163,22 @@ impl Authenticator {
         if let Some(key) = keys::parse(credential) {
             return self.check_key(key.id, key.secret, client);
         }
-        self.verifier
+        // A token's (yet unverified) subject decides before its signature
+        // is checked, so a refusal says nothing of the token's validity.
+        if let Some(subject) = super::jwt::unverified_subject(credential)
+            && !self.principal_admits(&subject, client)
+        {
+            return Err(AuthError::AddressNotAllowed);
+        }
+        let principal = self
+            .verifier
             .as_ref()
             .and_then(|v| v.verify(credential))
-            .ok_or(AuthError::Invalid)
+            .ok_or(AuthError::Invalid)?;
+        match self.principal_admits(&principal.id, client) {
+            true => Ok(principal),
+            false => Err(AuthError::AddressNotAllowed),
+        }
     }
 
     /// A key from a network it may not be used from is refused before its
@@ -162,7 +190,9 @@ impl Authenticator {
         client: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
         let entry = self.keys.get(id).ok_or(AuthError::Invalid)?;
-        if !entry.limits.networks.admits(client) {
+        if !entry.limits.networks.admits(client)
+            || !self.principal_admits(&entry.principal.id, client)
+        {
             return Err(AuthError::AddressNotAllowed);
         }
         if !keys::matches(secret, &entry.hash) {

@@ -193,6 +193,18 @@ impl JwtIssuer {
     }
 }
 
+/// The `sub` a token claims, read without checking anything: only for
+/// refusing early (a per-principal allow-list), never for admitting.
+pub fn unverified_subject(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("sub")?.as_str().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,9 @@ pub struct AuthSettings {
     /// Proxies (CIDR) whose `Forwarded` / `X-Forwarded-For` headers name
     /// the caller; from anyone else those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// Per principal (a key's principal, a token's `sub`, a certificate's
+    /// subject): the networks its calls must come from.
+    pub principal_networks: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for AuthSettings {
@@ -47,6 +50,7 @@ impl Default for AuthSettings {
             max_failures_per_minute: 20,
             allowed_networks: Vec::new(),
             trusted_proxies: Vec::new(),
+            principal_networks: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -79,6 +83,9 @@ impl AuthSettings {
         }
         Networks::parse("auth.allowed_networks", &self.allowed_networks)?;
         Networks::parse("auth.trusted_proxies", &self.trusted_proxies)?;
+        for (principal, networks) in &self.principal_networks {
+            Networks::parse(&format!("auth.principal_networks.{principal}"), networks)?;
+        }
         self.jwt.validate()?;
         if self.mode == AuthMode::Required && self.api_keys.is_empty() && !self.jwt.any_key() {
             return Err("auth.mode = \"required\" needs auth.api_keys or an auth.jwt key".into());

@@ -88,6 +88,13 @@ impl Authentication {
             (None, None) => Principal::local(),
             (None, Some(auth)) => auth.authenticate(authorization, client)?,
         };
+        // A client certificate's subject too is held to its principal's
+        // networks (keys and tokens were checked before their secrets).
+        if let Some(auth) = &self.authenticator
+            && !auth.principal_admits(&principal.id, client)
+        {
+            return Err(AuthError::AddressNotAllowed);
+        }
         match access {
             Access::Scope(scope) if !principal.has_scope(scope) => {
                 Err(AuthError::MissingScope(scope))

@@ -3,6 +3,7 @@
 
 use super::StartupError;
 use crate::auth::jwt::{JwtIssuer, JwtVerifier};
+use crate::auth::networks::Networks;
 use crate::auth::{Authenticator, Principal, keys};
 use crate::backend::Tesseract;
 use crate::config::{AuthMode, AuthSettings, ImageTextSettings, Settings};
@@ -51,6 +52,10 @@ fn authenticator_of(settings: &AuthSettings) -> Result<Authenticator, String> {
             k.scopes.as_ref().map(|s| s.iter().copied().collect()),
         );
         authenticator.add_key(k.id.clone(), hash, principal, k.limits()?);
+    }
+    for (principal, networks) in &settings.principal_networks {
+        let field = format!("auth.principal_networks.{principal}");
+        authenticator.restrict_principal(principal.clone(), Networks::parse(&field, networks)?);
     }
     let jwt = &settings.jwt;
     let secret = jwt

@@ -396,3 +396,52 @@ async fn keygen_makes_a_successor_that_overlaps_and_the_expiry_gauge_shows_the_d
     assert!(metrics.contains("dialogd_api_key_expires_timestamp_seconds{key_id=\"app\"}"));
     server.kill9().await;
 }
+
+#[tokio::test]
+async fn a_principal_bound_to_a_network_is_refused_elsewhere_with_any_credential() {
+    const SECRET_ENV: &str = "DIALOGD_TEST_PRINCIPAL_NETWORKS_SECRET";
+    const SECRET: &str = "principal-networks-secret-of-32-bytes!";
+    unsafe { std::env::set_var(SECRET_ENV, SECRET) };
+    let (key, entry) = key("svc-key", "acme", |k| k.principal = Some("svc-a".into()));
+    let app = spawn_app_with(|s| {
+        s.auth.mode = AuthMode::Required;
+        s.auth.max_failures_per_minute = 0;
+        s.auth.api_keys = vec![entry];
+        s.auth.jwt.hs256_secret_env = Some(SECRET_ENV.into());
+        s.auth
+            .principal_networks
+            .insert("svc-a".into(), vec!["127.0.0.2/32".into()]);
+    })
+    .await;
+    let issuer = dialogd::auth::jwt::JwtIssuer::new("dialogd", "dialogd", SECRET.as_bytes());
+    let now = u64::try_from(dialogd::dialogue::model::Time::now().0 / 1_000_000_000).unwrap();
+    let svc = dialogd::auth::Principal::new(
+        "svc-a".into(),
+        "acme".into(),
+        [dialogd::auth::Role::User].into(),
+        None,
+    );
+    let token = issuer.issue(&svc, now, 300).unwrap();
+    let forged = dialogd::auth::jwt::JwtIssuer::new(
+        "dialogd",
+        "dialogd",
+        b"another-secret-of-at-least-32-bytes!",
+    )
+    .issue(&svc, now, 300)
+    .unwrap();
+    for credential in [&key, &token] {
+        assert!(list_from(&app, "127.0.0.2", credential).await.is_ok());
+        let status = list_from(&app, "127.0.0.1", credential).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            http_list_from(&app, "127.0.0.1", credential, &[]).await.0,
+            403
+        );
+    }
+    // Elsewhere a forged token gets the same answer as a good one; from
+    // the principal's network it is just invalid.
+    let status = list_from(&app, "127.0.0.1", &forged).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = list_from(&app, "127.0.0.2", &forged).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
