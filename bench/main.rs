@@ -36,7 +36,7 @@ enum Command {
         /// Shorter measurements (1 s warm-up, 3 s each, 200,000 stored turns).
         #[arg(long)]
         quick: bool,
-        /// Only these scenarios (a-h; a and b run together).
+        /// Only these scenarios (a-i; a and b run together).
         #[arg(long, value_delimiter = ',')]
         only: Vec<char>,
         /// Also write the report here.
@@ -283,6 +283,9 @@ async fn run(quick: bool, only: &[char], out: Option<PathBuf>) -> Result<(), Str
     }
     if wanted('h') {
         bench.openai_path().await?;
+    }
+    if wanted('i') {
+        bench.encryption().await?;
     }
     if let Some(path) = out {
         std::fs::write(&path, bench.report()).map_err(|e| e.to_string())?;

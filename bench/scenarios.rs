@@ -11,8 +11,10 @@
 //! e. turn latency on a dialogue of 10 turns vs one of 10,000;
 //! f. a store of 1,000,000 turns: start-up time, RSS, disk size;
 //! g. RSS with 1,000 concurrent streams;
-//! h. the OpenAI path, stateless, against the mock alone (`openai_path`).
+//! h. the OpenAI path, stateless, against the mock alone (`openai_path`);
+//! i. Converse with encryption at rest vs without (`encryption`).
 
+mod encryption;
 mod openai_path;
 
 use crate::clients::{self, Upstream};
@@ -114,6 +116,17 @@ impl Bench {
         mock: Option<SocketAddr>,
         data: Option<&Path>,
     ) -> Result<Proc, String> {
+        self.dialogd_with(name, mock, data, "").await
+    }
+
+    /// `dialogd` with `extra` appended to its config.
+    async fn dialogd_with(
+        &self,
+        name: &str,
+        mock: Option<SocketAddr>,
+        data: Option<&Path>,
+        extra: &str,
+    ) -> Result<Proc, String> {
         let data = data.map_or_else(|| self.dir.path().join(name), Path::to_path_buf);
         let mut config = format!(
             r#"default_model = "{default}"
@@ -144,6 +157,7 @@ backend = "echo"
                 "[[models]]\nname = \"mock\"\nbackend = \"mock\"\n[backends.mock]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\n"
             );
         }
+        config.push_str(extra);
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
         Proc::spawn(
