@@ -20,7 +20,9 @@ impl Bench {
             let server = self.dialogd_with(name, None, None, &extra).await?;
             let peak = self.closed_converse(server.addr, name).await?;
             let rate = 500.0;
-            let paced = self.open_converse(server.addr, rate, &format!("{name}-open")).await?;
+            let paced = self
+                .open_converse(server.addr, rate, &format!("{name}-open"))
+                .await?;
             server.stop().await;
             rows.push((name, peak, paced));
         }

@@ -226,6 +226,16 @@ mod tests {
     }
 
     #[test]
+    fn the_unverified_subject_is_read_from_any_token_and_nothing_else() {
+        let issuer = JwtIssuer::new("dialogd", "dialogd", b"0123456789abcdef0123456789abcdef");
+        let token = issuer.issue(&principal(), now(), 60).unwrap();
+        assert_eq!(unverified_subject(&token).as_deref(), Some("svc-a"));
+        for bad in ["", "a.b.c", "dk_key_secret", "x.eyJub3N1YiI6MX0.y"] {
+            assert_eq!(unverified_subject(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn issued_tokens_verify_with_their_claims() {
         let issuer = JwtIssuer::new(
             "dialogd",

@@ -32,6 +32,7 @@ fn usage(message: &str) -> ExitCode {
 /// Runs `keygen` with `settings` (needed only for `--successor-of`).
 pub fn run(options: KeygenOptions, settings: Option<Result<Settings, String>>) -> ExitCode {
     let now = now_secs();
+    let mut old_expiry = None;
     let mut entry = match &options.successor_of {
         None => {
             let (Some(id), Some(tenant)) = (options.id.clone(), options.tenant.clone()) else {
@@ -58,6 +59,12 @@ pub fn run(options: KeygenOptions, settings: Option<Result<Settings, String>>) -
                 Some(Err(e)) => return usage(&e),
                 None => return usage("--successor-of needs --config naming the server's config"),
             };
+            old_expiry = settings
+                .auth
+                .api_keys
+                .iter()
+                .find(|k| &k.id == old_id)
+                .and_then(|k| k.limits().ok()?.expires);
             match successor(&settings, old_id, options.id.clone(), now) {
                 Ok(entry) => entry,
                 Err(e) => return usage(&e),
@@ -79,7 +86,9 @@ pub fn run(options: KeygenOptions, settings: Option<Result<Settings, String>>) -
     );
     println!("# {key}");
     if let Some(old) = &options.successor_of {
-        let retire = keys::format_time(now + i64::from(options.overlap_days) * DAY);
+        // Never later than the old key's own expiry.
+        let overlap_end = now + i64::from(options.overlap_days) * DAY;
+        let retire = keys::format_time(old_expiry.map_or(overlap_end, |t| t.min(overlap_end)));
         println!("#");
         println!("# It succeeds {old:?} and acts as the same principal. Add this entry, move");
         println!("# clients to the new key, then retire the old one: set");

@@ -224,6 +224,18 @@ async fn a_rotated_ring_reads_old_records_and_rekey_lets_the_old_key_go() {
         "{stdout}"
     );
 
+    // The offline check opens every record with the config's keys.
+    if app.settings.store.kind == StoreKind::Sled {
+        let config = config_file(keys.path(), &app.settings, &only_k2, "k2");
+        let data_dir = app.settings.store.data_dir.display().to_string();
+        let out = std::process::Command::new(binary())
+            .args(["--config", config.to_str().unwrap(), "store", "verify"])
+            .args(["--data-dir", &data_dir])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("ok"), "{stdout}");
+    }
     let app = start_on(&dir, |s| encrypted(s, &only_k2, "k2")).await;
     for id in ["old", "new"] {
         let turns = app.api.all_turns(id).await;
