@@ -10,6 +10,7 @@ use crate::startup::Application;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// dialogd: a gRPC dialogue service for LLM applications.
 ///
@@ -143,13 +144,18 @@ fn serve(config: Option<PathBuf>, flags: &Flags) -> ExitCode {
         }
     };
     // Dropped last, after the runtime: flushes the spans still queued.
-    let _traces = match crate::telemetry::init_with_traces(&settings.log, &settings.tracing) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("dialogd: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // The exporter's client is made here, before the async runtime: a
+    // blocking client must not be made (or dropped) inside it.
+    let exporter_client = || crate::backend::roots::blocking_client(Duration::from_secs(10));
+    let _traces =
+        match crate::telemetry::init_with_traces(&settings.log, &settings.tracing, exporter_client)
+        {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("dialogd: {e}");
+                return ExitCode::from(2);
+            }
+        };
     for key in crate::config::ignored_env_keys() {
         tracing::warn!(%key, "environment variable ignored: it names no configuration key");
     }

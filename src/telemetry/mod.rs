@@ -16,13 +16,18 @@ pub fn init(settings: &LogSettings) {
     let _ = install(settings, None);
 }
 
-/// Installs logs and, if `tracing` asks for them, exported traces; the
-/// guard flushes the traces when dropped.
-pub fn init_with_traces(
+/// Installs logs and, if `tracing` asks for them, exported traces posted
+/// with the client `http_client` makes; the guard flushes the traces when
+/// dropped.
+pub fn init_with_traces<C>(
     log: &LogSettings,
     tracing: &TracingSettings,
-) -> Result<Option<TraceGuard>, String> {
-    let guard = traces::provider(tracing)?;
+    http_client: impl FnOnce() -> Result<C, String>,
+) -> Result<Option<TraceGuard>, String>
+where
+    C: opentelemetry_http::HttpClient + 'static,
+{
+    let guard = traces::provider(tracing, http_client)?;
     install(log, guard.as_ref()).map_err(|e| format!("cannot install the log subscriber: {e}"))?;
     Ok(guard)
 }

@@ -40,15 +40,19 @@ impl Drop for TraceGuard {
     }
 }
 
-/// The tracer provider `settings` ask for, if any.
-pub(super) fn provider(settings: &TracingSettings) -> Result<Option<TraceGuard>, String> {
+/// The tracer provider `settings` ask for, if any, posting with the
+/// client `http_client` makes (only called when tracing is on).
+pub(super) fn provider<C>(
+    settings: &TracingSettings,
+    http_client: impl FnOnce() -> Result<C, String>,
+) -> Result<Option<TraceGuard>, String>
+where
+    C: opentelemetry_http::HttpClient + 'static,
+{
     let Some(url) = settings.traces_url()? else {
         return Ok(None);
     };
-    // Built here, before the async runtime: a blocking client must not be
-    // made (or dropped) inside it.
-    let client = crate::backend::roots::blocking_client(Duration::from_secs(10))
-        .map_err(|e| format!("tracing: {e}"))?;
+    let client = http_client().map_err(|e| format!("tracing: {e}"))?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)
