@@ -341,3 +341,75 @@ async fn a_moved_or_tampered_record_is_data_loss_not_garbage() {
     // The other dialogue is untouched.
     assert_eq!(app.api.all_turns("alice-d").await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_backup_of_an_encrypted_store_is_sealed_and_restores_with_the_keys() {
+    let keys = TempDir::new().unwrap();
+    let ring = ring_file(keys.path(), "ring", &[&new_key("k1")]);
+    let sled = |s: &mut Settings| {
+        s.store.kind = StoreKind::Sled;
+        encrypted(s, &ring, "k1");
+    };
+    let dir = Arc::new(TempDir::new().unwrap());
+    let mut app = start_on(&dir, sled).await;
+    fill(&app, "kept").await;
+    app.stop().await.unwrap();
+
+    let config = config_file(keys.path(), &app.settings, &ring, "k1");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .args(["--config", config.to_str().unwrap(), "store"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let backups = keys.path().join("backups");
+    let data_dir = app.settings.store.data_dir.display().to_string();
+    run(&[
+        "backup",
+        "--data-dir",
+        &data_dir,
+        "--to",
+        backups.to_str().unwrap(),
+    ]);
+    let file = std::fs::read_dir(&backups)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        !holds_canary(&std::fs::read(&file).unwrap()),
+        "the backup holds plain text"
+    );
+
+    let restored = Arc::new(TempDir::new().unwrap());
+    let target = restored.path().join("data");
+    run(&[
+        "restore",
+        "--from",
+        file.to_str().unwrap(),
+        "--data-dir",
+        target.to_str().unwrap(),
+    ]);
+    let at_target = |s: &mut Settings| {
+        sled(s);
+        s.store.data_dir = target.clone();
+    };
+    let app = start_on(&restored, at_target).await;
+    let turns = app.api.all_turns("kept").await;
+    assert!(turn_text(&turns[0]).contains(CANARY));
+    let mut app = app;
+    app.stop().await.unwrap();
+    let err = try_start_on(&restored, |s| {
+        s.store.kind = StoreKind::Sled;
+        s.store.data_dir = target.clone();
+    })
+    .await;
+    assert!(err.contains("is encrypted"), "{err}");
+}
