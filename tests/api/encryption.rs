@@ -413,3 +413,75 @@ async fn a_backup_of_an_encrypted_store_is_sealed_and_restores_with_the_keys() {
     .await;
     assert!(err.contains("is encrypted"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_rekey_on_redis_loses_no_turn_written_meanwhile() {
+    let keys = TempDir::new().unwrap();
+    let (k1, k2) = (new_key("k1"), new_key("k2"));
+    let only_k1 = ring_file(keys.path(), "k1", &[&k1]);
+    let both = ring_file(keys.path(), "both", &[&k1, &k2]);
+    let only_k2 = ring_file(keys.path(), "k2", &[&k2]);
+    let prefix = format!("test-rekey-{:016x}:", rand::random::<u64>());
+    let on_redis = |ring: PathBuf, primary: &'static str| {
+        let prefix = prefix.clone();
+        move |s: &mut Settings| {
+            s.store.kind = StoreKind::Redis;
+            s.store.redis.key_prefix = prefix;
+            encrypted(s, &ring, primary);
+        }
+    };
+    let dir = Arc::new(TempDir::new().unwrap());
+    let mut app = start_on(&dir, on_redis(only_k1.clone(), "k1")).await;
+    for d in 0..8 {
+        app.api.create(&format!("d{d}")).await;
+        for i in 0..5 {
+            app.api
+                .converse(&format!("d{d}"), &format!("{CANARY} {i}"))
+                .await
+                .unwrap();
+        }
+    }
+    app.stop().await.unwrap();
+
+    // Serving with k2 as primary while the rekey runs beside it.
+    let app = start_on(&dir, on_redis(both.clone(), "k2")).await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (api, done) = (app.api.clone(), done.clone());
+        // Turns go on until the rekey has finished (at least 10).
+        tokio::spawn(async move {
+            let mut written = 0;
+            while written < 10 || !done.load(std::sync::atomic::Ordering::Acquire) {
+                let d = format!("d{}", written % 8);
+                api.converse(&d, &format!("{CANARY} during {written}"))
+                    .await
+                    .unwrap();
+                written += 1;
+            }
+            written
+        })
+    };
+    let config = config_file(keys.path(), &app.settings, &both, "k2");
+    let rekey = tokio::process::Command::new(binary())
+        .args(["--config", config.to_str().unwrap(), "store", "rekey"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        rekey.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rekey.stderr)
+    );
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let written = writer.await.unwrap();
+    let mut app = app;
+    app.stop().await.unwrap();
+
+    // k1 may go now; every turn, old and new, reads.
+    let app = start_on(&dir, on_redis(only_k2, "k2")).await;
+    let mut turns = 0;
+    for d in 0..8 {
+        turns += app.api.all_turns(&format!("d{d}")).await.len();
+    }
+    assert_eq!(turns, 8 * 5 * 2 + written * 2, "no turn lost or unreadable");
+}
