@@ -37,7 +37,9 @@ pub fn rekey(settings: &Settings) -> Result<bool, String> {
                 let sealer = crate::store::sealing::Sealer::from_settings(&store.encryption)?;
                 let redis = crate::store::redis::RedisStore::new(redis, sealer);
                 redis.check_keys(false).await?;
-                redis.rekey().await
+                redis
+                    .rekey(store.redis.cluster_nodes.first().map(String::as_str))
+                    .await
             }
         }
     })?;

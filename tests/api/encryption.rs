@@ -172,9 +172,10 @@ fn config_file(dir: &Path, settings: &Settings, ring: &Path, primary: &str) -> P
         "sled"
     };
     let text = format!(
-        "[store]\nkind = \"{kind}\"\ndata_dir = {:?}\n[store.redis]\nkey_prefix = {:?}\n[store.encryption]\nkey_file = {:?}\nprimary = {primary:?}\n",
+        "[store]\nkind = \"{kind}\"\ndata_dir = {:?}\n[store.redis]\nkey_prefix = {:?}\ncluster_nodes = {:?}\n[store.encryption]\nkey_file = {:?}\nprimary = {primary:?}\n",
         store.data_dir.display().to_string(),
         store.redis.key_prefix,
+        store.redis.cluster_nodes,
         ring.display().to_string(),
     );
     let path = dir.join("dialogd.toml");
@@ -484,4 +485,72 @@ async fn an_online_rekey_on_redis_loses_no_turn_written_meanwhile() {
         turns += app.api.all_turns(&format!("d{d}")).await.len();
     }
     assert_eq!(turns, 8 * 5 * 2 + written * 2, "no turn lost or unreadable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_on_a_redis_cluster_reaches_every_master() {
+    let cluster = crate::redis_cluster::RedisCluster::start();
+    let keys = TempDir::new().unwrap();
+    let (k1, k2) = (new_key("k1"), new_key("k2"));
+    let (only_k1, both, only_k2) = (
+        ring_file(keys.path(), "k1", &[&k1]),
+        ring_file(keys.path(), "both", &[&k1, &k2]),
+        ring_file(keys.path(), "k2", &[&k2]),
+    );
+    let nodes = cluster.nodes();
+    let on_cluster = |ring: PathBuf, primary: &'static str| {
+        let nodes = nodes.clone();
+        move |s: &mut Settings| {
+            s.store.kind = StoreKind::Redis;
+            s.store.redis.cluster_nodes = nodes;
+            s.store.redis.key_prefix = "rekey:".into();
+            encrypted(s, &ring, primary);
+        }
+    };
+    let dir = Arc::new(TempDir::new().unwrap());
+    let mut app = start_on(&dir, on_cluster(only_k1, "k1")).await;
+    // Operations live in slots of their own: they spread over the masters.
+    let mut operations = Vec::new();
+    for d in 0..6 {
+        let op = app
+            .api
+            .submit_turn(submit(&format!("c{d}"), &format!("{CANARY} {d}"), ""))
+            .await
+            .unwrap();
+        wait_done(&app.api, &op.name).await;
+        operations.push(op.name);
+    }
+    app.stop().await.unwrap();
+    let holding = cluster.keys_per_node().iter().filter(|&&n| n > 0).count();
+    assert!(
+        holding >= 2,
+        "records on several masters: {:?}",
+        cluster.keys_per_node()
+    );
+    let app = start_on(&dir, on_cluster(both.clone(), "k2")).await;
+    let config = config_file(keys.path(), &app.settings, &both, "k2");
+    let mut app = app;
+    app.stop().await.unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["--config", config.to_str().unwrap(), "store", "rekey"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = start_on(&dir, on_cluster(only_k2, "k2")).await;
+    for name in &operations {
+        let op = app
+            .api
+            .get_operation(pb::GetOperationRequest { name: name.clone() })
+            .await
+            .unwrap();
+        let answered = matches!(op.result, Some(pb::operation::Result::Response(_)));
+        assert!(op.done && answered, "{name}: {op:?}");
+    }
+    for d in 0..6 {
+        assert_eq!(app.api.all_turns(&format!("c{d}")).await.len(), 2);
+    }
 }
