@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Builds the runtime image FROM scratch with buildah (no registry, no
 # Docker engine needed) and tags it `${2:-dialogd:ci}`; the binary is $1
-# (CI uses the debug build its tests already made; a release image would
-# use target/release/dialogd). tests/python/test_image.py then runs it.
+# (CI: target/release/dialogd). tests/python/test_image.py then runs it.
 set -euo pipefail
 binary=${1:?usage: check.sh BINARY [TAG]}
 tag=${2:-dialogd:ci}
