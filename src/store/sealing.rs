@@ -274,6 +274,16 @@ impl Sealer {
             };
         };
         for (id, sealed) in &check.keys {
+            // Each entry must be sealed, and with the key it names.
+            let names_its_key = sealed
+                .as_bytes()
+                .strip_prefix(PREFIX)
+                .is_some_and(|rest| rest.starts_with(format!("{id}:").as_bytes()));
+            if !names_its_key {
+                return Err(format!(
+                    "the store's key-check entry for key {id:?} is damaged"
+                ));
+            }
             match self.open(KEY_CHECK_AAD, sealed.as_bytes()) {
                 Ok(plain) if plain.as_ref() == CANARY => {}
                 Ok(_) | Err(SealError::Tampered(_)) | Err(SealError::Malformed(_)) => {
@@ -391,6 +401,20 @@ mod tests {
             .check_keys(Some(&record), false)
             .unwrap_err();
         assert!(err.contains("encrypted"), "{err}");
+        // An entry left in clear, or sealed with another key than it names.
+        let clear = br#"{"keys":{"k1":"dialogd"}}"#;
+        assert!(
+            first
+                .check_keys(Some(clear), false)
+                .unwrap_err()
+                .contains("damaged")
+        );
+        let swapped = String::from_utf8(rotated.seal(KEY_CHECK_AAD, CANARY.to_vec())).unwrap();
+        let swapped = serde_json::json!({"keys": {"k1": swapped}}).to_string();
+        let err = rotated
+            .check_keys(Some(swapped.as_bytes()), false)
+            .unwrap_err();
+        assert!(err.contains("damaged"), "{err}");
         // After a rekey only the primary is in use: k1 may go.
         let record = rotated.check_keys(Some(&record), true).unwrap().unwrap();
         assert!(ring(&[&k2], "k2").check_keys(Some(&record), false).is_ok());
