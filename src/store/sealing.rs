@@ -49,6 +49,8 @@ impl From<SealError> for crate::dialogue::ports::StoreError {
 /// The keys: every id that may open records, and the one that seals.
 pub struct KeyRing {
     primary: String,
+    /// The primary's cipher, held apart so sealing cannot miss it.
+    sealing: Aes256Gcm,
     keys: HashMap<String, Aes256Gcm>,
 }
 
@@ -79,13 +81,13 @@ impl KeyRing {
                 return Err(format!("key {id:?} is listed twice"));
             }
         }
-        if !keys.contains_key(primary) {
-            return Err(format!(
-                "the primary key {primary:?} is not in the key ring"
-            ));
-        }
+        let sealing = keys
+            .get(primary)
+            .cloned()
+            .ok_or_else(|| format!("the primary key {primary:?} is not in the key ring"))?;
         Ok(KeyRing {
             primary: primary.to_owned(),
+            sealing,
             keys,
         })
     }
@@ -148,7 +150,7 @@ impl Sealer {
     pub fn seal(&self, aad: &[u8], plain: Vec<u8>) -> Vec<u8> {
         match &self.ring {
             None => plain,
-            Some(ring) => seal_with(ring, &ring.primary, aad, &plain),
+            Some(ring) => seal_with(ring, aad, &plain),
         }
     }
 
@@ -220,13 +222,14 @@ impl Sealer {
     }
 }
 
-fn seal_with(ring: &KeyRing, key_id: &str, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+/// `plain` sealed with the ring's primary key.
+fn seal_with(ring: &KeyRing, aad: &[u8], plain: &[u8]) -> Vec<u8> {
     let nonce: [u8; NONCE_LEN] = rand::random();
-    let Some(cipher) = ring.keys.get(key_id) else {
-        return Vec::new();
-    };
-    // AES-GCM encryption fails only for messages over 64 GiB.
-    let ciphertext = cipher
+    let key_id = &ring.primary;
+    // AES-GCM encryption fails only for messages over 64 GiB; records are
+    // bounded far below (request and record size limits).
+    let ciphertext = ring
+        .sealing
         .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
         .unwrap_or_default();
     let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
@@ -304,7 +307,7 @@ impl Sealer {
             next.keys = check.keys.clone();
         }
         let canary = check.keys.get(&primary).cloned().unwrap_or_else(|| {
-            String::from_utf8(seal_with(ring, &primary, KEY_CHECK_AAD, CANARY)).unwrap_or_default()
+            String::from_utf8(seal_with(ring, KEY_CHECK_AAD, CANARY)).unwrap_or_default()
         });
         next.keys.insert(primary, canary);
         if stored.is_some() && next.keys.keys().eq(check.keys.keys()) {
