@@ -16,8 +16,8 @@ pub struct KeygenOptions {
     pub valid_days: Option<u32>,
     /// A configured key id the new key succeeds.
     pub successor_of: Option<String>,
-    /// Days the old key stays valid beside its successor.
-    pub overlap_days: u32,
+    /// Days the old key stays valid beside its successor (default 14).
+    pub overlap_days: Option<u32>,
 }
 
 fn now_secs() -> i64 {
@@ -32,6 +32,9 @@ fn usage(message: &str) -> ExitCode {
 /// Runs `keygen` with `settings` (needed only for `--successor-of`).
 pub fn run(options: KeygenOptions, settings: Option<Result<Settings, String>>) -> ExitCode {
     let now = now_secs();
+    if options.overlap_days.is_some() && options.successor_of.is_none() {
+        return usage("--overlap-days is for --successor-of (the old key's overlap)");
+    }
     let mut old_expiry = None;
     let mut entry = match &options.successor_of {
         None => {
@@ -87,7 +90,7 @@ pub fn run(options: KeygenOptions, settings: Option<Result<Settings, String>>) -
     println!("# {key}");
     if let Some(old) = &options.successor_of {
         // Never later than the old key's own expiry.
-        let overlap_end = now + i64::from(options.overlap_days) * DAY;
+        let overlap_end = now + i64::from(options.overlap_days.unwrap_or(14)) * DAY;
         let retire = keys::format_time(old_expiry.map_or(overlap_end, |t| t.min(overlap_end)));
         println!("#");
         println!("# It succeeds {old:?} and acts as the same principal. Add this entry, move");

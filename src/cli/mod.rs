@@ -54,9 +54,9 @@ enum Command {
         #[arg(long)]
         successor_of: Option<String>,
         /// Days the old key stays valid beside its successor (printed as
-        /// the `expires` to set on it).
-        #[arg(long, default_value_t = 14)]
-        overlap_days: u32,
+        /// the `expires` to set on it) [default: 14].
+        #[arg(long)]
+        overlap_days: Option<u32>,
     },
     /// Chats with a running dialogd: each line is a turn of one dialogue
     /// (created if missing), the reply streams back.
@@ -91,10 +91,7 @@ pub fn run() -> ExitCode {
             successor_of,
             overlap_days,
         }) => {
-            let settings = cli
-                .config
-                .as_deref()
-                .map(|path| Settings::load(Some(path), &cli.flags).map_err(|e| e.to_string()));
+            let settings = loaded_config(&cli.config, &cli.flags);
             let options = keygen::KeygenOptions {
                 id,
                 tenant,
@@ -117,14 +114,18 @@ pub fn run() -> ExitCode {
             model,
         }),
         Some(Command::Store(command)) => {
-            let config = cli
-                .config
-                .as_deref()
-                .map(|path| Settings::load(Some(path), &cli.flags).map_err(|e| e.to_string()));
-            store::run(command, config)
+            store::run(command, loaded_config(&cli.config, &cli.flags))
         }
         None => serve(cli.config, &cli.flags),
     }
+}
+
+/// The settings of `--config`, if one was given (for the commands that
+/// read the server's config: keygen's successors, the store's keys).
+fn loaded_config(config: &Option<PathBuf>, flags: &Flags) -> Option<Result<Settings, String>> {
+    config
+        .as_deref()
+        .map(|path| Settings::load(Some(path), flags).map_err(|e| e.to_string()))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

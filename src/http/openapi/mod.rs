@@ -157,7 +157,7 @@ fn operation(
     let shape = super::rest::shape(rpc);
     let types = descriptors.method_types(spec.path);
     // The REST routes: the proto's request and answer messages.
-    let (request, answer) = match (shape, &types) {
+    let (request, answer) = match (shape, types) {
         (Some(shape), Some((input, output))) => {
             let skip: Vec<&str> = shape.id.into_iter().chain(shape.body).collect();
             if method == "GET" || method == "DELETE" || method == "PATCH" {

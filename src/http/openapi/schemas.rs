@@ -17,6 +17,8 @@ const PACKAGE: &str = "dialogue.v1";
 
 /// The messages and enums of the package, by full name (`.dialogue.v1.X`).
 pub struct Descriptors {
+    /// `package.Service/Method` → (input, output) message names.
+    methods: HashMap<String, (String, String)>,
     messages: HashMap<String, DescriptorProto>,
     enums: HashMap<String, Vec<String>>,
 }
@@ -26,9 +28,19 @@ impl Descriptors {
         let set = FileDescriptorSet::decode(crate::grpc::pb::dialogue::v1::FILE_DESCRIPTOR_SET)
             .map_err(|e| format!("the compiled descriptors do not decode: {e}"))?;
         let mut found = Descriptors {
+            methods: HashMap::new(),
             messages: HashMap::new(),
             enums: HashMap::new(),
         };
+        for file in &set.file {
+            for service in &file.service {
+                for m in &service.method {
+                    let path = format!("{}.{}/{}", file.package(), service.name(), m.name());
+                    let types = (m.input_type().to_owned(), m.output_type().to_owned());
+                    found.methods.insert(path, types);
+                }
+            }
+        }
         for file in set.file.iter().filter(|f| f.package() == PACKAGE) {
             let prefix = format!(".{PACKAGE}");
             for e in &file.enum_type {
@@ -57,21 +69,9 @@ impl Descriptors {
         self.messages.insert(full, m.clone());
     }
 
-    /// The input and output message names of `Service/Method` (a gRPC
-    /// path without its leading `/`).
-    pub fn method_types(&self, grpc_path: &str) -> Option<(String, String)> {
-        let (service, method) = grpc_path.trim_start_matches('/').rsplit_once('/')?;
-        let set =
-            FileDescriptorSet::decode(crate::grpc::pb::dialogue::v1::FILE_DESCRIPTOR_SET).ok()?;
-        set.file
-            .iter()
-            .flat_map(|f| f.service.iter().map(move |s| (f.package(), s)))
-            .find(|(package, s)| format!("{package}.{}", s.name()) == service)?
-            .1
-            .method
-            .iter()
-            .find(|m| m.name() == method)
-            .map(|m| (m.input_type().to_owned(), m.output_type().to_owned()))
+    /// The input and output message names of `/package.Service/Method`.
+    pub fn method_types(&self, grpc_path: &str) -> Option<&(String, String)> {
+        self.methods.get(grpc_path.trim_start_matches('/'))
     }
 
     /// The message type of `field` (a dotted path) in message `message`.

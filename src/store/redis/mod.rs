@@ -77,7 +77,8 @@ impl RedisStore {
         self.redis.key(name)
     }
 
-    /// The connection (for tools working on the same keys).
+    /// The connection (for tests working on the same keys).
+    #[cfg(test)]
     pub fn connection(&self) -> RedisConnection {
         self.redis.clone()
     }
