@@ -32,6 +32,9 @@ fn usage(message: &str) -> ExitCode {
 /// Runs `keygen` with `settings` (needed only for `--successor-of`).
 pub fn run(options: KeygenOptions, settings: Option<Result<Settings, String>>) -> ExitCode {
     let now = now_secs();
+    if settings.is_some() && options.successor_of.is_none() {
+        return usage("--config is read only with --successor-of");
+    }
     if options.overlap_days.is_some() && options.successor_of.is_none() {
         return usage("--overlap-days is for --successor-of (the old key's overlap)");
     }

@@ -102,6 +102,10 @@ pub fn run() -> ExitCode {
             };
             keygen::run(options, settings)
         }
+        Some(Command::Chat { .. }) if cli.config.is_some() => {
+            eprintln!("dialogd chat: --config is not read by chat (give --addr and --key)");
+            ExitCode::from(2)
+        }
         Some(Command::Chat {
             addr,
             dialogue,
