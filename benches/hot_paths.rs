@@ -72,8 +72,9 @@ fn store(dir: &std::path::Path) -> SledStore {
     .unwrap()
 }
 
-/// `store` with encryption at rest (a one-key ring beside the data).
-fn sealed_store(dir: &std::path::Path) -> SledStore {
+/// `store` with encryption at rest (a one-key ring beside the data), and
+/// with per-dialogue keys if `dialogue_keys`.
+fn sealed_store(dir: &std::path::Path, dialogue_keys: bool) -> SledStore {
     let key_file = dir.join("keys");
     std::fs::write(&key_file, dialogd::store::sealing::KeyRing::new_entry("k1")).unwrap();
     SledStore::open(&StoreSettings {
@@ -83,6 +84,7 @@ fn sealed_store(dir: &std::path::Path) -> SledStore {
             key_file: Some(key_file),
             keys_env: None,
             primary: Some("k1".into()),
+            dialogue_key_file: dialogue_keys.then(|| dir.join("dialogue-keys")),
         },
         ..StoreSettings::default()
     })
@@ -115,13 +117,16 @@ fn prompt_assembly(c: &mut Criterion) {
     let cached_dir = tempfile::TempDir::new().unwrap();
     let sealed_dir = tempfile::TempDir::new().unwrap();
     let sled = store(dir.path());
-    let sealed = sealed_store(sealed_dir.path());
+    let sealed = sealed_store(sealed_dir.path(), false);
+    let keyed_dir = tempfile::TempDir::new().unwrap();
+    let keyed = sealed_store(keyed_dir.path(), true);
     let cached = TailCachedStore::new(store(cached_dir.path()), 64 << 20);
     let router = Router::from_settings(&Settings::default()).unwrap();
     let route = router.route("echo").unwrap().clone();
-    let stores: [(&str, &dyn DialogueStore); 3] = [
+    let stores: [(&str, &dyn DialogueStore); 4] = [
         ("sled", &sled),
         ("sled_sealed", &sealed),
+        ("sled_dialogue_keys", &keyed),
         ("cached", &cached),
     ];
     let mut group = c.benchmark_group("prompt_assembly");
@@ -149,18 +154,19 @@ fn prompt_assembly(c: &mut Criterion) {
     group.finish();
 }
 
-/// One exchange appended, plain and with encryption at rest.
+/// One exchange appended, plain, with encryption at rest, and with
+/// per-dialogue keys.
 fn store_append(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (name, sealed) in [
-        ("store_append_exchange", false),
-        ("store_append_exchange_sealed", true),
+        ("store_append_exchange", None),
+        ("store_append_exchange_sealed", Some(false)),
+        ("store_append_exchange_dialogue_keys", Some(true)),
     ] {
         let dir = tempfile::TempDir::new().unwrap();
-        let store = if sealed {
-            sealed_store(dir.path())
-        } else {
-            store(dir.path())
+        let store = match sealed {
+            Some(dialogue_keys) => sealed_store(dir.path(), dialogue_keys),
+            None => store(dir.path()),
         };
         let d = dialogue("append");
         let mut count = rt.block_on(fill(&store, &d, 0, 1));

@@ -122,8 +122,13 @@ pub fn run(command: StoreCommand, config: Option<Result<Settings, String>>) -> E
         } => backup_online(&addr, key, &to),
         StoreCommand::Backup { .. } => Err("give --data-dir or --addr".into()),
         StoreCommand::Restore { from, data_dir } => export::restore(&from, &settings(&data_dir))
-            .map(|records| {
+            .map(|(records, erased)| {
                 println!("restored {records} records into {}", data_dir.display());
+                if erased > 0 {
+                    println!(
+                        "dropped {erased} dialogue(s) erased since the backup: their keys are destroyed"
+                    );
+                }
                 true
             }),
     };

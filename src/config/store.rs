@@ -63,6 +63,10 @@ pub struct EncryptionSettings {
     pub keys_env: Option<String>,
     /// The key id new records are sealed with.
     pub primary: Option<String>,
+    /// Per-dialogue data keys (crypto-shredding, embedded store only): the
+    /// file keeping them, outside the data dir; erasing a dialogue
+    /// destroys its key there.
+    pub dialogue_key_file: Option<PathBuf>,
 }
 
 impl EncryptionSettings {
@@ -110,6 +114,31 @@ impl Default for StoreSettings {
 }
 
 impl StoreSettings {
+    /// Per-dialogue keys need one process to own them, beside a key ring,
+    /// and outside the data dir (a copy of the data dir must not carry the
+    /// keys that erasure destroys).
+    fn check_dialogue_key_file(&self, path: &std::path::Path) -> Result<(), String> {
+        const NAME: &str = "store.encryption.dialogue_key_file";
+        if self.kind == StoreKind::Redis {
+            return Err(format!(
+                "{NAME}: per-dialogue keys (crypto-shredding) work with the embedded store only: replicas cannot share a key file; unset it with store.kind = \"redis\""
+            ));
+        }
+        if self.encryption.key_file.is_none() && self.encryption.keys_env.is_none() {
+            return Err(format!(
+                "{NAME} needs a key ring (store.encryption.key_file or keys_env) to wrap the keys"
+            ));
+        }
+        let absolute =
+            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        if absolute(path).starts_with(absolute(&self.data_dir)) {
+            return Err(format!(
+                "{NAME} must be outside store.data_dir: a copy of the data dir must not carry the keys erasure destroys"
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.data_dir.as_os_str().is_empty() {
             return Err("store.data_dir must not be empty".into());
@@ -119,6 +148,9 @@ impl StoreSettings {
         }
         if self.sweep_interval_secs == 0 {
             return Err("store.sweep_interval_secs must be at least 1".into());
+        }
+        if let Some(path) = &self.encryption.dialogue_key_file {
+            self.check_dialogue_key_file(path)?;
         }
         if !(1..=3600).contains(&self.redis.lease_secs) {
             return Err("store.redis.lease_secs must be 1 to 3600".into());

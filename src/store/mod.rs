@@ -6,6 +6,7 @@
 //! `OperationStore` and the shared request limiter.
 
 pub mod backup;
+pub mod dialogue_keys;
 mod group_commit;
 pub mod memory;
 pub mod metered;
@@ -112,6 +113,11 @@ pub async fn open(settings: &StoreSettings, limits: &LimitSettings) -> Result<St
                 .await
                 .map_err(OpenError::Redis)?;
             let reachability = redis.reachability();
+            if settings.encryption.dialogue_key_file.is_some() {
+                return Err(OpenError::Keys(
+                    "store.encryption.dialogue_key_file works with the embedded store only".into(),
+                ));
+            }
             let sealer =
                 sealing::Sealer::from_settings(&settings.encryption).map_err(OpenError::Keys)?;
             let redis_store = self::redis::RedisStore::new(redis.clone(), sealer);

@@ -14,6 +14,7 @@
 //! value sealed with it, so a missing or wrong key is a start-up error,
 //! not a stream of damaged reads.
 
+use super::dialogue_keys::{self, DialogueKeys};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
@@ -23,6 +24,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 const PREFIX: &[u8] = b"\x01s1:";
+/// A value sealed with its dialogue's data key: `\x01d1:{dialogue id}:{base64}`.
+const DIALOGUE_PREFIX: &[u8] = b"\x01d1:";
 const NONCE_LEN: usize = 12;
 
 /// Why a sealed value could not be opened (or a key ring not read).
@@ -38,6 +41,12 @@ pub enum SealError {
     NoKeyRing(String),
     #[error("record {0} is not a well-formed sealed value")]
     Malformed(String),
+    #[error("record {0} belongs to an erased dialogue: its data key was destroyed")]
+    Shredded(String),
+    #[error(
+        "record {0} is sealed with a per-dialogue key, but store.encryption.dialogue_key_file is not set"
+    )]
+    NoDialogueKeys(String),
 }
 
 impl From<SealError> for crate::dialogue::ports::StoreError {
@@ -96,6 +105,14 @@ impl KeyRing {
         &self.primary
     }
 
+    pub(super) fn primary_cipher(&self) -> &Aes256Gcm {
+        &self.sealing
+    }
+
+    pub(super) fn cipher(&self, id: &str) -> Option<&Aes256Gcm> {
+        self.keys.get(id)
+    }
+
     /// A new random key entry for a ring: `id:base64`.
     pub fn new_entry(id: &str) -> String {
         let key: [u8; 32] = rand::random();
@@ -111,6 +128,8 @@ impl KeyRing {
 #[derive(Clone, Default)]
 pub struct Sealer {
     ring: Option<Arc<KeyRing>>,
+    /// Per-dialogue data keys (`dialogue_keys`), when configured.
+    dialogue_keys: Option<Arc<DialogueKeys>>,
 }
 
 /// A record key as errors show it (`\0` separators as `/`).
@@ -134,7 +153,75 @@ impl Sealer {
     pub fn new(ring: Option<KeyRing>) -> Sealer {
         Sealer {
             ring: ring.map(Arc::new),
+            dialogue_keys: None,
         }
+    }
+
+    /// This sealer with per-dialogue data keys kept in `path` (the ring
+    /// wraps them).
+    pub fn with_dialogue_keys(mut self, path: &std::path::Path) -> Result<Sealer, String> {
+        let ring = self.ring.clone().ok_or(
+            "store.encryption.dialogue_key_file needs a key ring (key_file or keys_env) to wrap the keys",
+        )?;
+        self.dialogue_keys = Some(Arc::new(DialogueKeys::open(path, ring)?));
+        Ok(self)
+    }
+
+    pub fn dialogue_keys(&self) -> Option<&Arc<DialogueKeys>> {
+        self.dialogue_keys.as_ref()
+    }
+
+    /// `plain` sealed for the record `aad` of `dialogue`: with the
+    /// dialogue's data key when per-dialogue keys are on (it must exist:
+    /// `DialogueKeys::ensure`), else with the primary key.
+    pub fn seal_in(
+        &self,
+        dialogue: Option<&str>,
+        aad: &[u8],
+        plain: Vec<u8>,
+    ) -> Result<Vec<u8>, SealError> {
+        let (Some(keys), Some(dialogue)) = (&self.dialogue_keys, dialogue) else {
+            return Ok(self.seal(aad, plain));
+        };
+        let key = keys
+            .get(dialogue)
+            .ok_or_else(|| SealError::Shredded(readable(aad)))?;
+        let sealed = dialogue_keys::seal_with_key(&key, aad, &plain);
+        let mut out = Vec::with_capacity(
+            DIALOGUE_PREFIX.len() + dialogue.len() + 1 + sealed.len() * 4 / 3 + 4,
+        );
+        out.extend_from_slice(DIALOGUE_PREFIX);
+        out.extend_from_slice(dialogue.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(STANDARD_NO_PAD.encode(&sealed).as_bytes());
+        Ok(out)
+    }
+
+    /// Opens a value sealed with a dialogue's data key (`rest`: what
+    /// follows the prefix).
+    fn open_in_dialogue(&self, aad: &[u8], rest: &[u8]) -> Result<Vec<u8>, SealError> {
+        let keys = self
+            .dialogue_keys
+            .as_ref()
+            .ok_or_else(|| SealError::NoDialogueKeys(readable(aad)))?;
+        let malformed = || SealError::Malformed(readable(aad));
+        let colon = rest.iter().position(|b| *b == b':').ok_or_else(malformed)?;
+        let dialogue = std::str::from_utf8(&rest[..colon]).map_err(|_| malformed())?;
+        let key = keys
+            .get(dialogue)
+            .ok_or_else(|| SealError::Shredded(readable(aad)))?;
+        let sealed = STANDARD_NO_PAD
+            .decode(&rest[colon + 1..])
+            .map_err(|_| malformed())?;
+        dialogue_keys::open_with_key(&key, aad, &sealed)
+            .ok_or_else(|| SealError::Tampered(readable(aad)))
+    }
+
+    /// The dialogue whose data key sealed `stored`, if one did.
+    pub fn sealed_in_dialogue(stored: &[u8]) -> Option<&str> {
+        let rest = stored.strip_prefix(DIALOGUE_PREFIX)?;
+        let colon = rest.iter().position(|b| *b == b':')?;
+        std::str::from_utf8(&rest[..colon]).ok()
     }
 
     pub fn enabled(&self) -> bool {
@@ -165,6 +252,9 @@ impl Sealer {
     /// The plain value of the record `aad` as stored (`stored` itself when
     /// it was never sealed).
     pub fn open<'a>(&self, aad: &[u8], stored: &'a [u8]) -> Result<Cow<'a, [u8]>, SealError> {
+        if let Some(rest) = stored.strip_prefix(DIALOGUE_PREFIX) {
+            return self.open_in_dialogue(aad, rest).map(Cow::Owned);
+        }
         let Some(rest) = stored.strip_prefix(PREFIX) else {
             return Ok(Cow::Borrowed(stored));
         };
@@ -215,6 +305,13 @@ impl Sealer {
         let Some(primary) = self.primary() else {
             return false;
         };
+        // A data key's wrapping is renewed in the key file (`rewrap`).
+        if stored.starts_with(DIALOGUE_PREFIX) {
+            return false;
+        }
+        if self.dialogue_keys.is_some() {
+            return true;
+        }
         match stored.strip_prefix(PREFIX) {
             None => true,
             Some(rest) => !rest.starts_with(format!("{primary}:").as_bytes()),
@@ -251,6 +348,10 @@ const CANARY: &[u8] = b"dialogd";
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct KeyCheck {
     keys: BTreeMap<String, String>,
+    /// Whether records may be sealed with per-dialogue keys, which then
+    /// cannot be read without the dialogue key file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dialogue_keys: bool,
 }
 
 impl Sealer {
@@ -289,7 +390,11 @@ impl Sealer {
             }
             match self.open(KEY_CHECK_AAD, sealed.as_bytes()) {
                 Ok(plain) if plain.as_ref() == CANARY => {}
-                Ok(_) | Err(SealError::Tampered(_)) | Err(SealError::Malformed(_)) => {
+                Ok(_)
+                | Err(SealError::Tampered(_))
+                | Err(SealError::Malformed(_))
+                | Err(SealError::Shredded(_))
+                | Err(SealError::NoDialogueKeys(_)) => {
                     return Err(format!(
                         "key {id:?} of the key ring is not the key the store's records were sealed with"
                     ));
@@ -301,8 +406,14 @@ impl Sealer {
                 }
             }
         }
+        if check.dialogue_keys && self.dialogue_keys.is_none() {
+            return Err("records are sealed with per-dialogue keys: set store.encryption.dialogue_key_file to the dialogue key file".into());
+        }
         let primary = ring.primary.clone();
-        let mut next = KeyCheck::default();
+        let mut next = KeyCheck {
+            dialogue_keys: check.dialogue_keys || self.dialogue_keys.is_some(),
+            ..KeyCheck::default()
+        };
         if !only_primary {
             next.keys = check.keys.clone();
         }
@@ -310,7 +421,10 @@ impl Sealer {
             String::from_utf8(seal_with(ring, KEY_CHECK_AAD, CANARY)).unwrap_or_default()
         });
         next.keys.insert(primary, canary);
-        if stored.is_some() && next.keys.keys().eq(check.keys.keys()) {
+        if stored.is_some()
+            && next.keys.keys().eq(check.keys.keys())
+            && next.dialogue_keys == check.dialogue_keys
+        {
             return Ok(None);
         }
         serde_json::to_vec(&next)

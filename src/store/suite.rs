@@ -363,6 +363,7 @@ mod redis_cluster;
 
 mod sled_store {
     use crate::config::{Durability, StoreSettings};
+    use crate::dialogue::ports::DialogueStore;
     use crate::store::sled::SledStore;
 
     #[tokio::test]
@@ -377,25 +378,61 @@ mod sled_store {
         super::everything(&store).await;
     }
 
-    /// The same contract with every record sealed (`store::sealing`).
-    #[tokio::test]
-    async fn sled_keeps_the_store_contract_with_encryption() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let key_file = dir.path().join("keys");
+    fn encrypted(dir: &std::path::Path, dialogue_keys: bool) -> StoreSettings {
+        let key_file = dir.join("keys");
         std::fs::write(&key_file, crate::store::sealing::KeyRing::new_entry("k1")).unwrap();
-        let store = SledStore::open(&StoreSettings {
-            data_dir: dir.path().join("data"),
+        StoreSettings {
+            data_dir: dir.join("data"),
             durability: Durability::Sync,
             encryption: crate::config::EncryptionSettings {
                 key_file: Some(key_file),
                 keys_env: None,
                 primary: Some("k1".into()),
+                dialogue_key_file: dialogue_keys.then(|| dir.join("dialogue-keys")),
             },
             ..StoreSettings::default()
-        })
-        .unwrap();
+        }
+    }
+
+    /// The same contract with every record sealed (`store::sealing`).
+    #[tokio::test]
+    async fn sled_keeps_the_store_contract_with_encryption() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = SledStore::open(&encrypted(dir.path(), false)).unwrap();
         store.check_keys(false).await.unwrap();
         super::everything(&store).await;
+    }
+
+    /// The same contract with every dialogue's records sealed with a key
+    /// of its own (`store::dialogue_keys`): erasure destroys the key.
+    #[tokio::test]
+    async fn sled_keeps_the_store_contract_with_dialogue_keys() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let settings = encrypted(dir.path(), true);
+        let store = SledStore::open(&settings).unwrap();
+        store.check_keys(false).await.unwrap();
+        super::everything(&store).await;
+        let keys = store.dialogue_keys().unwrap();
+        let who = super::owner("shred");
+        let d = super::dialogue("shredded", &who, 1_000);
+        store.create_dialogue(&d).await.unwrap();
+        assert!(keys.get(d.id.as_str()).is_some());
+        assert!(store.delete_dialogue(&d.id).await.unwrap());
+        assert!(
+            keys.get(d.id.as_str()).is_none(),
+            "erasure destroys the key"
+        );
+
+        // An erasure a crash cut short (key marked, records still there)
+        // is finished at the next start.
+        let cut = super::dialogue("cut-short", &who, 2_000);
+        store.create_dialogue(&cut).await.unwrap();
+        assert!(keys.mark_erasing(cut.id.as_str()).unwrap());
+        drop(store);
+        let store = SledStore::open(&settings).unwrap();
+        assert!(store.get_dialogue(&cut.id).await.unwrap().is_none());
+        let keys = store.dialogue_keys().unwrap();
+        assert!(keys.get(cut.id.as_str()).is_none() && keys.erasing().is_empty());
     }
 }
 

@@ -13,34 +13,38 @@ use std::sync::Arc;
 use tempfile::TempDir;
 use tonic::Code;
 
-const CANARY: &str = "CANARY-7f3a9c";
+pub(crate) const CANARY: &str = "CANARY-7f3a9c";
 
 /// A key-ring file of `entries` (`id:base64`) in `dir`.
-fn ring_file(dir: &Path, name: &str, entries: &[&str]) -> PathBuf {
+pub(crate) fn ring_file(dir: &Path, name: &str, entries: &[&str]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, entries.join("\n")).unwrap();
     path
 }
 
-fn new_key(id: &str) -> String {
+pub(crate) fn new_key(id: &str) -> String {
     dialogd::store::sealing::KeyRing::new_entry(id)
 }
 
-fn encrypted(settings: &mut Settings, key_file: &Path, primary: &str) {
+pub(crate) fn encrypted(settings: &mut Settings, key_file: &Path, primary: &str) {
     settings.store.encryption = EncryptionSettings {
         key_file: Some(key_file.to_path_buf()),
         keys_env: None,
         primary: Some(primary.into()),
+        dialogue_key_file: None,
     };
 }
 
-async fn start_on(dir: &Arc<TempDir>, customize: impl FnOnce(&mut Settings)) -> TestApp {
+pub(crate) async fn start_on(dir: &Arc<TempDir>, customize: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings(dir.path());
     customize(&mut settings);
     start(settings, dir.clone()).await
 }
 
-async fn try_start_on(dir: &Arc<TempDir>, customize: impl FnOnce(&mut Settings)) -> String {
+pub(crate) async fn try_start_on(
+    dir: &Arc<TempDir>,
+    customize: impl FnOnce(&mut Settings),
+) -> String {
     let mut settings = test_settings(dir.path());
     customize(&mut settings);
     match dialogd::startup::Application::build(settings).await {
@@ -52,7 +56,7 @@ async fn try_start_on(dir: &Arc<TempDir>, customize: impl FnOnce(&mut Settings))
 /// A dialogue `id` whose every stored part carries the canary: system
 /// prompt, state, a turn and its reply (echoed), an idempotency record and
 /// an operation.
-async fn fill(app: &TestApp, id: &str) {
+pub(crate) async fn fill(app: &TestApp, id: &str) {
     let mut state = pbjson_types::Struct::default();
     state.fields.insert(
         "note".into(),
@@ -84,7 +88,7 @@ async fn fill(app: &TestApp, id: &str) {
 
 /// Everything stored: the data dir's files, or every value under the
 /// app's Redis prefix.
-fn raw_store(settings: &Settings) -> Vec<u8> {
+pub(crate) fn raw_store(settings: &Settings) -> Vec<u8> {
     if settings.store.kind == StoreKind::Redis {
         let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
         let mut con = client.get_connection().unwrap();
@@ -114,7 +118,7 @@ fn raw_store(settings: &Settings) -> Vec<u8> {
     out
 }
 
-fn holds_canary(bytes: &[u8]) -> bool {
+pub(crate) fn holds_canary(bytes: &[u8]) -> bool {
     bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes())
 }
 
@@ -164,7 +168,7 @@ async fn no_dialogue_text_reaches_the_store_and_all_of_it_reads_back() {
 
 /// A config file for the `dialogd store` commands: the app's store and
 /// `ring` with `primary`.
-fn config_file(dir: &Path, settings: &Settings, ring: &Path, primary: &str) -> PathBuf {
+pub(crate) fn config_file(dir: &Path, settings: &Settings, ring: &Path, primary: &str) -> PathBuf {
     let store = &settings.store;
     let kind = if store.kind == StoreKind::Redis {
         "redis"
@@ -178,6 +182,13 @@ fn config_file(dir: &Path, settings: &Settings, ring: &Path, primary: &str) -> P
         store.redis.cluster_nodes,
         ring.display().to_string(),
     );
+    let text = match &store.encryption.dialogue_key_file {
+        Some(file) => format!(
+            "{text}dialogue_key_file = {:?}\n",
+            file.display().to_string()
+        ),
+        None => text,
+    };
     let path = dir.join("dialogd.toml");
     std::fs::write(&path, text).unwrap();
     path

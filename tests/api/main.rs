@@ -43,6 +43,7 @@ mod rules;
 mod security;
 mod semantic;
 mod service;
+mod shredding;
 mod store_backup;
 mod store_integrity;
 mod streaming;

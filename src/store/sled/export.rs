@@ -116,9 +116,10 @@ pub fn backup_offline(settings: &StoreSettings, to: &Path) -> Result<(PathBuf, u
 }
 
 /// Fills the empty (or missing) data dir of `settings` from the backup
-/// `from`; returns the number of records. The file is checked whole
-/// before anything is written.
-pub fn restore(from: &Path, settings: &StoreSettings) -> Result<u64, String> {
+/// `from`; returns the number of records, and of dialogues dropped because
+/// they were erased since (`SledStore::drop_shredded`). The file is
+/// checked whole before anything is written.
+pub fn restore(from: &Path, settings: &StoreSettings) -> Result<(u64, usize), String> {
     let open = || File::open(from).map_err(|e| format!("cannot read {}: {e}", from.display()));
     let records =
         backup::read(open()?, |_, _| Ok(())).map_err(|e| format!("{}: {e}", from.display()))?;
@@ -147,5 +148,6 @@ pub fn restore(from: &Path, settings: &StoreSettings) -> Result<u64, String> {
     .map_err(|e| format!("{}: {e}", from.display()))?;
     store.tree.apply_batch(batch).map_err(|e| e.to_string())?;
     store.commits.settle()?;
-    Ok(records)
+    let erased = store.drop_shredded()?;
+    Ok((records, erased))
 }

@@ -36,6 +36,24 @@ pub fn is_sealed(key: &[u8]) -> bool {
         .any(|p| key.starts_with(*p))
 }
 
+/// The dialogue a sealed record belongs to, read from its key; for an
+/// operation record (`o/{operation}`), from the dialogue's entry of it
+/// (`q/{dialogue}\0{operation}`) among `batch`, which `put_operation`
+/// always writes with it.
+pub fn dialogue_of<'a>(key: &'a [u8], batch: &'a [&'a [u8]]) -> Option<&'a str> {
+    let id = match key.split_at_checked(2)? {
+        (b"m/", id) => id,
+        (b"t/" | b"i/", rest) => rest.split(|b| *b == 0).next()?,
+        (b"o/", operation) => batch.iter().find_map(|other| {
+            let rest = other.strip_prefix(b"q/")?;
+            let split = rest.iter().position(|b| *b == 0)?;
+            (&rest[split + 1..] == operation).then_some(&rest[..split])
+        })?,
+        _ => return None,
+    };
+    std::str::from_utf8(id).ok()
+}
+
 pub fn operation(id: &str) -> Vec<u8> {
     join(b"o/", &[id.as_bytes()])
 }

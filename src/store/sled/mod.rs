@@ -16,6 +16,7 @@ mod manifest;
 pub mod opening;
 mod records;
 mod rekey;
+mod shredding;
 mod truncate;
 pub mod verify;
 mod wal;
@@ -86,6 +87,10 @@ impl SledStore {
     pub fn open(settings: &StoreSettings) -> Result<SledStore, OpenError> {
         let sealer = Sealer::from_settings(&settings.encryption).map_err(OpenError::Keys)?;
         let (db, commits) = opening::open(settings)?;
+        let sealer = match &settings.encryption.dialogue_key_file {
+            None => sealer,
+            Some(path) => sealer.with_dialogue_keys(path).map_err(OpenError::Keys)?,
+        };
         let unusable = |reason: String| OpenError::Unusable {
             dir: settings.data_dir.display().to_string(),
             reason,
@@ -109,7 +114,7 @@ impl SledStore {
         let flush_every = Duration::from_millis(settings.flush_interval_ms);
         let keeper = Keeper::start(commits.clone(), wal.clone(), flush_every)
             .map_err(|e| unusable(format!("cannot start the manifest thread: {e}")))?;
-        Ok(SledStore {
+        let store = SledStore {
             db,
             tree,
             wal,
@@ -118,7 +123,9 @@ impl SledStore {
             _keeper: Arc::new(keeper),
             gate: Arc::new(tokio::sync::RwLock::new(())),
             sealer,
-        })
+        };
+        store.finish_erasures().map_err(unusable)?;
+        Ok(store)
     }
 
     /// Checks the key ring against the store's key-check record (a missing
@@ -146,14 +153,7 @@ impl SledStore {
     /// Logs and applies a change and, in sync mode, waits until it is on
     /// disk.
     async fn write(&self, batch: WriteSet) -> Result<(), StoreError> {
-        let batch = if self.sealer.enabled() {
-            batch.map_values(|key, value| match keys::is_sealed(key) {
-                true => self.sealer.seal(key, value.to_vec()).into(),
-                false => value,
-            })
-        } else {
-            batch
-        };
+        let batch = self.sealed(batch).await?;
         {
             let _open = self.gate.read().await;
             self.wal.apply(batch).map_err(StoreError::Io)?;
@@ -292,6 +292,7 @@ impl DialogueStore for SledStore {
     }
 
     async fn delete_dialogue(&self, id: &DialogueId) -> Result<bool, StoreError> {
+        self.begin_shredding(id).await?;
         let (owned, wal, sealer) = (id.clone(), self.wal.clone(), self.sealer.clone());
         // Found and logged on the blocking pool: a long dialogue's erasure
         // is thousands of removals. In relaxed mode they are applied there
@@ -307,6 +308,7 @@ impl DialogueStore for SledStore {
         if erased {
             self.durable().await?;
         }
+        self.finish_shredding(id).await?;
         Ok(erased)
     }
 

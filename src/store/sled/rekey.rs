@@ -3,11 +3,14 @@
 //! sealed with an older one, or written before encryption — is sealed
 //! again with it, through the log like any write. Afterwards the
 //! key-check record lists only the primary, and the other keys can leave
-//! the ring.
+//! the ring. With per-dialogue keys, records are sealed with their
+//! dialogue's key instead, and the keys in the dialogue key file are
+//! wrapped again with the primary.
 
 use super::write_set::WriteSet;
 use super::{SledStore, keys, opened};
 use crate::dialogue::ports::StoreError;
+use std::collections::HashMap;
 
 /// Records re-sealed per logged change.
 const BATCH: usize = 500;
@@ -20,6 +23,17 @@ impl SledStore {
             return Err("store.encryption configures no key ring: nothing to seal with".into());
         }
         let failed = |e: StoreError| e.to_string();
+        // An operation record is sealed with its dialogue's key, found
+        // through the dialogue's entry of it, which goes with it.
+        let mut entry_of_operation = HashMap::new();
+        if self.sealer.dialogue_keys().is_some() {
+            for entry in self.tree.scan_prefix(b"q/").keys() {
+                let entry = entry.map_err(|e| e.to_string())?;
+                if let Some(split) = entry.iter().position(|b| *b == 0) {
+                    entry_of_operation.insert(entry[split + 1..].to_vec(), entry.clone());
+                }
+            }
+        }
         let mut changed = 0;
         let mut batch = WriteSet::default();
         for entry in self.tree.iter() {
@@ -27,10 +41,17 @@ impl SledStore {
             if !keys::is_sealed(&key) || !self.sealer.needs_rekey(&value) {
                 continue;
             }
-            // `write` seals the plain value with the primary key.
+            // `write` seals the plain value with the primary key, or the
+            // dialogue's.
             let plain = opened(&self.sealer, &key, &value)
                 .map_err(failed)?
                 .into_owned();
+            if let Some(of_dialogue) = key
+                .strip_prefix(b"o/")
+                .and_then(|operation| entry_of_operation.get(operation))
+            {
+                batch.insert(of_dialogue.clone(), &[] as &[u8]);
+            }
             batch.insert(key, plain);
             changed += 1;
             if changed % BATCH as u64 == 0 {
@@ -41,6 +62,9 @@ impl SledStore {
         }
         if !batch.is_empty() {
             self.write(batch).await.map_err(failed)?;
+        }
+        if let Some(vault) = self.sealer.dialogue_keys() {
+            changed += vault.rewrap()?;
         }
         self.check_keys(true).await.map_err(|e| e.to_string())?;
         Ok(changed)

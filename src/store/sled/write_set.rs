@@ -19,17 +19,22 @@ impl WriteSet {
         self.ops.push((key.into(), None));
     }
 
-    /// The same writes, each inserted value replaced by `f(key, value)`.
-    pub fn map_values(self, mut f: impl FnMut(&[u8], IVec) -> IVec) -> WriteSet {
+    /// The same writes, each inserted value replaced by `f(index, key,
+    /// value)`, or the first error.
+    pub fn try_map_values<E>(
+        self,
+        mut f: impl FnMut(usize, &[u8], IVec) -> Result<IVec, E>,
+    ) -> Result<WriteSet, E> {
         let ops = self
             .ops
             .into_iter()
-            .map(|(key, value)| {
-                let value = value.map(|v| f(&key, v));
-                (key, value)
+            .enumerate()
+            .map(|(i, (key, value))| {
+                let value = value.map(|v| f(i, &key, v)).transpose()?;
+                Ok((key, value))
             })
-            .collect();
-        WriteSet { ops }
+            .collect::<Result<_, E>>()?;
+        Ok(WriteSet { ops })
     }
 
     pub fn is_empty(&self) -> bool {
