@@ -178,6 +178,30 @@ fn store_append(c: &mut Criterion) {
     }
 }
 
+/// A dialogue created with its first exchange: with per-dialogue keys it
+/// also writes (and syncs) its key's slot first.
+fn dialogue_create(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (name, sealed) in [
+        ("dialogue_create", None),
+        ("dialogue_create_sealed", Some(false)),
+        ("dialogue_create_dialogue_keys", Some(true)),
+    ] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = match sealed {
+            Some(dialogue_keys) => sealed_store(dir.path(), dialogue_keys),
+            None => store(dir.path()),
+        };
+        let mut n = 0u64;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                rt.block_on(fill(&store, &dialogue(&format!("new-{n}")), 0, 1));
+            })
+        });
+    }
+}
+
 fn sse_decoding(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut body = String::new();
@@ -287,6 +311,7 @@ criterion_group!(
     benches,
     prompt_assembly,
     store_append,
+    dialogue_create,
     sse_decoding,
     semantic_lookup
 );

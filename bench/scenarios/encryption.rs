@@ -1,13 +1,13 @@
 //! (i) The cost of encryption at rest on Converse: dialogd with durable
-//! history, plain and with a one-key ring (`store.encryption`), in the
-//! same run — peak throughput (closed loop) and latency at a fixed open
-//! -loop rate.
+//! history, plain, with a one-key ring (`store.encryption`) and with
+//! per-dialogue keys (`dialogue_key_file`), in the same run — peak
+//! throughput (closed loop) and latency at a fixed open-loop rate.
 
 use super::Bench;
 
 impl Bench {
     pub async fn encryption(&mut self) -> Result<(), String> {
-        self.line("\n## (i) Encryption at rest: Converse, echo backend, durable history, plain vs sealed\n");
+        self.line("\n## (i) Encryption at rest: Converse, echo backend, durable history, plain vs sealed vs per-dialogue keys\n");
         let key_file = self.dir.path().join("store-keys");
         std::fs::write(&key_file, dialogd::store::sealing::KeyRing::new_entry("k1"))
             .map_err(|e| e.to_string())?;
@@ -15,8 +15,16 @@ impl Bench {
             "[store.encryption]\nkey_file = \"{}\"\nprimary = \"k1\"\n",
             key_file.display()
         );
+        let keyed_config = format!(
+            "{sealed_config}dialogue_key_file = \"{}\"\n",
+            self.dir.path().join("dialogue-keys").display()
+        );
         let mut rows = Vec::new();
-        for (name, extra) in [("plain", String::new()), ("sealed", sealed_config)] {
+        for (name, extra) in [
+            ("plain", String::new()),
+            ("sealed", sealed_config),
+            ("dialogue_keys", keyed_config),
+        ] {
             let server = self.dialogd_with(name, None, None, &extra).await?;
             let peak = self.closed_converse(server.addr, name).await?;
             let rate = 500.0;
@@ -35,13 +43,15 @@ impl Bench {
                 paced.ms(0.99)
             ));
         }
-        if let [(_, plain, plain_paced), (_, sealed, sealed_paced)] = &rows[..] {
-            self.line(format!(
-                "\n**sealed / plain peak = {:.0}%**; p50 at 500/s {:+.3} ms, p99 {:+.3} ms",
-                sealed.throughput() / plain.throughput() * 100.0,
-                sealed_paced.ms(0.5) - plain_paced.ms(0.5),
-                sealed_paced.ms(0.99) - plain_paced.ms(0.99),
-            ));
+        if let [(_, plain, plain_paced), others @ ..] = &rows[..] {
+            for (name, peak, paced) in others {
+                self.line(format!(
+                    "\n**{name} / plain peak = {:.0}%**; p50 at 500/s {:+.3} ms, p99 {:+.3} ms",
+                    peak.throughput() / plain.throughput() * 100.0,
+                    paced.ms(0.5) - plain_paced.ms(0.5),
+                    paced.ms(0.99) - plain_paced.ms(0.99),
+                ));
+            }
         }
         Ok(())
     }

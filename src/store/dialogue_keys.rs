@@ -18,7 +18,7 @@
 //! zeroes the slot (synced). A start finding an `erasing` slot finishes the
 //! erasure (`SledStore::open`).
 
-use super::sealing::KeyRing;
+use super::key_ring::KeyRing;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use std::collections::HashMap;
@@ -77,6 +77,15 @@ impl DialogueKeys {
             .truncate(false)
             .open(path)
             .map_err(named)?;
+        // One process owns the keys: another one destroying or reusing a
+        // slot behind this one's back would lose dialogues.
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => format!(
+                "dialogue key file {} is in use by another dialogd process",
+                path.display()
+            ),
+            std::fs::TryLockError::Error(e) => named(e),
+        })?;
         let bytes = std::fs::read(path).map_err(named)?;
         if bytes.is_empty() {
             let mut header = [0u8; SLOT];

@@ -64,6 +64,10 @@ fn a_wrong_or_missing_wrapping_key_stops_the_open() {
         .unwrap()
         .ensure("d1")
         .unwrap();
+    let held = DialogueKeys::open(&path, ring(&[&k1], "k1")).unwrap();
+    let err = DialogueKeys::open(&path, ring(&[&k1], "k1")).err().unwrap();
+    assert!(err.contains("in use by another"), "{err}");
+    drop(held);
     let err = DialogueKeys::open(&path, ring(&[&k2], "k2")).err().unwrap();
     assert!(
         err.contains("\"k1\"") && err.contains("does not hold"),

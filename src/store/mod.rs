@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod dialogue_keys;
 mod group_commit;
+pub mod key_ring;
 pub mod memory;
 pub mod metered;
 pub mod redis;

@@ -15,12 +15,13 @@
 //! not a stream of damaged reads.
 
 use super::dialogue_keys::{self, DialogueKeys};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+pub use super::key_ring::KeyRing;
+use aes_gcm::Nonce;
+use aes_gcm::aead::{Aead, Payload};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const PREFIX: &[u8] = b"\x01s1:";
@@ -52,74 +53,6 @@ pub enum SealError {
 impl From<SealError> for crate::dialogue::ports::StoreError {
     fn from(e: SealError) -> Self {
         crate::dialogue::ports::StoreError::Corrupt(e.to_string())
-    }
-}
-
-/// The keys: every id that may open records, and the one that seals.
-pub struct KeyRing {
-    primary: String,
-    /// The primary's cipher, held apart so sealing cannot miss it.
-    sealing: Aes256Gcm,
-    keys: HashMap<String, Aes256Gcm>,
-}
-
-impl KeyRing {
-    /// Reads `text` (`id:base64` entries) with `primary` sealing.
-    pub fn parse(text: &str, primary: &str) -> Result<KeyRing, String> {
-        let mut keys = HashMap::new();
-        let entries = text
-            .split([',', '\n'])
-            .map(str::trim)
-            .filter(|e| !e.is_empty() && !e.starts_with('#'));
-        for entry in entries {
-            let (id, material) = entry
-                .split_once(':')
-                .ok_or("each key is `id:base64 of 32 bytes`")?;
-            let id = id.trim();
-            if !crate::auth::keys::valid_id(id) || id.len() > 32 {
-                return Err(format!("key id {id:?}: 1 to 32 of a-z, 0-9 and '-'"));
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(material.trim())
-                .or_else(|_| STANDARD_NO_PAD.decode(material.trim()))
-                .map_err(|_| format!("key {id:?} is not base64"))?;
-            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| {
-                format!("key {id:?} must be 32 bytes (AES-256), not {}", bytes.len())
-            })?;
-            if keys.insert(id.to_owned(), cipher).is_some() {
-                return Err(format!("key {id:?} is listed twice"));
-            }
-        }
-        let sealing = keys
-            .get(primary)
-            .cloned()
-            .ok_or_else(|| format!("the primary key {primary:?} is not in the key ring"))?;
-        Ok(KeyRing {
-            primary: primary.to_owned(),
-            sealing,
-            keys,
-        })
-    }
-
-    pub fn primary(&self) -> &str {
-        &self.primary
-    }
-
-    pub(super) fn primary_cipher(&self) -> &Aes256Gcm {
-        &self.sealing
-    }
-
-    pub(super) fn cipher(&self, id: &str) -> Option<&Aes256Gcm> {
-        self.keys.get(id)
-    }
-
-    /// A new random key entry for a ring: `id:base64`.
-    pub fn new_entry(id: &str) -> String {
-        let key: [u8; 32] = rand::random();
-        format!(
-            "{id}:{}",
-            base64::engine::general_purpose::STANDARD.encode(key)
-        )
     }
 }
 
@@ -266,8 +199,7 @@ impl Sealer {
         let colon = rest.iter().position(|b| *b == b':').ok_or_else(malformed)?;
         let key_id = std::str::from_utf8(&rest[..colon]).map_err(|_| malformed())?;
         let cipher = ring
-            .keys
-            .get(key_id)
+            .cipher(key_id)
             .ok_or_else(|| SealError::UnknownKey(readable(aad), key_id.to_owned()))?;
         let sealed = STANDARD_NO_PAD
             .decode(&rest[colon + 1..])
@@ -322,11 +254,11 @@ impl Sealer {
 /// `plain` sealed with the ring's primary key.
 fn seal_with(ring: &KeyRing, aad: &[u8], plain: &[u8]) -> Vec<u8> {
     let nonce: [u8; NONCE_LEN] = rand::random();
-    let key_id = &ring.primary;
+    let key_id = ring.primary();
     // AES-GCM encryption fails only for messages over 64 GiB; records are
     // bounded far below (request and record size limits).
     let ciphertext = ring
-        .sealing
+        .primary_cipher()
         .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
         .unwrap_or_default();
     let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
@@ -409,7 +341,7 @@ impl Sealer {
         if check.dialogue_keys && self.dialogue_keys.is_none() {
             return Err("records are sealed with per-dialogue keys: set store.encryption.dialogue_key_file to the dialogue key file".into());
         }
-        let primary = ring.primary.clone();
+        let primary = ring.primary().to_owned();
         let mut next = KeyCheck {
             dialogue_keys: check.dialogue_keys || self.dialogue_keys.is_some(),
             ..KeyCheck::default()
@@ -434,121 +366,5 @@ impl Sealer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ring(entries: &[&str], primary: &str) -> Sealer {
-        Sealer::new(Some(KeyRing::parse(&entries.join("\n"), primary).unwrap()))
-    }
-
-    fn entry(id: &str) -> String {
-        KeyRing::new_entry(id)
-    }
-
-    #[test]
-    fn a_sealed_record_opens_only_under_its_own_key_and_name() {
-        let (a, b) = (entry("a"), entry("b"));
-        let sealer = ring(&[&a], "a");
-        let sealed = sealer.seal(b"t/d1", b"secret text".to_vec());
-        assert!(!sealed.windows(6).any(|w| w == b"secret"));
-        assert_eq!(
-            sealer.open(b"t/d1", &sealed).unwrap().as_ref(),
-            b"secret text"
-        );
-        assert!(matches!(
-            sealer.open(b"t/d2", &sealed),
-            Err(SealError::Tampered(_))
-        ));
-        let mut flipped = sealed.clone();
-        let last = flipped.len() - 3;
-        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
-        assert!(sealer.open(b"t/d1", &flipped).is_err());
-        assert!(matches!(
-            ring(&[&b], "b").open(b"t/d1", &sealed),
-            Err(SealError::UnknownKey(..))
-        ));
-        assert!(matches!(
-            Sealer::default().open(b"t/d1", &sealed),
-            Err(SealError::NoKeyRing(_))
-        ));
-        // Written before encryption: read as it is.
-        assert_eq!(
-            sealer.open(b"t/d1", b"{\"v\":2}").unwrap().as_ref(),
-            b"{\"v\":2}"
-        );
-    }
-
-    #[test]
-    fn rotation_keeps_old_records_readable_and_marks_them_for_rekey() {
-        let (old, new) = (entry("old"), entry("new"));
-        let before = ring(&[&old], "old");
-        let sealed = before.seal(b"m/d", b"x".to_vec());
-        let after = ring(&[&old, &new], "new");
-        assert_eq!(after.open(b"m/d", &sealed).unwrap().as_ref(), b"x");
-        assert!(after.needs_rekey(&sealed));
-        assert!(after.needs_rekey(b"{}"));
-        assert!(!after.needs_rekey(&after.seal(b"m/d", b"x".to_vec())));
-    }
-
-    #[test]
-    fn the_key_check_catches_missing_and_wrong_keys() {
-        let (k1, k2) = (entry("k1"), entry("k2"));
-        let first = ring(&[&k1], "k1");
-        let record = first
-            .check_keys(None, false)
-            .unwrap()
-            .expect("written at first");
-        assert_eq!(first.check_keys(Some(&record), false).unwrap(), None);
-        // A new primary joins the record; the old key stays listed.
-        let rotated = ring(&[&k1, &k2], "k2");
-        let record = rotated.check_keys(Some(&record), false).unwrap().unwrap();
-        let err = ring(&[&k2], "k2")
-            .check_keys(Some(&record), false)
-            .unwrap_err();
-        assert!(
-            err.contains("\"k1\"") && err.contains("does not hold"),
-            "{err}"
-        );
-        let wrong_k1 = entry("k1");
-        let err = ring(&[&wrong_k1, &k2], "k2")
-            .check_keys(Some(&record), false)
-            .unwrap_err();
-        assert!(err.contains("not the key"), "{err}");
-        let err = Sealer::default()
-            .check_keys(Some(&record), false)
-            .unwrap_err();
-        assert!(err.contains("encrypted"), "{err}");
-        // An entry left in clear, or sealed with another key than it names.
-        let clear = br#"{"keys":{"k1":"dialogd"}}"#;
-        assert!(
-            first
-                .check_keys(Some(clear), false)
-                .unwrap_err()
-                .contains("damaged")
-        );
-        let swapped = String::from_utf8(rotated.seal(KEY_CHECK_AAD, CANARY.to_vec())).unwrap();
-        let swapped = serde_json::json!({"keys": {"k1": swapped}}).to_string();
-        let err = rotated
-            .check_keys(Some(swapped.as_bytes()), false)
-            .unwrap_err();
-        assert!(err.contains("damaged"), "{err}");
-        // After a rekey only the primary is in use: k1 may go.
-        let record = rotated.check_keys(Some(&record), true).unwrap().unwrap();
-        assert!(ring(&[&k2], "k2").check_keys(Some(&record), false).is_ok());
-    }
-
-    #[test]
-    fn bad_rings_are_refused_with_the_reason() {
-        let k = entry("k");
-        for (text, primary, expected) in [
-            ("k:c2hvcnQ=", "k", "32 bytes"),
-            ("k:!!!", "k", "base64"),
-            (k.as_str(), "other", "primary"),
-            ("nocolon", "k", "id:base64"),
-        ] {
-            let err = KeyRing::parse(text, primary).err().unwrap();
-            assert!(err.contains(expected), "{text}: {err}");
-        }
-        assert!(KeyRing::parse(&format!("{k},{k}"), "k").is_err());
-    }
-}
+#[path = "sealing_tests.rs"]
+mod tests;

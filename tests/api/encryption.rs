@@ -168,6 +168,22 @@ async fn no_dialogue_text_reaches_the_store_and_all_of_it_reads_back() {
 
 /// A config file for the `dialogd store` commands: the app's store and
 /// `ring` with `primary`.
+/// Runs `dialogd --config {config} store {args}`, which must succeed; its
+/// stdout.
+pub(crate) fn store_command(config: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(binary())
+        .args(["--config", config.to_str().unwrap(), "store"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub(crate) fn config_file(dir: &Path, settings: &Settings, ring: &Path, primary: &str) -> PathBuf {
     let store = &settings.store;
     let kind = if store.kind == StoreKind::Redis {
@@ -368,18 +384,7 @@ async fn a_backup_of_an_encrypted_store_is_sealed_and_restores_with_the_keys() {
     app.stop().await.unwrap();
 
     let config = config_file(keys.path(), &app.settings, &ring, "k1");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(binary())
-            .args(["--config", config.to_str().unwrap(), "store"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| store_command(&config, args);
     let backups = keys.path().join("backups");
     let data_dir = app.settings.store.data_dir.display().to_string();
     run(&[

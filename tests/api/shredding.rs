@@ -5,30 +5,14 @@
 
 use crate::encryption::{
     CANARY, config_file, encrypted, fill, holds_canary, new_key, raw_store, ring_file, start_on,
-    try_start_on,
+    store_command, try_start_on,
 };
 use crate::helpers::*;
-use crate::process::binary;
 use dialogd::config::{Settings, StoreKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tempfile::TempDir;
 use tonic::Code;
-
-/// Runs `dialogd --config {config} store {args}`; its stdout.
-fn store_command(config: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(binary())
-        .args(["--config", config.to_str().unwrap(), "store"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
