@@ -82,6 +82,19 @@ enum Command {
 /// Runs the command the arguments name.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    let given = cli.flags.given();
+    if let (Some(command), false) = (&cli.command, given.is_empty()) {
+        let name = match command {
+            Command::Keygen { .. } => "keygen",
+            Command::Chat { .. } => "chat",
+            Command::Store(_) => "store",
+        };
+        eprintln!(
+            "dialogd {name}: {} configure the server and are not read by {name} (the store commands take their own --data-dir after the subcommand)",
+            given.join(", ")
+        );
+        return ExitCode::from(2);
+    }
     match cli.command {
         Some(Command::Keygen {
             id,

@@ -88,6 +88,17 @@ pub fn run(command: StoreCommand, config: Option<Result<Settings, String>>) -> E
             return ExitCode::from(2);
         }
     };
+    // Only the commands that open a store read its keys from --config.
+    let reads_config = !matches!(
+        command,
+        StoreCommand::Newkey { .. } | StoreCommand::Backup { addr: Some(_), .. }
+    );
+    if config.is_some() && !reads_config {
+        eprintln!(
+            "dialogd store: --config is not read by newkey or an online backup (--addr): the server holds the store"
+        );
+        return ExitCode::from(2);
+    }
     let settings = |dir: &Path| settings_with(dir, config.as_ref());
     let prune = match &command {
         StoreCommand::Backup {

@@ -20,6 +20,23 @@ pub struct Flags {
     pub metrics: MetricsFlags,
 }
 
+impl Flags {
+    /// The flags given, by name: they configure the server, so a
+    /// subcommand refuses them rather than ignore them.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("--listen", self.server.listen.is_some()),
+            ("--data-dir", self.store.data_dir.is_some()),
+            ("--accept-store-loss", self.store.accept_loss),
+            ("--log-level", self.log.level.is_some()),
+            ("--metrics-listen", self.metrics.listen.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
 #[derive(Debug, Default, Clone, clap::Args, Serialize)]
 pub struct ServerFlags {
     /// Address to serve gRPC on [default: 127.0.0.1:50051; port 0 picks a free one].

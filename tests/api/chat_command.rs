@@ -93,3 +93,59 @@ async fn dialogd_chat_streams_each_line_as_a_turn_of_one_dialogue() {
         "{stderr}"
     );
 }
+
+/// Server flags before a subcommand would configure nothing it reads:
+/// refused (exit 2) with the flags named, never silently ignored.
+#[test]
+fn server_flags_before_a_subcommand_are_refused() {
+    for args in [
+        &["--listen", "127.0.0.1:0", "chat"][..],
+        &["--log-level", "debug", "keygen", "--id", "k"][..],
+        &[
+            "--data-dir",
+            "/tmp/x",
+            "--accept-store-loss",
+            "store",
+            "newkey",
+            "--id",
+            "k",
+        ][..],
+    ] {
+        let out = std::process::Command::new(binary())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(args[0]) && stderr.contains("not read by"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // So is a config given to store commands that open no store.
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("dialogd.toml");
+    std::fs::write(&config, "").unwrap();
+    let config = config.to_str().unwrap();
+    for args in [
+        &["--config", config, "store", "newkey", "--id", "k"][..],
+        &[
+            "--config",
+            config,
+            "store",
+            "backup",
+            "--addr",
+            "127.0.0.1:1",
+            "--to",
+            "/tmp/b",
+        ][..],
+    ] {
+        let out = std::process::Command::new(binary())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--config is not read"), "{stderr}");
+    }
+}
