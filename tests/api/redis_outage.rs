@@ -299,7 +299,9 @@ async fn calls_cancelled_while_waiting_for_a_lease_leave_nothing_behind() {
     let shared = redis.shared();
     let dir = TempDir::new().unwrap();
     // A long lease: one left behind would hold the dialogue for 30 s.
-    let extra = "lease_secs = 30";
+    // Generous Redis timeouts: this is about cancelled calls, and a busy
+    // CI machine can take over a second to answer (seen once).
+    let extra = "lease_secs = 30\ncommand_timeout_ms = 5000\nconnect_timeout_ms = 2000";
     let replicas = [
         replica_with_echo_delay(&dir, "a", &shared, extra, 20).await,
         replica_with_echo_delay(&dir, "b", &shared, extra, 20).await,
