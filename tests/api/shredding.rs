@@ -102,6 +102,9 @@ async fn erasing_a_dialogue_destroys_its_key_so_no_backup_yields_it() {
     assert!(!contains(&key_file, "~gone"), "the key is overwritten");
     assert!(contains(&key_file, "~kept"));
     assert_eq!(app.api.all_turns("kept").await.len(), 4);
+    // A new dialogue of the same id gets a new key, which does not open
+    // the old one's records either.
+    app.api.create("gone").await;
     let settings = app.settings.clone();
     app.stop().await.unwrap();
 
@@ -111,6 +114,12 @@ async fn erasing_a_dialogue_destroys_its_key_so_no_backup_yields_it() {
     assert!(out.contains("dropped 1 dialogue(s)"), "{out}");
     let status = restored.api.get("gone", 0).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let listed = restored
+        .api
+        .list_dialogues(dialogd::pb::dialogue::v1::ListDialoguesRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.dialogues.len(), 1, "only kept is listed");
     let turns = restored.api.all_turns("kept").await;
     assert_eq!(turns.len(), 4);
     assert!(turn_text(&turns[0]).contains(CANARY));

@@ -8,7 +8,7 @@ use super::write_set::WriteSet;
 use super::{SledStore, keys};
 use crate::dialogue::model::DialogueId;
 use crate::dialogue::ports::StoreError;
-use crate::store::sealing::Sealer;
+use crate::store::sealing::{SealError, Sealer};
 use std::collections::HashSet;
 
 impl SledStore {
@@ -116,10 +116,15 @@ impl SledStore {
         let mut gone: HashSet<Vec<u8>> = HashSet::new();
         for entry in self.tree.iter() {
             let (key, value) = entry.map_err(failed)?;
-            if let Some(dialogue) = Sealer::sealed_in_dialogue(&value)
-                && keys::is_sealed(&key)
-                && vault.get(dialogue).is_none()
-            {
+            let Some(dialogue) = Sealer::sealed_in_dialogue(&value) else {
+                continue;
+            };
+            // Its key destroyed — or destroyed and a dialogue of the same
+            // id created since, whose key does not open it. (The backup's
+            // checksum has ruled out damage by then.)
+            let shredded = vault.get(dialogue).is_none()
+                || matches!(self.sealer.open(&key, &value), Err(SealError::Tampered(_)));
+            if keys::is_sealed(&key) && shredded {
                 gone.insert(dialogue.as_bytes().to_vec());
             }
         }
