@@ -339,7 +339,11 @@ async fn calls_cancelled_while_waiting_for_a_lease_leave_nothing_behind() {
             .unwrap();
         started.elapsed()
     };
-    let waited = free(&apis[0], "after the cancellations").await;
+    // On a fresh connection: 200 streams reset on one HTTP/2 connection
+    // may earn it a GOAWAY (h2's rapid-reset guard, "too_many_resets")
+    // when the server is slow to accept them — a busy CI machine.
+    let fresh = replicas[0].api().await;
+    let waited = free(&fresh, "after the cancellations").await;
     println!("next turn waited {waited:?}");
     assert!(
         waited < Duration::from_secs(2),
