@@ -47,20 +47,9 @@ pub(crate) async fn try_start_on(
 ) -> String {
     let mut settings = test_settings(dir.path());
     customize(&mut settings);
-    // A stopped app's last tasks may hold the data dir's lock a moment
-    // after its stop returns: wait for it, up to 10 s.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match dialogd::startup::Application::build(settings.clone()).await {
-            Ok(_) => return String::new(),
-            Err(e)
-                if e.to_string().contains("in use by another process")
-                    && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            Err(e) => return e.to_string(),
-        }
+    match dialogd::startup::Application::build(settings).await {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
     }
 }
 

@@ -360,9 +360,34 @@ impl TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match self.server.take() {
+        let stopped = match self.server.take() {
             Some(server) => server.await.expect("server task"),
             None => Ok(()),
+        };
+        self.until_store_released().await;
+        stopped
+    }
+
+    /// Waits (up to 10 s) until the embedded store's files are no longer
+    /// locked: the last connection task may drop its hold on the store a
+    /// moment after the server has stopped, and tests reopen at once.
+    async fn until_store_released(&self) {
+        let store = &self.settings.store;
+        if store.kind != dialogd::config::StoreKind::Sled {
+            return;
+        }
+        let files = [
+            Some(store.data_dir.join("db")),
+            store.encryption.dialogue_key_file.clone(),
+        ];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for file in files.into_iter().flatten() {
+            while let Ok(open) = std::fs::File::open(&file) {
+                if open.try_lock().is_ok() || std::time::Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
