@@ -22,8 +22,7 @@ impl ModelRequest {
     /// What a model must be able to do to take this call.
     pub fn needs(&self) -> BTreeSet<Capability> {
         let mut needs = BTreeSet::new();
-        let contents: Vec<&[ContentPart]> =
-            self.messages.iter().map(|m| m.content.as_slice()).collect();
+        let contents: Vec<&[ContentPart]> = self.messages.iter().map(|m| &*m.content).collect();
         if contents.iter().any(|c| !images(c).is_empty()) {
             needs.insert(Capability::Vision);
         }

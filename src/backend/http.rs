@@ -227,7 +227,11 @@ impl Endpoint {
 
     /// `url` is parsed once, when the backend is built: parsing it per
     /// call (url + idna) showed in the OpenAI path's profile.
-    fn post(&self, url: &reqwest::Url, body: &serde_json::Value) -> reqwest::RequestBuilder {
+    fn post<B: serde::Serialize + ?Sized>(
+        &self,
+        url: &reqwest::Url,
+        body: &B,
+    ) -> reqwest::RequestBuilder {
         let mut request = self
             .client
             .post(url.clone())
@@ -241,10 +245,10 @@ impl Endpoint {
     }
 
     /// A unary call: the JSON reply, within `request_ms`.
-    pub async fn post_json<T: DeserializeOwned>(
+    pub async fn post_json<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
         &self,
         url: &reqwest::Url,
-        body: &serde_json::Value,
+        body: &B,
     ) -> Result<T, BackendError> {
         let response = self
             .post(url, body)
@@ -264,10 +268,10 @@ impl Endpoint {
 
     /// A streamed call decoded by `decoder`, with the first-token and idle
     /// limits applied.
-    pub async fn post_sse(
+    pub async fn post_sse<B: serde::Serialize + ?Sized>(
         &self,
         url: &reqwest::Url,
-        body: &serde_json::Value,
+        body: &B,
         decoder: impl SseDecoder,
     ) -> Result<ReplyStream, BackendError> {
         let first_token_by = Instant::now() + Duration::from_millis(self.timeouts.first_token_ms);

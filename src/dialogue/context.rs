@@ -13,6 +13,7 @@ use super::content::estimate_tokens;
 use super::model::{ContentPart, Role, Turn};
 use super::tokenizer::count_tokens;
 use crate::dialogue::model::PromptMessage;
+use std::sync::Arc;
 
 /// Tokens a message adds to a chat prompt besides its content (role markers).
 pub const MESSAGE_OVERHEAD: u64 = 4;
@@ -85,7 +86,7 @@ impl ContextFit {
     /// tool results with the turn of the calls they answer, so the two are
     /// never split — or a single turn. False once the window is full (the
     /// unit and every older turn are left out).
-    pub fn offer(&mut self, unit: &[&Turn]) -> bool {
+    pub fn offer(&mut self, unit: &[&Arc<Turn>]) -> bool {
         if self.full {
             return false;
         }
@@ -97,10 +98,9 @@ impl ContextFit {
         self.remaining_tokens -= cost;
         self.remaining_turns -= unit.len();
         self.full = self.remaining_turns == 0;
-        self.history.extend(unit.iter().map(|turn| PromptMessage {
-            role: turn.role,
-            content: turn.content.clone(),
-        }));
+        // Shared with the stored turns, not copied.
+        self.history
+            .extend(unit.iter().map(|turn| PromptMessage::of_turn(turn)));
         true
     }
 
@@ -136,7 +136,7 @@ pub fn answers_calls(turn: &Turn) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::model::{ContentPart, Time};
+    use crate::dialogue::model::{ContentPart, MessageContent, Time};
 
     fn turn(index: u64, role: Role, text: &str) -> Turn {
         Turn {
@@ -174,12 +174,12 @@ mod tests {
     fn keeps_the_newest_turns_that_fit_in_order() {
         // system (2+4) + new (1+4) = 11 tokens; each one-word turn costs 5.
         let mut fit = fit("be kind", "new", 21, 100).unwrap();
-        assert!(fit.offer(&[&turn(3, Role::Assistant, "four")]));
-        assert!(fit.offer(&[&turn(2, Role::User, "three")]));
-        assert!(!fit.offer(&[&turn(1, Role::Assistant, "two")]));
+        assert!(fit.offer(&[&Arc::new(turn(3, Role::Assistant, "four"))]));
+        assert!(fit.offer(&[&Arc::new(turn(2, Role::User, "three"))]));
+        assert!(!fit.offer(&[&Arc::new(turn(1, Role::Assistant, "two"))]));
         assert!(fit.is_full());
         assert!(
-            !fit.offer(&[&turn(0, Role::User, "o")]),
+            !fit.offer(&[&Arc::new(turn(0, Role::User, "o"))]),
             "nothing older after a gap"
         );
         let prompt = fit.finish();
@@ -190,20 +190,32 @@ mod tests {
     }
 
     #[test]
+    fn history_is_shared_with_the_stored_turns_not_copied() {
+        let stored = Arc::new(turn(3, Role::Assistant, "four"));
+        let mut fit = fit("", "new", 100, 10).unwrap();
+        assert!(fit.offer(&[&stored]));
+        let prompt = fit.finish();
+        let MessageContent::Stored(shared) = &prompt[0].content else {
+            panic!("the stored turn was copied into the prompt");
+        };
+        assert!(Arc::ptr_eq(shared, &stored));
+    }
+
+    #[test]
     fn never_splits_a_turn() {
         let mut fit = fit("", "new", 30, 100).unwrap();
-        assert!(fit.offer(&[&turn(9, Role::User, "hi")]));
-        assert!(!fit.offer(&[&turn(8, Role::User, &"lorem ipsum ".repeat(40))]));
+        assert!(fit.offer(&[&Arc::new(turn(9, Role::User, "hi"))]));
+        assert!(!fit.offer(&[&Arc::new(turn(8, Role::User, &"lorem ipsum ".repeat(40)))]));
         assert_eq!(texts(&fit.finish()), ["hi", "new"]);
     }
 
     #[test]
     fn the_turn_cap_bounds_history_too() {
         let mut fit = fit("", "new", 10_000, 2).unwrap();
-        assert!(fit.offer(&[&turn(5, Role::User, "a")]));
-        assert!(fit.offer(&[&turn(4, Role::User, "b")]));
+        assert!(fit.offer(&[&Arc::new(turn(5, Role::User, "a"))]));
+        assert!(fit.offer(&[&Arc::new(turn(4, Role::User, "b"))]));
         assert!(fit.is_full());
-        assert!(!fit.offer(&[&turn(3, Role::User, "c")]));
+        assert!(!fit.offer(&[&Arc::new(turn(3, Role::User, "c"))]));
         assert_eq!(texts(&fit.finish()), ["b", "a", "new"]);
     }
 
@@ -218,7 +230,7 @@ mod tests {
         let mut heavy = turn(1, Role::User, "hi");
         heavy.tokens = 200;
         assert!(
-            !fit.offer(&[&heavy]),
+            !fit.offer(&[&Arc::new(heavy)]),
             "a stored count of 200 does not fit 100"
         );
     }
@@ -241,6 +253,7 @@ mod tests {
         assert!(answers_calls(&results) && !answers_calls(&calls));
         // Room for the results alone, not for both: neither goes in.
         let room = turn_tokens(&results) + MESSAGE_OVERHEAD + 3;
+        let (results, calls) = (Arc::new(results), Arc::new(calls));
         let mut tight = fit("", "new", room + 5, 10).unwrap();
         assert!(!tight.offer(&[&results, &calls]));
         assert_eq!(tight.finish().len(), 1);

@@ -7,6 +7,7 @@ pub mod content_filter;
 pub mod context;
 pub mod generation;
 mod id;
+mod message;
 pub mod model;
 pub mod page_token;
 pub mod ports;

@@ -8,6 +8,7 @@ pub use super::generation::{
     CachePolicy, GenerationParams, ResponseFormat, TokenLogprob, ToolChoice, ToolSpec, TopLogprob,
 };
 pub use super::id::{DialogueId, Owner};
+pub use super::message::{MessageContent, PromptMessage};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -166,28 +167,6 @@ fn is_zero(n: &u32) -> bool {
 impl Turn {
     /// The turn's text parts joined: what it says in words.
     pub fn text(&self) -> String {
-        join_text(&self.content)
-    }
-}
-
-/// One message of the prompt sent to a model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromptMessage {
-    pub role: Role,
-    pub content: Vec<ContentPart>,
-}
-
-impl PromptMessage {
-    /// A message of text alone.
-    pub fn text(role: Role, text: impl Into<String>) -> PromptMessage {
-        PromptMessage {
-            role,
-            content: vec![ContentPart::Text(text.into())],
-        }
-    }
-
-    /// Its text parts joined.
-    pub fn joined_text(&self) -> String {
         join_text(&self.content)
     }
 }

@@ -130,7 +130,7 @@ impl Engine {
             .filter(|t| t.summary.is_none() && !t.content.is_empty())
             .map(|t| PromptMessage {
                 role: t.role,
-                content: t.content,
+                content: t.content.into(),
             })
             .collect())
     }

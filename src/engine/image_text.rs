@@ -55,7 +55,8 @@ impl ImageReader for ModelReader {
                 content: vec![
                     ContentPart::Text(self.instruction.clone()),
                     ContentPart::Image(image.clone()),
-                ],
+                ]
+                .into(),
             }],
             params: GenerationParams::default(),
         };
@@ -125,14 +126,12 @@ impl Engine {
             {
                 continue;
             }
-            let mut parts = std::mem::take(&mut message.content)
-                .into_iter()
-                .enumerate()
-                .peekable();
+            let content = message.content.to_mut();
+            let mut parts = std::mem::take(content).into_iter().enumerate().peekable();
             let mut images = 0;
             while let Some((i, part)) = parts.next() {
                 let ContentPart::Image(image) = part else {
-                    message.content.push(part);
+                    content.push(part);
                     continue;
                 };
                 images += 1;
@@ -143,7 +142,7 @@ impl Engine {
                 if !has_text {
                     let field = format!("messages[{m}].content[{i}]");
                     let text = read(reader.as_ref(), &image, &field, images).await?;
-                    message.content.push(ContentPart::Text(text));
+                    content.push(ContentPart::Text(text));
                 }
             }
         }

@@ -124,7 +124,7 @@ impl Engine {
                 index,
                 role: m.role,
                 tokens: u32::try_from(estimate_tokens(&m.content)).unwrap_or(u32::MAX),
-                content: m.content,
+                content: m.content.into_vec(),
                 create_time: now,
                 finish_reason: None,
                 model: String::new(),

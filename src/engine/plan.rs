@@ -175,7 +175,7 @@ impl Engine {
         // Images are reference-counted: the copies share their bytes.
         let message = PromptMessage {
             role,
-            content: content.clone(),
+            content: content.clone().into(),
         };
         let mut this_turn = ModelRequest {
             messages: vec![message.clone()],

@@ -143,11 +143,11 @@ impl PromptBuilder<'_> {
                     continue;
                 }
                 // No allocation per turn: this runs for every turn of a window.
-                let single = [&*turn];
+                let single = [&turn];
                 let pair;
-                let unit: &[&Turn] = match &results {
+                let unit: &[&Arc<Turn>] = match &results {
                     Some(results) => {
-                        pair = [&**results, &*turn];
+                        pair = [results, &turn];
                         &pair
                     }
                     None => &single,

@@ -128,7 +128,7 @@ impl Engine {
             summary: None,
             prompt_tokens,
             // Not counted: a stateless turn is neither stored nor shown.
-            user_turn: user_turn(0, last.role, last.content, 0, Time::now()),
+            user_turn: user_turn(0, last.role, last.content.into_vec(), 0, Time::now()),
             started,
             waited: Duration::ZERO,
             deadline,

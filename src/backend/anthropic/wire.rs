@@ -204,7 +204,8 @@ mod tests {
                         id: "t1".into(),
                         name: "weather".into(),
                         arguments: r#"{"city":"Paris"}"#.into(),
-                    })],
+                    })]
+                    .into(),
                 },
                 PromptMessage {
                     role: Role::Tool,
@@ -212,7 +213,8 @@ mod tests {
                         call_id: "t1".into(),
                         content: vec![ContentPart::Text("sunny".into())],
                         is_error: false,
-                    })],
+                    })]
+                    .into(),
                 },
             ],
             params: GenerationParams {

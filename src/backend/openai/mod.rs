@@ -5,6 +5,7 @@
 
 mod decode;
 mod wire;
+mod wire_messages;
 
 pub use decode::ChunkDecoder;
 

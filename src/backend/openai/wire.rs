@@ -2,20 +2,48 @@
 //! messages with image parts, assistant tool calls and tool results, and
 //! the tools, tool choice, response format and log-probability settings.
 
+use super::wire_messages::{WireMessage, messages};
 use crate::backend::ModelRequest;
-use crate::dialogue::content::{join_text, transcript};
-use crate::dialogue::model::{
-    ContentPart, Image, ImageDetail, ImageSource, PromptMessage, ResponseFormat, Role, ToolChoice,
-};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
+use crate::dialogue::model::{ResponseFormat, ToolChoice};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::{Map, Value, json};
+
+/// The body of `POST {chat_path}`: the messages serialized from the
+/// prompt where it is (`wire_messages`), then the call's settings.
+pub struct Body<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    stream: bool,
+    settings: Map<String, Value>,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(3 + self.settings.len()))?;
+        map.serialize_entry("model", self.model)?;
+        map.serialize_entry("messages", &self.messages)?;
+        map.serialize_entry("stream", &self.stream)?;
+        for (key, value) in &self.settings {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
 
 /// The body of `POST {chat_path}` for `model`.
-pub fn body(model: &str, request: &ModelRequest, stream: bool) -> Value {
-    let messages: Vec<Value> = request.messages.iter().flat_map(messages).collect();
+pub fn body<'a>(model: &'a str, request: &'a ModelRequest, stream: bool) -> Body<'a> {
+    Body {
+        model,
+        messages: messages(&request.messages),
+        stream,
+        settings: settings(request, stream),
+    }
+}
+
+/// The call's settings that are set (small: no history in them).
+fn settings(request: &ModelRequest, stream: bool) -> Map<String, Value> {
     let p = &request.params;
-    let mut body = json!({ "model": model, "messages": messages, "stream": stream });
     let tools: Vec<Value> = p
         .tools
         .iter()
@@ -61,12 +89,10 @@ pub fn body(model: &str, request: &ModelRequest, stream: bool) -> Value {
             stream.then(|| json!({ "include_usage": true })),
         ),
     ];
-    for (key, value) in fields {
-        if let Some(v) = value {
-            body[key] = v;
-        }
-    }
-    body
+    fields
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+        .collect()
 }
 
 fn tool_choice(choice: &ToolChoice) -> Value {
@@ -97,94 +123,17 @@ fn response_format(format: &ResponseFormat) -> Option<Value> {
     }
 }
 
-/// An image part: its URL, or its bytes as a `data:` URL.
-fn image_part(image: &Image) -> Value {
-    let url = match &image.source {
-        ImageSource::Url(url) => url.clone(),
-        ImageSource::Inline(i) => {
-            format!("data:{};base64,{}", i.mime_type, STANDARD.encode(&i.data))
-        }
-    };
-    let detail = match image.detail {
-        ImageDetail::Auto => "auto",
-        ImageDetail::Low => "low",
-        ImageDetail::High => "high",
-    };
-    json!({ "type": "image_url", "image_url": { "url": url, "detail": detail } })
-}
-
-/// A user message's content: a string when it is text alone, else parts.
-fn user_content(parts: &[&ContentPart]) -> Value {
-    if parts.iter().all(|p| p.as_text().is_some()) {
-        return Value::from(parts.iter().filter_map(|p| p.as_text()).collect::<String>());
-    }
-    let parts: Vec<Value> = parts
-        .iter()
-        .filter_map(|part| match part {
-            ContentPart::Text(text) => Some(json!({ "type": "text", "text": text })),
-            ContentPart::Image(image) => Some(image_part(image)),
-            _ => None,
-        })
-        .collect();
-    Value::Array(parts)
-}
-
-/// One prompt message as OpenAI messages: tool results become one `tool`
-/// message each (before any text of the same turn); an assistant turn
-/// carries its calls in `tool_calls`.
-fn messages(message: &PromptMessage) -> Vec<Value> {
-    let mut out = Vec::new();
-    for part in &message.content {
-        if let ContentPart::ToolResult(result) = part {
-            // Tool messages carry text: images in a result are noted.
-            let mut text = transcript(&result.content);
-            if result.is_error {
-                text = format!("[error] {text}");
-            }
-            out.push(json!({ "role": "tool", "tool_call_id": result.call_id, "content": text }));
-        }
-    }
-    let rest: Vec<&ContentPart> = message
-        .content
-        .iter()
-        .filter(|p| !matches!(p, ContentPart::ToolResult(_)))
-        .collect();
-    match message.role {
-        Role::System => {
-            out.push(json!({ "role": "system", "content": join_text(&message.content) }))
-        }
-        Role::User | Role::Tool if !rest.is_empty() => {
-            out.push(json!({ "role": "user", "content": user_content(&rest) }))
-        }
-        Role::User | Role::Tool => {}
-        Role::Assistant => {
-            let text = join_text(&message.content);
-            let calls: Vec<Value> = crate::dialogue::content::tool_calls(&message.content)
-                .map(|call| {
-                    json!({
-                        "id": call.id,
-                        "type": "function",
-                        "function": { "name": call.name, "arguments": call.arguments },
-                    })
-                })
-                .collect();
-            let mut m = json!({ "role": "assistant", "content": text });
-            if !calls.is_empty() {
-                if text.is_empty() {
-                    m["content"] = Value::Null;
-                }
-                m["tool_calls"] = Value::Array(calls);
-            }
-            out.push(m);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::model::{GenerationParams, InlineImage, ToolCall, ToolResult, ToolSpec};
+    use crate::dialogue::model::{
+        ContentPart, GenerationParams, Image, ImageDetail, ImageSource, InlineImage, PromptMessage,
+        Role, ToolCall, ToolResult, ToolSpec,
+    };
+
+    fn body(model: &str, request: &ModelRequest, stream: bool) -> Value {
+        serde_json::to_value(super::body(model, request, stream)).unwrap()
+    }
 
     #[test]
     fn the_body_carries_messages_and_only_the_set_parameters() {
@@ -242,11 +191,11 @@ mod tests {
             messages: vec![
                 PromptMessage {
                     role: Role::User,
-                    content: vec![ContentPart::Text("what is this".into()), image],
+                    content: vec![ContentPart::Text("what is this".into()), image].into(),
                 },
                 PromptMessage {
                     role: Role::Assistant,
-                    content: vec![ContentPart::ToolCall(call)],
+                    content: vec![ContentPart::ToolCall(call)].into(),
                 },
                 PromptMessage {
                     role: Role::Tool,
@@ -254,7 +203,8 @@ mod tests {
                         call_id: "call_1".into(),
                         content: vec![ContentPart::Text("sunny".into())],
                         is_error: false,
-                    })],
+                    })]
+                    .into(),
                 },
             ],
             params: GenerationParams {

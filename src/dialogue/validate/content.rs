@@ -337,7 +337,8 @@ mod tests {
                 id: "c1".into(),
                 name: "f".into(),
                 arguments: "{}".into(),
-            })],
+            })]
+            .into(),
         };
         let result = |id: &str| PromptMessage {
             role: Role::Tool,
@@ -345,7 +346,8 @@ mod tests {
                 call_id: id.into(),
                 content: vec![ContentPart::Text("ok".into())],
                 is_error: false,
-            })],
+            })]
+            .into(),
         };
         let limits = LimitSettings::default();
         let mut v = Violations::default();

@@ -171,13 +171,13 @@ fn conversation(request: &Obj) -> Result<Vec<PromptMessage>, Status> {
         if !results.is_empty() {
             out.push(PromptMessage {
                 role: Role::Tool,
-                content: results,
+                content: results.into(),
             });
         }
         if !said.is_empty() || role == Role::Assistant {
             out.push(PromptMessage {
                 role,
-                content: said,
+                content: said.into(),
             });
         }
     }

@@ -33,14 +33,14 @@ fn message(m: &Obj) -> Result<PromptMessage, Status> {
             m.only(&["role", "content", "name"])?;
             Ok(PromptMessage {
                 role: Role::System,
-                content: text_content(m)?,
+                content: text_content(m)?.into(),
             })
         }
         "user" => {
             m.only(&["role", "content", "name"])?;
             Ok(PromptMessage {
                 role: Role::User,
-                content: user_content(m)?,
+                content: user_content(m)?.into(),
             })
         }
         "assistant" => assistant(m),
@@ -56,7 +56,7 @@ fn message(m: &Obj) -> Result<PromptMessage, Status> {
             };
             Ok(PromptMessage {
                 role: Role::Tool,
-                content: vec![ContentPart::ToolResult(result)],
+                content: vec![ContentPart::ToolResult(result)].into(),
             })
         }
         "function" => Err(invalid(
@@ -126,7 +126,7 @@ fn assistant(m: &Obj) -> Result<PromptMessage, Status> {
     }
     Ok(PromptMessage {
         role: Role::Assistant,
-        content,
+        content: content.into(),
     })
 }
 

@@ -163,7 +163,10 @@ async fn plan(front: &Front, caller: Principal, request: ResponsesRequest) -> Re
         )
         .into());
     }
-    let content: Vec<ContentPart> = said.into_iter().flat_map(|m| m.content).collect();
+    let content: Vec<ContentPart> = said
+        .into_iter()
+        .flat_map(|m| m.content.into_vec())
+        .collect();
     if content.is_empty() {
         return Err(Failure::invalid("input", "holds no user content or tool output").into());
     }

@@ -170,10 +170,12 @@ pub fn items(list: &[Value], field: &str) -> Result<Vec<PromptMessage>, Status> 
         let item = Obj::new(item, format!("{field}[{i}]"))?;
         let (role, part) = input_item(&item)?;
         match out.last_mut() {
-            Some(last) if last.role == role && role != Role::User => last.content.extend(part),
+            Some(last) if last.role == role && role != Role::User => {
+                last.content.to_mut().extend(part)
+            }
             _ => out.push(PromptMessage {
                 role,
-                content: part,
+                content: part.into(),
             }),
         }
     }
