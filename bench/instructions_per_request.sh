@@ -8,7 +8,9 @@
 # do; instrumentation starts after a warm-up; REQUESTS stateless OpenAI
 # chat completions (or gRPC Converse turns, PATH_UNDER_TEST=converse) at a
 # fixed rate (RATE, default 50/s). KEEP=dir keeps callgrind's files there
-# for callgrind_annotate.
+# for callgrind_annotate. For Converse, MODEL=mock goes through the mock
+# upstream instead of the echo backend, and GROW=N sends every turn to one
+# of N dialogues that grow for the whole run (long histories).
 #
 #   cargo build --release --bins
 #   [PATH_UNDER_TEST=converse] bench/instructions_per_request.sh [dialogd binary] [requests]
@@ -25,7 +27,7 @@ start_mock
 path=${PATH_UNDER_TEST:-openai}
 case $path in
   openai) default_model=mock ;;
-  converse) default_model=echo ;;
+  converse) default_model=${MODEL:-echo} ;;
   *) echo "PATH_UNDER_TEST is openai or converse" >&2; exit 2 ;;
 esac
 vg() { exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.%p" "$@"; }
@@ -33,7 +35,7 @@ DEFAULT_MODEL=$default_model DIALOGD_WRAPPER=vg start_dialogd "$bin"
 load() { # seconds
   case $path in
     openai) "$bench" openai-load --base-url "http://$addr/v1" --rate "$rate" --concurrency 16 --seconds "$1" ;;
-    converse) "$bench" load --target "$addr" --rate "$rate" --concurrency 16 --seconds "$1" ;;
+    converse) "$bench" load --target "$addr" --rate "$rate" --concurrency 16 --seconds "$1" ${GROW:+--grow "$GROW"} ;;
   esac
 }
 load 3 > /dev/null # warm-up: connections, caches, lazy statics

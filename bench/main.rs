@@ -77,6 +77,10 @@ enum Command {
         /// model `mock`) instead of gRPC Converse.
         #[arg(long)]
         openai: bool,
+        /// Converse on this many dialogues that grow for the whole run
+        /// (long histories) instead of a new dialogue every 10 exchanges.
+        #[arg(long)]
+        grow: Option<u64>,
     },
     /// Stateless chat completions against any OpenAI-compatible gateway
     /// (bench/peer_compare.sh runs the matrix with it).
@@ -126,12 +130,16 @@ async fn main() {
             seconds,
             stream,
             openai,
+            grow,
         } => match openai {
             true => match clients::Upstream::new(target) {
                 Ok(upstream) => load_openai(upstream, rate, concurrency, seconds, stream).await,
                 Err(e) => Err(e),
             },
-            false => load(target, rate, concurrency, connections, seconds, stream).await,
+            false => {
+                let calls = Calls { stream, grow };
+                load(target, rate, concurrency, connections, seconds, calls).await
+            }
         },
         Command::OpenaiLoad {
             base_url,
@@ -194,13 +202,19 @@ async fn load_openai(
     Ok(())
 }
 
+/// What each Converse load call is.
+struct Calls {
+    stream: bool,
+    grow: Option<u64>,
+}
+
 async fn load(
     target: SocketAddr,
     rate: Option<f64>,
     concurrency: usize,
     connections: usize,
     seconds: u64,
-    stream: bool,
+    Calls { stream, grow }: Calls,
 ) -> Result<(), String> {
     let clients = Arc::new(clients::connections(target, connections).await?);
     let mode = match rate {
@@ -213,7 +227,10 @@ async fn load(
         Duration::from_secs(seconds),
         move |seq| {
             let client = clients[(seq % clients.len() as u64) as usize].clone();
-            let dialogue = clients::dialogue_of("load", seq % 256, seq / 256);
+            let dialogue = match grow {
+                Some(dialogues) => format!("grow-{}", seq % dialogues.max(1)),
+                None => clients::dialogue_of("load", seq % 256, seq / 256),
+            };
             let request = clients::request(&dialogue, "hello from dialogd-bench");
             async move {
                 if stream {
