@@ -136,23 +136,10 @@ pub fn answers_calls(turn: &Turn) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::model::{ContentPart, MessageContent, Time};
+    use crate::dialogue::model::{ContentPart, MessageContent};
 
     fn turn(index: u64, role: Role, text: &str) -> Turn {
-        Turn {
-            index,
-            role,
-            content: vec![ContentPart::Text(text.into())],
-            create_time: Time(0),
-            finish_reason: None,
-            model: String::new(),
-            usage: None,
-            request_id: None,
-            tokens: 0,
-            summary: None,
-            added: false,
-            rule: None,
-        }
+        Turn::of_text(index, role, text)
     }
 
     fn texts(prompt: &[PromptMessage]) -> Vec<String> {

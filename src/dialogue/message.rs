@@ -117,23 +117,9 @@ impl PartialEq for MessageContent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::model::Time;
 
     fn turn(text: &str) -> Arc<Turn> {
-        Arc::new(Turn {
-            index: 0,
-            role: Role::User,
-            content: vec![ContentPart::Text(text.into())],
-            create_time: Time(0),
-            finish_reason: None,
-            model: String::new(),
-            usage: None,
-            request_id: None,
-            tokens: 0,
-            summary: None,
-            added: false,
-            rule: None,
-        })
+        Arc::new(Turn::of_text(0, Role::User, text))
     }
 
     #[test]

@@ -169,6 +169,25 @@ impl Turn {
     pub fn text(&self) -> String {
         join_text(&self.content)
     }
+
+    /// A bare turn of text, for tests.
+    #[cfg(test)]
+    pub(crate) fn of_text(index: u64, role: Role, text: &str) -> Turn {
+        Turn {
+            index,
+            role,
+            content: vec![ContentPart::Text(text.into())],
+            create_time: Time(0),
+            finish_reason: None,
+            model: String::new(),
+            usage: None,
+            request_id: None,
+            tokens: 0,
+            summary: None,
+            added: false,
+            rule: None,
+        }
+    }
 }
 
 /// When a dialogue expires, as a caller states it.
