@@ -4,6 +4,7 @@
 
 mod decode;
 mod wire;
+mod wire_messages;
 
 use super::http::Endpoint;
 use super::openai::build_headers;
@@ -14,7 +15,6 @@ use crate::config::BackendSettings;
 use async_trait::async_trait;
 use decode::{EventDecoder, Message};
 use reqwest::header::HeaderValue;
-use serde_json::Value;
 
 pub struct AnthropicBackend {
     endpoint: Endpoint,
@@ -24,7 +24,7 @@ pub struct AnthropicBackend {
 }
 
 impl AnthropicBackend {
-    fn body(&self, model: &str, request: &ModelRequest, stream: bool) -> Value {
+    fn body<'a>(&self, model: &str, request: &'a ModelRequest, stream: bool) -> wire::Body<'a> {
         wire::body(model, request, self.default_max_tokens, stream)
     }
 

@@ -3,16 +3,38 @@
 //! image blocks, tool calls as `tool_use` and results as `tool_result`
 //! blocks, tools with their `input_schema`.
 
+use super::wire_messages::{WireMessage, to_messages};
 use crate::backend::ModelRequest;
-use crate::dialogue::model::{
-    ContentPart, Image, ImageSource, PromptMessage, ResponseFormat, Role, ToolChoice,
-};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use crate::dialogue::model::{ResponseFormat, ToolChoice};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::{Map, Value, json};
 
+/// The body of `POST /v1/messages`: the messages serialized from the
+/// prompt where it is (`wire_messages`), then the call's settings.
+pub struct Body<'a> {
+    messages: Vec<WireMessage<'a>>,
+    settings: Map<String, Value>,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1 + self.settings.len()))?;
+        map.serialize_entry("messages", &self.messages)?;
+        for (key, value) in &self.settings {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
 /// The body of `POST /v1/messages` for `model`.
-pub fn body(model: &str, request: &ModelRequest, default_max_tokens: u32, stream: bool) -> Value {
+pub fn body<'a>(
+    model: &str,
+    request: &'a ModelRequest,
+    default_max_tokens: u32,
+    stream: bool,
+) -> Body<'a> {
     let (mut system, messages) = to_messages(&request.messages);
     let p = &request.params;
     // Anthropic has no JSON response format: its documented way is to ask.
@@ -38,7 +60,6 @@ pub fn body(model: &str, request: &ModelRequest, default_max_tokens: u32, stream
     }
     let mut body = json!({
         "model": model,
-        "messages": messages,
         "max_tokens": p.max_tokens.unwrap_or(default_max_tokens),
         "stream": stream,
     });
@@ -82,89 +103,23 @@ pub fn body(model: &str, request: &ModelRequest, default_max_tokens: u32, stream
     if let Some(choice) = choice.filter(|_| !p.tools.is_empty()) {
         body["tool_choice"] = choice;
     }
-    body
-}
-
-fn image_block(image: &Image) -> Value {
-    let source = match &image.source {
-        ImageSource::Url(url) => json!({ "type": "url", "url": url }),
-        ImageSource::Inline(i) => json!({
-            "type": "base64",
-            "media_type": i.mime_type,
-            "data": STANDARD.encode(&i.data),
-        }),
+    let settings = match body {
+        Value::Object(settings) => settings,
+        _ => Map::new(),
     };
-    json!({ "type": "image", "source": source })
-}
-
-/// A content part as a block (`None` for parts that are not blocks).
-fn block(part: &ContentPart) -> Option<Value> {
-    Some(match part {
-        ContentPart::Text(text) if text.is_empty() => return None,
-        ContentPart::Text(text) => json!({ "type": "text", "text": text }),
-        ContentPart::Image(image) => image_block(image),
-        ContentPart::ToolCall(call) => {
-            // `input` is an object; arguments that are not one travel as text.
-            let input = match serde_json::from_str::<Value>(&call.arguments) {
-                Ok(Value::Object(object)) => Value::Object(object),
-                _ => json!({ "arguments": call.arguments }),
-            };
-            json!({ "type": "tool_use", "id": call.id, "name": call.name, "input": input })
-        }
-        ContentPart::ToolResult(result) => json!({
-            "type": "tool_result",
-            "tool_use_id": result.call_id,
-            "content": result.content.iter().filter_map(block).collect::<Vec<_>>(),
-            "is_error": result.is_error,
-        }),
-    })
-}
-
-/// Anthropic wants the system text apart and user/assistant messages that
-/// alternate, starting with the user: system turns join the system text,
-/// tool results are the user's, neighbours of one role are merged, a
-/// leading reply is dropped.
-pub fn to_messages(prompt: &[PromptMessage]) -> (Vec<String>, Vec<Value>) {
-    let mut system: Vec<String> = Vec::new();
-    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for m in prompt {
-        let role = match m.role {
-            Role::System => {
-                system.push(m.joined_text());
-                continue;
-            }
-            Role::User | Role::Tool => "user",
-            Role::Assistant => "assistant",
-        };
-        // Tool results come first in a user message.
-        let mut blocks: Vec<Value> = m
-            .content
-            .iter()
-            .filter(|p| matches!(p, ContentPart::ToolResult(_)))
-            .chain(
-                m.content
-                    .iter()
-                    .filter(|p| !matches!(p, ContentPart::ToolResult(_))),
-            )
-            .filter_map(block)
-            .collect();
-        match messages.last_mut() {
-            Some((last, content)) if *last == role => content.append(&mut blocks),
-            None if role == "assistant" => {}
-            _ => messages.push((role, blocks)),
-        }
-    }
-    let messages = messages
-        .into_iter()
-        .map(|(role, content)| json!({ "role": role, "content": content }))
-        .collect();
-    (system, messages)
+    Body { messages, settings }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::model::{GenerationParams, ToolCall, ToolResult, ToolSpec};
+    use crate::dialogue::model::{
+        ContentPart, GenerationParams, PromptMessage, Role, ToolCall, ToolResult, ToolSpec,
+    };
+
+    fn body(model: &str, request: &ModelRequest, max_tokens: u32, stream: bool) -> Value {
+        serde_json::to_value(super::body(model, request, max_tokens, stream)).unwrap()
+    }
 
     fn msg(role: Role, text: &str) -> PromptMessage {
         PromptMessage::text(role, text)
@@ -172,7 +127,7 @@ mod tests {
 
     #[test]
     fn messages_alternate_and_start_with_the_user() {
-        let (system, messages) = to_messages(&[
+        let prompt = [
             msg(Role::System, "be brief"),
             msg(Role::Assistant, "orphan reply"),
             msg(Role::User, "a"),
@@ -180,8 +135,11 @@ mod tests {
             msg(Role::Assistant, "c"),
             msg(Role::System, "summary so far"),
             msg(Role::User, "d"),
-        ]);
+        ];
+        let (system, messages) = to_messages(&prompt);
         assert_eq!(system.join("\n\n"), "be brief\n\nsummary so far");
+        let messages = serde_json::to_value(messages).unwrap();
+        let messages = messages.as_array().unwrap();
         let roles: Vec<_> = messages
             .iter()
             .map(|m| m["role"].as_str().unwrap())
