@@ -4,12 +4,16 @@
 //! the layers and the routes. The caller's address and certificate ride in
 //! each request's extensions (`PeerInfo`). When `stop` fires, no new
 //! connection is taken and open ones are closed gracefully: in-flight
-//! requests and streams finish first.
+//! requests and streams finish first; `cut` ends the connections still
+//! open. The serving task ends only once every connection task — and every
+//! HTTP/2 stream task hyper spawned — has ended and dropped its handle on
+//! the service (so on the engine and the store): a program that stops
+//! dialogd may reopen its data dir at once.
 
 use crate::tls::{Conn, PeerInfo};
 use futures_util::StreamExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
@@ -17,6 +21,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::server::Connected;
 use tower::{Service, ServiceExt};
 
@@ -26,19 +31,41 @@ type Response = http::Response<tonic::body::Body>;
 /// How long a client may take to send a request's headers (HTTP/1.1).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// When the serving task stops taking connections, and when it cuts them.
+pub struct Stopping {
+    pub stop: CancellationToken,
+    pub cut: CancellationToken,
+}
+
+/// Spawns hyper's tasks (HTTP/2 streams) where the serving task waits for
+/// them.
+#[derive(Clone)]
+struct TrackedExecutor(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
+}
+
 /// Serves `incoming` with `service` until `stop`, then drains.
 pub fn serve<S>(
     incoming: ReceiverStream<std::io::Result<Conn>>,
     service: S,
     max_header_list_bytes: u32,
-    stop: CancellationToken,
+    Stopping { stop, cut }: Stopping,
 ) -> JoinHandle<Result<(), String>>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     tokio::spawn(async move {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let tasks = TaskTracker::new();
+        let mut builder = auto::Builder::new(TrackedExecutor(tasks.clone()));
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -75,14 +102,23 @@ where
                 .serve_connection_with_upgrades(TokioIo::new(conn), per_request)
                 .into_owned();
             let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+            let cut = cut.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    result = connection => if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    },
+                    _ = cut.cancelled() => {}
                 }
             });
         }
         drop(incoming);
-        graceful.shutdown().await;
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = cut.cancelled() => {}
+        }
+        tasks.close();
+        tasks.wait().await;
         Ok(())
     })
 }

@@ -269,7 +269,12 @@ impl Application {
             audit: audit_writer,
             rate_limits,
         };
-        let mut server = services::serve(&settings, routes, layers, incoming, stop.clone())?;
+        let cut = CancellationToken::new();
+        let stopping = connections::Stopping {
+            stop: stop.clone(),
+            cut: cut.clone(),
+        };
+        let mut server = services::serve(&settings, routes, layers, incoming, stopping)?;
         tracing::info!(%local_addr, "serving gRPC");
 
         tokio::select! {
@@ -310,8 +315,16 @@ impl Application {
             );
             engine.cut_running_turns();
             let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
-            server.abort();
-            let _ = server.await;
+            // Connections still open are cut; their tasks end (and drop
+            // their handles on the store) before the store is flushed.
+            cut.cancel();
+            if tokio::time::timeout(Duration::from_secs(1), &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+                let _ = server.await;
+            }
         }
         let _ = sweeper.await;
         for reloader in [reloader, rule_reloader].into_iter().flatten() {

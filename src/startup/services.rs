@@ -192,7 +192,7 @@ pub fn serve(
     routes: tonic::service::Routes,
     layers: Layers,
     incoming: ReceiverStream<std::io::Result<Conn>>,
-    stop: CancellationToken,
+    stopping: super::connections::Stopping,
 ) -> Result<JoinHandle<Result<(), String>>, StartupError> {
     let cors = crate::http::cors::layer(&settings.server.cors_allowed_origins)
         .map_err(StartupError::Cors)?;
@@ -221,7 +221,7 @@ pub fn serve(
         .layer(AroundLayer(RequestIds))
         .option_layer(client_addresses)
         .option_layer(crate::telemetry::traces::enabled().then_some(AroundLayer(Traces)))
-        .layer(AroundLayer(EndWatchesOnDrain(stop.clone())))
+        .layer(AroundLayer(EndWatchesOnDrain(stopping.stop.clone())))
         .layer(AroundLayer(GrpcDeadline))
         .layer(AroundLayer(RpcMetrics))
         .layer(AroundLayer(Audit::new(layers.audit)))
@@ -241,7 +241,7 @@ pub fn serve(
         incoming,
         service,
         MAX_HEADER_LIST_BYTES,
-        stop,
+        stopping,
     ))
 }
 

@@ -369,8 +369,10 @@ impl TestApp {
     }
 
     /// Waits (up to 10 s) until the embedded store's files are no longer
-    /// locked: the last connection task may drop its hold on the store a
-    /// moment after the server has stopped, and tests reopen at once.
+    /// locked. The server's own connection and stream tasks have let go by
+    /// the time it stops (`service::after_a_stop_no_connection_holds_the_store`);
+    /// a callback delivery (operations) runs detached by design, so a stop
+    /// never waits on a slow webhook, and may hold the store a moment longer.
     async fn until_store_released(&self) {
         let store = &self.settings.store;
         if store.kind != dialogd::config::StoreKind::Sled {

@@ -253,3 +253,34 @@ async fn a_health_watch_does_not_hold_the_drain_open() {
     );
     assert_eq!(ending, Some(tonic::Code::Unavailable));
 }
+
+/// A connection that never finishes sending its request's headers holds
+/// the drain to its timeout; then it is cut, and its task has let go of
+/// the store by the time the server has stopped: the data dir can be
+/// reopened at once (an embedding program restarting dialogd in-process).
+#[tokio::test]
+async fn after_a_stop_no_connection_holds_the_store() {
+    if redis_store() {
+        return; // the embedded store's lock is what is checked
+    }
+    let mut app = spawn_app_with(|s| s.server.drain_timeout_secs = 1).await;
+    let mut half_sent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    half_sent
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: dialogd\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.signal_stop();
+    tokio::time::timeout(Duration::from_secs(10), app.take_server())
+        .await
+        .expect("the drain is bounded")
+        .unwrap()
+        .expect("clean stop");
+    let db = std::fs::File::open(app.settings.store.data_dir.join("db")).unwrap();
+    assert!(
+        db.try_lock().is_ok(),
+        "the store is still open after the server stopped"
+    );
+    drop(half_sent);
+}
