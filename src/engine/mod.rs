@@ -195,17 +195,20 @@ impl Engine {
 
     /// Runs `work` until it ends, the caller's `deadline` passes
     /// (DEADLINE_EXCEEDED) or the drain time ends (UNAVAILABLE).
-    async fn guarded<T>(
-        &self,
+    fn guarded<'a, T: 'a>(
+        &'a self,
         deadline: Option<Instant>,
-        work: impl Future<Output = Result<T, EngineError>>,
-    ) -> Result<T, EngineError> {
-        // Boxed once: a turn's future is kilobytes, and the deadline and
-        // the select would otherwise move it again.
+        work: impl Future<Output = Result<T, EngineError>> + 'a,
+    ) -> impl Future<Output = Result<T, EngineError>> + 'a {
+        // Boxed once, when called: a turn's future is kilobytes; boxed
+        // inside the returned future it would make that future (and every
+        // caller's above it, moved from layer to layer) as large.
         let work = Box::pin(work);
-        tokio::select! {
-            outcome = within_deadline(deadline, work) => outcome,
-            _ = self.cut_turns.cancelled() => Err(EngineError::ShuttingDown),
+        async move {
+            tokio::select! {
+                outcome = within_deadline(deadline, work) => outcome,
+                _ = self.cut_turns.cancelled() => Err(EngineError::ShuttingDown),
+            }
         }
     }
 
