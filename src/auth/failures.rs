@@ -34,6 +34,12 @@ impl AuthFailures {
         }
     }
 
+    /// Whether any failure is being counted: until one is, nothing is
+    /// blocked (callers skip naming the address).
+    pub fn counting(&self) -> bool {
+        self.limit != 0 && self.any_failed.load(Ordering::Acquire)
+    }
+
     /// While `address` is over the limit: how long until it may try again.
     pub fn address_blocked(&self, address: &str) -> Option<Duration> {
         self.over(&self.by_address, address, Instant::now())
@@ -63,7 +69,7 @@ impl AuthFailures {
         key: &str,
         now: Instant,
     ) -> Option<Duration> {
-        if self.limit == 0 || !self.any_failed.load(Ordering::Acquire) {
+        if !self.counting() {
             return None;
         }
         let table = table.lock().unwrap_or_else(|p| p.into_inner());
