@@ -134,6 +134,17 @@ pub fn join_text(parts: &[ContentPart]) -> String {
     parts.iter().filter_map(ContentPart::as_text).collect()
 }
 
+/// `join_text`, borrowed when there is one text part (the usual case):
+/// for writing a message out without copying it.
+pub fn joined_text(parts: &[ContentPart]) -> std::borrow::Cow<'_, str> {
+    let mut texts = parts.iter().filter_map(ContentPart::as_text);
+    match (texts.next(), texts.next()) {
+        (None, _) => std::borrow::Cow::Borrowed(""),
+        (Some(only), None) => std::borrow::Cow::Borrowed(only),
+        (Some(_), Some(_)) => std::borrow::Cow::Owned(join_text(parts)),
+    }
+}
+
 /// Every part as text (images, tool calls and results as bracketed notes):
 /// what a summary keeps of tool activity, and what is counted as text.
 pub fn transcript(parts: &[ContentPart]) -> String {

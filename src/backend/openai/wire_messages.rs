@@ -3,7 +3,7 @@
 //! history goes into the request body without being copied first (into
 //! `serde_json::Value`s) — its cost is the bytes written upstream.
 
-use crate::dialogue::content::{tool_calls, transcript};
+use crate::dialogue::content::{joined_text as joined, tool_calls, transcript};
 use crate::dialogue::model::{ContentPart, Image, ImageDetail, ImageSource, PromptMessage, Role};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -123,16 +123,6 @@ fn push_message<'a>(message: &'a PromptMessage, out: &mut Vec<WireMessage<'a>>) 
                 ..message_of("assistant", content)
             });
         }
-    }
-}
-
-/// The text parts joined; borrowed when there is one.
-fn joined(parts: &[ContentPart]) -> Cow<'_, str> {
-    let mut texts = parts.iter().filter_map(ContentPart::as_text);
-    match (texts.next(), texts.next()) {
-        (None, _) => Cow::Borrowed(""),
-        (Some(only), None) => Cow::Borrowed(only),
-        (Some(_), Some(_)) => Cow::Owned(parts.iter().filter_map(ContentPart::as_text).collect()),
     }
 }
 

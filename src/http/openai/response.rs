@@ -5,12 +5,14 @@
 //! chunk, a usage chunk with `choices: []` when asked for, then `[DONE]`.
 
 use super::super::error::{self, ErrorShape};
-use crate::dialogue::content::{join_text, tool_calls};
+use crate::dialogue::content::{joined_text, tool_calls};
 use crate::dialogue::model::{DialogueId, FinishReason, StreamEvent, TokenLogprob, TurnOutcome};
 use crate::engine::EngineError;
 use axum::response::sse::Event;
 use futures_util::{Stream, StreamExt};
+use serde::Serialize;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::convert::Infallible;
 use tonic::Status;
 
@@ -49,40 +51,100 @@ fn logprobs(tokens: &[TokenLogprob]) -> Value {
     json!({"content": content, "refusal": null})
 }
 
+/// A `chat.completion`, written straight from the outcome (its texts
+/// borrowed, not copied into `serde_json::Value`s first).
+#[derive(Serialize)]
+pub struct Completion<'a> {
+    id: String,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    usage: Usage,
+    system_fingerprint: Option<()>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: Message<'a>,
+    finish_reason: &'static str,
+    logprobs: Value,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    /// Null when the reply is tool calls alone.
+    content: Option<Cow<'a, str>>,
+    refusal: Option<()>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<Call<'a>>,
+}
+
+#[derive(Serialize)]
+struct Call<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: Function<'a>,
+}
+
+#[derive(Serialize)]
+struct Function<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
 /// A completion of `outcome`.
-pub fn completion(outcome: &TurnOutcome, wants_logprobs: bool) -> Value {
+pub fn completion(outcome: &TurnOutcome, wants_logprobs: bool) -> Completion<'_> {
     let content = &outcome.assistant_turn.content;
-    let text = join_text(content);
-    let calls: Vec<Value> = tool_calls(content)
-        .map(|c| {
-            json!({
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
-            })
+    let text = joined_text(content);
+    let calls: Vec<Call> = tool_calls(content)
+        .map(|c| Call {
+            id: &c.id,
+            kind: "function",
+            function: Function {
+                name: &c.name,
+                arguments: &c.arguments,
+            },
         })
         .collect();
-    let mut message = json!({"role": "assistant", "content": text, "refusal": null});
-    if !calls.is_empty() {
-        if text.is_empty() {
-            message["content"] = Value::Null;
-        }
-        message["tool_calls"] = Value::Array(calls);
-    }
-    json!({
-        "id": completion_id(&outcome.dialogue_id, outcome.assistant_turn.index),
-        "object": "chat.completion",
-        "created": outcome.assistant_turn.create_time.0 / 1_000_000_000,
-        "model": outcome.metadata.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": finish_reason(outcome.finish_reason),
-            "logprobs": if wants_logprobs { logprobs(&outcome.logprobs) } else { Value::Null },
+    let message = Message {
+        role: "assistant",
+        content: (!text.is_empty() || calls.is_empty()).then_some(text),
+        refusal: None,
+        tool_calls: calls,
+    };
+    let usage = &outcome.usage;
+    Completion {
+        id: completion_id(&outcome.dialogue_id, outcome.assistant_turn.index),
+        object: "chat.completion",
+        created: outcome.assistant_turn.create_time.0 / 1_000_000_000,
+        model: &outcome.metadata.model,
+        choices: [Choice {
+            index: 0,
+            message,
+            finish_reason: finish_reason(outcome.finish_reason),
+            logprobs: match wants_logprobs {
+                true => logprobs(&outcome.logprobs),
+                false => Value::Null,
+            },
         }],
-        "usage": usage(outcome),
-        "system_fingerprint": null,
-    })
+        usage: Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.prompt_tokens + usage.completion_tokens,
+        },
+        system_fingerprint: None,
+    }
 }
 
 /// Builds the chunks of one streamed completion.
