@@ -10,6 +10,26 @@ use crate::dialogue::model::{
 };
 use std::collections::BTreeSet;
 
+/// A vendor's request body: the messages, serialized where they are
+/// (borrowed from the prompt, so a long history is not copied first), then
+/// the call's settings (small).
+pub struct RequestBody<M> {
+    pub messages: M,
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<M: serde::Serialize> serde::Serialize for RequestBody<M> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1 + self.settings.len()))?;
+        map.serialize_entry("messages", &self.messages)?;
+        for (key, value) in &self.settings {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
 /// A model call: the prompt, already fitted to the context window. The
 /// upstream model name is chosen per target and passed beside it.
 #[derive(Debug, Clone)]

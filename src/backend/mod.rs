@@ -15,7 +15,7 @@ pub use http::SseDecoder;
 pub use openai::ChunkDecoder;
 
 pub use anthropic::AnthropicBackend;
-pub use call::{ModelReply, ModelRequest, ReplyChunk, ToolCallChunk, ToolCalls};
+pub use call::{ModelReply, ModelRequest, ReplyChunk, RequestBody, ToolCallChunk, ToolCalls};
 pub use echo::EchoBackend;
 pub use openai::OpenAiBackend;
 pub use tesseract::Tesseract;

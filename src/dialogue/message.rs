@@ -46,13 +46,15 @@ pub enum MessageContent {
 }
 
 impl MessageContent {
-    /// The parts to change: a stored turn's are copied first.
+    /// The parts to change: a stored turn's are copied first (unless no
+    /// one else holds the turn).
     pub fn to_mut(&mut self) -> &mut Vec<ContentPart> {
-        if let MessageContent::Stored(turn) = self {
-            *self = MessageContent::Own(turn.content.clone());
+        if let MessageContent::Stored(_) = self {
+            *self = MessageContent::Own(std::mem::take(self).into_vec());
         }
         match self {
             MessageContent::Own(parts) => parts,
+            // ok: made `Own` just above; nothing a caller sends reaches this.
             MessageContent::Stored(_) => unreachable!("replaced above"),
         }
     }

@@ -4,29 +4,13 @@
 //! blocks, tools with their `input_schema`.
 
 use super::wire_messages::{WireMessage, to_messages};
-use crate::backend::ModelRequest;
+use crate::backend::{ModelRequest, RequestBody};
 use crate::dialogue::model::{ResponseFormat, ToolChoice};
-use serde::Serialize;
-use serde::ser::SerializeMap;
 use serde_json::{Map, Value, json};
 
 /// The body of `POST /v1/messages`: the messages serialized from the
 /// prompt where it is (`wire_messages`), then the call's settings.
-pub struct Body<'a> {
-    messages: Vec<WireMessage<'a>>,
-    settings: Map<String, Value>,
-}
-
-impl Serialize for Body<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1 + self.settings.len()))?;
-        map.serialize_entry("messages", &self.messages)?;
-        for (key, value) in &self.settings {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
-    }
-}
+pub type Body<'a> = RequestBody<Vec<WireMessage<'a>>>;
 
 /// The body of `POST /v1/messages` for `model`.
 pub fn body<'a>(
@@ -107,7 +91,7 @@ pub fn body<'a>(
         Value::Object(settings) => settings,
         _ => Map::new(),
     };
-    Body { messages, settings }
+    RequestBody { messages, settings }
 }
 
 #[cfg(test)]

@@ -3,41 +3,22 @@
 //! the tools, tool choice, response format and log-probability settings.
 
 use super::wire_messages::{WireMessage, messages};
-use crate::backend::ModelRequest;
+use crate::backend::{ModelRequest, RequestBody};
 use crate::dialogue::model::{ResponseFormat, ToolChoice};
-use serde::Serialize;
-use serde::ser::SerializeMap;
 use serde_json::{Map, Value, json};
 
 /// The body of `POST {chat_path}`: the messages serialized from the
 /// prompt where it is (`wire_messages`), then the call's settings.
-pub struct Body<'a> {
-    model: &'a str,
-    messages: Vec<WireMessage<'a>>,
-    stream: bool,
-    settings: Map<String, Value>,
-}
-
-impl Serialize for Body<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(3 + self.settings.len()))?;
-        map.serialize_entry("model", self.model)?;
-        map.serialize_entry("messages", &self.messages)?;
-        map.serialize_entry("stream", &self.stream)?;
-        for (key, value) in &self.settings {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
-    }
-}
+pub type Body<'a> = RequestBody<Vec<WireMessage<'a>>>;
 
 /// The body of `POST {chat_path}` for `model`.
-pub fn body<'a>(model: &'a str, request: &'a ModelRequest, stream: bool) -> Body<'a> {
-    Body {
-        model,
+pub fn body<'a>(model: &str, request: &'a ModelRequest, stream: bool) -> Body<'a> {
+    let mut settings = settings(request, stream);
+    settings.insert("model".into(), Value::from(model));
+    settings.insert("stream".into(), Value::Bool(stream));
+    RequestBody {
         messages: messages(&request.messages),
-        stream,
-        settings: settings(request, stream),
+        settings,
     }
 }
 
